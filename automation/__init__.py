@@ -1,0 +1,1 @@
+"""Nurture: marketing automation and email sequence engine (domain layer, no Flask)."""

@@ -1,0 +1,159 @@
+"""Users, passwords, API keys and login throttling."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from automation import clock
+from automation.accounts.models import ApiKey, LoginFailure, Role, User
+from automation.contacts.addresses import normalize_email
+from automation.errors import Conflict, FieldError, InvalidInput, NotFound
+
+MIN_PASSWORD = 10
+KEY_PREFIX = "nrt"
+FAILURE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_ACCOUNT = 5
+MAX_FAILURES_PER_ADDRESS = 20
+# Compared against when the account does not exist, so timing does not reveal it.
+_DUMMY_HASH = generate_password_hash("not-a-real-password")
+
+
+def create_user(
+    session: Session, email: str, password: str, *, role: Role = Role.MARKETER, name: str = ""
+) -> User:
+    try:
+        address = normalize_email(email)
+    except ValueError as exc:
+        raise InvalidInput(FieldError("email", str(exc))) from None
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(FieldError("password", f"at least {MIN_PASSWORD} characters"))
+    if session.scalar(select(User.id).where(User.email == address)):
+        raise Conflict(f"a user with email {address} exists")
+    user = User(
+        email=address,
+        name=name,
+        password_hash=generate_password_hash(password),
+        role=role,
+        created_at=clock.now(),
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def set_password(session: Session, user_id: int, password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(FieldError("password", f"at least {MIN_PASSWORD} characters"))
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    user.password_hash = generate_password_hash(password)
+
+
+class LoginThrottled(Exception):
+    def __init__(self, retry_after: timedelta) -> None:
+        super().__init__("too many failed logins")
+        self.retry_after = retry_after
+
+
+def _recent_failures(session: Session, key: str) -> int:
+    since = clock.now() - FAILURE_WINDOW
+    return (
+        session.scalar(
+            select(func.count()).where(LoginFailure.key == key, LoginFailure.at >= since)
+        )
+        or 0
+    )
+
+
+def authenticate(session: Session, email: str, password: str, client_ip: str) -> User | None:
+    """The active user with these credentials, None otherwise; LoginThrottled when the
+    account or the client address has failed too often within the window."""
+    address = email.strip().lower()
+    account_key, ip_key = f"email:{address}", f"ip:{client_ip}"
+    if (
+        _recent_failures(session, account_key) >= MAX_FAILURES_PER_ACCOUNT
+        or _recent_failures(session, ip_key) >= MAX_FAILURES_PER_ADDRESS
+    ):
+        raise LoginThrottled(FAILURE_WINDOW)
+    user = session.scalar(select(User).where(User.email == address))
+    ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
+    if not (user and ok and user.is_active):
+        now = clock.now()
+        session.add_all([LoginFailure(key=account_key, at=now), LoginFailure(key=ip_key, at=now)])
+        return None
+    session.execute(delete(LoginFailure).where(LoginFailure.key == account_key))
+    user.last_login_at = clock.now()
+    return user
+
+
+def _digest(secret: str) -> str:
+    # API keys carry 256 bits of randomness, so a plain SHA-256 is as strong as a slow hash.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    key: ApiKey
+    token: str  # shown once, never stored
+
+
+def create_api_key(
+    session: Session, name: str, *, role: Role, created_by_id: int | None = None
+) -> NewApiKey:
+    if not name.strip():
+        raise InvalidInput(FieldError("name", "a name is required"))
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    token = f"{KEY_PREFIX}_{prefix}_{secret}"
+    key = ApiKey(
+        name=name.strip(),
+        prefix=prefix,
+        key_hash=_digest(token),
+        role=role,
+        created_by_id=created_by_id,
+        created_at=clock.now(),
+    )
+    session.add(key)
+    session.flush()
+    return NewApiKey(key, token)
+
+
+def verify_api_key(session: Session, token: str) -> ApiKey | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        return None
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    if key is None or key.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(key.key_hash, _digest(token)):
+        return None
+    now = clock.now()
+    # Written at most every few minutes: a write per API request would be a hot-path cost.
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=5):
+        key.last_used_at = now
+    return key
+
+
+def revoke_api_key(session: Session, key_id: int) -> None:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"API key {key_id} not found")
+    key.revoked_at = clock.now()
+
+
+def ensure_admin(session: Session, email: str) -> str | None:
+    """Create the first admin when there are no users; returns its generated password."""
+    if session.scalar(select(func.count()).select_from(User)):
+        return None
+    password = secrets.token_urlsafe(12)
+    create_user(session, email, password, role=Role.ADMIN, name="Admin")
+    return password

@@ -1,0 +1,293 @@
+"""The `nurture` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from automation.accounts.models import Role
+from automation.config import load_settings
+from automation.db import transaction
+from automation.errors import DomainError, InvalidInput
+from automation.runtime import runtime
+
+ADMIN_EMAIL = "admin@nurture.localhost"
+
+
+def _fail(exc: DomainError) -> None:
+    lines = [exc.message]
+    if isinstance(exc, InvalidInput):
+        lines = [f"{e.path}: {e.message}" for e in exc.errors]
+    raise click.ClickException("\n".join(lines))
+
+
+@click.group()
+def main() -> None:
+    """Nurture: marketing automation and email sequences."""
+
+
+@main.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    from automation.migrate import upgrade
+
+    upgrade(runtime().settings.database_url)
+    click.echo("database is up to date")
+
+
+@main.command("create-user")
+@click.argument("email")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default="marketer")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def create_user(email: str, role: str, password: str) -> None:
+    """Create a user who can log in to the UI."""
+    from automation.accounts.service import create_user as create
+
+    try:
+        with transaction(runtime().sessions) as session:
+            user = create(session, email, password, role=Role(role))
+            click.echo(f"created {user.email} ({user.role.value})")
+    except DomainError as exc:
+        _fail(exc)
+
+
+@main.command("create-api-key")
+@click.argument("name")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default="marketer")
+def create_api_key(name: str, role: str) -> None:
+    """Create an API key and print it (it is shown only this once)."""
+    from automation.accounts.service import create_api_key as create
+
+    with transaction(runtime().sessions) as session:
+        new = create(session, name, role=Role(role))
+    click.echo(new.token)
+
+
+@main.group("import")
+def import_group() -> None:
+    """Import data from files."""
+
+
+@import_group.command("contacts")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--mapping", help='JSON object: {"CSV column": "field"}; "" ignores a column')
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option(
+    "--errors",
+    "errors_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the per-row error report to this CSV file",
+)
+def import_contacts_cmd(
+    path: Path, mapping: str | None, encoding: str, errors_path: Path | None
+) -> None:
+    """Import contacts from a CSV file (upsert by email, streamed)."""
+    import csv
+
+    from automation.contacts.importer import ImportReport, import_contacts, iter_csv_errors
+
+    try:
+        mapping_dict = json.loads(mapping) if mapping else None
+    except ValueError:
+        raise click.BadParameter("not valid JSON", param_hint="--mapping") from None
+    size = path.stat().st_size
+    sessions = runtime().sessions
+    with (
+        path.open("rb") as stream,
+        sessions() as session,
+        click.progressbar(length=size, label="Importing", show_pos=False, show_percent=True) as bar,
+    ):
+        last = [0]
+
+        def progress(report: ImportReport) -> None:
+            session.commit()
+            position = stream.tell()
+            bar.update(position - last[0])
+            last[0] = position
+
+        try:
+            report = import_contacts(
+                session, stream, mapping=mapping_dict, encoding=encoding, on_batch=progress
+            )
+        except DomainError as exc:
+            session.rollback()
+            _fail(exc)
+            return
+        session.commit()
+    click.echo(
+        f"rows: {report.rows}  created: {report.created}  updated: {report.updated}  "
+        f"unchanged: {report.unchanged}  failed: {report.failed}"
+    )
+    if report.ignored_columns:
+        click.echo(f"ignored columns: {', '.join(report.ignored_columns)}")
+    for error in report.errors[:20]:
+        click.echo(f"row {error.row}, column {error.column or '-'}: {error.reason}", err=True)
+    if len(report.errors) > 20:
+        click.echo(f"... and {len(report.errors) - 20} more errors", err=True)
+    if errors_path:
+        with errors_path.open("w", newline="") as fh:
+            csv.writer(fh).writerows(iter_csv_errors(report))
+        click.echo(f"error report written to {errors_path}")
+
+
+@main.command()
+@click.option("--contacts", "count", default=3000, show_default=True)
+@click.option("--force", is_flag=True, help="Load even if the database already has contacts")
+def demo(count: int, force: bool) -> None:
+    """Load a realistic demo data set."""
+    from automation.demo import load_demo
+
+    with transaction(runtime().sessions) as session:
+        summary = load_demo(session, contacts=count, force=force)
+    click.echo(summary)
+
+
+@main.command()
+@click.option("--port", default=1025, show_default=True)
+def catcher(port: int) -> None:
+    """Run the local SMTP catcher (embedded default)."""
+    from automation.email.catcher import start_catcher
+
+    settings = load_settings()
+    controller = start_catcher(settings.maildir, port=port)
+    click.echo(f"SMTP catcher on 127.0.0.1:{port}, mail kept in {settings.maildir}")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        controller.stop()
+
+
+def _is_empty_embedded() -> bool:
+    from sqlalchemy import func, select
+
+    from automation.contacts.models import Contact
+
+    settings = runtime().settings
+    if not settings.embedded:
+        return False
+    with runtime().sessions() as session:
+        return not session.scalar(select(func.count()).select_from(Contact))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--no-demo", is_flag=True, help="Do not load demo data into an empty database")
+def run(host: str, port: int, no_demo: bool) -> None:
+    """Migrate, then run web, worker, beat (and the SMTP catcher) until Ctrl-C."""
+    from automation.accounts.service import ensure_admin
+    from automation.demo import load_demo
+    from automation.migrate import upgrade
+
+    settings = runtime().settings
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    with transaction(runtime().sessions) as session:
+        password = ensure_admin(session, ADMIN_EMAIL)
+    if password:
+        click.secho(f"Created the first admin: {ADMIN_EMAIL} / {password}", fg="green", bold=True)
+        click.echo("(shown once; change it under Settings → Users)")
+    if not no_demo and _is_empty_embedded():
+        click.echo("Empty embedded database: loading demo data (`nurture demo`)...")
+        with transaction(runtime().sessions) as session:
+            click.echo(load_demo(session))
+
+    py = sys.executable
+    env = dict(os.environ)
+    children: dict[str, list[str]] = {
+        "web": [
+            py,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--access-logfile",
+            "-",
+            "web.wsgi:app",
+        ],
+        "worker": [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "automation.tasks",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "-Q",
+            "engine,send,tracking",
+            "--concurrency",
+            "2",
+        ],
+        "beat": [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "automation.tasks",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(settings.var_dir / "celerybeat-schedule"),
+        ],
+    }
+    if settings.catcher_enabled:
+        children["catcher"] = [
+            py,
+            "-m",
+            "automation.cli",
+            "catcher",
+            "--port",
+            str(settings.smtp_port),
+        ]
+    procs = {
+        # Our own fixed command lines (sys.executable -m ...), no user input.
+        name: subprocess.Popen(cmd, env=env, start_new_session=True)  # noqa: S603
+        for name, cmd in children.items()
+    }
+    click.secho(
+        f"Nurture is running at http://{host}:{port}  (Ctrl-C stops it)", fg="green", bold=True
+    )
+    stopping = False
+
+    def stop(*_args: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    click.secho(f"{name} exited with {proc.returncode}; stopping", fg="red")
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        click.echo("stopping...")
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        click.echo("stopped")
+
+
+if __name__ == "__main__":
+    main()

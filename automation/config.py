@@ -1,0 +1,86 @@
+"""Settings read from NURTURE_* environment variables, with an embedded default.
+
+With nothing set, Nurture runs on a SQLite file and an embedded broker under
+``var/`` and sends to a local SMTP catcher, so a newcomer needs no servers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    database_url: str
+    broker_url: str
+    secret_key: str
+    base_url: str
+    smtp_host: str
+    smtp_port: int
+    smtp_tls: str  # "none" | "starttls" | "ssl"
+    smtp_username: str
+    smtp_password: str
+    default_sender: str
+    catcher_enabled: bool
+    secret_key_generated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the built-in SQLite database (no servers configured)."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def maildir(self) -> Path:
+        return self.var_dir / "maildir"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _secret_key(var_dir: Path, env: dict[str, str]) -> tuple[str, bool]:
+    """The configured key, or one generated once and kept in var/ (embedded default only)."""
+    if env.get("NURTURE_SECRET_KEY"):
+        return env["NURTURE_SECRET_KEY"], False
+    key_file = var_dir / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip(), True
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key, True
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    var_dir = Path(env.get("NURTURE_VAR_DIR", "var")).resolve()
+    database_url = env.get("NURTURE_DATABASE_URL") or f"sqlite:///{var_dir / 'nurture.sqlite'}"
+    broker_url = env.get("NURTURE_BROKER_URL") or f"sqla+sqlite:///{var_dir / 'broker.sqlite'}"
+    secret_key, generated = _secret_key(var_dir, env)
+    smtp_host = env.get("NURTURE_SMTP_HOST", "")
+    catcher = not smtp_host
+    return Settings(
+        var_dir=var_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        secret_key=secret_key,
+        secret_key_generated=generated,
+        base_url=env.get("NURTURE_BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
+        smtp_host=smtp_host or "127.0.0.1",
+        smtp_port=int(env.get("NURTURE_SMTP_PORT", "1025" if catcher else "587")),
+        smtp_tls=env.get("NURTURE_SMTP_TLS", "none" if catcher else "starttls"),
+        smtp_username=env.get("NURTURE_SMTP_USERNAME", ""),
+        smtp_password=env.get("NURTURE_SMTP_PASSWORD", ""),
+        default_sender=env.get("NURTURE_DEFAULT_SENDER", "Nurture <hello@nurture.localhost>"),
+        catcher_enabled=catcher or _bool(env.get("NURTURE_SMTP_CATCHER", "0")),
+    )

@@ -1,0 +1,1 @@
+"""Contacts, tags, custom fields, behaviour events, consent, import and GDPR."""

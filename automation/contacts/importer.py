@@ -1,0 +1,404 @@
+"""Streamed CSV import: upsert by email in batches, a per-row error report.
+
+The file is read row by row and written in batches of ``batch_size``, so memory
+stays flat whatever the file's size. Re-importing the same file changes nothing:
+a row whose values equal the stored ones is counted as unchanged and not written.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from automation import clock
+from automation.contacts import tags as tag_ops
+from automation.contacts.addresses import normalize_email, validate_time_zone
+from automation.contacts.attributes import coerce_text, field_types
+from automation.contacts.models import (
+    ConsentRecord,
+    Contact,
+    ContactStatus,
+    ContactTag,
+    CustomField,
+    LifecycleStage,
+    Tag,
+)
+from automation.db import dialect_insert
+from automation.errors import FieldError, InvalidInput
+from automation.reactions import react_to_contact_changes
+
+MAX_ERRORS_KEPT = 1000
+STANDARD_FIELDS = {
+    "email": "email",
+    "e-mail": "email",
+    "email address": "email",
+    "first name": "first_name",
+    "firstname": "first_name",
+    "first_name": "first_name",
+    "last name": "last_name",
+    "lastname": "last_name",
+    "last_name": "last_name",
+    "external id": "external_id",
+    "external_id": "external_id",
+    "time zone": "time_zone",
+    "timezone": "time_zone",
+    "time_zone": "time_zone",
+    "lifecycle stage": "lifecycle_stage",
+    "lifecycle_stage": "lifecycle_stage",
+    "score": "score",
+    "status": "status",
+    "tags": "tags",
+}
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int  # 1-based line of data, the header being row 1
+    column: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "column": self.column, "reason": self.reason}
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    mapping: dict[str, str] = field(default_factory=dict)
+
+    def add_error(self, error: RowError) -> None:
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(error)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "failed": self.failed,
+            "errors": [e.as_dict() for e in self.errors],
+            "ignored_columns": self.ignored_columns,
+            "mapping": self.mapping,
+        }
+
+
+def check_encoding(head: bytes, encoding: str = "utf-8") -> None:
+    """Refuse a file whose first bytes are not in ``encoding`` before anything is written."""
+    try:
+        codecs.getincrementaldecoder(encoding)("strict").decode(head, final=False)
+    except (UnicodeDecodeError, LookupError):
+        raise InvalidInput(
+            FieldError(
+                "file",
+                f"the file is not valid {encoding}; save it as UTF-8 CSV or pass its encoding",
+            )
+        ) from None
+
+
+def resolve_mapping(
+    header: list[str], fields: dict[str, CustomField], explicit: dict[str, str] | None
+) -> tuple[dict[str, str], list[str]]:
+    """Column → target field; targets are standard fields or ``attributes.<name>``.
+
+    An explicit mapping wins; a target of "" ignores the column. Columns that
+    match nothing are returned as ignored (reported, not an error).
+    """
+    mapping: dict[str, str] = {}
+    ignored: list[str] = []
+    errors: list[FieldError] = []
+    explicit = explicit or {}
+    for column in header:
+        target = explicit.get(column)
+        if target is None:
+            key = column.strip().lower()
+            target = STANDARD_FIELDS.get(key)
+            if target is None and key.replace(" ", "_") in fields:
+                target = f"attributes.{key.replace(' ', '_')}"
+        if not target:
+            ignored.append(column)
+            continue
+        valid = target in STANDARD_FIELDS.values() or (
+            target.startswith("attributes.") and target.removeprefix("attributes.") in fields
+        )
+        if not valid:
+            errors.append(FieldError(f"mapping.{column}", f"unknown target field {target!r}"))
+        mapping[column] = target
+    for column in explicit:
+        if column not in header:
+            errors.append(FieldError(f"mapping.{column}", "no such column in the file"))
+    if "email" not in mapping.values():
+        errors.append(FieldError("columns", "the file has no email column (map one to 'email')"))
+    if errors:
+        raise InvalidInput(errors)
+    return mapping, ignored
+
+
+def _parse_row(
+    row: dict[str, str], mapping: dict[str, str], fields: dict[str, CustomField]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    values: dict[str, Any] = {"attributes": {}}
+    errors: list[tuple[str, str]] = []
+    for column, target in mapping.items():
+        raw = (row.get(column) or "").strip()
+        try:
+            if target == "email":
+                values["email"] = normalize_email(raw)
+            elif target.startswith("attributes."):
+                name = target.removeprefix("attributes.")
+                value = coerce_text(fields[name], raw)
+                if value is not None:
+                    values["attributes"][name] = value
+            elif raw == "":
+                continue
+            elif target == "time_zone":
+                values["time_zone"] = validate_time_zone(raw)
+            elif target == "lifecycle_stage":
+                values["lifecycle_stage"] = LifecycleStage(raw.lower()).value
+            elif target == "status":
+                values["status"] = ContactStatus(raw.lower()).value
+            elif target == "score":
+                values["score"] = int(raw)
+            elif target == "tags":
+                values["tags"] = sorted(
+                    {t.strip() for t in raw.replace(";", ",").split(",") if t.strip()}
+                )
+            else:
+                if len(raw) > 100 and target in ("first_name", "last_name"):
+                    raise ValueError("longer than 100 characters")
+                values[target] = raw
+        except ValueError as exc:
+            errors.append((column, str(exc) or "invalid value"))
+    return values, errors
+
+
+def _rows(stream: IO[bytes], encoding: str) -> tuple[list[str], Iterator[dict[str, str]]]:
+    text = io.TextIOWrapper(
+        stream,
+        encoding="utf-8-sig" if encoding == "utf-8" else encoding,
+        errors="strict",
+        newline="",
+    )
+    reader = csv.DictReader(text)
+    try:
+        header = reader.fieldnames
+    except UnicodeDecodeError:
+        raise InvalidInput(FieldError("file", f"the file is not valid {encoding}")) from None
+    except csv.Error as exc:
+        raise InvalidInput(FieldError("file", f"not a CSV file: {exc}")) from None
+    if not header:
+        raise InvalidInput(FieldError("file", "the file is empty"))
+    return [h.strip() for h in header], reader
+
+
+def import_contacts(
+    session: Session,
+    stream: IO[bytes],
+    *,
+    mapping: dict[str, str] | None = None,
+    encoding: str = "utf-8",
+    batch_size: int = 1000,
+    source: str = "import",
+    on_batch: Callable[[ImportReport], None] | None = None,
+) -> ImportReport:
+    """Import contacts from a CSV byte stream. ``on_batch`` runs after each written batch
+    (the CLI commits and moves its progress bar there)."""
+    head = stream.peek(65536) if hasattr(stream, "peek") else b""
+    check_encoding(head[:65536], encoding)
+    fields = field_types(session)
+    header, reader = _rows(stream, encoding)
+    mapping_resolved, ignored = resolve_mapping(header, fields, mapping)
+    report = ImportReport(ignored_columns=ignored, mapping=mapping_resolved)
+    batch: list[tuple[int, dict[str, Any]]] = []
+    line = 1
+    try:
+        for raw in reader:
+            line += 1
+            report.rows += 1
+            if None in raw:
+                report.failed += 1
+                report.add_error(RowError(line, "", "more values than header columns"))
+                continue
+            values, errors = _parse_row(raw, mapping_resolved, fields)
+            if errors:
+                report.failed += 1
+                for column, reason in errors:
+                    report.add_error(RowError(line, column, reason))
+                continue
+            batch.append((line, values))
+            if len(batch) >= batch_size:
+                _write_batch(session, batch, report, source)
+                batch = []
+                if on_batch:
+                    on_batch(report)
+    except UnicodeDecodeError:
+        report.add_error(RowError(line + 1, "", f"not valid {encoding}; import stopped here"))
+        report.failed += 1
+    except csv.Error as exc:
+        report.add_error(RowError(line + 1, "", f"malformed CSV: {exc}; import stopped here"))
+        report.failed += 1
+    if batch:
+        _write_batch(session, batch, report, source)
+    if on_batch:
+        on_batch(report)
+    return report
+
+
+CONTACT_COLUMNS = (
+    "first_name",
+    "last_name",
+    "external_id",
+    "time_zone",
+    "lifecycle_stage",
+    "score",
+    "status",
+)
+
+
+def _write_batch(
+    session: Session, batch: list[tuple[int, dict[str, Any]]], report: ImportReport, source: str
+) -> None:
+    # A later row for the same address wins, as when editing the contact twice.
+    by_email: dict[str, tuple[int, dict[str, Any]]] = {}
+    for line, values in batch:
+        if values["email"] in by_email:
+            report.unchanged += 1  # superseded by a later row of the same file
+        by_email[values["email"]] = (line, values)
+    emails = list(by_email)
+    existing = {
+        c.email: c
+        for c in session.execute(
+            select(
+                Contact.id,
+                Contact.email,
+                Contact.first_name,
+                Contact.last_name,
+                Contact.external_id,
+                Contact.time_zone,
+                Contact.lifecycle_stage,
+                Contact.score,
+                Contact.status,
+                Contact.attributes,
+            ).where(Contact.email.in_(emails))
+        )
+    }
+    current_tags: dict[int, set[str]] = {}
+    if existing:
+        for contact_id, name in session.execute(
+            select(ContactTag.contact_id, Tag.name)
+            .join(Tag)
+            .where(ContactTag.contact_id.in_([c.id for c in existing.values()]))
+        ):
+            current_tags.setdefault(contact_id, set()).add(name)
+    now = clock.now()
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    tag_adds: dict[str, list[str]] = {}
+    changed_ids: list[int] = []
+    for email, (_line, values) in by_email.items():
+        old = existing.get(email)
+        tags = values.get("tags", [])
+        if old is None:
+            row = {
+                "email": email,
+                "first_name": "",
+                "last_name": "",
+                "external_id": None,
+                "time_zone": "UTC",
+                "lifecycle_stage": "subscriber",
+                "score": 0,
+                "status": "subscribed",
+                "source": source,
+                "emails_sent": 0,
+                "opens": 0,
+                "clicks": 0,
+                "engagement_score": 0.0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            row.update({k: values[k] for k in CONTACT_COLUMNS if k in values})
+            row["attributes"] = values["attributes"]
+            row["confirmed_at"] = now if row["status"] == "subscribed" else None
+            inserts.append(row)
+            if tags:
+                tag_adds[email] = tags
+            continue
+        change: dict[str, Any] = {}
+        for key in CONTACT_COLUMNS:
+            if key in values and values[key] != _plain(getattr(old, key)):
+                change[key] = values[key]
+        merged = {**old.attributes, **values["attributes"]}
+        if merged != old.attributes:
+            change["attributes"] = merged
+        new_tags = [t for t in tags if t not in current_tags.get(old.id, set())]
+        if new_tags:
+            tag_adds[email] = new_tags
+        if change or new_tags:
+            if change:
+                updates.append({"id": old.id, **change, "updated_at": now})
+            changed_ids.append(old.id)
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    if inserts:
+        ids = session.scalars(
+            dialect_insert(session, Contact).returning(
+                Contact.id, Contact.email, sort_by_parameter_order=True
+            ),
+            inserts,
+        )
+        report.created += len(inserts)
+        new_ids = list(ids)
+        changed_ids.extend(new_ids)
+        id_of = {row["email"]: new_ids[i] for i, row in enumerate(inserts)}
+        session.execute(
+            insert(ConsentRecord),
+            [
+                {
+                    "contact_id": new_ids[i],
+                    "status_from": None,
+                    "status_to": row["status"],
+                    "occurred_at": now,
+                    "source": source,
+                    "ip": None,
+                    "consent_text": None,
+                }
+                for i, row in enumerate(inserts)
+            ],
+        )
+    else:
+        id_of = {}
+    if updates:
+        session.execute(update(Contact), updates)
+    id_of.update({email: c.id for email, c in existing.items()})
+    by_tag: dict[str, list[int]] = {}
+    for email, tags in tag_adds.items():
+        for tag in tags:
+            by_tag.setdefault(tag, []).append(id_of[email])
+    for tag, contact_ids in by_tag.items():
+        tag_ops.add_tags(session, contact_ids, [tag])
+    react_to_contact_changes(session, changed_ids)
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def iter_csv_errors(report: ImportReport) -> Iterable[list[str]]:
+    """The error report as CSV rows (row, column, reason)."""
+    yield ["row", "column", "reason"]
+    for error in report.errors:
+        yield [str(error.row), error.column, error.reason]

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, func
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from automation.db import Base, BigId, JSONDoc, UTCDateTime
+from automation.enums import str_enum
+
+
+class ContactStatus(enum.StrEnum):
+    SUBSCRIBED = "subscribed"
+    PENDING = "pending"  # double opt-in not confirmed yet: gets no marketing email
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class LifecycleStage(enum.StrEnum):
+    SUBSCRIBER = "subscriber"
+    LEAD = "lead"
+    MQL = "mql"
+    SQL = "sql"
+    OPPORTUNITY = "opportunity"
+    CUSTOMER = "customer"
+
+
+class FieldType(enum.StrEnum):
+    TEXT = "text"
+    NUMBER = "number"
+    DATE = "date"
+    BOOLEAN = "boolean"
+    CHOICE = "choice"
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    last_name: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[ContactStatus] = mapped_column(
+        str_enum(ContactStatus), default=ContactStatus.SUBSCRIBED, index=True
+    )
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    lifecycle_stage: Mapped[LifecycleStage] = mapped_column(
+        str_enum(LifecycleStage), default=LifecycleStage.SUBSCRIBER, index=True
+    )
+    score: Mapped[int] = mapped_column(Integer, default=0)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+    source: Mapped[str] = mapped_column(String(64), default="")
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Engagement, written back in batches by the tracking worker.
+    last_open_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_click_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    emails_sent: Mapped[int] = mapped_column(Integer, default=0)
+    opens: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+    engagement_score: Mapped[float] = mapped_column(default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    tags: Mapped[list[Tag]] = relationship(
+        secondary="contact_tags", order_by="Tag.name", lazy="selectin", viewonly=True
+    )
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ContactTag(Base):
+    __tablename__ = "contact_tags"
+
+    contact_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag_id: Mapped[int] = mapped_column(
+        ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CustomField(Base):
+    """A declared contact attribute: the segment builder and validation read its type."""
+
+    __tablename__ = "custom_fields"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(100))
+    type: Mapped[FieldType] = mapped_column(str_enum(FieldType))
+    options: Mapped[list[str]] = mapped_column(JSONDoc, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        # Behavioural segment conditions: "performed X within N days" per contact.
+        Index("ix_events_name_contact_occurred", "name", "contact_id", "occurred_at"),
+        Index("ix_events_contact_occurred", "contact_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigId, ForeignKey("contacts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+    source: Mapped[str] = mapped_column(String(32), default="api")
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class ConsentRecord(Base):
+    """Each change of subscription status, with the evidence a regulator asks for."""
+
+    __tablename__ = "consent_records"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    status_from: Mapped[str | None] = mapped_column(String(24))
+    status_to: Mapped[str] = mapped_column(String(24))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    consent_text: Mapped[str | None] = mapped_column(Text)
+
+
+__all__ = [
+    "ConsentRecord",
+    "Contact",
+    "ContactStatus",
+    "ContactTag",
+    "CustomField",
+    "Event",
+    "FieldType",
+    "LifecycleStage",
+    "Tag",
+]
+
+
+class ImportStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ImportJob(Base):
+    """An uploaded CSV waiting for or going through import. The file lives in the database
+    so that any worker on any machine can run the job."""
+
+    __tablename__ = "import_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    mapping: Mapped[dict[str, str]] = mapped_column(JSONDoc, default=dict)
+    encoding: Mapped[str] = mapped_column(String(32), default="utf-8")
+    status: Mapped[ImportStatus] = mapped_column(
+        str_enum(ImportStatus), default=ImportStatus.QUEUED
+    )
+    rows_estimated: Mapped[int] = mapped_column(Integer, default=0)
+    rows_done: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,173 @@
+"""Declared input and output shapes for contacts, fields and events (drive the OpenAPI doc)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from automation.contacts.addresses import normalize_email, validate_time_zone
+from automation.contacts.models import ContactStatus, FieldType, LifecycleStage
+
+Email = Annotated[str, AfterValidator(normalize_email)]
+TimeZone = Annotated[str, AfterValidator(validate_time_zone)]
+TagName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+FieldName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$", min_length=1, max_length=64)
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ContactIn(Strict):
+    email: Email
+    external_id: str | None = Field(None, max_length=128)
+    first_name: str = Field("", max_length=100)
+    last_name: str = Field("", max_length=100)
+    status: ContactStatus = ContactStatus.SUBSCRIBED
+    time_zone: TimeZone = "UTC"
+    lifecycle_stage: LifecycleStage = LifecycleStage.SUBSCRIBER
+    score: int = Field(0, ge=-1_000_000, le=1_000_000)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    tags: list[TagName] = Field(default_factory=list, max_length=100)
+    consent_text: str | None = Field(None, max_length=2000, description="Consent wording shown")
+
+
+class ContactPatch(Strict):
+    email: Email | None = None
+    external_id: str | None = Field(None, max_length=128)
+    first_name: str | None = Field(None, max_length=100)
+    last_name: str | None = Field(None, max_length=100)
+    status: ContactStatus | None = None
+    time_zone: TimeZone | None = None
+    lifecycle_stage: LifecycleStage | None = None
+    score: int | None = Field(None, ge=-1_000_000, le=1_000_000)
+    attributes: dict[str, Any] | None = Field(
+        None, description="Merged into the stored attributes; a null value removes one"
+    )
+    add_tags: list[TagName] = Field(default_factory=list, max_length=100)
+    remove_tags: list[TagName] = Field(default_factory=list, max_length=100)
+    consent_text: str | None = Field(None, max_length=2000)
+
+
+class ContactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    email: str
+    external_id: str | None
+    first_name: str
+    last_name: str
+    status: ContactStatus
+    time_zone: str
+    lifecycle_stage: LifecycleStage
+    score: int
+    attributes: dict[str, Any]
+    tags: list[str]
+    confirmed_at: datetime | None
+    last_open_at: datetime | None
+    last_click_at: datetime | None
+    emails_sent: int
+    opens: int
+    clicks: int
+    engagement_score: float
+    created_at: datetime
+    updated_at: datetime
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_names(cls, value: Any) -> list[str]:
+        return [getattr(tag, "name", tag) for tag in value]
+
+
+class ContactPage(BaseModel):
+    items: list[ContactOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class ContactSearch(Strict):
+    q: str | None = Field(None, max_length=200, description="Matches email and names")
+    status: ContactStatus | None = None
+    lifecycle_stage: LifecycleStage | None = None
+    tag: str | None = None
+    page: int = Field(1, ge=1)
+    per_page: int = Field(50, ge=1, le=500)
+
+
+class CustomFieldIn(Strict):
+    name: FieldName
+    label: str = Field(..., min_length=1, max_length=100)
+    type: FieldType
+    options: list[str] = Field(default_factory=list, max_length=200)
+
+
+class CustomFieldOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    label: str
+    type: FieldType
+    options: list[str]
+
+
+class StatusChange(Strict):
+    status: ContactStatus
+    consent_text: str | None = Field(None, max_length=2000)
+
+
+class EventIn(Strict):
+    name: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    email: Email | None = None
+    external_id: str | None = Field(None, max_length=128)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: datetime | None = None
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+MAX_EVENT_BATCH = 1000
+
+
+class EventBatchIn(Strict):
+    events: list[Any] = Field(
+        ..., min_length=1, max_length=MAX_EVENT_BATCH, description="Each item is an EventIn"
+    )
+
+
+class EventItemResult(BaseModel):
+    index: int
+    status: str = Field(description="created | duplicate | error")
+    id: int | None = None
+    contact_id: int | None = None
+    errors: list[dict[str, str]] = Field(default_factory=list)
+
+
+class EventBatchOut(BaseModel):
+    created: int
+    duplicates: int
+    errors: int
+    results: list[EventItemResult]
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    contact_id: int
+    name: str
+    properties: dict[str, Any]
+    occurred_at: datetime
+    received_at: datetime
+    source: str

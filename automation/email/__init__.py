@@ -1,0 +1,1 @@
+"""Templates, the outbox, transports, sender identities and suppression."""

@@ -1,0 +1,8 @@
+"""Imports every model module so the metadata is complete (Alembic, create_all)."""
+
+from automation.accounts import models as accounts_models
+from automation.contacts import models as contacts_models
+from automation.db import Base
+from automation.email import models as email_models
+
+__all__ = ["Base", "accounts_models", "contacts_models", "email_models"]

@@ -1,0 +1,36 @@
+"""What happens, in the same transaction, after events arrive or contacts change.
+
+Ingestion and contact edits call these two functions; each domain that reacts
+(segment membership, workflow triggers, goals) adds its call here, in order:
+segment membership first, since "entered segment" triggers read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class IngestedEvent:
+    id: int
+    contact_id: int
+    name: str
+    properties: dict[str, Any]
+    occurred_at: datetime
+
+
+def react_to_events(session: Session, events: Sequence[IngestedEvent]) -> None:
+    """Run every reaction to newly stored events (duplicates are never passed in)."""
+    if not events:
+        return
+
+
+def react_to_contact_changes(session: Session, contact_ids: Sequence[int]) -> None:
+    """Run every reaction to contacts whose fields, tags or status changed."""
+    if not contact_ids:
+        return

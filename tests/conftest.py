@@ -1,0 +1,257 @@
+"""Shared fixtures. Domain tests run on SQLite and on PostgreSQL (the `db_url` fixture is
+parametrised); PostgreSQL and Redis are the machine's real servers.
+
+With CI=true a missing PostgreSQL or Redis fails the run; elsewhere those tests are
+skipped and the summary says so plainly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+import automation.models  # noqa: F401
+from automation.config import Settings, load_settings
+from automation.db import Base, make_engine, make_session_factory
+from automation.runtime import build_runtime, use_runtime
+
+PG_URL = os.environ.get(
+    "NURTURE_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+_skipped_services: set[str] = set()
+
+
+def _service_available(name: str) -> bool:
+    try:
+        if name == "postgres":
+            engine = make_engine(PG_URL)
+            with engine.connect() as conn:
+                conn.execute(text("select 1"))
+            engine.dispose()
+        else:
+            import redis
+
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        return True
+    except Exception:
+        return False
+
+
+_availability: dict[str, bool] = {}
+
+
+def require_service(name: str) -> None:
+    if name not in _availability:
+        _availability[name] = _service_available(name)
+    if _availability[name]:
+        return
+    if IN_CI:
+        pytest.fail(f"{name} is not reachable and CI=true: integration tests must run", False)
+    _skipped_services.add(name)
+    pytest.skip(f"{name} not reachable: integration test skipped")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _skipped_services:
+        terminalreporter.write_line(
+            f"NOTE: {', '.join(sorted(_skipped_services))} not reachable here: the integration "
+            "tests that need them were SKIPPED (they run in CI).",
+            yellow=True,
+            bold=True,
+        )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("redis"):
+            item.fixturenames.insert(0, "_needs_redis")
+
+
+@pytest.fixture
+def _needs_redis() -> None:
+    require_service("redis")
+
+
+# --- databases -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.sqlite"
+    engine = make_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    return path
+
+
+_pg_engine: Engine | None = None
+
+
+def _postgres_engine() -> Engine:
+    global _pg_engine
+    if _pg_engine is None:
+        _pg_engine = make_engine(PG_URL)
+        Base.metadata.drop_all(_pg_engine)
+        with _pg_engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        Base.metadata.create_all(_pg_engine)
+    return _pg_engine
+
+
+def _truncate_postgres(engine: Engine) -> None:
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """A clean database of each kind, with the current schema."""
+    if request.param == "postgres":
+        require_service("postgres")
+        _truncate_postgres(_postgres_engine())
+        return PG_URL
+    path = tmp_path / "nurture.sqlite"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """A clean SQLite database, for tests whose subject does not depend on the database."""
+    path = tmp_path / "nurture.sqlite"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    require_service("postgres")
+    _truncate_postgres(_postgres_engine())
+    return PG_URL
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return make_settings(tmp_path, db_url)
+
+
+def make_settings(tmp_path: Path, db_url: str, **env: str) -> Settings:
+    base = {
+        "NURTURE_VAR_DIR": str(tmp_path / "var"),
+        "NURTURE_DATABASE_URL": db_url,
+        "NURTURE_SECRET_KEY": "test-secret-key-" + "x" * 32,
+        "NURTURE_BASE_URL": "http://nurture.test",
+        "NURTURE_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+    }
+    base.update(env)
+    return load_settings(base)
+
+
+@pytest.fixture
+def session(settings: Settings) -> Iterator[Session]:
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    use_runtime(build_runtime(settings))
+    with factory() as s:
+        yield s
+    engine.dispose()
+    use_runtime(None)
+
+
+# --- web ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(settings: Settings) -> Any:
+    from web import create_app
+
+    application = create_app(settings, {"TESTING": True})
+    use_runtime(application.extensions["nurture"])
+    yield application
+    application.extensions["nurture"].engine.dispose()
+    use_runtime(None)
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+def make_api_key(app: Any, role: str = "admin") -> str:
+    from automation.accounts.models import Role
+    from automation.accounts.service import create_api_key
+
+    with app.extensions["nurture"].sessions() as s:
+        token = create_api_key(s, f"test {role}", role=Role(role)).token
+        s.commit()
+    return token
+
+
+@pytest.fixture
+def api(app: Any, client: Any) -> Any:
+    """A client that calls the API as an admin key; `api.as_role(role)` for others."""
+    return ApiClient(client, make_api_key(app, "admin"), app)
+
+
+class ApiClient:
+    def __init__(self, client: Any, token: str, app: Any) -> None:
+        self.client, self.token, self.app = client, token, app
+
+    def as_role(self, role: str) -> ApiClient:
+        return ApiClient(self.client, make_api_key(self.app, role), self.app)
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", **(extra or {})}
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.client.get("/api/v1" + path, headers=self._headers(), **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.client.delete("/api/v1" + path, headers=self._headers(), **kw)
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return self.client.post("/api/v1" + path, json=json, headers=self._headers(), **kw)
+
+    def patch(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return self.client.patch("/api/v1" + path, json=json, headers=self._headers(), **kw)
+
+
+def login(client: Any, email: str, password: str) -> Any:
+    import re
+
+    page = client.get("/login")
+    token = re.search(
+        r'name="csrf_token" type="hidden" value="([^"]+)"', page.get_data(as_text=True)
+    )
+    assert token, "login page has a CSRF token"
+    return client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": token.group(1)}
+    )
+
+
+@pytest.fixture
+def user_factory(app: Any) -> Any:
+    from automation.accounts.models import Role
+    from automation.accounts.service import create_user
+
+    def make(
+        email: str = "marketer@example.com",
+        password: str = "correct horse battery",
+        role: str = "marketer",
+    ) -> tuple[str, str]:
+        with app.extensions["nurture"].sessions() as s:
+            create_user(s, email, password, role=Role(role))
+            s.commit()
+        return email, password
+
+    return make

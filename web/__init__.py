@@ -1,0 +1,56 @@
+"""Flask app factory: wires settings, database, CSRF, auth, the API and the UI."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from automation.config import Settings, load_settings
+from automation.runtime import build_runtime
+
+csrf = CSRFProtect()
+
+
+def create_app(
+    settings: Settings | None = None, test_config: dict[str, Any] | None = None
+) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        MAX_CONTENT_LENGTH=64 * 1024 * 1024,
+        WTF_CSRF_TIME_LIMIT=None,
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["nurture"] = build_runtime(settings)
+
+    from web import auth, database, ui
+    from web.api import register_api
+    from web.api.errors import register_api_errors
+
+    csrf.init_app(app)
+    app.before_request(auth.load_user)
+    app.teardown_appcontext(database.close_session)
+    register_api_errors(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(ui.bp)
+    register_api(app, csrf)
+    app.jinja_env.globals["nav_items"] = ui.nav_items
+
+    @app.after_request
+    def security_headers(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        return response
+
+    return app

@@ -1,0 +1,45 @@
+"""Every API error is JSON of one shape: {"error": {"code", "message", "details": [{path,
+message}]}}. Bad input is a 4xx, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from automation.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from web.api.access import Unauthorized
+
+STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
+
+
+def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> Any:
+    return jsonify({"error": {"code": code, "message": message, "details": details or []}})
+
+
+def is_api_request() -> bool:
+    return request.path.startswith("/api/")
+
+
+def register_api_errors(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def domain_error(exc: DomainError) -> Any:
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        details = [e.as_dict() for e in exc.errors] if isinstance(exc, InvalidInput) else []
+        if not is_api_request():
+            return exc.message, status
+        return error_body(exc.code, exc.message, details), status
+
+    @app.errorhandler(Unauthorized)
+    def unauthorized(exc: Unauthorized) -> Any:
+        response = error_body("unauthorized", str(exc))
+        response.headers["WWW-Authenticate"] = 'Bearer realm="nurture"'
+        return response, 401
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        if not is_api_request():
+            return exc
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_body(code, exc.description or exc.name or "error"), exc.code or 500

@@ -1,0 +1,124 @@
+"""How every API endpoint is declared: path, method, role, and pydantic models for the
+body, query and response. The same declarations validate requests and generate the
+OpenAPI document, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from automation.accounts.models import Role
+from automation.contacts.events import validation_errors
+from automation.errors import FieldError, Forbidden, InvalidInput
+from web.api.access import authenticate_request
+
+
+@dataclass
+class Operation:
+    path: str
+    method: str
+    summary: str
+    role: Role
+    tag: str
+    status: int
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: Any = None
+    content_type: str = "application/json"
+    errors: list[int] = field(default_factory=list)
+
+
+OPERATIONS: list[Operation] = []
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+def _parse_body(model: type[BaseModel]) -> BaseModel:
+    if request.mimetype != "application/json":
+        raise InvalidInput(FieldError("body", "send JSON with Content-Type: application/json"))
+    payload = request.get_json(silent=True)
+    if payload is None:
+        raise InvalidInput(FieldError("body", "the body is not valid JSON"))
+    if not isinstance(payload, dict):
+        raise InvalidInput(FieldError("body", "the body must be a JSON object"))
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidInput(validation_errors(exc)) from None
+
+
+def _parse_query(model: type[BaseModel]) -> BaseModel:
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise InvalidInput(
+            [FieldError(f"query.{e.path}", e.message) for e in validation_errors(exc)]
+        ) from None
+
+
+class ApiBlueprint(Blueprint):
+    """A Blueprint whose routes are declared with their schemas and role."""
+
+    def operation(
+        self,
+        path: str,
+        method: str = "GET",
+        *,
+        summary: str,
+        role: Role = Role.VIEWER,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: Any = None,
+        status: int = 200,
+        content_type: str = "application/json",
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+            op = Operation(
+                path=path,
+                method=method,
+                summary=summary,
+                role=role,
+                tag=self.name,
+                status=status,
+                body=body,
+                query=query,
+                response=response,
+                content_type=content_type,
+            )
+            OPERATIONS.append(op)
+
+            @wraps(view)
+            def endpoint(**kwargs: Any) -> Any:
+                principal = authenticate_request()
+                if not principal.role.allows(role):
+                    raise Forbidden(
+                        f"this needs the {role.value} role; you are {principal.role.value}"
+                    )
+                g.principal = principal
+                if body is not None:
+                    kwargs["body"] = _parse_body(body)
+                if query is not None:
+                    kwargs["query"] = _parse_query(query)
+                result = view(**kwargs)
+                if isinstance(result, Response):
+                    return result
+                if result is None:
+                    return Response(status=204)
+                return jsonify(_dump(result)), status
+
+            endpoint.required_role = role  # type: ignore[attr-defined]
+            self.add_url_rule(path, endpoint=view.__name__, view_func=endpoint, methods=[method])
+            return endpoint
+
+        return decorate

@@ -1,0 +1,97 @@
+"""Login, logout and the role checks every private route uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired
+
+from automation.accounts.models import Role, User
+from automation.accounts.service import LoginThrottled, authenticate
+from web.database import db
+
+bp = Blueprint("auth", __name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired()])
+    password = PasswordField("Password", validators=[DataRequired()])
+
+
+def load_user() -> None:
+    """Before each request: the logged-in user (or None) on ``g.user``."""
+    g.user = None
+    user_id = session.get("user_id")
+    if user_id is not None:
+        user = db().get(User, user_id)
+        if user is not None and user.is_active:
+            g.user = user
+
+
+def login_required(role: Role = Role.VIEWER) -> Callable[[F], F]:
+    """Page views: anonymous users go to the login page, too-low roles get 403."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if g.user is None:
+                return redirect(url_for("auth.login", next=request.full_path))
+            if not g.user.role.allows(role):
+                abort(403)
+            return view(*args, **kwargs)
+
+        wrapped.required_role = role  # type: ignore[attr-defined]
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site relative paths: never an open redirect to another host.
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("ui.dashboard")
+    parts = urlsplit(target)
+    return target if not parts.netloc and not parts.scheme else url_for("ui.dashboard")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    form = LoginForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            user = authenticate(
+                db(),
+                form.email.data or "",
+                form.password.data or "",
+                request.remote_addr or "unknown",
+            )
+        except LoginThrottled as exc:
+            minutes = int(exc.retry_after.total_seconds() // 60)
+            flash(f"Too many failed attempts. Try again in {minutes} minutes.", "error")
+            return render_template("login.html", form=form), 429
+        db().commit()
+        if user is None:
+            flash("Wrong email or password.", "error")
+            status = 401
+        else:
+            session.clear()  # a fresh session on login: no fixation
+            session["user_id"] = user.id
+            session.permanent = True
+            return redirect(_safe_next(request.args.get("next")))
+    elif request.method == "POST":
+        status = 400
+    return render_template("login.html", form=form), status
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("auth.login"))
