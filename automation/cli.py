@@ -18,7 +18,7 @@ from automation.db import transaction
 from automation.errors import DomainError, InvalidInput
 from automation.runtime import runtime
 
-ADMIN_EMAIL = "admin@nurture.localhost"
+ADMIN_EMAIL = "admin@example.com"
 
 
 def _fail(exc: DomainError) -> None:

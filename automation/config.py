@@ -81,6 +81,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         smtp_tls=env.get("NURTURE_SMTP_TLS", "none" if catcher else "starttls"),
         smtp_username=env.get("NURTURE_SMTP_USERNAME", ""),
         smtp_password=env.get("NURTURE_SMTP_PASSWORD", ""),
-        default_sender=env.get("NURTURE_DEFAULT_SENDER", "Nurture <hello@nurture.localhost>"),
+        default_sender=env.get("NURTURE_DEFAULT_SENDER", "Nurture <hello@example.com>"),
         catcher_enabled=catcher or _bool(env.get("NURTURE_SMTP_CATCHER", "0")),
     )
