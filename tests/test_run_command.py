@@ -23,7 +23,11 @@ def test_nurture_run_serves_login_loads_demo_and_stops_on_ctrl_c(tmp_path):
     log = (tmp_path / "run.log").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "automation.cli", "run", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 90
         status = None
@@ -39,14 +43,20 @@ def test_nurture_run_serves_login_loads_demo_and_stops_on_ctrl_c(tmp_path):
         assert re.search(r"Created the first admin: admin@example.com / \S+", output)
         assert "demo loaded: 3000 contacts" in output
         assert (tmp_path / "var" / "nurture.sqlite").exists()
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
         assert len(children) == 4  # web, worker, beat, catcher; each leads its own session
         proc.send_signal(signal.SIGINT)
         proc.wait(40)
         time.sleep(1)
-        left = [pid for child in children for pid in subprocess.run(
-            ["pgrep", "-s", child], capture_output=True, text=True).stdout.split()]
+        left = [
+            pid
+            for child in children
+            for pid in subprocess.run(
+                ["pgrep", "-s", child], capture_output=True, text=True
+            ).stdout.split()
+        ]
         assert left == [], (tmp_path / "run.log").read_text()[-3000:]
     finally:
         if proc.poll() is None:
