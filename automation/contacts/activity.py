@@ -36,7 +36,11 @@ class DailySeries:
         return not any(any(values) for values in self.series.values())
 
     def as_json(self) -> dict[str, Any]:
-        return {"days": [d.isoformat() for d in self.days], "series": self.series}
+        """Days as ISO strings; series as a list, so their order survives JSON."""
+        return {
+            "days": [d.isoformat() for d in self.days],
+            "series": [{"name": name, "values": values} for name, values in self.series.items()],
+        }
 
 
 def _day(session: Session, column: Any) -> Any:

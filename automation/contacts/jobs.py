@@ -124,8 +124,10 @@ def confirm_import_job(session: Session, job_id: int, mapping: dict[str, str]) -
         used.setdefault(target, column)
     if errors:
         raise InvalidInput(errors)
-    resolve_mapping(header, field_types(session), mapping)
-    job.mapping = {column: mapping.get(column, "") for column in header}
+    # A column left out is ignored, not guessed: the user saw every column and chose.
+    explicit = {column: "" for column in header} | mapping
+    resolve_mapping(header, field_types(session), explicit)
+    job.mapping = {column: explicit[column] for column in header}
     move_job(job, S.QUEUED)
     session.flush()
     return job

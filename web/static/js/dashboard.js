@@ -20,7 +20,7 @@
     });
 
   function datasets(data, labels, type) {
-    return Object.entries(data.series).map(([name, values]) => ({
+    return data.series.map(({ name, values }) => ({
       label: labels[name] || name,
       data: values,
       borderColor: COLOURS[name],
