@@ -38,7 +38,7 @@ test: lint $(VENDOR_STAMP)
 	$(BIN)/pytest
 
 # SQLite only, no servers: the quick loop while editing.
-fast: $(STAMP) $(VENDOR_STAMP)
+fast: $(STAMP)
 	$(BIN)/pytest -m "not postgres and not redis and not browser and not slow" -q
 
 clean:

@@ -3,7 +3,7 @@ re-rendered form answered with 422 after the transaction was rolled back."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from flask import render_template
@@ -43,11 +43,3 @@ def rejected(template: str, exc: DomainError, **context: Any) -> tuple[str, int]
     """Roll back whatever the failed attempt wrote and show the form again with its errors."""
     db().rollback()
     return render_template(template, errors=errors_of(exc), **context), INVALID
-
-
-def attempt(action: Callable[[], Any]) -> tuple[Any, DomainError | None]:
-    """Run a domain action; a form error comes back instead of being raised."""
-    try:
-        return action(), None
-    except FORM_ERRORS as exc:
-        return None, exc
