@@ -98,13 +98,16 @@ def test_every_route_is_public_or_declares_the_role_it_needs(app):
         assert public or hasattr(view, "required_role"), f"{method} {path} checks no role"
 
 
-def test_only_the_login_logout_and_api_document_are_public(app):
+def test_only_login_logout_the_api_document_and_ops_probes_are_public(app):
     public = {(p, m) for p, m, v in _routes(app) if getattr(v, "public", False)}
     assert public == {
         ("/login", "GET"),
         ("/login", "POST"),
         ("/logout", "POST"),
         ("/api/v1/openapi.json", "GET"),
+        ("/healthz", "GET"),
+        ("/readyz", "GET"),
+        ("/metrics", "GET"),  # a bearer token of its own when NURTURE_METRICS_TOKEN is set
     }
 
 
