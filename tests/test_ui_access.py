@@ -166,8 +166,9 @@ def test_page_forms_without_the_csrf_token_are_refused(app, seeded):
 
 
 def _pages(app):
-    for path, method, _view in _routes(app):
-        if method == "GET" and not path.startswith("/api/") and path != "/logout":
+    """The private pages people see (not the API, not the public probes)."""
+    for path, method, view in _routes(app):
+        if method == "GET" and not path.startswith("/api/") and not getattr(view, "public", 0):
             yield path
 
 

@@ -19,7 +19,7 @@ from automation.tasks import run_import_job
 from web.auth import login_required
 from web.database import db, nurture
 from web.ui import bp
-from web.ui.forms import FORM_ERRORS, INVALID, errors_of, rejected
+from web.ui.forms import FORM_ERRORS, INVALID, errors_of
 
 ENCODINGS = [
     ("utf-8", "UTF-8 (recommended)"),
@@ -96,14 +96,8 @@ def import_mapping(job_id: int) -> Any:
     try:
         jobs.confirm_import_job(db(), job.id, chosen)
     except FORM_ERRORS as exc:
-        return rejected(
-            "imports/mapping.html",
-            exc,
-            job=job,
-            preview=preview,
-            targets=mapping_targets(field_types(db())),
-            chosen=chosen,
-        )
+        db().rollback()
+        return _mapping_page(job, preview, chosen, errors_of(exc)), INVALID
     db().commit()
     nurture().enqueue(run_import_job, job.id)
     flash(f"Import of {job.filename} queued.", "success")
