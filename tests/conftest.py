@@ -257,6 +257,28 @@ def user_factory(app: Any) -> Any:
     return make
 
 
+def start_worker(settings: Settings, broker_url: str | None = None) -> Any:
+    """A real Celery worker process (engine queue) on the settings' database and broker;
+    its output goes to worker.log beside the var directory. Terminate it when done."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "NURTURE_DATABASE_URL": settings.database_url,
+        "NURTURE_BROKER_URL": broker_url or settings.broker_url,
+        "NURTURE_VAR_DIR": str(settings.var_dir),
+        "NURTURE_SECRET_KEY": settings.secret_key,
+    }
+    command = [sys.executable, "-m", "celery", "-A", "automation.tasks", "worker", "-Q", "engine"]
+    return subprocess.Popen(
+        [*command, "--pool", "solo", "--loglevel", "WARNING"],
+        env=env,
+        stdout=(settings.var_dir.parent / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
 # --- browser ---------------------------------------------------------------------------
 
 CHROMIUM = os.environ.get("NURTURE_CHROMIUM", "/usr/bin/chromium")
