@@ -100,9 +100,10 @@ def _postgres_engine() -> Engine:
     global _pg_engine
     if _pg_engine is None:
         _pg_engine = make_engine(PG_URL)
-        Base.metadata.drop_all(_pg_engine)
+        # A clean schema whatever an earlier run (of another branch) left behind.
         with _pg_engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
         Base.metadata.create_all(_pg_engine)
     return _pg_engine
 
