@@ -437,9 +437,11 @@ class Compiler:
 
     def email(self, node: EmailCondition) -> Pred:
         if node.email is EmailActivity.RECEIVED_NOT_OPENED:
+            # A click without a recorded open (images blocked) is engagement too.
             received = self._at_least(1, self.email_filters(node, EmailActivity.RECEIVED))
             opened = self._at_least(1, self.email_filters(node, EmailActivity.OPENED))
-            return both(received, negate(opened))
+            clicked = self._at_least(1, self.email_filters(node, EmailActivity.CLICKED))
+            return both(received, negate(opened), negate(clicked))
         return self._counted(node.operator, node.times, self.email_filters(node, node.email))
 
     # segments

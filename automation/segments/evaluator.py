@@ -370,8 +370,9 @@ class Evaluator:
         if node.email is EmailActivity.RECEIVED_NOT_OPENED:
             received = self.email_events(node, EmailActivity.RECEIVED)
             opened = self.email_events(node, EmailActivity.OPENED)
-            observed = {"received": len(received), "opened": len(opened)}
-            return bool(received) and not opened, observed
+            clicked = self.email_events(node, EmailActivity.CLICKED)
+            observed = {"received": len(received), "opened": len(opened), "clicked": len(clicked)}
+            return bool(received) and not opened and not clicked, observed
         found = self.email_events(node, node.email)
         return self.counted(node.operator, node.times, len(found)), self._summary(found)
 
