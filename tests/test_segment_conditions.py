@@ -36,6 +36,7 @@ PEOPLE = {
         first_name="Ana",
         time_zone="Europe/Paris",
         score=80,
+        engagement_score=2.5,
         lifecycle_stage="lead",
         created_at=ago(days=5),
         last_click_at=ago(days=2),
@@ -201,6 +202,13 @@ CASES: list[tuple[str, Any, set[str]]] = [
         {"ana", "ben", "chloe"},
     ),
     ("number between inclusive", field("score", "between", [0, 20]), {"ben", "dan"}),
+    ("float column in", field("engagement_score", "in", [-1, 2.5]), {"ana"}),
+    ("float column against big int", field("engagement_score", "in", [4, 123456789012]), set()),
+    (
+        "int column against big int",
+        field("score", "less_than", 123456789012),
+        {"ana", "ben", "chloe", "dan", "eve"},
+    ),
     ("attribute number", field("attributes.ltv", "less_than", 100), {"ben"}),
     ("attribute number in", field("attributes.ltv", "in", [12.5, 250]), {"ana", "ben"}),
     (

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Float,
     Integer,
     Select,
     String,
@@ -286,8 +287,8 @@ class Compiler:
             return self.sql.like(expr, value, op.value)
 
         def bind(v: Any) -> Any:
-            if kind is ValueType.NUMBER and (in_json or not _fits_column(expr, v)):
-                return self.sql.json_number(v)
+            if kind is ValueType.NUMBER:
+                return self.sql.json_number(v) if in_json else self._column_number(expr, v)
             return self.sql.bind_value(kind, v)
 
         if op is Op.EQUALS:
@@ -298,6 +299,17 @@ class Compiler:
         if op is Op.BETWEEN:
             return and_(ordered >= bind(value[0]), ordered <= bind(value[1]))
         return _order(op, ordered, bind(value))
+
+    def _column_number(self, column: Any, value: Any) -> Any:
+        """A number for a numeric column, bound with an explicit type. Left to itself
+        SQLAlchemy types an IN list from its values, and PostgreSQL then casts 2.5 to
+        INTEGER (3). An integer column keeps its own type when the value fits, so its
+        index can serve; other values compare as numeric."""
+        if isinstance(column.type, Integer):
+            if isinstance(value, int) and -(2**31) < value < 2**31:
+                return literal(value, Integer)
+            return self.sql.json_number(value)
+        return literal(value, Float)
 
     def _instant(self, expr: Any, op: Operator, value: Any) -> Any:
         """A positive comparison of a date-time (a column or max(occurred_at))."""
@@ -466,14 +478,6 @@ class Compiler:
             return self.tree(ref.tree)
         finally:
             self._inlining.pop()
-
-
-def _fits_column(expr: Any, value: Any) -> bool:
-    """Whether ``value`` binds exactly with the column's own type (so its index serves):
-    a float bound to an INTEGER column would be rounded."""
-    if isinstance(getattr(expr, "type", None), Integer):
-        return isinstance(value, int) and -(2**31) < value < 2**31
-    return True
 
 
 def _order(op: Operator, expr: Any, bound: Any) -> Any:

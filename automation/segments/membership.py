@@ -261,9 +261,8 @@ def refresh_segment(session: Session, segment_id: int) -> RefreshResult:
     matching = matching_ids(session, tree, catalog=catalog, now=now)
     emit = segment.refreshed_at is not None
     result = _apply(session, segment, matching, None, emit=emit, now=now)
-    if not emit:
-        # A first refresh may race with incremental ones that started earlier; recount.
-        segment.member_count = _count_members(session, segment.id)
+    # Recounted rather than adjusted: deleted contacts leave by cascade, uncounted.
+    segment.member_count = _count_members(session, segment.id)
     segment.refreshed_at = now
     return result
 

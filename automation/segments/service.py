@@ -193,13 +193,10 @@ def resolve_contacts(
     by_email: dict[str, int] = {}
     for start in range(0, len(normalised), 1000):
         batch = normalised[start : start + 1000]
-        by_email.update(
-            session.execute(
-                select(contacts.c.email, contacts.c.id).where(contacts.c.email.in_(batch))
-            )
-            .tuples()
-            .all()
+        rows = session.execute(
+            select(contacts.c.email, contacts.c.id).where(contacts.c.email.in_(batch))
         )
+        by_email.update((email, contact_id) for email, contact_id in rows)
     unknown.extend(e for e in normalised if e not in by_email)
     return sorted(found | set(by_email.values())), unknown
 
