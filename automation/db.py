@@ -7,7 +7,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    create_engine,
+    event,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -95,6 +105,13 @@ def dialect_insert(session: Session, table: Any) -> postgresql.Insert | sqlite.I
     if name == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"unsupported database dialect: {name}")
+
+
+def postgres_only(index: Index) -> Index:
+    """An index that exists only on PostgreSQL (GIN, expression, partial indexes).
+    create_all honours ``ddl_if``; migrations/env.py reads ``info`` for autogenerate."""
+    index.info["only_on"] = "postgresql"
+    return index.ddl_if(dialect="postgresql")
 
 
 def is_postgres(session: Session) -> bool:
