@@ -33,6 +33,16 @@ class Settings:
     catcher_enabled: bool
     secret_key_generated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # Earlier secret keys: public links signed with them still verify (key rotation).
+    old_secret_keys: tuple[str, ...] = ()
+    # Marketing emails per contact per window, across all workflows and campaigns; 0 = no cap.
+    frequency_cap: int = 0
+    frequency_cap_days: int = 7
+    frequency_cap_action: str = "defer"  # "defer" | "skip"
+    send_batch_size: int = 200
+    send_lease_seconds: int = 300
+    # Address for the List-Unsubscribe mailto; empty = unsubscribe@<sender's domain>.
+    unsubscribe_mailto: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -83,4 +93,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         smtp_password=env.get("NURTURE_SMTP_PASSWORD", ""),
         default_sender=env.get("NURTURE_DEFAULT_SENDER", "Nurture <hello@nurture.localhost>"),
         catcher_enabled=catcher or _bool(env.get("NURTURE_SMTP_CATCHER", "0")),
+        old_secret_keys=tuple(
+            k.strip() for k in env.get("NURTURE_OLD_SECRET_KEYS", "").split(",") if k.strip()
+        ),
+        frequency_cap=int(env.get("NURTURE_FREQUENCY_CAP", "0")),
+        frequency_cap_days=int(env.get("NURTURE_FREQUENCY_CAP_DAYS", "7")),
+        frequency_cap_action=env.get("NURTURE_FREQUENCY_CAP_ACTION", "defer"),
+        send_batch_size=int(env.get("NURTURE_SEND_BATCH_SIZE", "200")),
+        send_lease_seconds=int(env.get("NURTURE_SEND_LEASE_SECONDS", "300")),
+        unsubscribe_mailto=env.get("NURTURE_UNSUBSCRIBE_MAILTO", ""),
     )

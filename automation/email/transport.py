@@ -1,0 +1,263 @@
+"""Transports: how a finished message leaves. SMTP now; a provider API would be another
+class with the same two methods.
+
+SMTP outcomes are classified so the outbox never sends twice and never counts a message
+sent that was not:
+
+- 2xx after the data                                  → sent
+- 4xx anywhere, 421, or the connection lost before the
+  end of the data was written                         → deferred (retried later, slower)
+- 5xx                                                 → failed (550/551/553 or 5.1.x on
+                                                        the recipient: a hard bounce)
+- the connection lost after the whole message was
+  written but before the server answered              → unknown (it may have been
+                                                        accepted: never resent by itself)
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import smtplib
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+CRLF = b"\r\n"
+
+
+class DeliveryStatus(enum.StrEnum):
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    status: DeliveryStatus
+    response: str
+    code: int | None = None
+    provider_id: str | None = None
+    hard_bounce: bool = False
+    # The relay told us to slow down (4xx, 421, lost connection): throttle the identity.
+    slow_down: bool = False
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    recipient: str
+    data: bytes  # the whole message, CRLF line endings, not yet dot-stuffed
+
+
+class Transport(Protocol):
+    def send(self, envelope: Envelope) -> Delivery: ...
+
+    def close(self) -> None: ...
+
+
+class TransportUnavailable(Exception):
+    """The relay cannot be reached or refuses us; nothing was sent."""
+
+
+_QUEUED_AS = re.compile(r"(?:queued as\s+|\bid=)<?([A-Za-z0-9._@\-]+)", re.IGNORECASE)
+_HARD_BOUNCE_CODES = {550, 551, 553}
+
+
+def _reply(code: int, message: bytes | str) -> str:
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return f"{code} {' '.join(text.split())}"[:500]
+
+
+def _temporary(code: int) -> bool:
+    return 400 <= code < 500
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    tls: str = "none"  # none | starttls | ssl
+    username: str = ""
+    password: str = ""
+    timeout: float = 30.0
+    local_hostname: str | None = None
+    max_messages_per_connection: int = 1000
+    idle_seconds: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SmtpSettings:
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            tls=settings.smtp_tls,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+        )
+
+
+class SmtpTransport:
+    """One SMTP connection, opened on first use and kept for the next messages and batches
+    (reopened after errors, after ``max_messages_per_connection`` or when idle too long)."""
+
+    def __init__(self, config: SmtpSettings, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.config = config
+        self.ssl_context = ssl_context
+        self._smtp: smtplib.SMTP | None = None
+        self._sent_on_connection = 0
+        self._last_used = 0.0
+
+    # -- connection ------------------------------------------------------------------
+
+    def _connect(self) -> smtplib.SMTP:
+        c = self.config
+        context = self.ssl_context or ssl.create_default_context()
+        try:
+            smtp: smtplib.SMTP
+            if c.tls == "ssl":
+                smtp = smtplib.SMTP_SSL(
+                    c.host,
+                    c.port,
+                    timeout=c.timeout,
+                    context=context,
+                    local_hostname=c.local_hostname,
+                )
+            else:
+                smtp = smtplib.SMTP(
+                    c.host, c.port, timeout=c.timeout, local_hostname=c.local_hostname
+                )
+            smtp.ehlo()
+            if c.tls == "starttls":
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if c.username:
+                smtp.login(c.username, c.password)
+        except smtplib.SMTPAuthenticationError as exc:
+            raise TransportUnavailable(
+                f"SMTP login refused: {_reply(exc.smtp_code, exc.smtp_error)}"
+            ) from None
+        except smtplib.SMTPResponseException as exc:
+            raise TransportUnavailable(
+                f"SMTP server refused: {_reply(exc.smtp_code, exc.smtp_error)}"
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransportUnavailable(f"cannot reach SMTP {c.host}:{c.port}: {exc}") from None
+        self._sent_on_connection = 0
+        return smtp
+
+    def _connection(self) -> smtplib.SMTP:
+        now = time.monotonic()
+        if self._smtp is not None and (
+            self._sent_on_connection >= self.config.max_messages_per_connection
+            or now - self._last_used > self.config.idle_seconds
+        ):
+            self.close()
+        if self._smtp is None:
+            self._smtp = self._connect()
+        self._last_used = now
+        return self._smtp
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            smtp.close()
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+    def _reset(self, smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.rset()
+        except (OSError, smtplib.SMTPException):
+            self._drop()
+
+    # -- one message -------------------------------------------------------------------
+
+    def send(self, envelope: Envelope) -> Delivery:
+        smtp = self._connection()  # TransportUnavailable propagates: nothing was tried
+        try:
+            return self._transaction(smtp, envelope)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            # Lost before the end of the data went out: the server cannot have accepted it.
+            self._drop()
+            return Delivery(
+                DeliveryStatus.DEFERRED, f"connection lost: {exc}"[:500], slow_down=True
+            )
+
+    def _transaction(self, smtp: smtplib.SMTP, envelope: Envelope) -> Delivery:
+        code, message = smtp.mail(envelope.sender)
+        if code != 250:
+            return self._refused(smtp, code, message, recipient=False)
+        code, message = smtp.rcpt(envelope.recipient)
+        if code not in (250, 251):
+            return self._refused(smtp, code, message, recipient=True)
+        code, message = smtp.docmd("data")
+        if code != 354:
+            return self._refused(smtp, code, message, recipient=False)
+        data = envelope.data
+        if data[:1] == b".":
+            data = b"." + data
+        data = data.replace(b"\r\n.", b"\r\n..")
+        if not data.endswith(CRLF):
+            data += CRLF
+        smtp.send(data + b".\r\n")
+        # From here on the server may have the whole message: losing the connection now
+        # leaves the outcome unknown, and an unknown is never retried by itself.
+        try:
+            code, message = smtp.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            return Delivery(DeliveryStatus.UNKNOWN, f"connection lost after the data: {exc}"[:500])
+        self._sent_on_connection += 1
+        reply = _reply(code, message)
+        if code == 250:
+            found = _QUEUED_AS.search(reply)
+            return Delivery(DeliveryStatus.SENT, reply, code, found.group(1) if found else None)
+        if code == 421:
+            self._drop()
+        return Delivery(
+            DeliveryStatus.DEFERRED if _temporary(code) else DeliveryStatus.FAILED,
+            reply,
+            code,
+            slow_down=_temporary(code),
+        )
+
+    def _refused(
+        self, smtp: smtplib.SMTP, code: int, message: bytes, *, recipient: bool
+    ) -> Delivery:
+        reply = _reply(code, message)
+        if code == 421 or code == -1:
+            self._drop()
+            return Delivery(DeliveryStatus.DEFERRED, reply, code, slow_down=True)
+        self._reset(smtp)
+        if _temporary(code):
+            return Delivery(DeliveryStatus.DEFERRED, reply, code, slow_down=True)
+        hard = recipient and (
+            code in _HARD_BOUNCE_CODES or bool(re.search(r"\b5\.1\.\d+\b", reply))
+        )
+        return Delivery(DeliveryStatus.FAILED, reply, code, hard_bounce=hard)
+
+
+_pool: dict[SmtpSettings, SmtpTransport] = {}
+
+
+def pooled_transport(config: SmtpSettings) -> SmtpTransport:
+    """The process's transport for these settings: its connection outlives a batch."""
+    transport = _pool.get(config)
+    if transport is None:
+        transport = _pool[config] = SmtpTransport(config)
+    return transport
+
+
+def close_pool() -> None:
+    while _pool:
+        _config, transport = _pool.popitem()
+        transport.close()

@@ -1,0 +1,320 @@
+"""Sending through the outbox to a real SMTP server on loopback: headers, multipart
+structure, encodings, suppression, the SMTP outcomes, dedupe, rate limit and frequency cap."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import emailkit
+import pytest
+from emailkit import make_contact, make_identity, make_template
+from sqlalchemy import func, select
+
+from automation import clock
+from automation.contacts.addresses import email_hash
+from automation.contacts.models import Contact, ContactStatus, Event
+from automation.db import make_engine, make_session_factory
+from automation.email.models import Message, MessageStatus, Suppression, SuppressionReason
+from automation.email.outbox import (
+    IllegalTransition,
+    check_transition,
+    expire_leases,
+    queue_message,
+    resend_message,
+)
+from automation.email.sender import Sending, render_message, send_due
+from automation.email.transport import SmtpSettings, SmtpTransport
+from automation.tracking.tokens import TokenKind, TokenSigner
+
+smtp_server = emailkit.smtp_server
+
+
+@pytest.fixture
+def sessions(settings):
+    engine = make_engine(settings.database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def sending(settings, smtp_server):
+    transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
+    yield Sending(settings, transport, TokenSigner.from_settings(settings))
+    transport.close()
+
+
+def _status(sessions, message_id):
+    with sessions() as s:
+        return s.get(Message, message_id)
+
+
+def _queue(session, version_id, contact_id, key=None):
+    return queue_message(
+        session,
+        dedupe_key=key or f"test:{contact_id}:{version_id}",
+        contact_id=contact_id,
+        template_version_id=version_id,
+        workflow_name="Onboarding",
+    )
+
+
+def test_a_queued_message_arrives_with_its_headers_and_both_parts(
+    session, sessions, sending, smtp_server, settings
+):
+    identity = make_identity(session)
+    saved = make_template(session, sender_identity_id=identity)
+    contact = make_contact(session, "zoe@example.com", tags=["vip"])
+    message_id = _queue(session, saved.version.id, contact)
+    session.commit()
+
+    report = send_due(sessions, sending)
+
+    assert report.outcomes == {"sent": 1}
+    [received] = smtp_server.received
+    assert received.sender == "hello@shop.example"
+    assert received.recipients == ["zoe@example.com"]
+    msg = received.message
+    assert msg["Subject"] == "Welcome, Zoë — ça va?"
+    assert msg["From"].addresses[0].display_name == "Nurture Öutdoor"
+    assert msg["From"].addresses[0].addr_spec == "hello@shop.example"
+    assert msg["To"].addresses[0].display_name == "Zoë Dubois"
+    assert msg["Reply-To"] == "help@shop.example"
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert all(p.get_content_charset() == "utf-8" for p in msg.iter_parts())
+    signer = TokenSigner.from_settings(settings)
+    message_header = msg["Message-ID"]
+    token = re.fullmatch(r"<([A-Za-z0-9_\-]+)@shop\.example>", message_header).group(1)
+    assert signer.verify(token, TokenKind.VIEW).message_id == message_id
+    unsubscribe = msg["List-Unsubscribe"]
+    https = re.search(r"<(http://nurture\.test/u/([A-Za-z0-9_\-]+))>", unsubscribe)
+    assert https and signer.verify(https.group(2), TokenKind.UNSUBSCRIBE).message_id == message_id
+    assert "<mailto:unsubscribe@shop.example?subject=unsubscribe%20" in unsubscribe
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Feedback-ID"].endswith(":m:nurture")
+    html = msg.get_body(("html",)).get_content()
+    text = msg.get_body(("plain",)).get_content()
+    assert "Hello Zoë," in html and "Thank you for being a VIP." in html
+    assert "ünïcödé ✓" in html and "ünïcödé ✓" in text
+    assert "Your account is ready" in html  # the preheader
+    assert "Tag: vip" in text
+    clicks = re.findall(r'href="http://nurture\.test/t/c/([A-Za-z0-9_\-]+)"', html)
+    assert len(clicks) == 2
+    claims = [signer.verify(t, TokenKind.CLICK) for t in clicks]
+    assert [c.link_index for c in claims] == [0, 1]
+    assert {c.message_id for c in claims} == {message_id}
+    opens = re.findall(r'src="http://nurture\.test/t/o/([A-Za-z0-9_\-]+)"', html)
+    assert signer.verify(opens[0], TokenKind.OPEN).message_id == message_id
+    assert "shop.example/start" not in html  # destinations only behind signed clicks
+
+    row = _status(sessions, message_id)
+    assert row.status is MessageStatus.SENT and row.sent_at is not None
+    assert row.provider_message_id == "Q1" and row.smtp_response.startswith("250")
+    with sessions() as s:
+        assert s.get(Contact, contact).emails_sent == 1
+
+
+def test_received_html_and_text_are_what_the_message_preview_shows(
+    session, sessions, sending, smtp_server, settings
+):
+    saved = make_template(session)
+    contact = make_contact(session, "ana@example.com", attributes={})
+    message_id = _queue(session, saved.version.id, contact)
+    session.commit()
+    send_due(sessions, sending)
+    received = smtp_server.received[0].message
+    with sessions() as s:
+        preview = render_message(s, message_id, settings)
+    crlf = lambda s: s.replace("\r\n", "\n")  # noqa: E731  # the wire form of text is CRLF
+    assert crlf(received.get_body(("html",)).get_content()) == preview.html
+    assert crlf(received.get_body(("plain",)).get_content()) == preview.text
+    assert received["Subject"] == preview.subject
+
+
+def test_a_dedupe_key_queues_one_message_only(session):
+    saved = make_template(session)
+    contact = make_contact(session, "ana@example.com")
+    first = _queue(session, saved.version.id, contact, key="enrol:1:node:3")
+    again = _queue(session, saved.version.id, contact, key="enrol:1:node:3")
+    assert first is not None and again is None
+    assert session.scalar(select(func.count()).select_from(Message)) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "suppressed"),
+    [
+        (ContactStatus.UNSUBSCRIBED, "marketing", True),
+        (ContactStatus.BOUNCED, "marketing", True),
+        (ContactStatus.COMPLAINED, "marketing", True),
+        (ContactStatus.PENDING, "marketing", True),
+        (ContactStatus.PENDING, "transactional", False),  # the confirmation email itself
+        (ContactStatus.UNSUBSCRIBED, "transactional", False),
+        (ContactStatus.BOUNCED, "transactional", True),
+    ],
+)
+def test_suppression_is_checked_at_send_time(
+    session, sessions, sending, smtp_server, status, kind, suppressed
+):
+    saved = make_template(session, kind=kind)
+    contact = make_contact(session, "ana@example.com")
+    message_id = _queue(session, saved.version.id, contact)
+    session.execute(Contact.__table__.update().values(status=status))  # after queueing
+    session.commit()
+    send_due(sessions, sending)
+    row = _status(sessions, message_id)
+    if suppressed:
+        assert row.status is MessageStatus.SUPPRESSED and row.reason == status.value
+        assert smtp_server.received == []
+    else:
+        assert row.status is MessageStatus.SENT and len(smtp_server.received) == 1
+
+
+def test_an_address_on_the_suppression_list_is_never_mailed(
+    session, sessions, sending, smtp_server
+):
+    saved = make_template(session)
+    contact = make_contact(session, "ana@example.com")
+    message_id = _queue(session, saved.version.id, contact)
+    session.add(
+        Suppression(
+            email_hash=email_hash("ana@example.com"),
+            email=None,
+            reason=SuppressionReason.ERASED,
+            created_at=clock.now(),
+        )
+    )
+    session.commit()
+    send_due(sessions, sending)
+    row = _status(sessions, message_id)
+    assert row.status is MessageStatus.SUPPRESSED and row.reason == "suppression_list:erased"
+    assert smtp_server.received == []
+
+
+def test_a_hard_bounce_fails_the_message_and_suppresses_the_address(
+    session, sessions, sending, smtp_server
+):
+    smtp_server.behaviour.rcpt["gone"] = "550 5.1.1 No such user"
+    saved = make_template(session)
+    contact = make_contact(session, "gone@example.com")
+    message_id = _queue(session, saved.version.id, contact)
+    session.commit()
+    send_due(sessions, sending)
+    row = _status(sessions, message_id)
+    assert row.status is MessageStatus.FAILED and row.reason == "hard_bounce"
+    assert row.smtp_response.startswith("550") and row.bounced_at is not None
+    with sessions() as s:
+        assert s.get(Contact, contact).status is ContactStatus.BOUNCED
+        listed = s.scalar(
+            select(Suppression).where(Suppression.email_hash == email_hash("gone@example.com"))
+        )
+        assert listed.reason is SuppressionReason.BOUNCED
+        assert s.scalar(select(Event.name).where(Event.contact_id == contact)) == "email.bounced"
+
+
+def test_a_temporary_failure_defers_with_backoff_and_is_never_counted_as_sent(
+    session, sessions, sending, smtp_server
+):
+    smtp_server.behaviour.rcpt["busy"] = "451 4.7.1 Try again later"
+    identity = make_identity(session)
+    saved = make_template(session, sender_identity_id=identity)
+    contact = make_contact(session, "busy@example.com")
+    message_id = _queue(session, saved.version.id, contact)
+    session.commit()
+    send_due(sessions, sending)
+    row = _status(sessions, message_id)
+    assert row.status is MessageStatus.DEFERRED and row.attempts == 1
+    assert row.next_attempt_at > clock.now() + timedelta(seconds=30)
+    assert row.sent_at is None
+    with sessions() as s:
+        assert s.get(Contact, contact).emails_sent == 0
+        from automation.email.models import SenderIdentity
+
+        assert s.get(SenderIdentity, identity).throttle_factor == 0.5  # slower from now on
+    # Due again later, and the server now accepts: sent once.
+    smtp_server.behaviour.rcpt.clear()
+    clock.set_source(lambda: row.next_attempt_at + timedelta(seconds=1))
+    try:
+        send_due(sessions, sending)
+    finally:
+        clock.set_source(None)
+    assert _status(sessions, message_id).status is MessageStatus.SENT
+    assert len(smtp_server.received) == 1
+
+
+def test_a_5xx_on_the_data_fails_without_suppressing(session, sessions, sending, smtp_server):
+    smtp_server.behaviour.data["spammy"] = "554 5.7.1 Message rejected as spam"
+    saved = make_template(session)
+    contact = make_contact(session, "spammy@example.com")
+    message_id = _queue(session, saved.version.id, contact)
+    session.commit()
+    send_due(sessions, sending)
+    row = _status(sessions, message_id)
+    assert row.status is MessageStatus.FAILED and row.reason == "rejected"
+    with sessions() as s:
+        assert s.get(Contact, contact).status is ContactStatus.SUBSCRIBED
+
+
+def test_an_unreachable_relay_defers_the_whole_batch(session, sessions, settings):
+    from automation.email.catcher import free_port
+
+    saved = make_template(session)
+    ids = [
+        _queue(session, saved.version.id, make_contact(session, f"u{i}@example.com"))
+        for i in range(3)
+    ]
+    session.commit()
+    dead = Sending(
+        settings,
+        SmtpTransport(SmtpSettings("127.0.0.1", free_port(), timeout=2)),
+        TokenSigner.from_settings(settings),
+    )
+    send_due(sessions, dead)
+    for message_id in ids:
+        row = _status(sessions, message_id)
+        assert row.status is MessageStatus.DEFERRED and row.reason == "relay_unavailable"
+
+
+def test_an_expired_lease_becomes_unknown_and_only_an_operator_resends_it(
+    session, sessions, settings
+):
+    from automation.email.outbox import claim_batch
+    from automation.email.render import VersionCache
+
+    saved = make_template(session)
+    message_id = _queue(session, saved.version.id, make_contact(session, "ana@example.com"))
+    session.commit()
+    with sessions() as s:
+        batch = claim_batch(s, settings=settings, cache=VersionCache())
+        s.commit()
+    assert [m.id for m in batch.messages] == [message_id]
+    # The sender dies here. Later, the lease runs out:
+    with sessions() as s:
+        assert expire_leases(s, now=batch.lease_expires_at + timedelta(seconds=1)) == 1
+        s.commit()
+    row = _status(sessions, message_id)
+    assert row.status is MessageStatus.UNKNOWN and row.reason == "lease_expired"
+    with sessions() as s:  # nothing claims it again by itself
+        assert (
+            claim_batch(
+                s, settings=settings, cache=VersionCache(), now=clock.now() + timedelta(days=1)
+            ).messages
+            == []
+        )
+        s.rollback()
+    with sessions() as s:
+        resend_message(s, message_id)
+        s.commit()
+    assert _status(sessions, message_id).status is MessageStatus.QUEUED
+
+
+def test_status_changes_follow_one_transition_rule():
+    check_transition(MessageStatus.QUEUED, MessageStatus.SENDING)
+    check_transition(MessageStatus.UNKNOWN, MessageStatus.QUEUED)
+    for final in (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED):
+        with pytest.raises(IllegalTransition):
+            check_transition(final, MessageStatus.QUEUED)
+    with pytest.raises(IllegalTransition):
+        check_transition(MessageStatus.QUEUED, MessageStatus.SENT)  # never without a lease
+    with pytest.raises(IllegalTransition):
+        check_transition(MessageStatus.SENDING, MessageStatus.SENDING)
