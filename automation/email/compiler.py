@@ -201,6 +201,45 @@ def _column_of(source: str, line: int, needle: str) -> int | None:
     return None
 
 
+_BLOCK = re.compile(r"\{%[-+]?\s*(end)?(\w+)")
+_BLOCK_TAGS = {"if", "for", "macro", "call", "filter", "block", "with", "autoescape", "raw"}
+
+
+def _syntax_position(source: str, exc: TemplateSyntaxError) -> tuple[int, int | None]:
+    """Where to point for a syntax error: the unclosed block for an unexpected end, else
+    the Jinja tag the error is in (Jinja itself knows only the line)."""
+    lines = _Lines(source)
+    line = exc.lineno or 1
+    spans = _loose_spans(source)
+    if "end of template" in (exc.message or ""):
+        stack: list[int] = []
+        for start, _end in spans:
+            match = _BLOCK.match(source, start)
+            if match is None or match.group(2) not in _BLOCK_TAGS:
+                continue
+            if match.group(1):
+                if stack:
+                    stack.pop()
+            elif match.group(2) != "set" or "=" not in source[start:_end]:
+                stack.append(start)
+        if stack:
+            return lines.position(stack[-1])
+    before = [s for s, _e in spans if lines.position(s)[0] <= line]
+    if before:
+        return lines.position(before[-1])
+    return line, None
+
+
+def _loose_spans(source: str) -> list[tuple[int, int]]:
+    """Jinja tags of source that may not parse: each opener up to its closer, if any."""
+    spans = []
+    for match in _OPENERS.finditer(source):
+        closer = {"{{": "}}", "{%": "%}", "{#": "#}"}[match.group()]
+        end = source.find(closer, match.end())
+        spans.append((match.start(), len(source) if end < 0 else end + 2))
+    return spans
+
+
 def check_jinja(
     source: str, path: str, *, known_fields: set[str], html: bool
 ) -> tuple[nodes.Template | None, list[Problem]]:
@@ -209,13 +248,8 @@ def check_jinja(
     try:
         ast = env.parse(source)
     except TemplateSyntaxError as exc:
-        line = exc.lineno or 1
-        spans = [s for s, _e in jinja_spans(source)] if source else []
-        starts = _Lines(source)
-        columns = [starts.position(s)[1] for s in spans if starts.position(s)[0] == line]
-        return None, [
-            Problem(path, f"Jinja syntax: {exc.message}", line, columns[-1] if columns else None)
-        ]
+        line, column = _syntax_position(source, exc)
+        return None, [Problem(path, f"Jinja syntax: {exc.message}", line, column)]
     problems: list[Problem] = []
 
     def add(node: nodes.Node, message: str, needle: str | None = None) -> None:
@@ -508,6 +542,8 @@ class MjmlChecker(HTMLParser):
         if ending is not None:
             return
         parent = self.stack[-1].tag if self.stack else None
+        if parent is not None and parent not in CHILDREN and parent not in STRUCTURAL:
+            return  # inside an element already reported or one without children
         for name in names:
             if parent in STRUCTURAL:
                 self.structural.add(name)
@@ -520,7 +556,8 @@ class MjmlChecker(HTMLParser):
                 )
         if rest.strip():
             where = f"directly inside <{parent}>" if parent else "outside <mjml>"
-            self._problem(f"text {where} is dropped by MJML; put it in <mj-text>", offset)
+            leading = len(data) - len(data.lstrip())
+            self._problem(f"text {where} is dropped by MJML; put it in <mj-text>", offset + leading)
 
     def finish(self) -> None:
         self.close()
@@ -684,6 +721,9 @@ class _TableText(HTMLParser):
             self.moves.append((start + match.start(), match.group(), self.stack[-1]))
 
 
+_LINK_TEXT = re.compile(r"\[[ \t]+([^\[\]]*?)[ \t]*\]\(")
+
+
 def _text_part(html: str, ph: Placeholders) -> str:
     finder = _TableText(html, ph)
     finder.feed(html)
@@ -693,6 +733,7 @@ def _text_part(html: str, ph: Placeholders) -> str:
         html = html[:offset] + before + name + after + html[offset + len(name) :]
     text = get_text(html, _TEXT_CONFIG)
     text = "\n".join(line.strip() for line in text.splitlines())
+    text = _LINK_TEXT.sub(lambda m: f"[{m.group(1)}](", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 

@@ -26,7 +26,7 @@ from email.utils import format_datetime
 
 CRLF = b"\r\n"
 _ATEXT_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]*$")
-_MAX_WORD_BYTES = 45  # 60 base64 characters: each encoded word stays under 75
+_MAX_WORD_BYTES = 39  # 52 base64 characters: a word and its header name fit in 78
 
 
 class AddressError(ValueError):
@@ -90,7 +90,8 @@ def _word(data: bytes | bytearray) -> str:
 def header_text(value: str) -> str:
     """An unstructured header value (Subject): ASCII as is when short, else encoded."""
     value = " ".join(value.split())
-    if value.isascii() and len(value) <= 900 and "=?" not in value:
+    words = value.split(" ")
+    if value.isascii() and "=?" not in value and max(map(len, words)) <= 66:
         return _fold(value)
     return encoded_words(value)
 

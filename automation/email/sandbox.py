@@ -348,8 +348,8 @@ def render(
     token = _BUDGET.set(budget)
     try:
         try:
-            # A copy: top-level {% set %} must not leak into the next part's render.
-            chunks = template.root_render_func(template.new_context(dict(context), shared=True))
+            # new_context copies: a top-level {% set %} cannot leak into the next part.
+            chunks = template.root_render_func(template.new_context(context))
             texts: list[str] = []
             blobs: list[bytes] = []
             size = 0
