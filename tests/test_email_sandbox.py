@@ -27,10 +27,15 @@ HOSTILE = {
     "globals": "{{ self.__init__.__globals__ }}",
     "format attribute": "{{ '{0.__class__}'.format(contact) }}",
     "mutate": "{% set t = contact.tags %}{{ t.append(1) }}",
-    "nested loops": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "nested loops": (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    ),
     "multiply": "{{ 'x' * 100000000 }}",
     "power": "{{ 9 ** 9 ** 9 }}",
-    "doubling": "{% set ns = namespace(s='ab') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    "doubling": (
+        "{% set ns = namespace(s='ab') %}"
+        "{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+    ),
     "format width": "{{ '%0999999999d'|format(1) }}",
     "percent width": "{{ '%0999999999d' % 1 }}",
     "ljust": "{{ 'a'.ljust(1000000000) }}",
@@ -81,7 +86,8 @@ def test_one_recipient_whose_data_blows_up_the_render_fails_alone(session, setti
         session,
         mjml=emailkit.MJML.replace(
             "Your plan: {{ contact.attributes.plan",
-            "{% for i in range(400) %}{{ contact.attributes.plan }}{% endfor %} {{ contact.attributes.plan",
+            "{% for i in range(400) %}{{ contact.attributes.plan }}{% endfor %}"
+            " {{ contact.attributes.plan",
         ),
     )
     ok = make_contact(session, "ok@example.com", attributes={"plan": "pro"})
