@@ -399,6 +399,7 @@ def _scheme(value: str) -> str:
 class _Open:
     tag: str
     offset: int
+    unknown: bool = False  # already reported: its content and closing are not checked
 
 
 class MjmlChecker(HTMLParser):
@@ -459,7 +460,7 @@ class MjmlChecker(HTMLParser):
             return
         is_mjml = tag == "mjml" or tag.startswith("mj-")
         if not is_mjml:
-            if self._ending is None:
+            if self._ending is None and not any(o.unknown for o in self.stack):
                 self._problem(
                     f"<{tag}> must be inside <mj-text>, <mj-raw> or another content element", offset
                 )
@@ -478,8 +479,8 @@ class MjmlChecker(HTMLParser):
         elif not self.stack:
             self._problem(f"<{tag}> must be inside <mjml>", offset)
         else:
-            parent = self.stack[-1].tag
-            allowed = CHILDREN.get(parent, set())
+            parent = self.stack[-1]
+            allowed = CHILDREN.get(parent.tag, set())
             if tag not in components and tag not in {
                 "mj-all",
                 "mj-class",
@@ -487,8 +488,13 @@ class MjmlChecker(HTMLParser):
                 "mj-html-attribute",
             }:
                 self._problem(f"unknown MJML element <{tag}>", offset)
+                if not closed:
+                    self.stack.append(_Open(tag, offset, unknown=True))
+                return
+            if parent.unknown:
+                pass
             elif allowed is not None and tag not in allowed:
-                self._problem(f"<{tag}> cannot be inside <{parent}>", offset)
+                self._problem(f"<{tag}> cannot be inside <{parent.tag}>", offset)
         if tag == "mj-body":
             self.body_offset = offset
         if tag == "mj-preview":
@@ -523,6 +529,9 @@ class MjmlChecker(HTMLParser):
         is_mjml = tag == "mjml" or tag.startswith("mj-")
         if not is_mjml:
             return  # HTML inside content elements: browsers are lenient, so is MJML
+        if self.stack and self.stack[-1].unknown and self.stack[-1].tag != tag:
+            self.stack.pop()  # the misspelt element's closing tag, spelt right
+            return
         if not any(o.tag == tag for o in self.stack):
             self._problem(f"</{tag}> closes nothing", offset)
             return
@@ -530,7 +539,8 @@ class MjmlChecker(HTMLParser):
             top = self.stack.pop()
             if top.tag == tag:
                 break
-            self._problem(f"<{top.tag}> is not closed before </{tag}>", top.offset)
+            if not top.unknown:
+                self._problem(f"<{top.tag}> is not closed before </{tag}>", top.offset)
         if tag == "mjml":
             self.root_closed = True
 
@@ -562,7 +572,8 @@ class MjmlChecker(HTMLParser):
     def finish(self) -> None:
         self.close()
         for still_open in self.stack:
-            self._problem(f"<{still_open.tag}> is never closed", still_open.offset)
+            if not still_open.unknown:
+                self._problem(f"<{still_open.tag}> is never closed", still_open.offset)
         if not self.root_seen:
             self.errors.append(Problem("mjml", "the template must start with <mjml>", 1, 1))
         elif self.body_offset is None:
