@@ -72,6 +72,9 @@ class Behaviour:
 
     rcpt: dict[str, str] = field(default_factory=dict)  # local part → "550 …" reply
     data: dict[str, str] = field(default_factory=dict)  # local part → reply to the data
+    # local parts for which the connection drops: at RCPT, or after the whole message
+    drop_at_rcpt: set[str] = field(default_factory=set)
+    drop_after_data: set[str] = field(default_factory=set)
 
 
 class RecordingHandler:
@@ -83,6 +86,9 @@ class RecordingHandler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
+        if address.split("@")[0] in self.behaviour.drop_at_rcpt:
+            server.transport.close()
+            return "421 closing"
         reply = self.behaviour.rcpt.get(address.split("@")[0])
         if reply:
             return reply
@@ -91,6 +97,17 @@ class RecordingHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         local = envelope.rcpt_tos[0].split("@")[0]
+        if local in self.behaviour.drop_after_data:
+            with self.lock:  # it did arrive; the client just never hears so
+                self.received.append(
+                    Received(
+                        envelope.mail_from,
+                        list(envelope.rcpt_tos),
+                        bytes(envelope.original_content),
+                    )
+                )
+            server.transport.close()
+            return "250 too late"
         reply = self.behaviour.data.get(local)
         if reply:
             return reply
@@ -143,7 +160,7 @@ def login_checker(username: str, password: str) -> Any:
             and data.login.decode() == username
             and (data.password.decode() == password)
         )
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # False: aiosmtpd answers 535 itself
 
     return authenticate
 

@@ -318,3 +318,224 @@ def test_status_changes_follow_one_transition_rule():
         check_transition(MessageStatus.QUEUED, MessageStatus.SENT)  # never without a lease
     with pytest.raises(IllegalTransition):
         check_transition(MessageStatus.SENDING, MessageStatus.SENDING)
+
+
+def test_a_connection_lost_before_the_data_defers(session, sessions, sending, smtp_server):
+    smtp_server.behaviour.drop_at_rcpt.add("flaky")
+    saved = make_template(session)
+    message_id = _queue(session, saved.version.id, make_contact(session, "flaky@example.com"))
+    session.commit()
+    send_due(sessions, sending)
+    row = _status(sessions, message_id)
+    assert row.status is MessageStatus.DEFERRED and row.sent_at is None
+    assert smtp_server.received == []
+
+
+def test_a_connection_lost_after_the_data_is_unknown_and_not_retried(
+    session, sessions, sending, smtp_server
+):
+    smtp_server.behaviour.drop_after_data.add("maybe")
+    saved = make_template(session)
+    maybe = _queue(session, saved.version.id, make_contact(session, "maybe@example.com"))
+    after = _queue(session, saved.version.id, make_contact(session, "after@example.com"))
+    session.commit()
+    send_due(sessions, sending)
+    row = _status(sessions, maybe)
+    assert row.status is MessageStatus.UNKNOWN and row.reason == "outcome_unknown"
+    assert _status(sessions, after).status is MessageStatus.SENT  # a new connection
+    clock.set_source(lambda: clock.datetime.now(clock.UTC) + timedelta(days=2))
+    try:
+        send_due(sessions, sending)
+    finally:
+        clock.set_source(None)
+    assert _status(sessions, maybe).status is MessageStatus.UNKNOWN
+    assert sorted(r.recipients[0] for r in smtp_server.received) == [
+        "after@example.com",
+        "maybe@example.com",
+    ]
+
+
+def test_a_template_deleted_while_messages_wait_fails_them(session, sessions, sending, smtp_server):
+    from automation.email.models import Template
+
+    saved = make_template(session)
+    message_id = _queue(session, saved.version.id, make_contact(session, "ana@example.com"))
+    session.get(Template, saved.template.id).deleted_at = clock.now()  # a race with delete
+    session.commit()
+    send_due(sessions, sending)
+    row = _status(sessions, message_id)
+    assert row.status is MessageStatus.FAILED and row.reason == "template_deleted"
+    assert smtp_server.received == []
+
+
+def test_a_malformed_stored_address_fails_only_that_message(
+    session, sessions, sending, smtp_server
+):
+    saved = make_template(session)
+    good = _queue(session, saved.version.id, make_contact(session, "good@example.com"))
+    bad_contact = make_contact(session, "bad@example.com")
+    bad = _queue(session, saved.version.id, bad_contact)
+    session.execute(
+        Contact.__table__.update()
+        .where(Contact.id == bad_contact)
+        .values(email="bad@example.com\r\nBcc: victim@example.com")
+    )
+    session.commit()
+    send_due(sessions, sending)
+    assert _status(sessions, good).status is MessageStatus.SENT
+    row = _status(sessions, bad)
+    assert row.status is MessageStatus.FAILED and row.reason == "invalid_address"
+    assert [r.recipients for r in smtp_server.received] == [["good@example.com"]]
+
+
+def test_the_rate_limit_of_a_sender_identity_holds_across_batches(
+    session, sessions, sending, smtp_server
+):
+    identity = make_identity(session, max_per_minute=3)
+    saved = make_template(session, sender_identity_id=identity)
+    ids = [
+        _queue(session, saved.version.id, make_contact(session, f"r{i}@example.com"))
+        for i in range(5)
+    ]
+    session.commit()
+    minute = (clock.now() + timedelta(minutes=1)).replace(second=10, microsecond=0)
+    clock.set_source(lambda: minute)
+    try:
+        report = send_due(sessions, sending)
+        assert report.outcomes == {"sent": 3}
+        assert send_due(sessions, sending).claimed == 0  # nothing more this minute
+    finally:
+        clock.set_source(None)
+    clock.set_source(lambda: minute + timedelta(minutes=1))
+    try:
+        assert send_due(sessions, sending).outcomes == {"sent": 2}
+    finally:
+        clock.set_source(None)
+    assert all(_status(sessions, i).status is MessageStatus.SENT for i in ids)
+
+
+@pytest.mark.parametrize("action", ["defer", "skip"])
+def test_the_frequency_cap_counts_marketing_mail_across_sources(
+    session, sessions, smtp_server, settings, action
+):
+    capped = settings.with_overrides(frequency_cap=2, frequency_cap_action=action)
+    transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
+    sending = Sending(capped, transport, TokenSigner.from_settings(capped))
+    marketing = make_template(session)
+    receipt = make_template(session, name="Receipt", kind="transactional")
+    contact = make_contact(session, "ana@example.com")
+    first = [
+        queue_message(
+            session,
+            dedupe_key=f"wf:{i}",
+            contact_id=contact,
+            template_version_id=marketing.version.id,
+            workflow_name="Onboarding",
+        )
+        for i in range(2)
+    ]
+    third = queue_message(
+        session,
+        dedupe_key="campaign:9:ana",
+        contact_id=contact,
+        template_version_id=marketing.version.id,
+        campaign_id=9,
+    )
+    bill = queue_message(
+        session, dedupe_key="receipt:1", contact_id=contact, template_version_id=receipt.version.id
+    )
+    session.commit()
+    send_due(sessions, sending)
+    transport.close()
+    assert [_status(sessions, i).status for i in first] == [MessageStatus.SENT] * 2
+    assert _status(sessions, bill).status is MessageStatus.SENT  # transactional: exempt
+    row = _status(sessions, third)
+    assert row.reason == "frequency_cap"
+    if action == "defer":
+        assert row.status is MessageStatus.DEFERRED
+        assert row.next_attempt_at > clock.now() + timedelta(days=6)
+    else:
+        assert row.status is MessageStatus.SUPPRESSED
+    assert len(smtp_server.received) == 3
+
+
+def test_starttls_and_login_are_used_when_configured(session, sessions, settings, tmp_path):
+    import ssl
+    import subprocess
+
+    from emailkit import login_checker, start_smtp
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    server = start_smtp(
+        tls_context=server_tls,
+        require_starttls=True,
+        auth_required=True,
+        authenticator=login_checker("relay-user", "s3cret"),
+    )
+    try:
+        client_tls = ssl.create_default_context(cafile=str(cert))
+        config = SmtpSettings(
+            server.host, server.port, tls="starttls", username="relay-user", password="s3cret"
+        )
+        transport = SmtpTransport(config, ssl_context=client_tls)
+        saved = make_template(session)
+        message_id = _queue(session, saved.version.id, make_contact(session, "ana@example.com"))
+        session.commit()
+        send_due(sessions, Sending(settings, transport, TokenSigner.from_settings(settings)))
+        assert _status(sessions, message_id).status is MessageStatus.SENT
+        assert len(server.received) == 1
+        wrong = SmtpTransport(
+            SmtpSettings(
+                server.host, server.port, tls="starttls", username="relay-user", password="wrong"
+            ),
+            ssl_context=client_tls,
+        )
+        again = _queue(session, saved.version.id, make_contact(session, "bo@example.com"))
+        session.commit()
+        send_due(sessions, Sending(settings, wrong, TokenSigner.from_settings(settings)))
+        row = _status(sessions, again)
+        assert row.status is MessageStatus.DEFERRED and "login refused" in row.error
+        transport.close()
+    finally:
+        server.controller.stop()
+
+
+def test_gdpr_erasure_removes_the_contacts_messages(session, sessions, sending, smtp_server):
+    from automation.contacts.gdpr import erase_contact, export_contact
+
+    saved = make_template(session)
+    contact = make_contact(session, "ana@example.com")
+    message_id = _queue(session, saved.version.id, contact)
+    session.commit()
+    send_due(sessions, sending)
+    with sessions() as s:
+        exported = export_contact(s, contact)
+        assert [m["id"] for m in exported["messages"]] == [message_id]
+        erase_contact(s, contact)
+        s.commit()
+    with sessions() as s:
+        assert s.get(Message, message_id) is None

@@ -428,9 +428,14 @@ def _claim_ids(
         if is_postgres(session):
             # Concurrent senders skip each other's rows instead of waiting for them.
             due = due.with_for_update(skip_locked=True)
+        # Two statements on purpose: inside `UPDATE … WHERE id IN (SELECT … LIMIT n)`
+        # PostgreSQL may re-run the subquery per row and so update more than n rows.
+        ids = list(session.scalars(due))
+        if not ids:
+            continue
         rows = session.execute(
             update(Message)
-            .where(Message.id.in_(due.scalar_subquery()), Message.status == status)
+            .where(Message.id.in_(ids), Message.status == status)
             .values(status=MessageStatus.SENDING, lease_owner=owner, lease_expires_at=lease_until)
             .returning(Message.id)
             .execution_options(synchronize_session=False)
