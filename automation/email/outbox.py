@@ -323,12 +323,15 @@ def queue_for_contacts(
         "clicks": literal(0),
     }
     stmt = (
-        dialect_insert(session, Message)
+        dialect_insert(session, Message.__table__)
         .from_select(list(columns), select(*[c.label(n) for n, c in columns.items()]))
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
     )
-    result = session.execute(stmt)
-    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult
+    if is_postgres(session):
+        # SQLAlchemy reports no rowcount for INSERT … SELECT here; count in the database.
+        inserted = stmt.returning(literal(1)).cte("inserted")
+        return int(session.scalar(select(func.count()).select_from(inserted)) or 0)
+    return int(session.connection().execute(stmt).rowcount)
 
 
 # --- claiming ----------------------------------------------------------------------
