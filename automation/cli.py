@@ -18,7 +18,7 @@ from automation.db import transaction
 from automation.errors import DomainError, InvalidInput
 from automation.runtime import runtime
 
-ADMIN_EMAIL = "admin@nurture.localhost"
+ADMIN_EMAIL = "admin@example.com"
 
 
 def _fail(exc: DomainError) -> None:
@@ -31,6 +31,20 @@ def _fail(exc: DomainError) -> None:
 @click.group()
 def main() -> None:
     """Nurture: marketing automation and email sequences."""
+
+
+@main.command()
+def doctor() -> None:
+    """Check the configuration and say what is wrong."""
+    from automation.ops.doctor import diagnose
+
+    findings = diagnose(runtime())
+    marks = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "error": ("✗", "red")}
+    for finding in findings:
+        mark, colour = marks[finding.level]
+        click.secho(f"{mark} {finding.topic}: {finding.message}", fg=colour)
+    if any(f.level == "error" for f in findings):
+        raise SystemExit(1)
 
 
 @main.command()
@@ -279,7 +293,8 @@ def run(host: str, port: int, no_demo: bool) -> None:
         click.echo("stopping...")
         for proc in procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                # The leader only: Celery and gunicorn then stop their own children cleanly.
+                proc.terminate()
         deadline = time.monotonic() + 15
         for proc in procs.values():
             try:

@@ -31,6 +31,7 @@ class Settings:
     smtp_password: str
     default_sender: str
     catcher_enabled: bool
+    metrics_token: str = ""
     secret_key_generated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     # Earlier secret keys: public links signed with them still verify (key rotation).
@@ -91,7 +92,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         smtp_tls=env.get("NURTURE_SMTP_TLS", "none" if catcher else "starttls"),
         smtp_username=env.get("NURTURE_SMTP_USERNAME", ""),
         smtp_password=env.get("NURTURE_SMTP_PASSWORD", ""),
-        default_sender=env.get("NURTURE_DEFAULT_SENDER", "Nurture <hello@nurture.localhost>"),
+        default_sender=env.get("NURTURE_DEFAULT_SENDER", "Nurture <hello@example.com>"),
         catcher_enabled=catcher or _bool(env.get("NURTURE_SMTP_CATCHER", "0")),
         old_secret_keys=tuple(
             k.strip() for k in env.get("NURTURE_OLD_SECRET_KEYS", "").split(",") if k.strip()
@@ -102,4 +103,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         send_batch_size=int(env.get("NURTURE_SEND_BATCH_SIZE", "200")),
         send_lease_seconds=int(env.get("NURTURE_SEND_LEASE_SECONDS", "300")),
         unsubscribe_mailto=env.get("NURTURE_UNSUBSCRIBE_MAILTO", ""),
+        metrics_token=env.get("NURTURE_METRICS_TOKEN", ""),
     )

@@ -178,7 +178,7 @@ def load_demo(
             SenderIdentity(
                 name="Default",
                 from_name="Nurture Outdoor",
-                from_email="hello@nurture.localhost",
+                from_email="hello@example.com",
                 reply_to=None,
                 created_at=now,
             )

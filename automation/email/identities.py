@@ -28,7 +28,7 @@ class Sender:
 def default_sender(value: str) -> Sender:
     """NURTURE_DEFAULT_SENDER, "Name <address>", used when a template names no identity."""
     name, address = parseaddr(value)
-    return Sender(name or address, address or "hello@nurture.localhost", None)
+    return Sender(name or address, address or "hello@example.com", None)
 
 
 def sender_of(identity: SenderIdentity | None, fallback: str) -> Sender:

@@ -65,7 +65,7 @@ WELCOME = (
           early access to our sales{% if contact.attributes.company %} — including a
           team rate for {{ contact.attributes.company }}{% endif %}.
         </mj-text>
-        <mj-button href="https://shop.nurture.localhost/start?src=welcome">
+        <mj-button href="https://shop.example.com/start?src=welcome">
           Find your first trail
         </mj-button>
       </mj-column>
@@ -74,9 +74,9 @@ WELCOME = (
       <mj-column>
         <mj-text font-weight="600">Three things to try this week</mj-text>
         <mj-text padding-top="0px">
-          1. <a href="https://shop.nurture.localhost/guides/day-hikes">Pick a day hike</a>
+          1. <a href="https://shop.example.com/guides/day-hikes">Pick a day hike</a>
              near you.<br />
-          2. Check our <a href="https://shop.nurture.localhost/packing-list">packing list</a>.<br />
+          2. Check our <a href="https://shop.example.com/packing-list">packing list</a>.<br />
           3. Reply to this email: a real person reads it.
         </mj-text>
       </mj-column>
@@ -113,7 +113,7 @@ CART = (
           The gear you picked is still in your cart, but we can only hold it for a little
           while longer.
         </mj-text>
-        <mj-button href="https://shop.nurture.localhost/cart?src=abandoned-cart">
+        <mj-button href="https://shop.example.com/cart?src=abandoned-cart">
           Return to your cart
         </mj-button>
       </mj-column>
@@ -122,14 +122,14 @@ CART = (
       <mj-group>
         <mj-column css-class="card" background-color="#f4f7f5" padding="8px">
           <mj-image src="https://placehold.co/240x160/2f6f4f/ffffff?text=Rain+Jacket"
-                    alt="Rain Jacket" href="https://shop.nurture.localhost/p/sku-202"
+                    alt="Rain Jacket" href="https://shop.example.com/p/sku-202"
                     border-radius="6px" />
           <mj-text font-weight="600" padding-bottom="0px">Rain Jacket</mj-text>
           <mj-text padding-top="0px" color="#6b7c74">$189</mj-text>
         </mj-column>
         <mj-column css-class="card" background-color="#f4f7f5" padding="8px">
           <mj-image src="https://placehold.co/240x160/8a5a2b/ffffff?text=Headlamp"
-                    alt="Headlamp" href="https://shop.nurture.localhost/p/sku-404"
+                    alt="Headlamp" href="https://shop.example.com/p/sku-404"
                     border-radius="6px" />
           <mj-text font-weight="600" padding-bottom="0px">Headlamp</mj-text>
           <mj-text padding-top="0px" color="#6b7c74">$39</mj-text>
@@ -179,12 +179,12 @@ NEWSLETTER = (
     <mj-section background-color="#ffffff" padding="12px 24px">
       <mj-column width="40%">
         <mj-image src="https://placehold.co/220x150/{color}/ffffff?text=Read" alt="{title}"
-                  href="https://shop.nurture.localhost/{path}" border-radius="6px" />
+                  href="https://shop.example.com/{path}" border-radius="6px" />
       </mj-column>
       <mj-column width="60%">
         <mj-text font-weight="600" font-size="18px" line-height="1.3">{title}</mj-text>
         <mj-text font-size="14px" padding-top="0px">
-          <a href="https://shop.nurture.localhost/{path}">Read the story →</a>
+          <a href="https://shop.example.com/{path}">Read the story →</a>
         </mj-text>
       </mj-column>
     </mj-section>"""
