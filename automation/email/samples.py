@@ -209,12 +209,24 @@ NEWSLETTER = (
 )
 
 DEMO_TEMPLATES = [
-    ("Welcome", "Welcome to Nurture Outdoor, {{ contact.first_name | default('explorer') }}",
-     "Trail guides, gear we trust and early access.", WELCOME),
-    ("Abandoned cart", "{{ contact.first_name | default('Hi') }}, you left something behind",
-     "Your cart is waiting — we can hold it a little longer.", CART),
-    ("Newsletter: spring", "The Trail Letter: spring is here",
-     "Sunrise hikes, layering for rain and the snack ranking.", NEWSLETTER),
+    (
+        "Welcome",
+        "Welcome to Nurture Outdoor, {{ contact.first_name | default('explorer') }}",
+        "Trail guides, gear we trust and early access.",
+        WELCOME,
+    ),
+    (
+        "Abandoned cart",
+        "{{ contact.first_name | default('Hi') }}, you left something behind",
+        "Your cart is waiting — we can hold it a little longer.",
+        CART,
+    ),
+    (
+        "Newsletter: spring",
+        "The Trail Letter: spring is here",
+        "Sunrise hikes, layering for rain and the snack ranking.",
+        NEWSLETTER,
+    ),
 ]
 
 
