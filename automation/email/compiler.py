@@ -672,7 +672,7 @@ def _classify_links(
 
 # --- the pipeline ----------------------------------------------------------------------
 
-_TEXT_CONFIG = ParserConfig(display_links=True, display_images=True)
+_TEXT_CONFIG = ParserConfig(display_links=True)
 _PIXEL = (
     f'<img src="{{{{ {OPEN_NAME} }}}}" width="1" height="1" alt="" border="0" '
     'style="display:block;height:1px;width:1px;border:0;margin:0;padding:0" />'
@@ -732,7 +732,9 @@ class _TableText(HTMLParser):
             self.moves.append((start + match.start(), match.group(), self.stack[-1]))
 
 
-_LINK_TEXT = re.compile(r"\[[ \t]+([^\[\]]*?)[ \t]*\]\(")
+_LINK_TEXT = re.compile(r"\[\s+([^\[\]]*?)\s*\]\(")
+_EMPTY_LINK = re.compile(r"\[\s*\]\([^)\s]*\)")
+_IMG = re.compile(r"""<img\b(?:[^>]*?\salt=(["'])(.*?)\1)?[^>]*>""", re.IGNORECASE | re.DOTALL)
 
 
 def _text_part(html: str, ph: Placeholders) -> str:
@@ -742,9 +744,11 @@ def _text_part(html: str, ph: Placeholders) -> str:
     for offset, name, context in sorted(finder.moves, reverse=True):
         before, after = _TABLE_CONTEXTS[context]
         html = html[:offset] + before + name + after + html[offset + len(name) :]
+    # An image stands for its alt text (a linked image becomes a link with that text).
+    html = _IMG.sub(lambda m: f" {m.group(2) or ''} ", html)
     text = get_text(html, _TEXT_CONFIG)
     text = "\n".join(line.strip() for line in text.splitlines())
-    text = _LINK_TEXT.sub(lambda m: f"[{m.group(1)}](", text)
+    text = _EMPTY_LINK.sub("", _LINK_TEXT.sub(lambda m: f"[{m.group(1)}](", text))
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
