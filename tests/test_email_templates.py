@@ -3,6 +3,8 @@ immutable; compile output (links, pixel, text part)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from emailkit import MJML, ensure_plan_field, make_identity, make_template
 
@@ -149,6 +151,11 @@ def test_unknown_values_for_the_sample_are_warnings_and_default_fills_them(sessi
     assert any("'missing' is empty" in w.message and w.line == 4 for w in warnings)
 
 
+def test_the_tracking_marker_is_reserved(session):
+    errors, _ = problems(session, body(column("<mj-text><!--nurture:link:0--></mj-text>")))
+    assert only(errors).path == "mjml" and "reserved" in only(errors).message
+
+
 def test_a_save_refused_names_every_field_path(session):
     ensure_plan_field(session)
     with pytest.raises(InvalidInput) as raised:
@@ -192,16 +199,17 @@ def test_compile_numbers_links_places_a_pixel_and_derives_text():
         "https://shop.example/about",
     ]
     assert [link["text"] for link in compiled.links] == ["Get started", "About us"]
-    assert compiled.html.count("{{ _links[0] }}") == 1 and "{{ _open_url }}" in compiled.html
+    assert compiled.html.count('href="<!--nurture:link:0-->"') == 1
+    assert 'src="<!--nurture:open-->"' in compiled.html
     assert "{% for tag in contact.tags %}" in compiled.html
-    assert "[Get started]({{ _links[0] }})" in compiled.text
+    assert "[Get started](<!--nurture:link:0-->)" in compiled.text
     lines = compiled.text.splitlines()
     assert (
         lines.index('{% if "vip" in contact.tags %}')
         < lines.index("Thank you for being a VIP.")
         < lines.index("{% endif %}")
     )
-    assert "<" not in compiled.text.replace("<mj", "")
+    assert "<" not in re.sub(r"<!--nurture:link:\d+-->", "", compiled.text)
 
 
 def test_the_sample_contact_has_every_declared_attribute(session):

@@ -44,8 +44,11 @@ MAX_SUBJECT = 500
 MAX_PREHEADER = 500
 TRACKED_SCHEMES = ("http://", "https://")
 SPECIAL_URLS = {"unsubscribe_url", "preferences_url", "view_in_browser_url"}
-LINKS_NAME = "_links"
-OPEN_NAME = "_open_url"
+# Where a recipient's tracking URLs go. HTML comments, so autoescaped contact data can
+# never contain one; substituted per recipient outside Jinja (see render.py).
+LINK_MARKER = "<!--nurture:link:{}-->"
+OPEN_MARKER = "<!--nurture:open-->"
+RESERVED = "<!--nurture:"
 
 
 @dataclass(frozen=True)
@@ -660,7 +663,7 @@ def _classify_links(
         index = len(links)
         text = re.sub(r"\s+", " ", ph.restore(" ".join(anchor.text))).strip()[:200]
         links.append({"index": index, "url": href, "text": text})
-        placeholder = ph.new(f"{{{{ {LINKS_NAME}[{index}] }}}}")
+        placeholder = ph.new(LINK_MARKER.format(index))
         tag = html[anchor.start : anchor.end]
         tag = _HREF.sub(_href_to(placeholder), tag, count=1)
         out.append(html[pos : anchor.start])
@@ -674,7 +677,7 @@ def _classify_links(
 
 _TEXT_CONFIG = ParserConfig(display_links=True)
 _PIXEL = (
-    f'<img src="{{{{ {OPEN_NAME} }}}}" width="1" height="1" alt="" border="0" '
+    f'<img src="{OPEN_MARKER}" width="1" height="1" alt="" border="0" '
     'style="display:block;height:1px;width:1px;border:0;margin:0;padding:0" />'
 )
 
@@ -767,6 +770,13 @@ def compile_template(
             result.errors.append(Problem(path, f"longer than {limit:,} characters"))
     if not draft.subject.strip():
         result.errors.append(Problem("subject", "a subject is required"))
+    for path, value in (
+        ("subject", draft.subject),
+        ("preheader", draft.preheader),
+        ("mjml", draft.mjml),
+    ):
+        if RESERVED in value:
+            result.errors.append(Problem(path, f"{RESERVED!r} is reserved for tracking links"))
     if "\n" in draft.subject or "\r" in draft.subject:
         result.errors.append(Problem("subject", "the subject must be one line"))
     if result.errors:
@@ -893,15 +903,13 @@ def _trial_render(draft: Draft, sample: dict[str, Any], result: CompileResult) -
 def _check_rendered_size(
     compiled: CompiledTemplate, sample: dict[str, Any], result: CompileResult
 ) -> None:
-    context = dict(sample)
-    context[LINKS_NAME] = ["https://example.invalid/t/c/" + "x" * 48] * len(compiled.links)
-    context[OPEN_NAME] = "https://example.invalid/t/o/" + "x" * 48
     try:
-        rendered = render(HTML_ENV.from_string(compiled.html), context)
+        rendered = render(HTML_ENV.from_string(compiled.html), sample)
     except RenderError as exc:
         result.errors.append(Problem("mjml", exc.message))
         return
-    size = len(rendered.output.encode())
+    # Each marker becomes a tracking URL of about 80 characters.
+    size = len(rendered.output.encode()) + 60 * (len(compiled.links) + 1)
     if size > MAX_HTML_BYTES:
         result.errors.append(
             Problem(

@@ -7,7 +7,7 @@ RFC 2047-encoded when they are not ASCII.
 
 Both parts are quoted-printable, encoded chunk by chunk as the render yields them: every
 chunk ends on a (soft or hard) line break, so encoded chunks simply concatenate, and the
-encoding of a template's static chunks is computed once (``QuotedPrintable``). Encoding
+encoding of a template's static chunks is computed once (``render.Codec``). Encoding
 whole 30 KB parts per recipient with ``binascii.b2a_qp`` would cost ~0.8 ms.
 
 tests/test_mime.py proves the bytes parse back with Python's email parser to the same
@@ -19,10 +19,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
+from functools import lru_cache
 
 CRLF = b"\r\n"
 _ATEXT_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]*$")
@@ -40,7 +41,7 @@ class Mail:
     to_name: str
     to_email: str
     subject: str
-    html_qp: bytes  # quoted-printable, from QuotedPrintable / qp_encode
+    html_qp: bytes  # quoted-printable (qp_encode, or pieces of it concatenated)
     text_qp: bytes
     message_id: str
     date: datetime
@@ -70,6 +71,9 @@ def ascii_address(address: str) -> str:
 
 def encoded_words(value: str) -> str:
     """RFC 2047 base64 encoded words, folded, never splitting a character."""
+    data = value.encode("utf-8")
+    if len(data) <= _MAX_WORD_BYTES:
+        return _word(data)
     words: list[str] = []
     chunk = bytearray()
     for char in value:
@@ -110,6 +114,11 @@ def _fold(value: str, width: int = 76) -> str:
     return "\r\n ".join(lines)
 
 
+@lru_cache(maxsize=64)
+def _sender_header(name: str, address: str) -> str:
+    return address_header(name, address)
+
+
 def address_header(name: str, address: str) -> str:
     address = ascii_address(address)
     name = " ".join(name.split())
@@ -121,6 +130,14 @@ def address_header(name: str, address: str) -> str:
         quoted = name.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{quoted}" <{address}>'
     return f"{encoded_words(name)} <{address}>"
+
+
+def qp_url(url: str) -> bytes:
+    """qp_encode for our own URLs (printable ASCII, no "="): only the soft line breaks."""
+    data = url.encode("ascii")
+    if len(data) <= 75:
+        return data + b"=\r\n"
+    return b"=\r\n".join([data[i : i + 75] for i in range(0, len(data), 75)]) + b"=\r\n"
 
 
 def qp_encode(text: str) -> bytes:
@@ -142,22 +159,6 @@ def qp_encode(text: str) -> bytes:
     return encoded.replace(b"\n", b"\r\n")
 
 
-class QuotedPrintable(dict[str, bytes]):
-    """A chunk encoder that knows a template's static chunks already encoded (a dict, so
-    that a lookup is a C call)."""
-
-    def __init__(self, static: Iterable[str]) -> None:
-        super().__init__((chunk, qp_encode(chunk)) for chunk in static)
-
-    def __missing__(self, chunk: str) -> bytes:
-        # A per-recipient value: encoded, not remembered. Short plain ASCII needs no work.
-        if len(chunk) < 76 and chunk.isascii() and chunk.isprintable() and "=" not in chunk:
-            return chunk.encode("ascii") + b"=\r\n"
-        return qp_encode(chunk)
-
-    __call__ = dict.__getitem__
-
-
 _last_date: tuple[datetime, str] | None = None
 
 
@@ -172,7 +173,7 @@ def build_mime(mail: Mail) -> bytes:
     """The complete message, CRLF line endings, 7-bit clean."""
     boundary = "=_nurture_alt"  # "=_" can never occur in quoted-printable output
     headers = [
-        ("From", address_header(mail.from_name, mail.from_email)),
+        ("From", _sender_header(mail.from_name, mail.from_email)),
         ("To", address_header(mail.to_name, mail.to_email)),
         ("Subject", header_text(mail.subject)),
         ("Date", _date(mail.date)),

@@ -1,5 +1,10 @@
 """Per-recipient rendering of a compiled version: one sandboxed Jinja render of the subject,
-HTML and text, with the message's signed tracking URLs substituted."""
+HTML and text, with the message's signed tracking URLs substituted.
+
+Tracking URLs do not go through Jinja: the compiled HTML and text carry markers
+(``<!--nurture:link:N-->``) in their static text, which each template's `Codec` splits once;
+per recipient a marker is one list lookup. The sender's path also quoted-printable-encodes
+as it goes, with the static pieces encoded once per process."""
 
 from __future__ import annotations
 
@@ -12,17 +17,87 @@ from jinja2 import Template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from automation.email.compiler import LINKS_NAME, OPEN_NAME
 from automation.email.context import template_context
-from automation.email.mime import QuotedPrintable
+from automation.email.mime import qp_encode, qp_url
 from automation.email.models import Template as TemplateRow
 from automation.email.models import TemplateKind, TemplateVersion
-from automation.email.sandbox import HTML_ENV, TEXT_ENV, RenderError, render, static_chunks
+from automation.email.sandbox import (
+    HTML_ENV,
+    TEXT_ENV,
+    RenderError,
+    render,
+    static_chunks,
+    with_globals,
+)
 from automation.errors import NotFound
-from automation.tracking.tokens import MessageTokens, TokenKind
+from automation.tracking.tokens import PATHS, MessageTokens, TokenKind
 
 MAX_SUBJECT_CHARS = 300
 _SPACES = re.compile(r"\s+")
+
+
+_MARKER = re.compile(r"<!--nurture:(?:link:(\d+)|open)-->")
+OPEN = -1  # the open pixel's place in a message's URL list: last
+Part = str | int  # static text, or the index of a tracking URL
+
+
+def _split(chunk: str) -> tuple[Part, ...] | None:
+    if "<!--nurture:" not in chunk:
+        return None
+    parts: list[Part] = []
+    pos = 0
+    for match in _MARKER.finditer(chunk):
+        if match.start() > pos:
+            parts.append(chunk[pos : match.start()])
+        parts.append(int(match.group(1)) if match.group(1) else OPEN)
+        pos = match.end()
+    if pos < len(chunk):
+        parts.append(chunk[pos:])
+    return tuple(parts)
+
+
+class Codec:
+    """A compiled template's static chunks: split at tracking markers, and
+    quoted-printable encoded once."""
+
+    def __init__(self, static: set[str]) -> None:
+        self.marked: dict[str, tuple[Part, ...]] = {}
+        self.qp: dict[str, bytes | tuple[bytes | int, ...]] = {}
+        for chunk in static:
+            parts = _split(chunk)
+            if parts is None:
+                self.qp[chunk] = qp_encode(chunk)
+            else:
+                self.marked[chunk] = parts
+                self.qp[chunk] = tuple(qp_encode(p) if isinstance(p, str) else p for p in parts)
+
+    def text_sink(self, out: list[str], urls: list[str]) -> Any:
+        marked = self.marked
+
+        def consume(batch: list[str]) -> None:
+            for chunk in batch:
+                parts = marked.get(chunk)
+                if parts is None:
+                    out.append(chunk)
+                else:
+                    out.extend([urls[p] if isinstance(p, int) else p for p in parts])
+
+        return consume
+
+    def qp_sink(self, out: list[bytes], urls: list[bytes]) -> Any:
+        cached = self.qp
+
+        def consume(batch: list[str]) -> None:
+            for chunk in batch:
+                encoded = cached.get(chunk)
+                if encoded is None:
+                    out.append(qp_encode(chunk))
+                elif isinstance(encoded, bytes):
+                    out.append(encoded)
+                else:
+                    out.extend([urls[p] if isinstance(p, int) else p for p in encoded])
+
+        return consume
 
 
 @dataclass(frozen=True)
@@ -38,8 +113,8 @@ class CompiledVersion:
     html: Template
     text: Template
     links: list[dict[str, Any]]
-    html_qp: QuotedPrintable
-    text_qp: QuotedPrintable
+    html_codec: Codec
+    text_codec: Codec
 
 
 @dataclass(frozen=True)
@@ -108,8 +183,8 @@ def compile_version(version: TemplateVersion, *, deleted: bool = False) -> Compi
         html=html,
         text=text,
         links=list(version.links),
-        html_qp=QuotedPrintable(static_chunks(html)),
-        text_qp=QuotedPrintable(static_chunks(text)),
+        html_codec=Codec(static_chunks(html)),
+        text_codec=Codec(static_chunks(text)),
     )
 
 
@@ -123,12 +198,14 @@ class TrackingUrls:
 
 
 def tracking_urls(tokens: MessageTokens, base_url: str, link_count: int) -> TrackingUrls:
+    click = base_url + PATHS[TokenKind.CLICK]
+    token = tokens.token
     return TrackingUrls(
         open=tokens.url(base_url, TokenKind.OPEN),
         unsubscribe=tokens.url(base_url, TokenKind.UNSUBSCRIBE),
         preferences=tokens.url(base_url, TokenKind.PREFERENCES),
         view=tokens.url(base_url, TokenKind.VIEW),
-        links=[tokens.url(base_url, TokenKind.CLICK, i) for i in range(link_count)],
+        links=[click + token(TokenKind.CLICK, i) for i in range(link_count)],
     )
 
 
@@ -158,9 +235,7 @@ def _context(
         workflow_name=workflow_name,
         campaign_name=campaign_name,
     )
-    context[LINKS_NAME] = urls.links
-    context[OPEN_NAME] = urls.open
-    return context
+    return with_globals(context)
 
 
 def _subject(version: CompiledVersion, context: dict[str, Any]) -> str:
@@ -181,10 +256,15 @@ def render_email(
     """Subject, HTML and text for one recipient, as text (previews). Raises RenderError."""
     context = _context(contact, urls, workflow_name, campaign_name)
     subject = _subject(version, context)
-    html = render(version.html, context).output
+    all_urls = [*urls.links, urls.open]
+    html: list[str] = []
+    render(version.html, context, consume=version.html_codec.text_sink(html, all_urls))
+    text: list[str] = []
+    render(version.text, context, consume=version.text_codec.text_sink(text, all_urls))
+    page = "".join(html)
     if not urls.open:  # previews carry no pixel
-        html = _drop_pixel(html)
-    return RenderedEmail(subject, html, render(version.text, context).output)
+        page = _drop_pixel(page)
+    return RenderedEmail(subject, page, "".join(text))
 
 
 def render_for_send(
@@ -197,11 +277,14 @@ def render_for_send(
 ) -> EncodedEmail:
     """The same render, each part quoted-printable as it is produced. Raises RenderError."""
     context = _context(contact, urls, workflow_name, campaign_name)
-    return EncodedEmail(
-        _subject(version, context),
-        render(version.html, context, encoder=version.html_qp).encoded,
-        render(version.text, context, encoder=version.text_qp).encoded,
-    )
+    subject = _subject(version, context)
+    encoded_urls = [qp_url(u) for u in urls.links]
+    encoded_urls.append(qp_url(urls.open))
+    html: list[bytes] = []
+    render(version.html, context, consume=version.html_codec.qp_sink(html, encoded_urls))
+    text: list[bytes] = []
+    render(version.text, context, consume=version.text_codec.qp_sink(text, encoded_urls))
+    return EncodedEmail(subject, b"".join(html), b"".join(text))
 
 
 def _drop_pixel(html: str) -> str:

@@ -72,6 +72,14 @@ class _Budget:
             raise RenderLimitExceeded(f"rendering took longer than {MAX_SECONDS:g} s")
 
 
+GLOBALS: dict[str, Any] = {"range": safe_range, "dict": dict, "namespace": Namespace}
+
+
+def with_globals(context: dict[str, Any]) -> dict[str, Any]:
+    """The context plus the environment's globals, ready for render()."""
+    return {**GLOBALS, **context}
+
+
 _BUDGET: ContextVar[_Budget | None] = ContextVar("nurture_render_budget", default=None)
 
 
@@ -190,7 +198,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
             lstrip_blocks=not autoescape,
         )
         self.globals.clear()
-        self.globals.update(range=safe_range, dict=dict, namespace=Namespace)
+        self.globals.update(GLOBALS)
         self.filters.pop("attr", None)
         self.filters.update(
             default=_default,
@@ -326,9 +334,8 @@ CHECK_TEXT_ENV = Sandbox(autoescape=False, undefined=RecordingUndefined)
 
 @dataclass(frozen=True)
 class Rendered:
-    output: str
+    output: str  # empty when a consumer took the chunks
     undefined: list[tuple[str, int | None]]
-    encoded: bytes = b""
 
 
 def render(
@@ -337,21 +344,24 @@ def render(
     *,
     max_output: int = MAX_OUTPUT,
     max_seconds: float = MAX_SECONDS,
-    encoder: Callable[[str], bytes] | None = None,
+    consume: Callable[[list[str]], None] | None = None,
 ) -> Rendered:
     """Render within the budget; any failure becomes a RenderError naming the line.
 
-    With an ``encoder``, each output chunk is encoded as it comes (the sender's
-    quoted-printable, cached for the template's static chunks) and ``encoded`` holds the
-    bytes instead of ``output`` holding the text."""
+    With ``consume``, the output chunks are handed over a few at a time as they come (the
+    sender encodes them, substituting tracking URLs) instead of being joined into
+    ``output``."""
     budget = _Budget(deadline=time.monotonic() + max_seconds, template=template)
     token = _BUDGET.set(budget)
     try:
         try:
-            # new_context copies: a top-level {% set %} cannot leak into the next part.
-            chunks = template.root_render_func(template.new_context(context))
+            # A shared context uses the dict as it is (no copy, a quarter of the cost);
+            # a top-level {% set %} still goes to the Context's own vars, never into it.
+            if "namespace" not in context:
+                context = with_globals(context)
+            chunks = template.root_render_func(template.new_context(context, shared=True))
             texts: list[str] = []
-            blobs: list[bytes] = []
+            take = texts.extend if consume is None else consume
             size = 0
             # Chunks are taken a few at a time so the size check costs little per chunk;
             # each chunk is bounded (MAX_VALUE), so the overshoot is too.
@@ -361,15 +371,12 @@ def render(
                     raise RenderLimitExceeded(
                         f"the output is larger than {max_output:,} characters"
                     )
-                if encoder is None:
-                    texts.extend(batch)
-                else:
-                    blobs.extend(map(encoder, batch))
+                take(batch)
         except Exception:
             template.environment.handle_exception()  # re-raises with template line numbers
         if time.monotonic() > budget.deadline:
             raise RenderLimitExceeded(f"rendering took longer than {max_seconds:g} s")
-        return Rendered("".join(texts), budget.undefined, b"".join(blobs))
+        return Rendered("".join(texts), budget.undefined)
     except RenderError as exc:
         if exc.line is None:
             exc.line = _error_line(exc)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import re
 import smtplib
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -134,6 +135,8 @@ class SmtpTransport:
                 smtp.ehlo()
             if c.username:
                 smtp.login(c.username, c.password)
+            if smtp.sock is not None:  # small commands go out at once, not after an ACK
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except smtplib.SMTPAuthenticationError as exc:
             raise TransportUnavailable(
                 f"SMTP login refused: {_reply(exc.smtp_code, exc.smtp_error)}"
@@ -174,6 +177,8 @@ class SmtpTransport:
             smtp.close()
 
     def _reset(self, smtp: smtplib.SMTP) -> None:
+        if self._smtp is not smtp:
+            return  # already dropped
         try:
             smtp.rset()
         except (OSError, smtplib.SMTPException):
@@ -192,16 +197,40 @@ class SmtpTransport:
                 DeliveryStatus.DEFERRED, f"connection lost: {exc}"[:500], slow_down=True
             )
 
+    def _envelope(self, smtp: smtplib.SMTP, envelope: Envelope) -> Delivery | None:
+        """MAIL, RCPT and DATA; None when the server waits for the message. With
+        PIPELINING (RFC 2920) the three go out in one write: one round trip, not three."""
+        if not smtp.has_extn("pipelining"):
+            code, message = smtp.mail(envelope.sender)
+            if code != 250:
+                return self._refused(smtp, code, message, recipient=False)
+            code, message = smtp.rcpt(envelope.recipient)
+            if code not in (250, 251):
+                return self._refused(smtp, code, message, recipient=True)
+            code, message = smtp.docmd("data")
+            return None if code == 354 else self._refused(smtp, code, message, recipient=False)
+        smtp.send(
+            f"MAIL FROM:{smtplib.quoteaddr(envelope.sender)}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(envelope.recipient)}\r\nDATA\r\n"
+        )
+        replies = [smtp.getreply() for _ in range(3)]
+        (mail_code, mail_message), (rcpt_code, rcpt_message), (data_code, _) = replies
+        if mail_code == 250 and rcpt_code in (250, 251) and data_code == 354:
+            return None
+        if data_code == 354:
+            # A server that takes DATA after refusing the envelope: abort by hanging up,
+            # never by sending an empty message.
+            self._drop()
+        if mail_code != 250:
+            return self._refused(smtp, mail_code, mail_message, recipient=False)
+        if rcpt_code not in (250, 251):
+            return self._refused(smtp, rcpt_code, rcpt_message, recipient=True)
+        return self._refused(smtp, data_code, replies[2][1], recipient=False)
+
     def _transaction(self, smtp: smtplib.SMTP, envelope: Envelope) -> Delivery:
-        code, message = smtp.mail(envelope.sender)
-        if code != 250:
-            return self._refused(smtp, code, message, recipient=False)
-        code, message = smtp.rcpt(envelope.recipient)
-        if code not in (250, 251):
-            return self._refused(smtp, code, message, recipient=True)
-        code, message = smtp.docmd("data")
-        if code != 354:
-            return self._refused(smtp, code, message, recipient=False)
+        refused = self._envelope(smtp, envelope)
+        if refused is not None:
+            return refused
         data = envelope.data
         if data[:1] == b".":
             data = b"." + data
