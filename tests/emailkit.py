@@ -75,6 +75,7 @@ class Behaviour:
     # local parts for which the connection drops: at RCPT, or after the whole message
     drop_at_rcpt: set[str] = field(default_factory=set)
     drop_after_data: set[str] = field(default_factory=set)
+    pipelining: bool = False  # advertise RFC 2920 PIPELINING
 
 
 class RecordingHandler:
@@ -82,6 +83,14 @@ class RecordingHandler:
         self.behaviour = behaviour
         self.received: list[Received] = []
         self.lock = threading.Lock()
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.behaviour.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any

@@ -539,3 +539,80 @@ def test_gdpr_erasure_removes_the_contacts_messages(session, sessions, sending, 
         s.commit()
     with sessions() as s:
         assert s.get(Message, message_id) is None
+
+
+def test_pipelined_transactions_classify_every_outcome(session, sessions, sending, smtp_server):
+    smtp_server.behaviour.pipelining = True
+    smtp_server.behaviour.rcpt.update({"gone": "550 5.1.1 No such user", "busy": "451 later"})
+    smtp_server.behaviour.data["spammy"] = "554 5.7.1 Rejected"
+    smtp_server.behaviour.drop_after_data.add("maybe")
+    saved = make_template(session)
+    names = ["ok", "gone", "busy", "spammy", "maybe", "after"]
+    ids = {
+        n: _queue(session, saved.version.id, make_contact(session, f"{n}@example.com"))
+        for n in names
+    }
+    session.commit()
+    send_due(sessions, sending)
+    got = {n: (_status(sessions, i).status, _status(sessions, i).reason) for n, i in ids.items()}
+    assert got == {
+        "ok": (MessageStatus.SENT, None),
+        "gone": (MessageStatus.FAILED, "hard_bounce"),
+        "busy": (MessageStatus.DEFERRED, "temporary_failure"),
+        "spammy": (MessageStatus.FAILED, "rejected"),
+        "maybe": (MessageStatus.UNKNOWN, "outcome_unknown"),
+        "after": (MessageStatus.SENT, None),
+    }
+    assert sorted(r.recipients[0].split("@")[0] for r in smtp_server.received) == [
+        "after",
+        "maybe",
+        "ok",
+    ]
+
+
+def test_implicit_tls_is_used_when_configured(session, sessions, settings, tmp_path):
+    import ssl
+    import subprocess
+
+    from emailkit import start_smtp
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    server = start_smtp(ssl_context=server_tls)
+    try:
+        transport = SmtpTransport(
+            SmtpSettings(server.host, server.port, tls="ssl"),
+            ssl_context=ssl.create_default_context(cafile=str(cert)),
+        )
+        saved = make_template(session)
+        message_id = _queue(session, saved.version.id, make_contact(session, "ana@example.com"))
+        session.commit()
+        send_due(sessions, Sending(settings, transport, TokenSigner.from_settings(settings)))
+        transport.close()
+        assert _status(sessions, message_id).status is MessageStatus.SENT
+        assert len(server.received) == 1
+    finally:
+        server.controller.stop()

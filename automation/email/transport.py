@@ -209,10 +209,8 @@ class SmtpTransport:
                 return self._refused(smtp, code, message, recipient=True)
             code, message = smtp.docmd("data")
             return None if code == 354 else self._refused(smtp, code, message, recipient=False)
-        smtp.send(
-            f"MAIL FROM:{smtplib.quoteaddr(envelope.sender)}\r\n"
-            f"RCPT TO:{smtplib.quoteaddr(envelope.recipient)}\r\nDATA\r\n"
-        )
+        # Envelope addresses are checked ASCII addresses (mime.ascii_address): no quoting.
+        smtp.send(f"MAIL FROM:<{envelope.sender}>\r\nRCPT TO:<{envelope.recipient}>\r\nDATA\r\n")
         replies = [smtp.getreply() for _ in range(3)]
         (mail_code, mail_message), (rcpt_code, rcpt_message), (data_code, _) = replies
         if mail_code == 250 and rcpt_code in (250, 251) and data_code == 354:
