@@ -80,6 +80,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     secret_key, generated = _secret_key(var_dir, env)
     smtp_host = env.get("NURTURE_SMTP_HOST", "")
     catcher = not smtp_host
+    if env.get("NURTURE_FREQUENCY_CAP_ACTION", "defer") not in ("defer", "skip"):
+        raise ValueError("NURTURE_FREQUENCY_CAP_ACTION must be defer or skip")
     return Settings(
         var_dir=var_dir,
         database_url=database_url,
