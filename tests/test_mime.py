@@ -3,9 +3,10 @@ EmailMessage built from the same content parses back to."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email import policy
-from email.headerregistry import Address
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime
@@ -141,13 +142,19 @@ def test_any_unicode_subject_name_and_body_survive(subject, text, name):
     ours = parse(build_mime(m))
     assert str(ours["Subject"]) == " ".join(subject.split())
     assert ours.get_body(("plain",)).get_content().replace("\r\n", "\n") == text
-    # Python's parser puts a space between the encoded words of a long display name
-    # (RFC 2047 says not to); an EmailMessage-built header parses back the same way.
-    theirs = EmailMessage(policy=policy.SMTP)
-    theirs["From"] = Address(name, addr_spec="hello@shop.example")
-    theirs.set_content("x")
-    expected = parse(theirs.as_bytes())["From"].addresses[0].display_name
-    assert ours["From"].addresses[0].display_name == expected
+    # The display name, decoded by the RFC 2047 decoder. (The newer header parser puts a
+    # space between the encoded words of a long name, against RFC 2047 §6.2, and does so
+    # for an EmailMessage-built header too.)
+    raw = build_mime(m).split(b"\r\n\r\n", 1)[0].decode("ascii")
+    folded = re.search(r"^From: (.*?)(?=\r\n\S)", raw, re.MULTILINE | re.DOTALL).group(1)
+    if not name:
+        assert folded == "hello@shop.example"
+        return
+    phrase = folded.replace("\r\n", "").rsplit(" <", 1)[0]
+    if phrase.startswith('"'):
+        phrase = phrase[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    expected = str(make_header(decode_header(phrase))) if phrase != name else name
+    assert expected == name
 
 
 @pytest.mark.parametrize(
