@@ -4,6 +4,7 @@ talks."""
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -292,5 +293,9 @@ def process_sending(settings: Settings) -> Sending:
     kept from one task to the next."""
     global _process_sending
     if _process_sending is None or _process_sending.settings != settings:
+        if _process_sending is None:
+            # Everything imported so far lives as long as the process: keep it out of the
+            # collector's full passes (about a tenth of the per-message cost when sending).
+            gc.freeze()
         _process_sending = Sending.from_settings(settings)
     return _process_sending
