@@ -46,7 +46,7 @@ from automation.config import Settings
 from automation.contacts.addresses import email_hash
 from automation.contacts.models import Contact, ContactStatus
 from automation.db import dialect_insert, is_postgres
-from automation.email.context import load_contact_contexts
+from automation.email.context import CONTACT_COLUMNS, contact_context, field_types, load_tags
 from automation.email.identities import Sender, sender_of
 from automation.email.mime import AddressError, ascii_address
 from automation.email.models import (
@@ -495,8 +495,8 @@ def claim_batch(
             Message.workflow_node_id,
             Message.workflow_name,
             Message.campaign_name,
-            Contact.email,
             Contact.status,
+            *CONTACT_COLUMNS,  # what rendering needs, in the same query
         )
         .join(Contact, Contact.id == Message.contact_id)
         .where(Message.id.in_(ids))
@@ -555,7 +555,11 @@ def claim_batch(
     )
     if deferred:
         batch.held["frequency_cap"] += len(deferred)
-    contexts = load_contact_contexts(session, {r.contact_id for r in sendable})
+    types = field_types(session)
+    tags = load_tags(session, {r.contact_id for r in sendable})
+    contexts = {
+        r.contact_id: contact_context(dict(r._mapping), tags[r.contact_id], types) for r in sendable
+    }
     batch.senders = {None: sender_of(None, settings.default_sender)}
     batch.senders.update({i.id: sender_of(i, settings.default_sender) for i in identities})
     batch.messages = [
