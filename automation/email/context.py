@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.contacts.models import Contact, ContactTag, CustomField, FieldType, Tag
+from automation.db import one_of
 
 # Names a template may use at the top level.
 CONTEXT_NAMES = frozenset(
@@ -100,7 +101,7 @@ def load_tags(session: Session, contact_ids: Iterable[int]) -> dict[int, list[st
         for contact_id, name in session.execute(
             select(ContactTag.contact_id, Tag.name)
             .join(Tag, Tag.id == ContactTag.tag_id)
-            .where(ContactTag.contact_id.in_(ids))
+            .where(one_of(session, ContactTag.contact_id, ids))
             .order_by(Tag.name)
         ):
             tags[contact_id].append(name)
@@ -115,7 +116,9 @@ def load_contact_contexts(
     if not ids:
         return {}
     types = field_types(session) if types is None else types
-    rows = session.execute(select(*_CONTACT_COLUMNS).where(Contact.id.in_(ids))).mappings()
+    rows = session.execute(
+        select(*_CONTACT_COLUMNS).where(one_of(session, Contact.id, ids))
+    ).mappings()
     tags = load_tags(session, ids)
     return {row["id"]: contact_context(dict(row), tags[row["id"]], types) for row in rows}
 

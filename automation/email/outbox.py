@@ -45,7 +45,7 @@ from automation import clock
 from automation.config import Settings
 from automation.contacts.addresses import email_hash
 from automation.contacts.models import Contact, ContactStatus
-from automation.db import dialect_insert, is_postgres
+from automation.db import dialect_insert, is_postgres, one_of
 from automation.email.context import CONTACT_COLUMNS, contact_context, field_types, load_tags
 from automation.email.identities import Sender, sender_of
 from automation.email.mime import AddressError, ascii_address
@@ -122,7 +122,7 @@ def _move(
         return 0
     result = session.execute(
         update(Message)
-        .where(Message.id.in_(list(ids)), Message.status.in_(froms), *where)
+        .where(one_of(session, Message.id, ids), Message.status.in_(froms), *where)
         .values(status=to, **values)
         .execution_options(synchronize_session=False)
     )
@@ -438,7 +438,7 @@ def _claim_ids(
             continue
         rows = session.execute(
             update(Message)
-            .where(Message.id.in_(ids), Message.status == status)
+            .where(one_of(session, Message.id, ids), Message.status == status)
             .values(status=MessageStatus.SENDING, lease_owner=owner, lease_expires_at=lease_until)
             .returning(Message.id)
             .execution_options(synchronize_session=False)
@@ -499,7 +499,7 @@ def claim_batch(
             *CONTACT_COLUMNS,  # what rendering needs, in the same query
         )
         .join(Contact, Contact.id == Message.contact_id)
-        .where(Message.id.in_(ids))
+        .where(one_of(session, Message.id, ids))
         .order_by(Message.id)
     ).all()
     batch.versions = cache.get_many(session, {r.template_version_id for r in rows})
@@ -514,7 +514,7 @@ def claim_batch(
         digest: reason
         for digest, reason in session.execute(
             select(Suppression.email_hash, Suppression.reason).where(
-                Suppression.email_hash.in_({email_hash(r.email) for r in rows})
+                one_of(session, Suppression.email_hash, {email_hash(r.email) for r in rows})
             )
         )
     }
@@ -617,7 +617,7 @@ def _frequency_capped(
     sent: dict[int, list[datetime]] = defaultdict(list)
     for contact_id, sent_at in session.execute(
         select(Message.contact_id, Message.sent_at).where(
-            Message.contact_id.in_({r.contact_id for r in marketing}),
+            one_of(session, Message.contact_id, {r.contact_id for r in marketing}),
             Message.marketing.is_(True),
             Message.status == MessageStatus.SENT,
             Message.sent_at > now - window,
@@ -781,7 +781,7 @@ def _count_sent(session: Session, contact_ids: list[int]) -> None:
     for count, ids in by_count.items():
         session.execute(
             update(Contact)
-            .where(Contact.id.in_(ids))
+            .where(one_of(session, Contact.id, ids))
             .values(emails_sent=Contact.emails_sent + count)
             .execution_options(synchronize_session=False)
         )
