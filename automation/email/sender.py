@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,7 +43,6 @@ from automation.email.transport import (
     Envelope,
     SmtpSettings,
     Transport,
-    TransportUnavailable,
     pooled_transport,
 )
 from automation.errors import FieldError, InvalidInput
@@ -163,11 +163,11 @@ def _from_delivery(message: Claimed, delivery: Delivery) -> Outcome:
         _STATUS[delivery.status],
         reason={
             S.FAILED: "hard_bounce" if delivery.hard_bounce else "rejected",
-            S.DEFERRED: "temporary_failure",
+            S.DEFERRED: "relay_unavailable" if delivery.unavailable else "temporary_failure",
             S.UNKNOWN: "outcome_unknown",
         }.get(delivery.status),
         error=error,
-        smtp_response=delivery.response,
+        smtp_response=None if delivery.unavailable else delivery.response,
         provider_id=delivery.provider_id,
         hard_bounce=delivery.hard_bounce,
         slow_down=delivery.slow_down,
@@ -175,53 +175,49 @@ def _from_delivery(message: Claimed, delivery: Delivery) -> Outcome:
 
 
 def deliver(sending: Sending, batch: Batch) -> list[Outcome]:
-    """Render and send each claimed message; stop handing messages to the relay well
-    before the lease runs out (the rest go back to the queue untouched)."""
+    """Render and send each claimed message, rendering each just before the transport
+    takes it; stop handing messages to the relay well before the lease runs out (the rest
+    go back to the queue untouched)."""
     outcomes: list[Outcome] = []
     margin = timedelta(seconds=max(5.0, sending.settings.send_lease_seconds * 0.2))
     stop_at = batch.lease_expires_at - margin
     unavailable: str | None = None
-    for message in batch.messages:
-        now = clock.now()
-        if now >= stop_at:
-            outcomes.append(_outcome(message, "queued"))
-            continue
-        if unavailable is not None:
-            outcomes.append(
-                _outcome(message, "deferred", reason="relay_unavailable", error=unavailable)
-            )
-            continue
-        version = batch.versions[message.version_id]
-        sender = batch.senders.get(message.sender_identity_id) or batch.senders[None]
-        tokens = sending.signer.for_message(message.id, message.nonce, version.id)
-        try:
-            data = build_message(sending, message, version, sender, tokens, now)
-            envelope = Envelope(
-                ascii_address(sender.from_email), ascii_address(message.email), data
-            )
-        except RenderError as exc:
-            where = f"line {exc.line}: " if exc.line else ""
-            outcomes.append(
-                _outcome(message, "failed", reason="render_error", error=where + exc.message)
-            )
-            continue
-        except AddressError as exc:
-            outcomes.append(_outcome(message, "failed", reason="invalid_address", error=str(exc)))
-            continue
-        try:
-            delivery = sending.transport.send(envelope)
-        except TransportUnavailable as exc:
-            unavailable = str(exc)
-            outcomes.append(
-                _outcome(
-                    message,
-                    "deferred",
-                    reason="relay_unavailable",
-                    error=unavailable,
-                    slow_down=True,
+
+    def envelopes() -> Iterator[tuple[Claimed, Envelope]]:
+        for message in batch.messages:
+            now = clock.now()
+            if now >= stop_at:
+                outcomes.append(_outcome(message, "queued"))
+                continue
+            if unavailable is not None:
+                outcomes.append(
+                    _outcome(message, "deferred", reason="relay_unavailable", error=unavailable)
                 )
-            )
-            continue
+                continue
+            version = batch.versions[message.version_id]
+            sender = batch.senders.get(message.sender_identity_id) or batch.senders[None]
+            tokens = sending.signer.for_message(message.id, message.nonce, version.id)
+            try:
+                data = build_message(sending, message, version, sender, tokens, now)
+                envelope = Envelope(
+                    ascii_address(sender.from_email), ascii_address(message.email), data
+                )
+            except RenderError as exc:
+                where = f"line {exc.line}: " if exc.line else ""
+                outcomes.append(
+                    _outcome(message, "failed", reason="render_error", error=where + exc.message)
+                )
+                continue
+            except AddressError as exc:
+                outcomes.append(
+                    _outcome(message, "failed", reason="invalid_address", error=str(exc))
+                )
+                continue
+            yield message, envelope
+
+    for message, delivery in sending.transport.send_many(envelopes()):
+        if delivery.unavailable:
+            unavailable = delivery.response  # the later messages are not even rendered
         outcomes.append(_from_delivery(message, delivery))
     return outcomes
 

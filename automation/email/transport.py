@@ -22,8 +22,9 @@ import smtplib
 import socket
 import ssl
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 CRLF = b"\r\n"
 
@@ -44,6 +45,7 @@ class Delivery:
     hard_bounce: bool = False
     # The relay told us to slow down (4xx, 421, lost connection): throttle the identity.
     slow_down: bool = False
+    unavailable: bool = False  # the relay could not be reached: nothing was tried
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,17 @@ class Envelope:
     data: bytes  # the whole message, CRLF line endings, not yet dot-stuffed
 
 
+K = TypeVar("K")
+
+
 class Transport(Protocol):
+    """What the sender needs from a way out (SMTP here; a provider's HTTP API later)."""
+
     def send(self, envelope: Envelope) -> Delivery: ...
+
+    def send_many(self, items: Iterable[tuple[K, Envelope]]) -> Iterator[tuple[K, Delivery]]:
+        """One (key, delivery) per item, in order; items pulled as they are sent."""
+        ...
 
     def close(self) -> None: ...
 
@@ -184,23 +195,78 @@ class SmtpTransport:
         except (OSError, smtplib.SMTPException):
             self._drop()
 
-    # -- one message -------------------------------------------------------------------
+    # -- messages -----------------------------------------------------------------------
 
     def send(self, envelope: Envelope) -> Delivery:
-        smtp = self._connection()  # TransportUnavailable propagates: nothing was tried
-        try:
-            return self._transaction(smtp, envelope)
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            # Lost before the end of the data went out: the server cannot have accepted it.
-            self._drop()
-            return Delivery(
-                DeliveryStatus.DEFERRED, f"connection lost: {exc}"[:500], slow_down=True
-            )
+        """One message: MAIL, RCPT, DATA (one round trip with PIPELINING), then the data."""
+        for _key, delivery in self.send_many([(None, envelope)]):
+            return delivery
+        raise AssertionError("send_many yields one delivery per envelope")
 
-    def _envelope(self, smtp: smtplib.SMTP, envelope: Envelope) -> Delivery | None:
-        """MAIL, RCPT and DATA; None when the server waits for the message. With
-        PIPELINING (RFC 2920) the three go out in one write: one round trip, not three."""
-        if not smtp.has_extn("pipelining"):
+    def send_many(self, items: Iterable[tuple[K, Envelope]]) -> Iterator[tuple[K, Delivery]]:
+        """Deliver in order, one (key, delivery) per item. With PIPELINING (RFC 2920) a
+        message's data goes out in the same write as the next message's MAIL, RCPT and
+        DATA: one round trip per message. Items are pulled only as they are sent, so the
+        caller may render lazily."""
+        source = iter(items)
+        pending: tuple[K, Envelope] | None = None  # DATA accepted, its content not yet sent
+        while True:
+            upcoming = next(source, None)
+            if upcoming is None and pending is None:
+                return
+            if pending is None:
+                assert upcoming is not None
+                try:
+                    smtp = self._connection()
+                except TransportUnavailable as exc:
+                    # Nothing was tried: this and every later message wait for a retry.
+                    yield from _all_deferred(upcoming, source, str(exc))
+                    return
+                if not smtp.has_extn("pipelining"):
+                    yield upcoming[0], self._one_at_a_time(smtp, upcoming[1])
+                    continue
+            else:
+                assert self._smtp is not None  # the connection that accepted DATA
+                smtp = self._smtp
+            write = _content(pending[1]) if pending else b""
+            if upcoming is not None:
+                # Envelope addresses are checked ASCII (mime.ascii_address): no quoting.
+                sender, recipient = upcoming[1].sender, upcoming[1].recipient
+                write += f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode()
+            try:
+                smtp.send(write)
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                # The write failed, so the content's final dot did not get through.
+                self._drop()
+                for item in (pending, upcoming):
+                    if item is not None:
+                        yield item[0], _lost(exc)
+                pending = None
+                continue
+            if pending is not None:
+                yield pending[0], self._after_data(smtp)
+                pending = None
+                if self._smtp is not smtp:  # lost, or closed with a 421
+                    if upcoming is not None:
+                        yield upcoming[0], _lost("the connection closed")
+                    continue
+            if upcoming is None:
+                continue
+            try:
+                replies = [smtp.getreply() for _ in range(3)]
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                self._drop()
+                yield upcoming[0], _lost(exc)
+                continue
+            refused = self._envelope_refused(smtp, replies)
+            if refused is None:
+                pending = upcoming
+            else:
+                yield upcoming[0], refused
+
+    def _one_at_a_time(self, smtp: smtplib.SMTP, envelope: Envelope) -> Delivery:
+        """A server without PIPELINING: MAIL, RCPT, DATA, content, each awaited."""
+        try:
             code, message = smtp.mail(envelope.sender)
             if code != 250:
                 return self._refused(smtp, code, message, recipient=False)
@@ -208,36 +274,17 @@ class SmtpTransport:
             if code not in (250, 251):
                 return self._refused(smtp, code, message, recipient=True)
             code, message = smtp.docmd("data")
-            return None if code == 354 else self._refused(smtp, code, message, recipient=False)
-        # Envelope addresses are checked ASCII addresses (mime.ascii_address): no quoting.
-        smtp.send(f"MAIL FROM:<{envelope.sender}>\r\nRCPT TO:<{envelope.recipient}>\r\nDATA\r\n")
-        replies = [smtp.getreply() for _ in range(3)]
-        (mail_code, mail_message), (rcpt_code, rcpt_message), (data_code, _) = replies
-        if mail_code == 250 and rcpt_code in (250, 251) and data_code == 354:
-            return None
-        if data_code == 354:
-            # A server that takes DATA after refusing the envelope: abort by hanging up,
-            # never by sending an empty message.
+            if code != 354:
+                return self._refused(smtp, code, message, recipient=False)
+            smtp.send(_content(envelope))
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
-        if mail_code != 250:
-            return self._refused(smtp, mail_code, mail_message, recipient=False)
-        if rcpt_code not in (250, 251):
-            return self._refused(smtp, rcpt_code, rcpt_message, recipient=True)
-        return self._refused(smtp, data_code, replies[2][1], recipient=False)
+            return _lost(exc)
+        return self._after_data(smtp)
 
-    def _transaction(self, smtp: smtplib.SMTP, envelope: Envelope) -> Delivery:
-        refused = self._envelope(smtp, envelope)
-        if refused is not None:
-            return refused
-        data = envelope.data
-        if data[:1] == b".":
-            data = b"." + data
-        data = data.replace(b"\r\n.", b"\r\n..")
-        if not data.endswith(CRLF):
-            data += CRLF
-        smtp.send(data + b".\r\n")
-        # From here on the server may have the whole message: losing the connection now
-        # leaves the outcome unknown, and an unknown is never retried by itself.
+    def _after_data(self, smtp: smtplib.SMTP) -> Delivery:
+        # The whole message went out: if the connection is lost now the server may have
+        # accepted it, so the outcome is unknown, and an unknown is never retried by itself.
         try:
             code, message = smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
@@ -248,7 +295,7 @@ class SmtpTransport:
         if code == 250:
             found = _QUEUED_AS.search(reply)
             return Delivery(DeliveryStatus.SENT, reply, code, found.group(1) if found else None)
-        if code == 421:
+        if code == 421 or code == -1:
             self._drop()
         return Delivery(
             DeliveryStatus.DEFERRED if _temporary(code) else DeliveryStatus.FAILED,
@@ -256,6 +303,23 @@ class SmtpTransport:
             code,
             slow_down=_temporary(code),
         )
+
+    def _envelope_refused(
+        self, smtp: smtplib.SMTP, replies: list[tuple[int, bytes]]
+    ) -> Delivery | None:
+        """None when MAIL, RCPT and DATA were all accepted; else the refusal."""
+        (mail_code, mail_message), (rcpt_code, rcpt_message), (data_code, data_message) = replies
+        if mail_code == 250 and rcpt_code in (250, 251) and data_code == 354:
+            return None
+        if data_code == 354:
+            # A server that takes DATA after refusing the envelope: abort by hanging up,
+            # never by sending an empty message.
+            self._drop()
+        if mail_code != 250:
+            return self._refused(smtp, mail_code, mail_message, recipient=False)
+        if rcpt_code not in (250, 251):
+            return self._refused(smtp, rcpt_code, rcpt_message, recipient=True)
+        return self._refused(smtp, data_code, data_message, recipient=False)
 
     def _refused(
         self, smtp: smtplib.SMTP, code: int, message: bytes, *, recipient: bool
@@ -271,6 +335,29 @@ class SmtpTransport:
             code in _HARD_BOUNCE_CODES or bool(re.search(r"\b5\.1\.\d+\b", reply))
         )
         return Delivery(DeliveryStatus.FAILED, reply, code, hard_bounce=hard)
+
+
+def _content(envelope: Envelope) -> bytes:
+    """The message, dot-stuffed, with its terminating dot."""
+    data = envelope.data
+    if data[:1] == b".":
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if not data.endswith(CRLF):
+        data += CRLF
+    return data + b".\r\n"
+
+
+def _lost(exc: object) -> Delivery:
+    # Lost before the end of the data went out: the server cannot have accepted it.
+    return Delivery(DeliveryStatus.DEFERRED, f"connection lost: {exc}"[:500], slow_down=True)
+
+
+def _all_deferred(
+    first: tuple[K, Envelope], rest: Iterator[tuple[K, Envelope]], error: str
+) -> Iterator[tuple[K, Delivery]]:
+    for key, _envelope in (first, *rest):
+        yield key, Delivery(DeliveryStatus.DEFERRED, error[:500], slow_down=True, unavailable=True)
 
 
 _pool: dict[SmtpSettings, SmtpTransport] = {}

@@ -27,7 +27,7 @@ from automation.email.schema import (
     VersionOut,
     VersionSummary,
 )
-from automation.email.transport import SmtpSettings, SmtpTransport, TransportUnavailable
+from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.errors import FieldError, InvalidInput
 from web.api.routing import ApiBlueprint
 from web.database import db, nurture
@@ -254,10 +254,10 @@ def test_send(template_id: int, body: TestSendIn) -> TestSendOut:
             contact_id=body.contact_id,
             version_id=body.version_id,
         )
-    except TransportUnavailable as exc:
-        raise InvalidInput(FieldError("to", f"the SMTP relay is unavailable: {exc}")) from None
     finally:
         transport.close()
+    if delivery.unavailable:
+        raise InvalidInput(FieldError("to", f"the SMTP relay is unavailable: {delivery.response}"))
     return TestSendOut(
         status=delivery.status.value, response=delivery.response, message_id=message_id
     )
