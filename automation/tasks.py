@@ -49,3 +49,31 @@ celery_app.conf.beat_schedule["segments.reconcile"] = {
     "task": "segments.reconcile",
     "schedule": 600.0,  # seconds; events and edits refresh the contacts they touch at once
 }
+
+
+@celery_app.task(name="email.send_due", queue="send")
+def send_due() -> dict[str, Any]:
+    from automation.email.sender import process_sending
+    from automation.email.sender import send_due as run
+
+    report = run(runtime().sessions, process_sending(runtime().settings))
+    return {"batches": report.batches, "claimed": report.claimed, **report.outcomes}
+
+
+@celery_app.task(name="email.expire_leases", queue="send")
+def expire_leases() -> int:
+    from automation.db import transaction
+    from automation.email.outbox import expire_leases as run
+
+    with transaction(runtime().sessions) as session:
+        return run(session)
+
+
+celery_app.conf.update(
+    beat_schedule={
+        **(celery_app.conf.beat_schedule or {}),
+        # Due messages are rows; these ticks only wake the senders. Stale ticks expire.
+        "email.send_due": {"task": "email.send_due", "schedule": 5.0, "options": {"expires": 10}},
+        "email.expire_leases": {"task": "email.expire_leases", "schedule": 30.0},
+    }
+)
