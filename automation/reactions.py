@@ -2,7 +2,8 @@
 
 Ingestion and contact edits call these two functions; each domain that reacts
 (segment membership, workflow triggers, goals) adds its call here, in order:
-segment membership first, since "entered segment" triggers read it.
+segment membership first, since "entered segment" triggers read it; then workflows
+(triggers enrol, waits for an event wake, goals convert).
 """
 
 from __future__ import annotations
@@ -28,9 +29,15 @@ def react_to_events(session: Session, events: Sequence[IngestedEvent]) -> None:
     """Run every reaction to newly stored events (duplicates are never passed in)."""
     if not events:
         return
+    from automation.workflows.triggers import on_events
+
+    on_events(session, events)
 
 
 def react_to_contact_changes(session: Session, contact_ids: Sequence[int]) -> None:
     """Run every reaction to contacts whose fields, tags or status changed."""
     if not contact_ids:
         return
+    from automation.workflows.triggers import on_contact_changes
+
+    on_contact_changes(session, contact_ids)

@@ -1,0 +1,17 @@
+"""Hand the emails a batch decided to send to the outbox (``messages``), in the batch's
+transaction. STUB until the email outbox (issue 4) is merged: the decision is journaled
+(the send step's detail holds the message's dedupe key) but no message row is written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+
+def queue_workflow_messages(
+    session: Session, rows: Sequence[dict[str, Any]], now: datetime
+) -> None:
+    return None
