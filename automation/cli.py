@@ -279,7 +279,8 @@ def run(host: str, port: int, no_demo: bool) -> None:
         click.echo("stopping...")
         for proc in procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                # The leader only: Celery and gunicorn then stop their own children cleanly.
+                proc.terminate()
         deadline = time.monotonic() + 15
         for proc in procs.values():
             try:

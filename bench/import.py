@@ -4,7 +4,7 @@ Prints rows/s and the peak memory of the import, beside a floor measured in the 
 run: the same rows written by a bare multi-row INSERT with no validation or upsert.
 
     .venv/bin/python bench/import.py --rows 100000
-    .venv/bin/python bench/import.py --rows 2000      # smoke run (CI)
+    .venv/bin/python bench/import.py --smoke          # smoke run (CI)
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--smoke", action="store_true", help="a few hundred rows, for CI")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows = 300
     engine = make_engine(args.url)
     sessions = make_session_factory(engine)
     with tempfile.TemporaryDirectory() as tmp:

@@ -255,3 +255,59 @@ def user_factory(app: Any) -> Any:
         return email, password
 
     return make
+
+
+# --- browser ---------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("NURTURE_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def live_server(app: Any) -> Iterator[str]:
+    """The app served over real HTTP on a free port, in a thread of the test process."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from automation.email.catcher import free_port
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def page(live_server: str) -> Iterator[Any]:
+    """A Playwright page in Debian's Chromium (never a downloaded browser)."""
+    if not Path(CHROMIUM).exists():
+        if IN_CI:
+            pytest.fail(f"{CHROMIUM} missing and CI=true: browser tests must run", False)
+        _skipped_services.add("chromium")
+        pytest.skip("chromium not installed: browser test skipped")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server)
+        tab = context.new_page()
+        tab.set_default_timeout(15000)
+        yield tab
+        browser.close()
+
+
+def screenshot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
