@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select
 from sqlalchemy.orm import Session
 
 from automation.contacts.models import Contact
-from automation.errors import FieldError
+from automation.errors import FieldError, NotFound
 
 GROUPS = ("all", "any", "not")
 EMAIL_FACTS = ("sent", "opened", "clicked")
@@ -157,6 +157,11 @@ def missing_segments(
     return []
 
 
+def segment_members(session: Session, segment_id: int) -> Select[tuple[int]]:
+    """The contact ids of a segment's members (bulk enrolment)."""
+    raise NotFound(f"segment {segment_id} not found (the segments module is not installed yet)")
+
+
 def missing_templates(session: Session, refs: Sequence[tuple[int, str]]) -> list[tuple[str, str]]:
     """(path, message) for template ids that do not exist."""
     return []
@@ -257,3 +262,54 @@ def compare(operator: str, actual: Any, expected: Any) -> bool:
     except TypeError:
         return False
     return False
+
+
+# --- one simulated contact (dry run) -------------------------------------------------------
+
+
+@dataclass
+class SimulatedFacts:
+    """What a dry run knows beyond the contact: the send nodes it passed, the hypothetical
+    events (``at``, ``name``, ``properties``) and the webhook answers so far."""
+
+    sent_nodes: set[str]
+    events: Sequence[Any]
+    webhooks: dict[str, dict[str, Any]]
+
+
+def contact_meets(
+    session: Session,
+    tree: dict[str, Any],
+    contact: dict[str, Any],
+    facts: SimulatedFacts,
+    at: datetime,
+) -> bool:
+    """``tree`` for one simulated contact (a dict of its fields, attributes and tags)."""
+    if "webhook" in tree:
+        return webhook_leaf_holds(tree, facts.webhooks.get(tree["webhook"]))
+    if "email" in tree:
+        if tree["email"] == "sent":
+            return tree["node"] in facts.sent_nodes
+        name = f"email.{tree['email']}"
+        return tree["node"] in facts.sent_nodes and any(
+            e.name == name and e.properties.get("node") == tree["node"] and e.at <= at
+            for e in facts.events
+        )
+    group = _group_of(tree)
+    if group == "all":
+        return all(contact_meets(session, c, contact, facts, at) for c in tree["all"])
+    if group == "any":
+        return any(contact_meets(session, c, contact, facts, at) for c in tree["any"])
+    if group == "not":
+        return not contact_meets(session, tree["not"], contact, facts, at)
+    return _segment_holds(session, tree, contact, facts, at)
+
+
+def _segment_holds(
+    session: Session,
+    tree: dict[str, Any],
+    contact: dict[str, Any],
+    facts: SimulatedFacts,
+    at: datetime,
+) -> bool:
+    raise SegmentLanguageMissing("contact conditions need the segments module")

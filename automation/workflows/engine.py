@@ -278,7 +278,7 @@ def _write_back(batch: Batch, token: str) -> None:
         else:
             detailed.append((enrollment_id, label, detail))
     for label, ids in plain.items():
-        _close_visits(session, ids, label, now)
+        close_visits(session, ids, label, now)
     for enrollment_id, label, detail in detailed:
         session.execute(
             update(EnrollmentStep)
@@ -323,7 +323,7 @@ def _write_back(batch: Batch, token: str) -> None:
         react_to_contact_changes(session, sorted(batch.changed_contacts))
 
 
-def _close_visits(
+def close_visits(
     session: Session, enrollment_ids: Sequence[int], label: str, now: datetime
 ) -> None:
     session.execute(
@@ -372,7 +372,7 @@ def finish_enrollments(
             .execution_options(synchronize_session=False)
         ).all()
     for start in range(0, len(ended), 5000):
-        _close_visits(session, ended[start : start + 5000], exit_label, now)
+        close_visits(session, ended[start : start + 5000], exit_label, now)
     return ended
 
 

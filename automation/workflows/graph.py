@@ -16,7 +16,7 @@ from automation.workflows.models import WorkflowVersion
 from automation.workflows.schema import WorkflowDefinition
 
 _CACHE_SIZE = 512
-_cache: OrderedDict[int, Graph] = OrderedDict()
+_cache: OrderedDict[tuple[int, str], Graph] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,27 @@ def graph_from(version: WorkflowVersion) -> Graph:
 
 
 def load_graphs(session: Session, version_ids: Iterable[int]) -> dict[int, Graph]:
+    """Parsed graphs by version id. Versions never change, but a process may outlive a
+    database (tests, a restore): the cache is keyed by id and content digest."""
     wanted = set(version_ids)
-    out = {v: _cache[v] for v in wanted if v in _cache}
-    missing = wanted - set(out)
+    if not wanted:
+        return {}
+    current = dict(
+        session.execute(
+            select(WorkflowVersion.id, WorkflowVersion.digest).where(
+                WorkflowVersion.id.in_(wanted)
+            )
+        ).all()
+    )
+    out = {v: _cache[(v, d)] for v, d in current.items() if (v, d) in _cache}
+    missing = set(current) - set(out)
     if missing:
         for version in session.scalars(
             select(WorkflowVersion).where(WorkflowVersion.id.in_(missing))
         ):
-            out[version.id] = _remember(graph_from(version))
-    for version_id in out:
-        _cache.move_to_end(version_id)
+            out[version.id] = _remember(version.digest, graph_from(version))
+    for version_id, digest in current.items():
+        _cache.move_to_end((version_id, digest))
     return out
 
 
@@ -81,8 +92,8 @@ def load_graph(session: Session, version_id: int) -> Graph:
     return graphs[version_id]
 
 
-def _remember(graph: Graph) -> Graph:
-    _cache[graph.version_id] = graph
+def _remember(digest: str, graph: Graph) -> Graph:
+    _cache[(graph.version_id, digest)] = graph
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return graph

@@ -108,6 +108,8 @@ class WorkflowVersion(Base):
     workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
     definition: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    # SHA-256 of the definition: processes cache parsed graphs by (id, digest).
+    digest: Mapped[str] = mapped_column(String(64))
     trigger_type: Mapped[str] = mapped_column(String(32))
     # The event name an event-like trigger listens to: ingestion finds triggers by it.
     trigger_event: Mapped[str | None] = mapped_column(String(100), index=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Text, bindparam, func, update
 from sqlalchemy.dialects import postgresql
@@ -52,6 +53,22 @@ def members(items: list[Item]) -> list[conditions.Member]:
     return [conditions.Member(i.id, i.contact_id, i.context) for i in items]
 
 
+def wait_until(
+    node: Any, start: datetime, zone: ZoneInfo, attributes: dict[str, Any]
+) -> datetime | None:
+    """When a contact who began waiting at ``start`` is let through; None when the wait
+    does not apply (a date field that is missing)."""
+    if isinstance(node, WaitDurationNode):
+        return after_duration(start, node.duration, zone)
+    if isinstance(node, WaitTimeOfDayNode):
+        return next_time_of_day(start, zone, node.time, node.weekdays)
+    if isinstance(node, WaitDateFieldNode):
+        value = attributes.get(node.field.removeprefix("attributes."))
+        return date_target(value, node.offset_days, node.time, zone)
+    assert isinstance(node, WaitEventNode)
+    return after_duration(start, node.timeout, zone)
+
+
 def run_wait(batch: Batch, graph: Graph, node: Any, items: list[Item]) -> Results:
     out: Results = []
     entering = [i for i in items if i.waiting_since is None]
@@ -65,30 +82,23 @@ def run_wait(batch: Batch, graph: Graph, node: Any, items: list[Item]) -> Result
     if not entering:
         return out
     zones = batch.zones(graph, entering)
+    data = (
+        batch.contacts(i.contact_id for i in entering)
+        if isinstance(node, WaitDateFieldNode)
+        else {}
+    )
     now = batch.now
-    if isinstance(node, WaitDateFieldNode):
-        data = batch.contacts(i.contact_id for i in entering)
     for item in entering:
-        zone = zones[item.id]
-        if isinstance(node, WaitDurationNode):
-            out.append((item, Park(after_duration(now, node.duration, zone))))
-        elif isinstance(node, WaitTimeOfDayNode):
-            until = next_time_of_day(now, zone, node.time, node.weekdays)
-            out.append((item, Park(until) if until > now else Leave("next")))
-        elif isinstance(node, WaitDateFieldNode):
-            contact = data.get(item.contact_id)
-            value = (
-                contact.attributes.get(node.field.removeprefix("attributes.")) if contact else None
-            )
-            target = date_target(value, node.offset_days, node.time, zone)
-            if target is None or target <= now:
-                detail = {"reason": "no date" if target is None else "date passed"}
-                out.append((item, Leave("next", detail)))
-            else:
-                out.append((item, Park(target)))
-        elif isinstance(node, WaitEventNode):
-            until = after_duration(now, node.timeout, zone)
+        contact = data.get(item.contact_id)
+        until = wait_until(node, now, zones[item.id], contact.attributes if contact else {})
+        if isinstance(node, WaitEventNode):
+            assert until is not None
             out.append((item, Park(until, waiting_event=node.event)))
+        elif until is None or until <= now:
+            detail = {"reason": "no date"} if until is None else None
+            out.append((item, Leave("next", detail)))
+        else:
+            out.append((item, Park(until)))
     return out
 
 

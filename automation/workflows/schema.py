@@ -509,3 +509,144 @@ class VersionOut(BaseModel):
 class ValidationOut(BaseModel):
     valid: bool
     errors: list[dict[str, str]]
+
+
+class WorkflowDocumentIn(BaseModel):
+    """A workflow document (see WorkflowDefinition). Accepted as-is and validated by the
+    workflow validator, whose errors name the node they are about."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return WorkflowDefinition.model_json_schema(*args, **kwargs)
+
+    def document(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class MigrationIn(Strict):
+    from_version: int = Field(..., ge=1)
+    to_version: int | None = Field(None, ge=1, description="Default: the active version")
+    node_map: dict[str, str] = Field(
+        default_factory=dict, description="Old node id -> new node id; same ids map by default"
+    )
+
+
+class MoveOut(BaseModel):
+    from_node: str
+    from_name: str
+    to_node: str
+    to_name: str
+    waiting: int
+    pending: int
+    message: str
+
+
+class MigrationOut(BaseModel):
+    from_version: int
+    to_version: int
+    contacts: int
+    moves: list[MoveOut]
+    applied: bool
+
+
+class EnrollIn(Strict):
+    contact_ids: list[int] = Field(default_factory=list, max_length=10_000)
+    segment_id: int | None = Field(None, ge=1, description="Enrol every member of a segment")
+
+
+class EnrollOut(BaseModel):
+    enrolled: int
+
+
+class EnrollmentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    contact_id: int
+    workflow_version_id: int
+    status: str
+    current_node: str | None
+    waiting_since: datetime | None
+    next_run_at: datetime | None
+    enrolled_at: datetime
+    converted_at: datetime | None
+    finished_at: datetime | None
+
+
+class EnrollmentQuery(Strict):
+    status: str | None = None
+    page: int = Field(1, ge=1)
+    per_page: int = Field(50, ge=1, le=500)
+
+
+class VersionQuery(Strict):
+    version: int | None = Field(None, ge=1)
+
+
+class ImportQuery(Strict):
+    publish: bool = False
+
+
+class TimelineEventIn(Strict):
+    at: datetime
+    name: EventName
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _aware(self) -> TimelineEventIn:
+        if self.at.tzinfo is None:
+            raise ValueError("at needs a time zone offset, e.g. Z")
+        return self
+
+
+class DryRunIn(Strict):
+    contact_id: int
+    timeline: list[TimelineEventIn] = Field(default_factory=list, max_length=500)
+    start_at: datetime | None = Field(None, description="When the contact enters; default now")
+    version: int | None = Field(None, ge=1, description="A published version; default the draft")
+    horizon_days: int = Field(120, ge=1, le=1000)
+
+
+class DryRunStepOut(BaseModel):
+    at: datetime
+    local_time: str
+    node_id: str
+    name: str
+    type: str
+    exit: str | None
+    note: str
+
+
+class DryRunEmailOut(BaseModel):
+    at: datetime
+    local_time: str
+    node_id: str
+    template_id: int
+
+
+class DryRunOut(BaseModel):
+    outcome: str
+    steps: list[DryRunStepOut]
+    emails: list[DryRunEmailOut]
+
+
+class NodeStatsOut(BaseModel):
+    node_id: str
+    name: str
+    type: str
+    entered: int
+    waiting: int
+    completed: int
+    exited: int
+    converted: int
+    exits: dict[str, int]
+    email: dict[str, int] | None = None
+
+
+class StatsOut(BaseModel):
+    workflow_id: int
+    version: int | None
+    totals: dict[str, int]
+    nodes: list[NodeStatsOut]

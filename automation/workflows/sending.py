@@ -15,3 +15,11 @@ def queue_workflow_messages(
     session: Session, rows: Sequence[dict[str, Any]], now: datetime
 ) -> None:
     return None
+
+
+def email_statistics(
+    session: Session, workflow_id: int, version_ids: Sequence[int]
+) -> dict[str, dict[str, int]]:
+    """Per send node: messages sent, opened and clicked by humans. STUB until the outbox
+    (issue 4) is merged: no message rows exist yet."""
+    return {}

@@ -3,6 +3,8 @@ resume, archive, export and import. Functions take a session and never commit.""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 from typing import Any
 
@@ -31,6 +33,11 @@ from automation.workflows.validation import validate_definition
 def stored_form(definition: WorkflowDefinition) -> dict[str, Any]:
     """The JSON a draft, a version and an export hold."""
     return definition.model_dump(mode="json", by_alias=True)
+
+
+def digest_of(document: dict[str, Any]) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def get_workflow(session: Session, workflow_id: int) -> Workflow:
@@ -126,6 +133,7 @@ def publish(
         workflow_id=workflow.id,
         number=number,
         definition=stored_form(definition),
+        digest=digest_of(stored_form(definition)),
         trigger_type=definition.trigger.type,
         trigger_event=trigger_event_name(definition.trigger),
         goal_event=definition.settings.goal.event if definition.settings.goal else None,
@@ -261,3 +269,20 @@ def import_workflow(
     if publish_now:
         publish(session, workflow.id, published_by_id=created_by_id)
     return workflow
+
+
+def remove_enrollment(session: Session, workflow_id: int, enrollment_id: int) -> None:
+    """Take a contact out of a workflow: it exits where it stands (journaled "removed")."""
+    from automation.workflows.engine import finish_enrollments
+    from automation.workflows.models import OPEN_STATUSES, Enrollment
+
+    found = session.scalar(
+        select(Enrollment.id).where(
+            Enrollment.id == enrollment_id,
+            Enrollment.workflow_id == workflow_id,
+            Enrollment.status.in_(OPEN_STATUSES),
+        )
+    )
+    if found is None:
+        raise NotFound(f"workflow {workflow_id} has no open enrolment {enrollment_id}")
+    finish_enrollments(session, [enrollment_id], EnrollmentStatus.EXITED, exit_label="removed")

@@ -2,7 +2,7 @@
 
 Revision ID: 0300
 Revises: 0001
-Create Date: 2026-11-27 18:57:24.413548
+Create Date: 2026-11-27 19:02:36.639224
 """
 from collections.abc import Sequence
 
@@ -45,6 +45,7 @@ def upgrade() -> None:
     sa.Column('workflow_id', sa.Integer(), nullable=False),
     sa.Column('number', sa.Integer(), nullable=False),
     sa.Column('definition', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('digest', sa.String(length=64), nullable=False),
     sa.Column('trigger_type', sa.String(length=32), nullable=False),
     sa.Column('trigger_event', sa.String(length=100), nullable=True),
     sa.Column('goal_event', sa.String(length=100), nullable=True),
