@@ -179,7 +179,7 @@ def test_an_event_after_the_timeout_does_not_count_as_happened(harness):
 )
 def test_reentry_rules(harness, reentry, expected):
     wf = harness.publish(doc([EXIT], settings={"reentry": reentry}))
-    for day in range(3):  # sign-ups on days 0, 1 and 2; each run finishes at once
+    for _day in range(3):  # sign-ups on days 0, 1 and 2; each run finishes at once
         harness.events({"name": "signed_up", "email": "again@example.com"})
         harness.tick()
         harness.clock.advance(days=1, minutes=1)
