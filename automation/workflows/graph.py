@@ -68,9 +68,7 @@ def load_graphs(session: Session, version_ids: Iterable[int]) -> dict[int, Graph
         return {}
     current = dict(
         session.execute(
-            select(WorkflowVersion.id, WorkflowVersion.digest).where(
-                WorkflowVersion.id.in_(wanted)
-            )
+            select(WorkflowVersion.id, WorkflowVersion.digest).where(WorkflowVersion.id.in_(wanted))
         ).all()
     )
     out = {v: _cache[(v, d)] for v, d in current.items() if (v, d) in _cache}
