@@ -34,6 +34,20 @@ def main() -> None:
 
 
 @main.command()
+def doctor() -> None:
+    """Check the configuration and say what is wrong."""
+    from automation.ops.doctor import diagnose
+
+    findings = diagnose(runtime())
+    marks = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "error": ("✗", "red")}
+    for finding in findings:
+        mark, colour = marks[finding.level]
+        click.secho(f"{mark} {finding.topic}: {finding.message}", fg=colour)
+    if any(f.level == "error" for f in findings):
+        raise SystemExit(1)
+
+
+@main.command()
 def migrate() -> None:
     """Apply database migrations."""
     from automation.migrate import upgrade

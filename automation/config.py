@@ -31,6 +31,7 @@ class Settings:
     smtp_password: str
     default_sender: str
     catcher_enabled: bool
+    metrics_token: str = ""
     secret_key_generated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -83,4 +84,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         smtp_password=env.get("NURTURE_SMTP_PASSWORD", ""),
         default_sender=env.get("NURTURE_DEFAULT_SENDER", "Nurture <hello@example.com>"),
         catcher_enabled=catcher or _bool(env.get("NURTURE_SMTP_CATCHER", "0")),
+        metrics_token=env.get("NURTURE_METRICS_TOKEN", ""),
     )

@@ -33,7 +33,7 @@ def create_app(
         app.config.update(test_config)
     app.extensions["nurture"] = build_runtime(settings)
 
-    from web import auth, database, ui
+    from web import auth, database, ops, ui
     from web.api import register_api
     from web.api.errors import register_api_errors
 
@@ -43,6 +43,7 @@ def create_app(
     register_api_errors(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(ui.bp)
+    app.register_blueprint(ops.bp)
     register_api(app, csrf)
     app.jinja_env.globals["nav_items"] = ui.nav_items
 

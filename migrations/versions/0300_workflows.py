@@ -1,7 +1,7 @@
 """workflows
 
 Revision ID: 0300
-Revises: 0001
+Revises: 0050
 Create Date: 2026-11-27 19:02:36.639224
 """
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 import automation.db
 
 revision: str = '0300'
-down_revision: str | Sequence[str] | None = '0001'
+down_revision: str | Sequence[str] | None = '0050'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
