@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from automation.bulk import in_values
 from automation.contacts.models import Contact
 from automation.workflows.graph import Graph
 from automation.workflows.models import EnrollmentStatus
@@ -121,7 +122,7 @@ class Batch:
                     Contact.lifecycle_stage,
                     Contact.score,
                     Contact.attributes,
-                ).where(Contact.id.in_(sorted(missing)))
+                ).where(in_values(self.session, Contact.id, sorted(missing)))
             )
             for row in rows:
                 self._contacts[row.id] = ContactData(

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select
 from sqlalchemy.orm import Session
 
+from automation.bulk import in_values
 from automation.contacts.models import Contact
 from automation.errors import FieldError, NotFound
 
@@ -181,7 +182,9 @@ def matching_contacts(
         by_contact.setdefault(m.contact_id, []).append(m.enrollment_id)
     clause = _clause(session, tree, members, now)
     matched = set(
-        session.scalars(select(Contact.id).where(Contact.id.in_(list(by_contact)), clause))
+        session.scalars(
+            select(Contact.id).where(in_values(session, Contact.id, list(by_contact)), clause)
+        )
     )
     # Workflow leaves answer per enrolment; a contact is in a batch once per workflow,
     # so mapping back through the contact id is exact.
@@ -193,7 +196,7 @@ def _clause(
 ) -> ColumnElement[bool]:
     if _is_workflow_leaf(tree):
         ids = _workflow_leaf_contacts(session, tree, members)
-        return Contact.id.in_(sorted(ids)) if ids else false()
+        return in_values(session, Contact.id, sorted(ids)) if ids else false()
     group = _group_of(tree)
     if group == "all":
         return and_(*[_clause(session, c, members, now) for c in tree["all"]])

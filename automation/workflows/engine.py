@@ -25,9 +25,9 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
+from automation.bulk import in_values, update_rows
 from automation.workflows import nodes
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
-from automation.workflows.bulk import update_rows
 from automation.workflows.goals import Open, goal_conversions
 from automation.workflows.graph import Graph, load_graphs
 from automation.workflows.models import (
@@ -310,9 +310,9 @@ def _write_back(batch: Batch, token: str) -> None:
             with_context.append({**row, "context": item.context})
         else:
             rows.append(row)
-    table = Enrollment.__table__
-    update_rows(session, table, rows, guard={"lease_token": token})  # type: ignore[arg-type]  # a Table
-    update_rows(session, table, with_context, guard={"lease_token": token})  # type: ignore[arg-type]
+    table = Enrollment
+    update_rows(session, table, rows, guard={"lease_token": token})
+    update_rows(session, table, with_context, guard={"lease_token": token})
     if batch.messages:
         from automation.workflows.sending import queue_workflow_messages
 
@@ -329,7 +329,8 @@ def close_visits(
     session.execute(
         update(EnrollmentStep)
         .where(
-            EnrollmentStep.enrollment_id.in_(list(enrollment_ids)), EnrollmentStep.left_at.is_(None)
+            in_values(session, EnrollmentStep.enrollment_id, list(enrollment_ids)),
+            EnrollmentStep.left_at.is_(None),
         )
         .values(left_at=now, exit=label)
         .execution_options(synchronize_session=False)

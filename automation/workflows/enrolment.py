@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Select, and_, exists, literal, or_, select
 from sqlalchemy.orm import Session
 
+from automation.bulk import in_values, insert_rows
 from automation.contacts.models import Contact
 from automation.db import UTCDateTime, dialect_insert
 from automation.errors import Conflict
@@ -111,50 +112,86 @@ def _row(
 def enroll_contacts(
     session: Session, graph: Graph, candidates: Sequence[Candidate], now: datetime
 ) -> list[int]:
-    """Enrol the candidates the re-entry rule allows; returns the contact ids enrolled.
+    """Enrol the candidates the re-entry rule allows; returns the contact ids enrolled."""
+    return enroll_many(session, [(graph, candidates)], now).get(graph.workflow_id, [])
 
-    One SELECT finds what blocks re-entry, one INSERT ... ON CONFLICT DO NOTHING adds the
-    rest (the unique indexes settle races with concurrent transactions)."""
-    first: dict[int, Candidate] = {}
-    for candidate in candidates:
-        first.setdefault(candidate.contact_id, candidate)
-    enrolled: list[int] = []
-    ids = list(first)
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        blocked_query = select(Enrollment.contact_id).where(
-            Enrollment.workflow_id == graph.workflow_id,
-            Enrollment.contact_id.in_(chunk),
-            _reentry_blocks(graph, now),
-        )
-        blocked = set(session.scalars(blocked_query))
-        keyed = [first[c] for c in chunk if first[c].trigger_key is not None and c not in blocked]
-        if keyed:
-            seen = session.execute(
-                select(Enrollment.contact_id, Enrollment.trigger_key).where(
-                    Enrollment.workflow_id == graph.workflow_id,
-                    Enrollment.contact_id.in_([c.contact_id for c in keyed]),
-                    Enrollment.trigger_key.in_({c.trigger_key for c in keyed}),
-                )
-            )
-            blocked |= {
-                contact_id for contact_id, key in seen if key == first[contact_id].trigger_key
-            }
+
+def enroll_many(
+    session: Session, plans: Sequence[tuple[Graph, Sequence[Candidate]]], now: datetime
+) -> dict[int, list[int]]:
+    """Enrol candidates into several workflows at once: one SELECT finds the earlier
+    enrolments that forbid re-entry, one INSERT ... ON CONFLICT DO NOTHING adds the rest
+    (the unique indexes settle races with concurrent transactions). Returns the contact
+    ids enrolled per workflow id."""
+    wanted: list[tuple[Graph, Candidate]] = []
+    for graph, candidates in plans:
+        seen: set[int] = set()
+        for candidate in candidates:
+            if candidate.contact_id not in seen:
+                seen.add(candidate.contact_id)
+                wanted.append((graph, candidate))
+    enrolled: dict[int, list[int]] = {}
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        earlier = _earlier_enrollments(session, chunk)
         rows = [
-            _row(graph, c, now, first[c].context, first[c].trigger_key)
-            for c in chunk
-            if c not in blocked
+            _row(graph, c.contact_id, now, c.context, c.trigger_key)
+            for graph, c in chunk
+            if not _blocked(graph, c, earlier.get((graph.workflow_id, c.contact_id), ()), now)
         ]
-        if not rows:
-            continue
-        stmt = (
-            dialect_insert(session, Enrollment)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(Enrollment.contact_id)
-        )
-        enrolled.extend(session.scalars(stmt))
+        table = Enrollment
+        for workflow_id, contact_id in insert_rows(
+            session,
+            table,
+            rows,
+            returning=["workflow_id", "contact_id"],
+            skip_conflicts=True,
+        ):
+            enrolled.setdefault(workflow_id, []).append(contact_id)
     return enrolled
+
+
+def _earlier_enrollments(
+    session: Session, wanted: Sequence[tuple[Graph, Candidate]]
+) -> dict[tuple[int, int], list[Any]]:
+    contacts = sorted({c.contact_id for _, c in wanted})
+    workflows = sorted({g.workflow_id for g, _ in wanted})
+    rows = session.execute(
+        select(
+            Enrollment.workflow_id,
+            Enrollment.contact_id,
+            Enrollment.status,
+            Enrollment.enrolled_at,
+            Enrollment.trigger_key,
+        ).where(
+            in_values(session, Enrollment.contact_id, contacts),
+            Enrollment.workflow_id.in_(workflows),
+        )
+    )
+    out: dict[tuple[int, int], list[Any]] = {}
+    for row in rows:
+        out.setdefault((row.workflow_id, row.contact_id), []).append(row)
+    return out
+
+
+def _blocked(graph: Graph, candidate: Candidate, earlier: Sequence[Any], now: datetime) -> bool:
+    """Whether an earlier enrolment forbids this one (the re-entry rule, or the same
+    date-trigger occurrence)."""
+    if not earlier:
+        return False
+    if candidate.trigger_key is not None and any(
+        e.trigger_key == candidate.trigger_key for e in earlier
+    ):
+        return True
+    mode = graph.settings.reentry.mode
+    if mode == "once":
+        return True
+    if any(e.status in OPEN_STATUSES for e in earlier):
+        return True
+    if mode == "cooldown":
+        since = _cooldown_start(graph, now)
+        return any(e.enrolled_at > since for e in earlier)
+    return False
 
 
 def enroll_query(

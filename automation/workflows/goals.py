@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from automation.bulk import in_values
 from automation.contacts.models import Event
 from automation.workflows import conditions
 from automation.workflows.graph import Graph
@@ -80,7 +81,7 @@ def _event_goal(
         rows = session.execute(
             select(Event.contact_id, Event.name, Event.properties, Event.occurred_at).where(
                 Event.name == name,
-                Event.contact_id.in_(list(by_contact)),
+                in_values(session, Event.contact_id, list(by_contact)),
                 Event.occurred_at >= earliest,
             )
         )

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from automation.bulk import update_rows
 from automation.contacts.models import Contact
 from automation.errors import FieldError, InvalidInput
-from automation.workflows.bulk import update_rows
 from automation.workflows.engine import close_visits
 from automation.workflows.graph import Graph, load_graph
 from automation.workflows.models import OPEN_STATUSES, Enrollment, EnrollmentStep
@@ -228,5 +228,5 @@ def apply_migration(session: Session, plan: MigrationPlan, now: datetime) -> int
         close_visits(session, closed[start : start + 5000], "migrated", now)
     if reopened:
         session.execute(insert(EnrollmentStep), reopened)
-    update_rows(session, Enrollment.__table__, updates)  # type: ignore[arg-type]  # a Table
+    update_rows(session, Enrollment, updates)
     return len(updates)

@@ -18,6 +18,7 @@ from sqlalchemy import Text, bindparam, func, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from automation.bulk import in_values
 from automation.contacts import tags as tag_ops
 from automation.contacts.models import Contact
 from automation.db import is_postgres
@@ -180,7 +181,7 @@ def apply_contact_update(
         values["updated_at"] = now
         session.execute(
             update(Contact)
-            .where(Contact.id.in_(contact_ids))
+            .where(in_values(session, Contact.id, contact_ids))
             .values(values)
             .execution_options(synchronize_session=False)
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -19,12 +20,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.bulk import in_values
 from automation.contacts.models import Contact
 from automation.db import dialect_insert, is_postgres
 from automation.reactions import IngestedEvent
 from automation.workflows import conditions
 from automation.workflows.engine import finish_enrollments
-from automation.workflows.enrolment import Candidate, active_graphs, enroll_contacts
+from automation.workflows.enrolment import Candidate, active_graphs, enroll_contacts, enroll_many
 from automation.workflows.goals import Open, SeenEvent, goal_conversions
 from automation.workflows.graph import Graph, load_graphs
 from automation.workflows.models import (
@@ -32,6 +34,8 @@ from automation.workflows.models import (
     ContactFieldSnapshot,
     Enrollment,
     EnrollmentStatus,
+    Workflow,
+    WorkflowStatus,
     WorkflowVersion,
 )
 from automation.workflows.schema import (
@@ -81,6 +85,7 @@ def on_events(session: Session, events: Sequence[IngestedEvent]) -> None:
     by_name: dict[str, list[IngestedEvent]] = defaultdict(list)
     for event in events:
         by_name[event.name].append(event)
+    plans = []
     for graph in active_graphs(session, trigger_events=list(by_name)):
         trigger = graph.definition.trigger
         candidates = [
@@ -99,9 +104,44 @@ def on_events(session: Session, events: Sequence[IngestedEvent]) -> None:
             if trigger_matches(trigger, e)
         ]
         if candidates:
-            enroll_contacts(session, graph, candidates, now)
-    wake_waiting(session, events, now)
-    convert_goals(session, sorted({e.contact_id for e in events}), now, events=events)
+            plans.append((graph, candidates))
+    if plans:
+        enroll_many(session, plans, now)
+    heard = listeners(session)
+    if heard.wait_events & set(by_name):
+        wake_waiting(session, events, now)
+    if heard.goal_condition or heard.goal_events & set(by_name):
+        convert_goals(session, sorted({e.contact_id for e in events}), now, events=events)
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """What running workflows listen for, so ingestion skips the lookups nobody needs."""
+
+    wait_events: frozenset[str]
+    goal_events: frozenset[str]
+    goal_condition: bool
+
+
+def listeners(session: Session) -> Listeners:
+    """From the versions of active and paused workflows (a small table, parsed graphs
+    cached): the events waits wait for, the goal events, whether any goal is a condition."""
+    version_ids = session.scalars(
+        select(WorkflowVersion.id)
+        .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
+        .where(Workflow.status.in_([WorkflowStatus.ACTIVE, WorkflowStatus.PAUSED]))
+    )
+    waits: set[str] = set()
+    goals: set[str] = set()
+    condition = False
+    for graph in load_graphs(session, list(version_ids)).values():
+        waits |= {n.event for n in graph.definition.nodes if isinstance(n, WaitEventNode)}
+        goal = graph.settings.goal
+        if goal is not None:
+            if goal.event is not None:
+                goals.add(goal.event)
+            condition = condition or goal.condition is not None
+    return Listeners(frozenset(waits), frozenset(goals), condition)
 
 
 def wake_waiting(session: Session, events: Sequence[IngestedEvent], now: datetime) -> int:
@@ -120,7 +160,7 @@ def wake_waiting(session: Session, events: Sequence[IngestedEvent], now: datetim
                 Enrollment.waiting_since,
                 Enrollment.next_run_at,
             ).where(
-                Enrollment.contact_id.in_(contact_ids[start : start + CHUNK]),
+                in_values(session, Enrollment.contact_id, contact_ids[start : start + CHUNK]),
                 Enrollment.status.in_(OPEN_STATUSES),
                 Enrollment.waiting_event.in_(names),
             )
@@ -190,7 +230,7 @@ def convert_goals(
                 Enrollment.enrolled_at,
                 Enrollment.context,
             ).where(
-                Enrollment.contact_id.in_(list(contact_ids[start : start + CHUNK])),
+                in_values(session, Enrollment.contact_id, contact_ids[start : start + CHUNK]),
                 Enrollment.status.in_(OPEN_STATUSES),
                 Enrollment.workflow_version_id.in_(goal_versions),
             )
@@ -239,11 +279,15 @@ def current_values(session: Session, field: str, contact_ids: Sequence[int]) -> 
     if field.startswith("attributes."):
         name = field.removeprefix("attributes.")
         rows = session.execute(
-            select(Contact.id, Contact.attributes).where(Contact.id.in_(list(contact_ids)))
+            select(Contact.id, Contact.attributes).where(
+                in_values(session, Contact.id, list(contact_ids))
+            )
         )
         return {cid: (attributes or {}).get(name) for cid, attributes in rows}
     column = getattr(Contact, field)
-    rows = session.execute(select(Contact.id, column).where(Contact.id.in_(list(contact_ids))))
+    rows = session.execute(
+        select(Contact.id, column).where(in_values(session, Contact.id, list(contact_ids)))
+    )
     return {cid: _normalise(value) for cid, value in rows}
 
 
@@ -305,12 +349,13 @@ def on_contact_changes(session: Session, contact_ids: Sequence[int]) -> None:
                 session.execute(
                     select(ContactFieldSnapshot.contact_id, ContactFieldSnapshot.value).where(
                         ContactFieldSnapshot.field == field,
-                        ContactFieldSnapshot.contact_id.in_(chunk),
+                        in_values(session, ContactFieldSnapshot.contact_id, chunk),
                     )
                 ).all()
             )
             changed = {c: (old.get(c), v) for c, v in new.items() if c not in old or old[c] != v}
             _store_snapshots(session, field, {c: v for c, (_, v) in changed.items()})
+            plans = []
             for graph in graphs:
                 trigger = graph.definition.trigger
                 assert isinstance(trigger, FieldChangedTrigger)
@@ -323,8 +368,10 @@ def on_contact_changes(session: Session, contact_ids: Sequence[int]) -> None:
                     if trigger.matches(o, n)
                 ]
                 if candidates:
-                    enroll_contacts(session, graph, candidates, now)
-    convert_goals(session, ids, now)
+                    plans.append((graph, candidates))
+            enroll_many(session, plans, now)
+    if listeners(session).goal_condition:
+        convert_goals(session, ids, now)
 
 
 # --- dates -------------------------------------------------------------------------------
