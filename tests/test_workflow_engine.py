@@ -197,7 +197,7 @@ def test_workflow_goal_converts_at_once_from_anywhere(harness):
     wf = harness.publish(
         doc(
             [wait("w1", "w2", days=1), wait("w2", "end", days=1), EXIT],
-            settings={"goal": {"event": "order_completed", "event_conditions": None}},
+            settings={"goal": {"event": "order_completed"}},
         )
     )
     harness.events(
@@ -586,10 +586,14 @@ def test_webhook_is_signed_retried_and_its_answer_feeds_a_branch(harness, receiv
                     "id": "b",
                     "type": "branch",
                     "condition": {
-                        "webhook": "hook",
-                        "path": "body.plan",
-                        "operator": "equals",
-                        "value": "pro",
+                        "conditions": [
+                            {
+                                "webhook": "hook",
+                                "path": "body.plan",
+                                "operator": "equals",
+                                "value": "pro",
+                            }
+                        ]
                     },
                     "yes": "pro",
                     "no": "end",

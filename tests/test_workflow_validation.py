@@ -55,7 +55,7 @@ def test_branch_missing_an_exit_is_named():
         "id": "b1",
         "name": "Opened?",
         "type": "branch",
-        "condition": {"webhook": "h1", "path": "ok"},
+        "condition": {"conditions": [{"webhook": "h1", "path": "ok"}]},
         "yes": "end",
     }
     hook = {"id": "h1", "type": "webhook", "url": "https://example.com/hook", "next": "b1"}
@@ -210,21 +210,25 @@ def test_webhook_and_email_leaves_must_name_nodes_of_the_right_kind(session):
     branch = {
         "id": "b",
         "type": "branch",
-        "condition": {"any": [{"webhook": "end"}, {"email": "opened", "node": "nope"}]},
+        "condition": {
+            "conditions": [
+                {"any": [{"webhook": "end"}, {"workflow_email": "opened", "node": "nope"}]}
+            ]
+        },
         "yes": "end",
         "no": "end",
     }
     errors = errors_of(doc([branch, EXIT]), session)
-    assert (
-        errors["nodes[0].condition.any[0].webhook"]
-        == "branch 'b': 'end' is not a webhook node here"
+    assert errors["nodes[0].condition.conditions[0].any[0].webhook"] == (
+        "branch 'b': 'end' is not a webhook node here"
     )
-    assert (
-        errors["nodes[0].condition.any[1].node"]
-        == "branch 'b': 'nope' is not a send_email node here"
+    assert errors["nodes[0].condition.conditions[0].any[1].node"] == (
+        "branch 'b': 'nope' is not a send_email node here"
     )
-    empty = {**branch, "condition": {"all": []}}
-    assert "non-empty list" in errors_of(doc([empty, EXIT]), session)["nodes[0].condition.all"]
+    flat = {**branch, "condition": {"webhook": "end"}}
+    assert errors_of(doc([flat, EXIT]), session)["nodes[0].condition"].startswith(
+        "branch 'b': a condition is {\"conditions\": [...]}"
+    )
 
 
 def _now():

@@ -1,14 +1,19 @@
-"""Conditions in workflows: the segment language (ARCHITECTURE.md principle 4), plus two
-leaves only a workflow can answer:
+"""Conditions in workflows: the segment language (ARCHITECTURE.md principle 4, reference
+docs/segments.md) plus two leaves only a workflow can answer:
 
-- ``{"email": "opened" | "clicked" | "sent", "node": "send-1"}``: the email this
-  enrolment sent at node ``send-1`` was opened / clicked (by a human) / sent;
+- ``{"workflow_email": "sent" | "opened" | "clicked", "node": "send-1"}``: the email this
+  enrolment got from send node ``send-1`` was sent / opened / clicked (human engagement);
 - ``{"webhook": "hook-1", "path": "body.plan", "operator": "equals", "value": "pro"}``:
-  the stored result of webhook node ``hook-1`` (``ok``, ``status`` or ``body.<key>...``).
+  the stored answer of webhook node ``hook-1`` (``ok``, ``status`` or ``body.<key>...``).
 
-Groups are ``{"all": [...]}``, ``{"any": [...]}`` and ``{"not": {...}}``. A branch is
-evaluated for a whole batch in one query: workflow leaves become id sets, segment
-subtrees become the segment compiler's SQL.
+A contact condition (branch, goal node, workflow goal) is a segment filter tree,
+``{"conditions": [...]}``, in which those two leaves may appear wherever a condition can.
+Conditions on an event's properties (event triggers, waits for an event, event goals) are
+the segment language's property conditions: ``[{"property": "total", "operator":
+"greater_than", "value": 50}]``, all of which must hold.
+
+A branch is evaluated for a whole batch in one query: workflow leaves become sets of
+contact ids, every other subtree the segment compiler's WHERE clause.
 """
 
 from __future__ import annotations
@@ -16,30 +21,34 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select
 from sqlalchemy.orm import Session
 
+from automation import clock
 from automation.bulk import in_values
 from automation.contacts.models import Contact
-from automation.errors import FieldError, NotFound
+from automation.errors import FieldError, InvalidInput, NotFound
 
 GROUPS = ("all", "any", "not")
 EMAIL_FACTS = ("sent", "opened", "clicked")
 COMPARISONS = (
     "equals",
     "not_equals",
-    "greater",
+    "greater_than",
     "greater_or_equal",
-    "less",
+    "less_than",
     "less_or_equal",
     "contains",
     "is_set",
     "is_not_set",
     "in",
 )
-MAX_DEPTH = 10
+# Stands in for a workflow leaf when the rest of a tree is checked by the segment
+# validator: always valid, and the tree keeps its shape, so error paths stay right.
+_PLACEHOLDER = {"field": "email", "operator": "is_set"}
 
 
 @dataclass(frozen=True)
@@ -51,36 +60,51 @@ class Member:
     context: dict[str, Any]
 
 
-class SegmentLanguageMissing(RuntimeError):
-    pass
+def is_workflow_leaf(node: Any) -> bool:
+    return isinstance(node, dict) and ("workflow_email" in node or "webhook" in node)
 
 
-def _is_workflow_leaf(tree: dict[str, Any]) -> bool:
-    return "email" in tree or "webhook" in tree
+def _children(node: dict[str, Any], path: str) -> Iterator[tuple[str, Any]]:
+    for group in ("conditions", "all", "any"):
+        if isinstance(node.get(group), list):
+            for i, child in enumerate(node[group]):
+                yield f"{path}.{group}[{i}]", child
+    if "not" in node:
+        yield f"{path}.not", node["not"]
 
 
 def workflow_leaves(tree: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(path, leaf) for every workflow-only leaf in ``tree``."""
     if not isinstance(tree, dict):
         return
-    if _is_workflow_leaf(tree):
+    if is_workflow_leaf(tree):
         yield path, tree
         return
-    for group in ("all", "any"):
-        if isinstance(tree.get(group), list):
-            for i, child in enumerate(tree[group]):
-                yield from workflow_leaves(child, f"{path}.{group}[{i}]")
-    if "not" in tree:
-        yield from workflow_leaves(tree["not"], f"{path}.not")
+    for child_path, child in _children(tree, path):
+        yield from workflow_leaves(child, child_path)
+
+
+def _without_workflow_leaves(node: Any) -> Any:
+    if is_workflow_leaf(node):
+        return dict(_PLACEHOLDER)
+    if not isinstance(node, dict):
+        return node
+    out = dict(node)
+    for group in ("conditions", "all", "any"):
+        if isinstance(node.get(group), list):
+            out[group] = [_without_workflow_leaves(c) for c in node[group]]
+    if "not" in node:
+        out["not"] = _without_workflow_leaves(node["not"])
+    return out
 
 
 def _workflow_leaf_error(leaf: dict[str, Any], path: str) -> FieldError | None:
-    if "email" in leaf:
-        extra = set(leaf) - {"email", "node"}
+    if "workflow_email" in leaf:
+        extra = set(leaf) - {"workflow_email", "node"}
         if extra:
             return FieldError(f"{path}.{sorted(extra)[0]}", "unknown key in an email condition")
-        if leaf["email"] not in EMAIL_FACTS:
-            return FieldError(f"{path}.email", f"expected one of {', '.join(EMAIL_FACTS)}")
+        if leaf["workflow_email"] not in EMAIL_FACTS:
+            return FieldError(f"{path}.workflow_email", f"expected one of {', '.join(EMAIL_FACTS)}")
         if not isinstance(leaf.get("node"), str):
             return FieldError(f"{path}.node", "name the send_email node")
         return None
@@ -99,76 +123,153 @@ def _workflow_leaf_error(leaf: dict[str, Any], path: str) -> FieldError | None:
     return None
 
 
-def condition_errors(session: Session, tree: Any, path: str, depth: int = 0) -> list[FieldError]:
-    """Errors in a contact condition (a branch, a goal), with JSON paths."""
-    if not isinstance(tree, dict) or not tree:
-        return [FieldError(path, "a condition is a non-empty JSON object")]
-    if depth > MAX_DEPTH:
-        return [FieldError(path, f"conditions nest at most {MAX_DEPTH} deep")]
-    if _is_workflow_leaf(tree):
-        error = _workflow_leaf_error(tree, path)
-        return [error] if error else []
-    group = _group_of(tree)
-    if group is not None:
-        if len(tree) != 1:
-            return [FieldError(path, "a group has exactly one key: all, any or not")]
-        children = tree[group]
-        if group == "not":
-            return condition_errors(session, children, f"{path}.not", depth + 1)
-        if not isinstance(children, list) or not children:
-            return [FieldError(f"{path}.{group}", "a group needs a non-empty list of conditions")]
-        errors: list[FieldError] = []
-        for i, child in enumerate(children):
-            errors += condition_errors(session, child, f"{path}.{group}[{i}]", depth + 1)
-        return errors
-    return segment_condition_errors(session, tree, path)
+def condition_errors(session: Session, tree: Any, path: str) -> list[FieldError]:
+    """Errors in a contact condition (a branch, a goal), with JSON paths under ``path``."""
+    if not isinstance(tree, dict) or not isinstance(tree.get("conditions"), list):
+        return [FieldError(path, 'a condition is {"conditions": [...]} (docs/segments.md)')]
+    errors = [
+        error
+        for leaf_path, leaf in workflow_leaves(tree, path)
+        if (error := _workflow_leaf_error(leaf, leaf_path)) is not None
+    ]
+    if not _segments_installed():
+        if _only_workflow_leaves(tree):
+            return errors
+        return [*errors, FieldError(path, "segment conditions need the segments module")]
+    from automation.segments.context import validate_filter
+
+    try:
+        validate_filter(session, _without_workflow_leaves(tree))
+    except InvalidInput as exc:
+        errors += [FieldError(_under(path, e.path), e.message) for e in exc.errors]
+    return errors
 
 
-def _group_of(tree: dict[str, Any]) -> str | None:
-    return next((g for g in GROUPS if g in tree), None)
+def _segments_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("automation.segments") is not None
 
 
-# --- the segment language (automation.segments) -------------------------------------------
-
-
-def segment_condition_errors(session: Session, tree: dict[str, Any], path: str) -> list[FieldError]:
-    return [FieldError(path, "contact conditions need the segments module, not installed yet")]
-
-
-def property_condition_errors(tree: Any, path: str) -> list[FieldError]:
-    """Errors in conditions on an event's properties."""
-    return [FieldError(path, "property conditions need the segments module, not installed yet")]
-
-
-def event_matches(tree: dict[str, Any] | None, properties: dict[str, Any]) -> bool:
-    """Whether an event's properties meet ``tree`` (no tree: every event matches)."""
-    if tree is None:
+def _only_workflow_leaves(node: Any) -> bool:
+    if is_workflow_leaf(node):
         return True
-    raise SegmentLanguageMissing("property conditions need the segments module")
+    if not isinstance(node, dict):
+        return False
+    groups = [k for k in ("conditions", "all", "any", "not") if k in node]
+    if len(groups) != 1 or len(node) != 1:
+        return False
+    children = node[groups[0]]
+    return all(
+        _only_workflow_leaves(c) for c in (children if isinstance(children, list) else [children])
+    )
 
 
-def _segment_clause(tree: dict[str, Any], now: datetime) -> ColumnElement[bool]:
-    raise SegmentLanguageMissing("contact conditions need the segments module")
+def _under(prefix: str, path: str) -> str:
+    if not path or path == "body":
+        return prefix
+    return f"{prefix}.{path}" if not path.startswith("[") else prefix + path
+
+
+def property_condition_errors(where: Any, path: str) -> list[FieldError]:
+    """Errors in conditions on an event's properties (a list, all must hold), checked as
+    the ``where`` of a segment-language event condition."""
+    if not isinstance(where, list):
+        return [FieldError(path, "expected a list of property conditions")]
+    from automation.segments.schema import CORE_FIELDS, Catalog, check_filter, parse_filter
+
+    try:
+        parsed = parse_filter({"conditions": [{"event": "e", "where": where}]})
+        errors = check_filter(parsed, Catalog(dict(CORE_FIELDS)))
+    except InvalidInput as exc:
+        errors = exc.errors
+    return [
+        FieldError(_under(path, e.path.removeprefix("conditions[0].where")), e.message)
+        for e in errors
+    ]
+
+
+@lru_cache(maxsize=1024)
+def _property_filter(canonical: str) -> Any:
+    import json
+
+    from automation.segments.schema import parse_filter
+
+    return parse_filter({"conditions": [{"event": "e", "where": json.loads(canonical)}]})
+
+
+def event_matches(where: list[dict[str, Any]] | None, properties: dict[str, Any]) -> bool:
+    """Whether an event's properties meet ``where`` (none: every event matches), by the
+    segment language's own evaluator."""
+    if not where:
+        return True
+    import json
+
+    from automation.segments.evaluator import EventFact, Facts, evaluate
+    from automation.segments.schema import CORE_FIELDS, Catalog
+
+    tree = _property_filter(json.dumps(where, sort_keys=True))
+    now = clock.now()
+    facts = Facts(contact={}, events=(EventFact("e", properties, now),))
+    return bool(evaluate(tree, facts, Catalog(dict(CORE_FIELDS)), now))
 
 
 def missing_segments(
     session: Session, refs: Sequence[tuple[int, str]], *, static: bool = False
 ) -> list[FieldError]:
-    """Errors for segment ids (or static list ids) that do not exist."""
-    return []
+    """Errors for segment ids (``static``: static list ids) that do not exist."""
+    if not refs:
+        return []
+    if not _segments_installed():
+        return [FieldError(path, "segments need the segments module") for _, path in refs]
+    from automation.segments.models import Segment, SegmentKind
+
+    rows: dict[int, Any] = dict(
+        session.execute(
+            select(Segment.id, Segment.kind).where(Segment.id.in_({i for i, _ in refs}))
+        ).all()
+    )
+    errors = []
+    for segment_id, path in refs:
+        if segment_id not in rows:
+            errors.append(FieldError(path, f"no {'list' if static else 'segment'} {segment_id}"))
+        elif static and rows[segment_id] is not SegmentKind.STATIC:
+            errors.append(FieldError(path, f"segment {segment_id} is not a static list"))
+    return errors
 
 
 def segment_members(session: Session, segment_id: int) -> Select[tuple[int]]:
     """The contact ids of a segment's members (bulk enrolment)."""
-    raise NotFound(f"segment {segment_id} not found (the segments module is not installed yet)")
+    from automation.segments.models import Segment, SegmentMembership
+
+    if session.get(Segment, segment_id) is None:
+        raise NotFound(f"segment {segment_id} not found")
+    return select(SegmentMembership.contact_id).where(SegmentMembership.segment_id == segment_id)
 
 
 def missing_templates(session: Session, refs: Sequence[tuple[int, str]]) -> list[tuple[str, str]]:
-    """(path, message) for template ids that do not exist."""
-    return []
+    """(path, message) for template ids that do not exist (or were deleted)."""
+    if not refs:
+        return []
+    from automation.email import models as email_models
+
+    Template: Any = getattr(email_models, "Template", None)
+    if Template is None:  # the email module is not installed yet
+        return []
+
+    live = set(
+        session.scalars(
+            select(Template.id).where(
+                Template.id.in_({i for i, _ in refs}),
+                Template.deleted_at.is_(None),
+                Template.latest_version > 0,
+            )
+        )
+    )
+    return [(path, f"no template {tid}") for tid, path in refs if tid not in live]
 
 
-# --- evaluation ---------------------------------------------------------------------------
+# --- evaluation for a batch ---------------------------------------------------------------
 
 
 def matching_contacts(
@@ -180,11 +281,10 @@ def matching_contacts(
     by_contact: dict[int, list[int]] = {}
     for m in members:
         by_contact.setdefault(m.contact_id, []).append(m.enrollment_id)
-    clause = _clause(session, tree, members, now)
+    ids = list(by_contact)
+    clause = _clause(session, tree, members, ids, now)
     matched = set(
-        session.scalars(
-            select(Contact.id).where(in_values(session, Contact.id, list(by_contact)), clause)
-        )
+        session.scalars(select(Contact.id).where(in_values(session, Contact.id, ids), clause))
     )
     # Workflow leaves answer per enrolment; a contact is in a batch once per workflow,
     # so mapping back through the contact id is exact.
@@ -192,19 +292,26 @@ def matching_contacts(
 
 
 def _clause(
-    session: Session, tree: dict[str, Any], members: Sequence[Member], now: datetime
+    session: Session,
+    node: dict[str, Any],
+    members: Sequence[Member],
+    among: list[int],
+    now: datetime,
 ) -> ColumnElement[bool]:
-    if _is_workflow_leaf(tree):
-        ids = _workflow_leaf_contacts(session, tree, members)
+    if is_workflow_leaf(node):
+        ids = _workflow_leaf_contacts(session, node, members)
         return in_values(session, Contact.id, sorted(ids)) if ids else false()
-    group = _group_of(tree)
-    if group == "all":
-        return and_(*[_clause(session, c, members, now) for c in tree["all"]])
-    if group == "any":
-        return or_(*[_clause(session, c, members, now) for c in tree["any"]])
-    if group == "not":
-        return not_(_clause(session, tree["not"], members, now))
-    return _segment_clause(tree, now)
+    if not any(True for _ in workflow_leaves(node, "")):
+        from automation.segments.compiler import condition
+
+        tree = node if "conditions" in node else {"conditions": [node]}
+        return condition(session, tree, among_ids=among, now=now)
+    if "conditions" in node or "all" in node:
+        children: list[Any] = node.get("conditions") or node.get("all") or []
+        return and_(*[_clause(session, c, members, among, now) for c in children])
+    if "any" in node:
+        return or_(*[_clause(session, c, members, among, now) for c in node["any"]])
+    return not_(_clause(session, node["not"], members, among, now))
 
 
 def _workflow_leaf_contacts(
@@ -216,22 +323,19 @@ def _workflow_leaf_contacts(
             for m in members
             if webhook_leaf_holds(leaf, m.context.get("webhooks", {}).get(leaf["webhook"]))
         }
-    return email_fact_contacts(session, leaf["email"], leaf["node"], members)
+    from automation.workflows.sending import email_fact_enrollments
 
-
-def email_fact_contacts(
-    session: Session, fact: str, node_id: str, members: Sequence[Member]
-) -> set[int]:
-    """Contacts whose email sent by this enrolment at ``node_id`` was sent/opened/clicked."""
-    return set()
+    hits = email_fact_enrollments(
+        session, leaf["workflow_email"], leaf["node"], [m.enrollment_id for m in members]
+    )
+    return {m.contact_id for m in members if m.enrollment_id in hits}
 
 
 def webhook_leaf_holds(leaf: dict[str, Any], result: dict[str, Any] | None) -> bool:
     if result is None:
         return leaf.get("operator") == "is_not_set"
-    path = leaf.get("path", "ok")
     value: Any = result
-    for key in path.split("."):
+    for key in leaf.get("path", "ok").split("."):
         if not isinstance(value, dict) or key not in value:
             value = None
             break
@@ -254,11 +358,11 @@ def compare(operator: str, actual: Any, expected: Any) -> bool:
     if operator == "contains":
         return isinstance(actual, str | list) and expected in actual
     try:
-        if operator == "greater":
+        if operator == "greater_than":
             return bool(actual > expected)
         if operator == "greater_or_equal":
             return bool(actual >= expected)
-        if operator == "less":
+        if operator == "less_than":
             return bool(actual < expected)
         if operator == "less_or_equal":
             return bool(actual <= expected)
@@ -272,8 +376,9 @@ def compare(operator: str, actual: Any, expected: Any) -> bool:
 
 @dataclass
 class SimulatedFacts:
-    """What a dry run knows beyond the contact: the send nodes it passed, the hypothetical
-    events (``at``, ``name``, ``properties``) and the webhook answers so far."""
+    """What a dry run knows beyond the contact: the send nodes it passed, the events (its
+    stored ones and the hypothetical timeline: ``at``, ``name``, ``properties``) and the
+    webhook answers so far."""
 
     sent_nodes: set[str]
     events: Sequence[Any]
@@ -287,32 +392,48 @@ def contact_meets(
     facts: SimulatedFacts,
     at: datetime,
 ) -> bool:
-    """``tree`` for one simulated contact (a dict of its fields, attributes and tags)."""
+    """``tree`` for one simulated contact (its row as a dict, with ``tags``), at ``at``."""
     if "webhook" in tree:
         return webhook_leaf_holds(tree, facts.webhooks.get(tree["webhook"]))
-    if "email" in tree:
-        if tree["email"] == "sent":
-            return tree["node"] in facts.sent_nodes
-        name = f"email.{tree['email']}"
-        return tree["node"] in facts.sent_nodes and any(
+    if "workflow_email" in tree:
+        if tree["node"] not in facts.sent_nodes:
+            return False
+        if tree["workflow_email"] == "sent":
+            return True
+        name = f"email.{tree['workflow_email']}"
+        return any(
             e.name == name and e.properties.get("node") == tree["node"] and e.at <= at
             for e in facts.events
         )
-    group = _group_of(tree)
-    if group == "all":
-        return all(contact_meets(session, c, contact, facts, at) for c in tree["all"])
-    if group == "any":
+    if not any(True for _ in workflow_leaves(tree, "")):
+        return _segment_holds(session, tree, contact, facts, at)
+    if "conditions" in tree or "all" in tree:
+        children: list[Any] = tree.get("conditions") or tree.get("all") or []
+        return all(contact_meets(session, c, contact, facts, at) for c in children)
+    if "any" in tree:
         return any(contact_meets(session, c, contact, facts, at) for c in tree["any"])
-    if group == "not":
-        return not contact_meets(session, tree["not"], contact, facts, at)
-    return _segment_holds(session, tree, contact, facts, at)
+    return not contact_meets(session, tree["not"], contact, facts, at)
 
 
 def _segment_holds(
     session: Session,
-    tree: dict[str, Any],
+    node: dict[str, Any],
     contact: dict[str, Any],
     facts: SimulatedFacts,
     at: datetime,
 ) -> bool:
-    raise SegmentLanguageMissing("contact conditions need the segments module")
+    from automation.segments.context import load_catalog
+    from automation.segments.evaluator import EventFact, Facts, evaluate
+    from automation.segments.schema import parse_filter
+
+    tree = parse_filter(node if "conditions" in node else {"conditions": [node]})
+    catalog = load_catalog(session, tree)
+    row = {k: v for k, v in contact.items() if k not in ("tags", "lists")}
+    seen = tuple(EventFact(e.name, e.properties, e.at) for e in facts.events if e.at <= at)
+    simulated = Facts(
+        contact=row,
+        tags=frozenset(contact.get("tags", ())),
+        events=seen,
+        lists=frozenset(contact.get("lists", ())),
+    )
+    return bool(evaluate(tree, simulated, catalog, at))

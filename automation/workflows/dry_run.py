@@ -151,7 +151,7 @@ def simulate(
             if (
                 goal.event is not None
                 and event.name == goal.event
-                and conditions.event_matches(goal.event_conditions, event.properties)
+                and conditions.event_matches(goal.event_where, event.properties)
             ):
                 return event.at
             if goal.condition is not None and conditions.contact_meets(
@@ -176,7 +176,7 @@ def simulate(
                         for e in events
                         if e.name == node.event
                         and now <= e.at <= until
-                        and conditions.event_matches(node.conditions, e.properties)
+                        and conditions.event_matches(node.where, e.properties)
                     ),
                     None,
                 )

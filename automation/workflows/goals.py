@@ -62,14 +62,14 @@ def goal_conversions(
     if goal.event is not None:
         rest = [e for e in enrolments if e.enrollment_id not in met]
         if rest:
-            met |= _event_goal(session, goal.event, goal.event_conditions, rest, events)
+            met |= _event_goal(session, goal.event, goal.event_where, rest, events)
     return met
 
 
 def _event_goal(
     session: Session,
     name: str,
-    tree: dict[str, Any] | None,
+    where: list[dict[str, Any]],
     enrolments: Sequence[Open],
     events: Sequence[SeenEvent] | None,
 ) -> set[int]:
@@ -92,7 +92,7 @@ def _event_goal(
             continue
         for enrolment in by_contact[event.contact_id]:
             if event.occurred_at >= enrolment.enrolled_at and conditions.event_matches(
-                tree, event.properties
+                where, event.properties
             ):
                 met.add(enrolment.enrollment_id)
     return met

@@ -36,7 +36,16 @@ NodeId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")]
 EventName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 TimeZone = Annotated[str, AfterValidator(validate_time_zone)]
 Condition = Annotated[
-    dict[str, Any], Field(description="A condition tree of the segment language (docs/segments.md)")
+    dict[str, Any],
+    Field(description='A segment-language filter tree, {"conditions": [...]} (docs/segments.md)'),
+]
+PropertyConditions = Annotated[
+    list[dict[str, Any]],
+    Field(
+        description="Conditions on the event's properties, all of which must hold: "
+        '[{"property": "total", "operator": "greater_than", "value": 50}]',
+        max_length=20,
+    ),
 ]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -98,9 +107,7 @@ class Duration(Strict):
 class EventTrigger(Strict):
     type: Literal["event"]
     event: EventName
-    conditions: Condition | None = Field(
-        None, description="Conditions on the event's properties (segment language)"
-    )
+    where: PropertyConditions = Field(default_factory=list)
 
 
 class SegmentTrigger(Strict):
@@ -274,7 +281,7 @@ class WaitEventNode(NodeBase):
     type: Literal["wait"]
     mode: Literal["event"]
     event: EventName
-    conditions: Condition | None = None
+    where: PropertyConditions = Field(default_factory=list)
     timeout: Duration
     happened: NodeId | None = None
     timed_out: NodeId | None = None
@@ -285,7 +292,7 @@ class WaitEventNode(NodeBase):
 
 class BranchNode(NodeBase):
     """``yes`` for contacts matching ``condition``, ``no`` for the others. Besides the
-    segment language, a condition may test ``{"email": "opened"|"clicked", "node": ID}``
+    segment language, a condition may test ``{"workflow_email": "opened", "node": ID}``
     (the email sent at node ID) and ``{"webhook": ID, "path": "status", "operator": ...}``."""
 
     type: Literal["branch"]
@@ -423,11 +430,11 @@ class Reentry(Strict):
 
 class Goal(Strict):
     """A contact who meets it leaves at once, wherever they are, counted as converted:
-    ``event`` performed after enrolling (with optional property ``conditions``), or a
+    ``event`` performed after enrolling (whose properties meet ``event_where``), or a
     ``condition`` on the contact (segment language)."""
 
     event: EventName | None = None
-    event_conditions: Condition | None = None
+    event_where: PropertyConditions = Field(default_factory=list)
     condition: Condition | None = None
 
     @model_validator(mode="after")

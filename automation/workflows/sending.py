@@ -23,3 +23,11 @@ def email_statistics(
     """Per send node: messages sent, opened and clicked by humans. STUB until the outbox
     (issue 4) is merged: no message rows exist yet."""
     return {}
+
+
+def email_fact_enrollments(
+    session: Session, fact: str, node_id: str, enrollment_ids: Sequence[int]
+) -> set[int]:
+    """Enrolments whose email from ``node_id`` was sent / opened / clicked. STUB until the
+    outbox (issue 4) is merged: no message rows exist yet."""
+    return set()

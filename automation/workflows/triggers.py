@@ -67,7 +67,7 @@ DATE_LOOKBACK = timedelta(days=2)
 def trigger_matches(trigger: Any, event: IngestedEvent) -> bool:
     props = event.properties
     if isinstance(trigger, EventTrigger):
-        return conditions.event_matches(trigger.conditions, props)
+        return conditions.event_matches(trigger.where, props)
     if isinstance(trigger, FormTrigger):
         return props.get("form") == trigger.form
     if isinstance(trigger, EmailEngagementTrigger):
@@ -183,7 +183,7 @@ def wake_waiting(session: Session, events: Sequence[IngestedEvent], now: datetim
                 event.name == node.event
                 and in_time
                 and (row.next_run_at is None or event.occurred_at <= row.next_run_at)
-                and conditions.event_matches(node.conditions, event.properties)
+                and conditions.event_matches(node.where, event.properties)
             ):
                 woken[(node.id, node.event)].append(row.id)
                 break

@@ -273,8 +273,11 @@ def reference_errors(session: Session, definition: WorkflowDefinition) -> list[F
     errors: list[FieldError] = []
     fields = field_types(session)
     trigger = definition.trigger
-    if isinstance(trigger, EventTrigger) and trigger.conditions is not None:
-        errors += conditions.property_condition_errors(trigger.conditions, "trigger.conditions")
+    if isinstance(trigger, EventTrigger) and trigger.where:
+        errors += [
+            FieldError(e.path, f"trigger: {e.message}")
+            for e in conditions.property_condition_errors(trigger.where, "trigger.where")
+        ]
     if isinstance(trigger, SegmentTrigger):
         errors += conditions.missing_segments(session, [(trigger.segment_id, "trigger.segment_id")])
     if isinstance(trigger, EmailEngagementTrigger) and trigger.template_id is not None:
@@ -309,9 +312,9 @@ def reference_errors(session: Session, definition: WorkflowDefinition) -> list[F
             errors += _named(
                 node, conditions.condition_errors(session, node.condition, f"{where}.condition")
             )
-        elif isinstance(node, WaitEventNode) and node.conditions is not None:
+        elif isinstance(node, WaitEventNode) and node.where:
             errors += _named(
-                node, conditions.property_condition_errors(node.conditions, f"{where}.conditions")
+                node, conditions.property_condition_errors(node.where, f"{where}.where")
             )
         elif isinstance(node, WaitDateFieldNode):
             errors += _date_field_errors(fields, node.field, f"{where}.field", describe(node))
@@ -348,10 +351,13 @@ def reference_errors(session: Session, definition: WorkflowDefinition) -> list[F
                     session, goal.condition, "settings.goal.condition"
                 )
             ]
-        if goal.event_conditions is not None:
-            errors += conditions.property_condition_errors(
-                goal.event_conditions, "settings.goal.event_conditions"
-            )
+        if goal.event_where:
+            errors += [
+                FieldError(e.path, f"goal: {e.message}")
+                for e in conditions.property_condition_errors(
+                    goal.event_where, "settings.goal.event_where"
+                )
+            ]
     return errors
 
 
@@ -370,11 +376,12 @@ def _workflow_leaf_errors(
     by_id = {n.id: n for n in definition.nodes}
     errors = []
     for path, leaf in conditions.workflow_leaves(tree, f"{where}.condition"):
-        target = leaf.get("node") if "email" in leaf else leaf.get("webhook")
-        wanted = "send_email" if "email" in leaf else "webhook"
+        is_email = "workflow_email" in leaf
+        target = leaf.get("node") if is_email else leaf.get("webhook")
+        wanted = "send_email" if is_email else "webhook"
         node = by_id.get(target) if isinstance(target, str) else None
         if node is None or node.type != wanted:
-            key = "node" if "email" in leaf else "webhook"
+            key = "node" if is_email else "webhook"
             errors.append(FieldError(f"{path}.{key}", f"'{target}' is not a {wanted} node here"))
     return errors
 
