@@ -235,3 +235,20 @@ def _now():
     from automation import clock
 
     return clock.now()
+
+
+def test_the_documented_examples_are_the_shipped_ones_and_valid():
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    blocks = re.findall(r"```json\n(.*?)```", (root / "docs/workflows.md").read_text(), re.S)
+    documents = [json.loads(b) for b in blocks if b.lstrip().startswith('{\n  "format"')]
+    shipped = [
+        json.loads((root / "automation/workflows/examples" / name).read_text())
+        for name in ("abandoned_cart.json", "lead_nurture.json")
+    ]
+    assert documents[-2:] == shipped
+    for document in [*documents, *shipped]:
+        assert errors_of(document) == {}, document["name"]
