@@ -13,6 +13,7 @@ again. One that dies while moving leaves nothing behind (the transaction rolls b
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections import defaultdict
@@ -41,7 +42,9 @@ from automation.workflows.webhooks import HttpClient, UrllibClient
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
-LEASE = timedelta(minutes=5)
+# How long a claimed batch is reserved for its worker; a dead worker's rows are taken again
+# after it. Tests that kill workers shorten it.
+LEASE = timedelta(seconds=float(os.environ.get("NURTURE_WORKFLOW_LEASE_SECONDS", "300")))
 MAX_STEPS_PER_BATCH = 200  # validation forbids loops without a wait; this is a backstop
 _default_http: HttpClient = UrllibClient()
 
