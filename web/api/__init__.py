@@ -8,6 +8,7 @@ from flask import Blueprint, Flask, jsonify
 
 from web.api import accounts, contacts, events, workflows
 from web.api.openapi import build_openapi
+from web.auth import public
 from web.database import nurture
 
 PREFIX = "/api/v1"
@@ -16,6 +17,7 @@ BLUEPRINTS: list[Blueprint] = [meta, contacts.bp, events.bp, accounts.bp, workfl
 
 
 @meta.get("/openapi.json")
+@public
 def openapi() -> Any:
     return jsonify(build_openapi(nurture().settings.base_url + PREFIX))
 
