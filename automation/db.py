@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    any_,
+    create_engine,
+    event,
+    literal,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -97,5 +109,22 @@ def dialect_insert(session: Session, table: Any) -> postgresql.Insert | sqlite.I
     raise NotImplementedError(f"unsupported database dialect: {name}")
 
 
+def postgres_only(index: Index) -> Index:
+    """An index that exists only on PostgreSQL (GIN, expression, partial indexes).
+    create_all honours ``ddl_if``; migrations/env.py reads ``info`` for autogenerate."""
+    index.info["only_on"] = "postgresql"
+    return index.ddl_if(dialect="postgresql")
+
+
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``: one parameter, so
+    the statement text is the same for any number of values (cached, prepared) instead of
+    hundreds of placeholders parsed on every call."""
+    items = list(values)
+    if is_postgres(session):
+        return column == any_(literal(items, postgresql.ARRAY(column.type)))
+    return column.in_(items)

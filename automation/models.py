@@ -5,6 +5,7 @@ from automation.contacts import models as contacts_models
 from automation.db import Base
 from automation.email import models as email_models
 from automation.ops import models as ops_models
+from automation.segments import models as segments_models
 from automation.workflows import models as workflows_models
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "contacts_models",
     "email_models",
     "ops_models",
+    "segments_models",
     "workflows_models",
 ]

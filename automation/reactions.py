@@ -29,6 +29,10 @@ def react_to_events(session: Session, events: Sequence[IngestedEvent]) -> None:
     """Run every reaction to newly stored events (duplicates are never passed in)."""
     if not events:
         return
+    from automation.segments.membership import refresh_for_events
+
+    refresh_for_events(session, events)
+
     from automation.workflows.triggers import on_events
 
     on_events(session, events)
@@ -38,6 +42,10 @@ def react_to_contact_changes(session: Session, contact_ids: Sequence[int]) -> No
     """Run every reaction to contacts whose fields, tags or status changed."""
     if not contact_ids:
         return
+    from automation.segments.membership import refresh_contacts
+
+    refresh_contacts(session, contact_ids)
+
     from automation.workflows.triggers import on_contact_changes
 
     on_contact_changes(session, contact_ids)

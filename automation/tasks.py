@@ -20,6 +20,65 @@ def run_import_job(job_id: int) -> dict[str, Any]:
     return run(runtime().sessions, job_id)
 
 
+@celery_app.task(name="segments.refresh", queue="engine")
+def refresh_segment(segment_id: int) -> dict[str, Any]:
+    from automation.db import transaction
+    from automation.errors import DomainError
+    from automation.segments.membership import refresh_segment as refresh
+
+    try:
+        with transaction(runtime().sessions) as session:
+            return refresh(session, segment_id).as_dict()
+    except DomainError as exc:  # deleted, or its definition names a deleted field
+        return {"segment_id": segment_id, "skipped": exc.message}
+
+
+@celery_app.task(name="segments.reconcile", queue="engine")
+def reconcile_segments() -> int:
+    """Periodic full refresh of every dynamic segment (catches time-relative conditions)."""
+    from automation.segments.membership import due_segment_ids
+
+    with runtime().sessions() as session:
+        ids = due_segment_ids(session)
+    for segment_id in ids:
+        runtime().enqueue(refresh_segment, segment_id)
+    return len(ids)
+
+
+celery_app.conf.beat_schedule["segments.reconcile"] = {
+    "task": "segments.reconcile",
+    "schedule": 600.0,  # seconds; events and edits refresh the contacts they touch at once
+}
+
+
+@celery_app.task(name="email.send_due", queue="send")
+def send_due() -> dict[str, Any]:
+    from automation.email.sender import process_sending
+    from automation.email.sender import send_due as run
+
+    report = run(runtime().sessions, process_sending(runtime().settings))
+    return {"batches": report.batches, "claimed": report.claimed, **report.outcomes}
+
+
+@celery_app.task(name="email.expire_leases", queue="send")
+def expire_leases() -> int:
+    from automation.db import transaction
+    from automation.email.outbox import expire_leases as run
+
+    with transaction(runtime().sessions) as session:
+        return run(session)
+
+
+celery_app.conf.update(
+    beat_schedule={
+        **(celery_app.conf.beat_schedule or {}),
+        # Due messages are rows; these ticks only wake the senders. Stale ticks expire.
+        "email.send_due": {"task": "email.send_due", "schedule": 5.0, "options": {"expires": 10}},
+        "email.expire_leases": {"task": "email.expire_leases", "schedule": 30.0},
+    }
+)
+
+
 @celery_app.task(name="workflows.tick", queue="engine")
 def workflows_tick() -> dict[str, Any]:
     """Move due enrolments; when more are due than one run may take, queue another run
@@ -29,6 +88,8 @@ def workflows_tick() -> dict[str, Any]:
     report = run_due(runtime().sessions)
     if report.more:
         runtime().enqueue(workflows_tick)
+    if report.messages:
+        runtime().enqueue(send_due)  # the emails just queued go out now, not at the next beat
     return report.as_dict()
 
 

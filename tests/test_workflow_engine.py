@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
-from workflows_support import doc
+from workflows_support import doc, make_templates
 
 from automation import clock
 from automation.contacts.models import Contact, ContactTag, CustomField, FieldType, Tag
@@ -663,9 +663,10 @@ def test_send_waits_for_the_send_window_in_the_contacts_zone(harness):
         )
         s.commit()
     harness.clock.set(datetime(2026, 3, 6, 20, 0, tzinfo=UTC))  # Friday 21:00 in Paris
+    (template,) = make_templates(harness.sessions, "Hello")
     wf = harness.publish(
         doc(
-            [{"id": "mail", "type": "send_email", "template_id": 1, "next": None}],
+            [{"id": "mail", "type": "send_email", "template_id": template, "next": None}],
             settings={
                 "send_window": {
                     "weekdays": ["mon", "tue", "wed", "thu", "fri"],
@@ -684,6 +685,13 @@ def test_send_waits_for_the_send_window_in_the_contacts_zone(harness):
     (enrolment,) = harness.enrollments(wf)
     assert enrolment.status is EnrollmentStatus.COMPLETED
     assert harness.path(enrolment.id) == [("mail", "next")]
+    from automation.email.models import Message, MessageStatus
+
+    with harness.sessions() as s:
+        (message,) = s.scalars(select(Message)).all()
+    assert message.dedupe_key == f"workflow:{enrolment.id}:mail"
+    assert (message.workflow_node_id, message.enrollment_id) == ("mail", enrolment.id)
+    assert message.status is MessageStatus.QUEUED and message.workflow_name == "Test workflow"
 
 
 @pytest.mark.postgres

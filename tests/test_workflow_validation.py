@@ -193,6 +193,7 @@ def test_reference_checks_name_fields_and_identities(session):
         == "update_contact 'upd' (Tag): tags both added and removed: a"
     )
     assert errors["nodes[2].sender_identity_id"] == "send_email 's': no sender identity 99"
+    assert errors["nodes[2].template_id"] == "send_email 's': no template 1"
     ok = doc([{"id": "wd", "type": "wait", "mode": "date_field", "field": "renewal_date"}])
     assert errors_of(ok, session) == {}
 

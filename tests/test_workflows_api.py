@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
-from workflows_support import doc
+from workflows_support import doc, make_templates
 
 from automation import clock
 from automation.cli import main
@@ -158,6 +158,7 @@ def test_manual_enrolment_stats_and_migration(api, frozen):
 
 def test_dry_run_shows_the_path_and_local_times(api, frozen):
     contact = api.post("/contacts", {"email": "dry@example.com", "time_zone": "Europe/Paris"}).json
+    (template,) = make_templates(api.app.extensions["nurture"].sessions, "Reminder")
     nodes = [
         {
             "id": "wait_order",
@@ -169,7 +170,13 @@ def test_dry_run_shows_the_path_and_local_times(api, frozen):
             "timed_out": "nudge",
         },
         {"id": "thanks", "type": "update_contact", "add_tags": ["buyer"], "next": None},
-        {"id": "nudge", "type": "send_email", "name": "Reminder", "template_id": 7, "next": None},
+        {
+            "id": "nudge",
+            "type": "send_email",
+            "name": "Reminder",
+            "template_id": template,
+            "next": None,
+        },
     ]
     workflow = _create(
         api, doc(nodes, settings={"quiet_hours": {"start": "21:00", "end": "08:00"}})
@@ -189,7 +196,7 @@ def test_dry_run_shows_the_path_and_local_times(api, frozen):
             "at": "2026-03-04T07:00:00Z",
             "local_time": "2026-03-04 08:00 CET (Wed)",
             "node_id": "nudge",
-            "template_id": 7,
+            "template_id": template,
         }
     ]
     bought = api.post(

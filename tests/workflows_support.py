@@ -99,3 +99,19 @@ def start_clock(value: datetime | None = None) -> SteppingClock:
     stepping = SteppingClock(value or datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
     clock.set_source(stepping)
     return stepping
+
+
+def make_templates(sessions: sessionmaker[Session], *names: str) -> list[int]:
+    """Real templates (through the email module's checks), one per name; their ids."""
+    from emailkit import make_template
+
+    ids = []
+    with sessions() as s:
+        for name in names:
+            ids.append(
+                make_template(
+                    s, name=name, subject=f"{name} for {{{{ contact.email }}}}"
+                ).template.id
+            )
+        s.commit()
+    return ids

@@ -238,7 +238,7 @@ def missing_segments(
     return errors
 
 
-def segment_members(session: Session, segment_id: int) -> Select[tuple[int]]:
+def segment_members(session: Session, segment_id: int) -> Select[Any]:
     """The contact ids of a segment's members (bulk enrolment)."""
     from automation.segments.models import Segment, SegmentMembership
 

@@ -62,6 +62,7 @@ class RunReport:
     batches: int = 0
     enrollments: int = 0
     steps: int = 0
+    messages: int = 0
     more: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,6 +70,7 @@ class RunReport:
             "batches": self.batches,
             "enrollments": self.enrollments,
             "steps": self.steps,
+            "messages": self.messages,
             "more": self.more,
         }
 
@@ -406,6 +408,7 @@ def run_due(
         report.batches += 1
         report.enrollments += moved.enrollments
         report.steps += moved.steps
+        report.messages += moved.messages
         if claimed < batch_size:
             return report
         if time.monotonic() > deadline:

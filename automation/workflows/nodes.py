@@ -22,7 +22,7 @@ from automation.bulk import in_values
 from automation.contacts import tags as tag_ops
 from automation.contacts.models import Contact
 from automation.db import is_postgres
-from automation.workflows import conditions, webhooks
+from automation.workflows import conditions, sending, webhooks
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.graph import Graph
 from automation.workflows.models import EnrollmentStatus
@@ -108,6 +108,11 @@ def run_send(batch: Batch, graph: Graph, node: SendEmailNode, items: list[Item])
     contact until the send window opens in their time zone."""
     settings = graph.settings
     zones = batch.zones(graph, items) if settings.quiet_hours or settings.send_window else {}
+    version_id: int | None = None
+    if sending.outbox_installed():
+        version_id = sending.latest_versions(batch.session, [node.template_id]).get(
+            node.template_id
+        )
     out: Results = []
     for item in items:
         if item.id in zones:
@@ -117,17 +122,21 @@ def run_send(batch: Batch, graph: Graph, node: SendEmailNode, items: list[Item])
             if allowed > batch.now:
                 out.append((item, Park(allowed)))
                 continue
+        if version_id is None and sending.outbox_installed():
+            # Deleted after publishing: the contact goes on without this email.
+            skipped = {"skipped": f"template {node.template_id} no longer exists"}
+            out.append((item, Leave("next", skipped)))
+            continue
         key = message_key(item.id, node.id)
         batch.messages.append(
             {
                 "dedupe_key": key,
                 "contact_id": item.contact_id,
-                "template_id": node.template_id,
+                "template_version_id": version_id,
                 "sender_identity_id": node.sender_identity_id,
                 "enrollment_id": item.id,
                 "workflow_node_id": node.id,
-                "workflow_id": graph.workflow_id,
-                "priority": settings.priority,
+                "workflow_name": graph.definition.name,
             }
         )
         out.append((item, Leave("next", {"message": key})))
@@ -187,6 +196,15 @@ def apply_contact_update(
         )
     tag_ops.add_tags(session, contact_ids, node.add_tags)
     tag_ops.remove_tags(session, contact_ids, node.remove_tags)
+    if node.add_to_lists or node.remove_from_lists:
+        # Static lists are segments: membership changes record segment.entered / .left
+        # events, so "entered list" triggers and list conditions see them.
+        from automation.segments.membership import add_members, remove_members
+
+        for list_id in node.add_to_lists:
+            add_members(session, list_id, contact_ids)
+        for list_id in node.remove_from_lists:
+            remove_members(session, list_id, contact_ids)
 
 
 def _merged_attributes(session: Session, attributes: dict[str, Any]) -> Any:

@@ -6,14 +6,23 @@ from typing import Any
 
 from flask import Blueprint, Flask, jsonify
 
-from web.api import accounts, contacts, events, workflows
+from web.api import accounts, contacts, events, messages, segments, templates, workflows
 from web.api.openapi import build_openapi
 from web.auth import public
 from web.database import nurture
 
 PREFIX = "/api/v1"
 meta = Blueprint("api", __name__)
-BLUEPRINTS: list[Blueprint] = [meta, contacts.bp, events.bp, accounts.bp, workflows.bp]
+BLUEPRINTS: list[Blueprint] = [
+    meta,
+    contacts.bp,
+    events.bp,
+    accounts.bp,
+    segments.bp,
+    templates.bp,
+    messages.bp,
+    workflows.bp,
+]
 
 
 @meta.get("/openapi.json")
