@@ -263,3 +263,26 @@ def test_cli_validate_and_import(tmp_path, settings, session, monkeypatch):
     (tmp_path / "broken.json").write_text("{not json")
     result = runner.invoke(main, ["workflow", "validate", str(tmp_path / "broken.json")])
     assert result.exit_code == 1 and "not valid JSON" in result.output
+
+
+def test_bulk_enrolment_of_a_segment_over_the_api(api):
+    for i in range(3):
+        api.post("/contacts", {"email": f"seg{i}@example.com", "score": 60 + i})
+    segment = api.post(
+        "/segments",
+        {
+            "name": "Hot",
+            "conditions": [{"field": "score", "operator": "greater_than", "value": 60}],
+        },
+    ).json
+    from automation.segments.membership import refresh_segment
+
+    with api.app.extensions["nurture"].sessions() as s:
+        refresh_segment(s, segment["id"])
+        s.commit()
+    workflow = _create(api, doc(NODES, trigger={"type": "manual"}))
+    api.post(f"/workflows/{workflow['id']}/publish")
+    enrolled = api.post(f"/workflows/{workflow['id']}/enrollments", {"segment_id": segment["id"]})
+    assert enrolled.json == {"enrolled": 2}
+    missing = api.post(f"/workflows/{workflow['id']}/enrollments", {"segment_id": 999})
+    assert missing.status_code == 404

@@ -30,7 +30,13 @@ from sqlalchemy.orm import Session
 from automation import clock
 from automation.bulk import in_values
 from automation.contacts.models import Contact
+from automation.email.models import Template
 from automation.errors import FieldError, InvalidInput, NotFound
+from automation.segments.compiler import condition
+from automation.segments.context import load_catalog, validate_filter
+from automation.segments.evaluator import EventFact, Facts, evaluate
+from automation.segments.models import Segment, SegmentKind, SegmentMembership
+from automation.segments.schema import CORE_FIELDS, Catalog, check_filter, parse_filter
 
 GROUPS = ("all", "any", "not")
 EMAIL_FACTS = ("sent", "opened", "clicked")
@@ -132,37 +138,12 @@ def condition_errors(session: Session, tree: Any, path: str) -> list[FieldError]
         for leaf_path, leaf in workflow_leaves(tree, path)
         if (error := _workflow_leaf_error(leaf, leaf_path)) is not None
     ]
-    if not _segments_installed():
-        if _only_workflow_leaves(tree):
-            return errors
-        return [*errors, FieldError(path, "segment conditions need the segments module")]
-    from automation.segments.context import validate_filter
 
     try:
         validate_filter(session, _without_workflow_leaves(tree))
     except InvalidInput as exc:
         errors += [FieldError(_under(path, e.path), e.message) for e in exc.errors]
     return errors
-
-
-def _segments_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("automation.segments") is not None
-
-
-def _only_workflow_leaves(node: Any) -> bool:
-    if is_workflow_leaf(node):
-        return True
-    if not isinstance(node, dict):
-        return False
-    groups = [k for k in ("conditions", "all", "any", "not") if k in node]
-    if len(groups) != 1 or len(node) != 1:
-        return False
-    children = node[groups[0]]
-    return all(
-        _only_workflow_leaves(c) for c in (children if isinstance(children, list) else [children])
-    )
 
 
 def _under(prefix: str, path: str) -> str:
@@ -176,8 +157,6 @@ def property_condition_errors(where: Any, path: str) -> list[FieldError]:
     the ``where`` of a segment-language event condition."""
     if not isinstance(where, list):
         return [FieldError(path, "expected a list of property conditions")]
-    from automation.segments.schema import CORE_FIELDS, Catalog, check_filter, parse_filter
-
     try:
         parsed = parse_filter({"conditions": [{"event": "e", "where": where}]})
         errors = check_filter(parsed, Catalog(dict(CORE_FIELDS)))
@@ -193,8 +172,6 @@ def property_condition_errors(where: Any, path: str) -> list[FieldError]:
 def _property_filter(canonical: str) -> Any:
     import json
 
-    from automation.segments.schema import parse_filter
-
     return parse_filter({"conditions": [{"event": "e", "where": json.loads(canonical)}]})
 
 
@@ -204,9 +181,6 @@ def event_matches(where: list[dict[str, Any]] | None, properties: dict[str, Any]
     if not where:
         return True
     import json
-
-    from automation.segments.evaluator import EventFact, Facts, evaluate
-    from automation.segments.schema import CORE_FIELDS, Catalog
 
     tree = _property_filter(json.dumps(where, sort_keys=True))
     now = clock.now()
@@ -220,10 +194,6 @@ def missing_segments(
     """Errors for segment ids (``static``: static list ids) that do not exist."""
     if not refs:
         return []
-    if not _segments_installed():
-        return [FieldError(path, "segments need the segments module") for _, path in refs]
-    from automation.segments.models import Segment, SegmentKind
-
     rows: dict[int, Any] = dict(
         session.execute(
             select(Segment.id, Segment.kind).where(Segment.id.in_({i for i, _ in refs}))
@@ -240,8 +210,6 @@ def missing_segments(
 
 def segment_members(session: Session, segment_id: int) -> Select[Any]:
     """The contact ids of a segment's members (bulk enrolment)."""
-    from automation.segments.models import Segment, SegmentMembership
-
     if session.get(Segment, segment_id) is None:
         raise NotFound(f"segment {segment_id} not found")
     return select(SegmentMembership.contact_id).where(SegmentMembership.segment_id == segment_id)
@@ -251,12 +219,6 @@ def missing_templates(session: Session, refs: Sequence[tuple[int, str]]) -> list
     """(path, message) for template ids that do not exist (or were deleted)."""
     if not refs:
         return []
-    from automation.email import models as email_models
-
-    Template: Any = getattr(email_models, "Template", None)
-    if Template is None:  # the email module is not installed yet
-        return []
-
     live = set(
         session.scalars(
             select(Template.id).where(
@@ -302,8 +264,6 @@ def _clause(
         ids = _workflow_leaf_contacts(session, node, members)
         return in_values(session, Contact.id, sorted(ids)) if ids else false()
     if not any(True for _ in workflow_leaves(node, "")):
-        from automation.segments.compiler import condition
-
         tree = node if "conditions" in node else {"conditions": [node]}
         return condition(session, tree, among_ids=among, now=now)
     if "conditions" in node or "all" in node:
@@ -422,9 +382,6 @@ def _segment_holds(
     facts: SimulatedFacts,
     at: datetime,
 ) -> bool:
-    from automation.segments.context import load_catalog
-    from automation.segments.evaluator import EventFact, Facts, evaluate
-    from automation.segments.schema import parse_filter
 
     tree = parse_filter(node if "conditions" in node else {"conditions": [node]})
     catalog = load_catalog(session, tree)

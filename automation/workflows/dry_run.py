@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.contacts.models import Event
 from automation.contacts.service import get_contact
+from automation.segments.models import SegmentMembership
 from automation.workflows import conditions
 from automation.workflows.graph import Graph, graph_from
 from automation.workflows.models import WorkflowVersion
@@ -41,6 +44,7 @@ from automation.workflows.service import get_version, get_workflow
 from automation.workflows.timing import contact_zone, next_send_time
 
 MAX_STEPS = 500
+STORED_EVENTS = 5000  # the contact's most recent stored events the simulation sees
 
 
 @dataclass(frozen=True)
@@ -110,8 +114,27 @@ def dry_run(
         "score": contact_row.score,
         "attributes": copy.deepcopy(contact_row.attributes),
         "tags": sorted(t.name for t in contact_row.tags),
+        "lists": list(
+            session.scalars(
+                select(SegmentMembership.segment_id).where(
+                    SegmentMembership.contact_id == contact_id
+                )
+            )
+        ),
     }
-    return simulate(session, graph, contact, timeline, start_at or clock.now(), horizon_days)
+    # Conditions see the contact's stored behaviour as well as the hypothetical timeline.
+    stored = [
+        TimelineEvent(e.occurred_at, e.name, dict(e.properties or {}))
+        for e in session.execute(
+            select(Event.occurred_at, Event.name, Event.properties)
+            .where(Event.contact_id == contact_id)
+            .order_by(Event.occurred_at.desc())
+            .limit(STORED_EVENTS)
+        )
+    ]
+    return simulate(
+        session, graph, contact, [*stored, *timeline], start_at or clock.now(), horizon_days
+    )
 
 
 def simulate(

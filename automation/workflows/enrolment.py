@@ -237,9 +237,9 @@ def enroll_query(
             chosen,
         )
         .on_conflict_do_nothing()
+        .returning(Enrollment.id)
     )
-    result = session.execute(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # CursorResult
+    return len(session.scalars(stmt).all())
 
 
 def enroll_manually(

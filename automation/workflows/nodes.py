@@ -108,11 +108,7 @@ def run_send(batch: Batch, graph: Graph, node: SendEmailNode, items: list[Item])
     contact until the send window opens in their time zone."""
     settings = graph.settings
     zones = batch.zones(graph, items) if settings.quiet_hours or settings.send_window else {}
-    version_id: int | None = None
-    if sending.outbox_installed():
-        version_id = sending.latest_versions(batch.session, [node.template_id]).get(
-            node.template_id
-        )
+    version_id = sending.latest_versions(batch.session, [node.template_id]).get(node.template_id)
     out: Results = []
     for item in items:
         if item.id in zones:
@@ -122,7 +118,7 @@ def run_send(batch: Batch, graph: Graph, node: SendEmailNode, items: list[Item])
             if allowed > batch.now:
                 out.append((item, Park(allowed)))
                 continue
-        if version_id is None and sending.outbox_installed():
+        if version_id is None:
             # Deleted after publishing: the contact goes on without this email.
             skipped = {"skipped": f"template {node.template_id} no longer exists"}
             out.append((item, Leave("next", skipped)))

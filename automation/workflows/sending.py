@@ -4,7 +4,6 @@ nodes' statistics."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -13,19 +12,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from automation.bulk import in_values
-
-
-def outbox_installed() -> bool:
-    return importlib.util.find_spec("automation.email.outbox") is not None
+from automation.email.models import Message, MessageStatus, Template, TemplateVersion
+from automation.email.outbox import QueueItem, queue_messages
+from automation.workflows.models import Enrollment
 
 
 def latest_versions(session: Session, template_ids: Sequence[int]) -> dict[int, int]:
     """Template id -> id of its newest version, for templates that exist and are not
     deleted (a send uses the template as it is when the contact reaches the node)."""
-    if not template_ids or not outbox_installed():
+    if not template_ids:
         return {}
-    from automation.email.models import Template, TemplateVersion
-
     rows = session.execute(
         select(Template.id, TemplateVersion.id)
         .join(TemplateVersion, TemplateVersion.template_id == Template.id)
@@ -42,11 +38,8 @@ def queue_workflow_messages(
     session: Session, rows: Sequence[dict[str, Any]], now: datetime
 ) -> None:
     """Insert the messages a batch decided to send (idempotent by dedupe key)."""
-    if not rows or not outbox_installed():
+    if not rows:
         return
-    from automation.email.models import Message
-    from automation.email.outbox import QueueItem, queue_messages
-
     items = [
         QueueItem(
             dedupe_key=r["dedupe_key"],
@@ -77,10 +70,8 @@ def email_fact_enrollments(
     session: Session, fact: str, node_id: str, enrollment_ids: Sequence[int]
 ) -> set[int]:
     """Enrolments whose email from ``node_id`` was sent / opened / clicked."""
-    if not enrollment_ids or not outbox_installed():
+    if not enrollment_ids:
         return set()
-    from automation.email.models import Message, MessageStatus
-
     condition = {
         "sent": Message.status == MessageStatus.SENT,
         "opened": Message.first_open_at.is_not(None),
@@ -101,11 +92,8 @@ def email_statistics(
 ) -> dict[str, dict[str, int]]:
     """Per send node: messages sent, opened and clicked (first_open_at / first_click_at,
     which the tracking worker fills for human engagement only)."""
-    if not version_ids or not outbox_installed():
+    if not version_ids:
         return {}
-    from automation.email.models import Message, MessageStatus
-    from automation.workflows.models import Enrollment
-
     rows = session.execute(
         select(
             Message.workflow_node_id,
