@@ -145,6 +145,45 @@ class Stack:
         raise AssertionError(f"not settled after {timeout} s\n{self.logs()}")
 
 
+def unsent_messages(session: Any, now: datetime) -> int:
+    """Messages due or being sent: a step has not settled while any remain."""
+    from automation.email.models import Message, MessageStatus
+
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Message)
+            .where(
+                or_(
+                    Message.status == MessageStatus.SENDING,
+                    (Message.status.in_([MessageStatus.QUEUED, MessageStatus.DEFERRED]))
+                    & (Message.next_attempt_at <= now),
+                )
+            )
+        )
+        or 0
+    )
+
+
+def next_moment(session: Any, now: datetime) -> datetime | None:
+    """The next time anything is due: a wait, a held send, a deferred message."""
+    from automation.email.models import Message, MessageStatus
+
+    waits = session.scalar(
+        select(func.min(Enrollment.next_run_at)).where(
+            Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.next_run_at > now
+        )
+    )
+    mail = session.scalar(
+        select(func.min(Message.next_attempt_at)).where(
+            Message.status.in_([MessageStatus.QUEUED, MessageStatus.DEFERRED]),
+            Message.next_attempt_at > now,
+        )
+    )
+    found = [m for m in (waits, mail) if m is not None]
+    return min(found) if found else None
+
+
 def build_stack(
     tmp: Path, database_url: str, broker_url: str, start: datetime, **env: str
 ) -> Stack:
