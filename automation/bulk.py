@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, text, update
+from sqlalchemy import JSON, Table, bindparam, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -126,12 +126,3 @@ def insert_rows(
         return list(session.execute(text(sql), params).all())
     session.execute(text(sql), params)
     return []
-
-
-def in_values(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
-    """``column IN values``; one array parameter on PostgreSQL (``= ANY(:array)``)."""
-    values = list(values)
-    if is_postgres(session) and len(values) > 8:
-        array_type = postgresql.ARRAY(column.type)
-        return column == any_(bindparam(None, values, type_=array_type))
-    return column.in_(values)

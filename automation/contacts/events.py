@@ -11,10 +11,10 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.bulk import in_values, insert_rows
+from automation.bulk import insert_rows
 from automation.contacts.models import Contact, ContactStatus, Event
 from automation.contacts.schema import EventIn
-from automation.db import dialect_insert, is_postgres
+from automation.db import dialect_insert, is_postgres, one_of
 from automation.errors import FieldError, join_path
 from automation.reactions import IngestedEvent, react_to_events
 
@@ -63,7 +63,7 @@ def _contact_ids_by_email(session: Session, emails: set[str]) -> dict[str, int]:
     if not emails:
         return {}
     rows = session.execute(
-        select(Contact.email, Contact.id).where(in_values(session, Contact.email, sorted(emails)))
+        select(Contact.email, Contact.id).where(one_of(session, Contact.email, sorted(emails)))
     )
     return {email: contact_id for email, contact_id in rows}
 

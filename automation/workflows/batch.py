@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from automation.bulk import in_values
 from automation.contacts.models import Contact
+from automation.db import one_of
 from automation.workflows.graph import Graph
 from automation.workflows.models import EnrollmentStatus
 from automation.workflows.timing import contact_zone
@@ -122,7 +122,7 @@ class Batch:
                     Contact.lifecycle_stage,
                     Contact.score,
                     Contact.attributes,
-                ).where(in_values(self.session, Contact.id, sorted(missing)))
+                ).where(one_of(self.session, Contact.id, sorted(missing)))
             )
             for row in rows:
                 self._contacts[row.id] = ContactData(

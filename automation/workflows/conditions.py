@@ -28,8 +28,8 @@ from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.bulk import in_values
 from automation.contacts.models import Contact
+from automation.db import one_of
 from automation.email.models import Template
 from automation.errors import FieldError, InvalidInput, NotFound
 from automation.segments.compiler import condition
@@ -246,7 +246,7 @@ def matching_contacts(
     ids = list(by_contact)
     clause = _clause(session, tree, members, ids, now)
     matched = set(
-        session.scalars(select(Contact.id).where(in_values(session, Contact.id, ids), clause))
+        session.scalars(select(Contact.id).where(one_of(session, Contact.id, ids), clause))
     )
     # Workflow leaves answer per enrolment; a contact is in a batch once per workflow,
     # so mapping back through the contact id is exact.
@@ -262,7 +262,7 @@ def _clause(
 ) -> ColumnElement[bool]:
     if is_workflow_leaf(node):
         ids = _workflow_leaf_contacts(session, node, members)
-        return in_values(session, Contact.id, sorted(ids)) if ids else false()
+        return one_of(session, Contact.id, sorted(ids)) if ids else false()
     if not any(True for _ in workflow_leaves(node, "")):
         tree = node if "conditions" in node else {"conditions": [node]}
         return condition(session, tree, among_ids=among, now=now)

@@ -26,7 +26,8 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
-from automation.bulk import in_values, update_rows
+from automation.bulk import update_rows
+from automation.db import one_of
 from automation.workflows import nodes
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.goals import Open, goal_conversions
@@ -334,7 +335,7 @@ def close_visits(
     session.execute(
         update(EnrollmentStep)
         .where(
-            in_values(session, EnrollmentStep.enrollment_id, list(enrollment_ids)),
+            one_of(session, EnrollmentStep.enrollment_id, list(enrollment_ids)),
             EnrollmentStep.left_at.is_(None),
         )
         .values(left_at=now, exit=label)

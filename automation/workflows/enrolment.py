@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Select, and_, exists, literal, or_, select
 from sqlalchemy.orm import Session
 
-from automation.bulk import in_values, insert_rows
+from automation.bulk import insert_rows
 from automation.contacts.models import Contact
-from automation.db import UTCDateTime, dialect_insert
+from automation.db import UTCDateTime, dialect_insert, one_of
 from automation.errors import Conflict
 from automation.workflows.graph import Graph, load_graphs
 from automation.workflows.models import (
@@ -164,7 +164,7 @@ def _earlier_enrollments(
             Enrollment.enrolled_at,
             Enrollment.trigger_key,
         ).where(
-            in_values(session, Enrollment.contact_id, contacts),
+            one_of(session, Enrollment.contact_id, contacts),
             Enrollment.workflow_id.in_(workflows),
         )
     )

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from automation.bulk import in_values
 from automation.contacts.models import Event
+from automation.db import one_of
 from automation.workflows import conditions
 from automation.workflows.graph import Graph
 
@@ -81,7 +81,7 @@ def _event_goal(
         rows = session.execute(
             select(Event.contact_id, Event.name, Event.properties, Event.occurred_at).where(
                 Event.name == name,
-                in_values(session, Event.contact_id, list(by_contact)),
+                one_of(session, Event.contact_id, list(by_contact)),
                 Event.occurred_at >= earliest,
             )
         )

@@ -18,10 +18,9 @@ from sqlalchemy import Text, bindparam, func, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from automation.bulk import in_values
 from automation.contacts import tags as tag_ops
 from automation.contacts.models import Contact
-from automation.db import is_postgres
+from automation.db import is_postgres, one_of
 from automation.workflows import conditions, sending, webhooks
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.graph import Graph
@@ -186,7 +185,7 @@ def apply_contact_update(
         values["updated_at"] = now
         session.execute(
             update(Contact)
-            .where(in_values(session, Contact.id, contact_ids))
+            .where(one_of(session, Contact.id, contact_ids))
             .values(values)
             .execution_options(synchronize_session=False)
         )

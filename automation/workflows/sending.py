@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from automation.bulk import in_values
+from automation.db import one_of
 from automation.email.models import Message, MessageStatus, Template, TemplateVersion
 from automation.email.outbox import QueueItem, queue_messages
 from automation.workflows.models import Enrollment
@@ -79,7 +79,7 @@ def email_fact_enrollments(
     }[fact]
     found = session.scalars(
         select(Message.enrollment_id).where(
-            in_values(session, Message.enrollment_id, list(enrollment_ids)),
+            one_of(session, Message.enrollment_id, list(enrollment_ids)),
             Message.workflow_node_id == node_id,
             condition,
         )

@@ -20,9 +20,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.bulk import in_values
 from automation.contacts.models import Contact
-from automation.db import dialect_insert, is_postgres
+from automation.db import dialect_insert, is_postgres, one_of
 from automation.reactions import IngestedEvent
 from automation.workflows import conditions
 from automation.workflows.engine import finish_enrollments
@@ -160,7 +159,7 @@ def wake_waiting(session: Session, events: Sequence[IngestedEvent], now: datetim
                 Enrollment.waiting_since,
                 Enrollment.next_run_at,
             ).where(
-                in_values(session, Enrollment.contact_id, contact_ids[start : start + CHUNK]),
+                one_of(session, Enrollment.contact_id, contact_ids[start : start + CHUNK]),
                 Enrollment.status.in_(OPEN_STATUSES),
                 Enrollment.waiting_event.in_(names),
             )
@@ -230,7 +229,7 @@ def convert_goals(
                 Enrollment.enrolled_at,
                 Enrollment.context,
             ).where(
-                in_values(session, Enrollment.contact_id, contact_ids[start : start + CHUNK]),
+                one_of(session, Enrollment.contact_id, contact_ids[start : start + CHUNK]),
                 Enrollment.status.in_(OPEN_STATUSES),
                 Enrollment.workflow_version_id.in_(goal_versions),
             )
@@ -280,13 +279,13 @@ def current_values(session: Session, field: str, contact_ids: Sequence[int]) -> 
         name = field.removeprefix("attributes.")
         rows = session.execute(
             select(Contact.id, Contact.attributes).where(
-                in_values(session, Contact.id, list(contact_ids))
+                one_of(session, Contact.id, list(contact_ids))
             )
         )
         return {cid: (attributes or {}).get(name) for cid, attributes in rows}
     column = getattr(Contact, field)
     rows = session.execute(
-        select(Contact.id, column).where(in_values(session, Contact.id, list(contact_ids)))
+        select(Contact.id, column).where(one_of(session, Contact.id, list(contact_ids)))
     )
     return {cid: _normalise(value) for cid, value in rows}
 
@@ -349,7 +348,7 @@ def on_contact_changes(session: Session, contact_ids: Sequence[int]) -> None:
                 session.execute(
                     select(ContactFieldSnapshot.contact_id, ContactFieldSnapshot.value).where(
                         ContactFieldSnapshot.field == field,
-                        in_values(session, ContactFieldSnapshot.contact_id, chunk),
+                        one_of(session, ContactFieldSnapshot.contact_id, chunk),
                     )
                 ).all()
             )
