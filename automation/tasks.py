@@ -77,3 +77,20 @@ celery_app.conf.update(
         "email.expire_leases": {"task": "email.expire_leases", "schedule": 30.0},
     }
 )
+
+
+@celery_app.task(name="campaigns.tick", queue="engine")
+def campaigns_tick() -> dict[str, int]:
+    """Start due campaigns, decide due A/B tests, mark finished sends (rows, not countdowns)."""
+    from automation.campaigns.service import run_due
+    from automation.db import transaction
+
+    with transaction(runtime().sessions) as session:
+        return run_due(session)
+
+
+celery_app.conf.beat_schedule["campaigns.tick"] = {
+    "task": "campaigns.tick",
+    "schedule": 10.0,
+    "options": {"expires": 20},
+}
