@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import emailkit
 import pytest
 from campaignkit import bulk_contacts, engage, make_list, write_events
 from emailkit import make_template
