@@ -83,6 +83,7 @@ def delete_campaign(campaign_id: int) -> None:
     "/campaigns/audience",
     "POST",
     summary="Count an audience before sending (each contact once)",
+    role=Role.MARKETER,
     body=AudienceIn,
     response=AudienceOut,
 )
