@@ -109,6 +109,11 @@ def test_pause_parks_waiting_messages_and_resume_restores_them(session, setup, f
     assert {m.next_attempt_at for m in _messages(session, campaign.id)} == {service.PARKED}
     with pytest.raises(Conflict):
         service.pause_campaign(session, campaign.id)
+    # A message a sender held during the pause comes back deferred: the tick parks it.
+    deferred = _messages(session, campaign.id)[0]
+    deferred.status, deferred.next_attempt_at = MessageStatus.DEFERRED, frozen.now
+    session.flush()
+    assert service.run_due(session)["reparked"] == 1
     frozen.advance(minutes=5)
     service.resume_campaign(session, campaign.id)
     session.flush()
@@ -355,3 +360,12 @@ def test_a_schedule_in_the_past_is_refused(session, setup, frozen):
     assert _paths(exc) == {"quiet_end", "fallback_time_zone"}
     assert campaign.status is CampaignStatus.DRAFT
     assert not _messages(session, campaign.id)
+
+
+def test_the_demo_brings_a_scheduled_ab_campaign(session, frozen):
+    from automation.demo import load_demo
+
+    assert "1 scheduled campaign" in load_demo(session, contacts=60)
+    (campaign,) = service.list_campaigns(session)
+    assert campaign.status is CampaignStatus.SCHEDULED
+    assert len(service.variants_of(session, campaign.id)) == 2

@@ -624,7 +624,7 @@ def _finish_sent(session: Session, now: datetime) -> int:
 def run_due(session: Session, *, now: datetime | None = None) -> dict[str, int]:
     """The beat tick: start due campaigns, decide due tests, finish completed sends."""
     now = now or clock.now()
-    report = {"started": 0, "decided": 0, "finished": 0}
+    report = {"started": 0, "decided": 0, "finished": 0, "reparked": 0}
     due = session.scalars(
         select(Campaign)
         .where(
@@ -643,4 +643,22 @@ def run_due(session: Session, *, now: datetime | None = None) -> dict[str, int]:
             decide_winner(session, campaign, now)
             report["decided"] += 1
     report["finished"] = _finish_sent(session, now)
+    report["reparked"] = _repark(session)
     return report
+
+
+def _repark(session: Session) -> int:
+    """A message leased before a pause and deferred after it came back with a retry time:
+    park it again (the tick runs more often than the shortest backoff)."""
+    paused = select(Campaign.id).where(Campaign.status == CampaignStatus.PAUSED)
+    result = session.execute(
+        update(Message)
+        .where(
+            Message.campaign_id.in_(paused),
+            Message.status.in_(WAITING),
+            Message.next_attempt_at != PARKED,
+        )
+        .values(next_attempt_at=PARKED)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult
