@@ -369,3 +369,18 @@ def test_the_demo_brings_a_scheduled_ab_campaign(session, frozen):
     (campaign,) = service.list_campaigns(session)
     assert campaign.status is CampaignStatus.SCHEDULED
     assert len(service.variants_of(session, campaign.id)) == 2
+
+
+def test_a_contact_erased_mid_send_does_not_keep_the_campaign_open(session, setup):
+    from automation.contacts.gdpr import erase_contact
+
+    campaign = _campaign(session, setup)
+    service.schedule_campaign(session, campaign.id, ScheduleIn())
+    service.run_due(session)
+    messages = _messages(session, campaign.id)
+    for m in messages[1:]:
+        m.status = MessageStatus.SENT
+    session.flush()
+    erase_contact(session, messages[0].contact_id)
+    session.flush()
+    assert service.run_due(session)["finished"] == 1

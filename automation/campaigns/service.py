@@ -609,10 +609,14 @@ def _finish_sent(session: Session, now: datetime) -> int:
         .where(Message.campaign_id == Campaign.id, Message.status.in_(DONE))
         .scalar_subquery()
     )
+    # Recipients erased (GDPR) while the campaign ran leave with their messages.
+    recipients = (
+        select(func.count()).where(CampaignRecipient.campaign_id == Campaign.id).scalar_subquery()
+    )
     finished = 0
     for campaign in session.scalars(
         select(Campaign)
-        .where(Campaign.status == CampaignStatus.SENDING, done >= Campaign.audience_count)
+        .where(Campaign.status == CampaignStatus.SENDING, done >= recipients)
         .with_for_update(skip_locked=True)
     ):
         campaign.finished_at = now
