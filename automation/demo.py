@@ -259,10 +259,12 @@ def load_demo(
         events.extend(_events_for(rng, cid, now, days))
     for chunk in range(0, len(events), 5000):
         session.execute(insert(Event), events[chunk : chunk + 5000])
+    from automation.campaigns.samples import load_demo_campaign
     from automation.email.samples import load_demo_templates
 
     templates = load_demo_templates(session)
+    campaigns = load_demo_campaign(session)
     return (
         f"demo loaded: {len(ids)} contacts, {len(links)} tag links, {len(events)} events, "
-        f"{templates} email templates"
+        f"{templates} email templates, {campaigns} scheduled campaign"
     )

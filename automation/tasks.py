@@ -124,3 +124,20 @@ celery_app.conf.beat_schedule = {
         "options": {"queue": "engine", "expires": _DATES},
     },
 }
+
+
+@celery_app.task(name="campaigns.tick", queue="engine")
+def campaigns_tick() -> dict[str, int]:
+    """Start due campaigns, decide due A/B tests, mark finished sends (rows, not countdowns)."""
+    from automation.campaigns.service import run_due
+    from automation.db import transaction
+
+    with transaction(runtime().sessions) as session:
+        return run_due(session)
+
+
+celery_app.conf.beat_schedule["campaigns.tick"] = {
+    "task": "campaigns.tick",
+    "schedule": 10.0,
+    "options": {"expires": 20},
+}

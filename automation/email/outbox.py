@@ -36,6 +36,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.orm import Session
@@ -324,7 +325,8 @@ def queue_for_contacts(
     }
     stmt = (
         dialect_insert(session, Message.__table__)
-        .from_select(list(columns), select(*[c.label(n) for n, c in columns.items()]))
+        # WHERE true: SQLite cannot parse INSERT … SELECT … ON CONFLICT without a WHERE.
+        .from_select(list(columns), select(*[c.label(n) for n, c in columns.items()]).where(true()))
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
     )
     if is_postgres(session):
