@@ -18,7 +18,7 @@ from automation.db import transaction
 from automation.errors import DomainError, InvalidInput
 from automation.runtime import runtime
 
-ADMIN_EMAIL = "admin@nurture.localhost"
+ADMIN_EMAIL = "admin@example.com"
 
 
 def _fail(exc: DomainError) -> None:
@@ -31,6 +31,20 @@ def _fail(exc: DomainError) -> None:
 @click.group()
 def main() -> None:
     """Nurture: marketing automation and email sequences."""
+
+
+@main.command()
+def doctor() -> None:
+    """Check the configuration and say what is wrong."""
+    from automation.ops.doctor import diagnose
+
+    findings = diagnose(runtime())
+    marks = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "error": ("✗", "red")}
+    for finding in findings:
+        mark, colour = marks[finding.level]
+        click.secho(f"{mark} {finding.topic}: {finding.message}", fg=colour)
+    if any(f.level == "error" for f in findings):
+        raise SystemExit(1)
 
 
 @main.command()
@@ -137,6 +151,74 @@ def import_contacts_cmd(
         click.echo(f"error report written to {errors_path}")
 
 
+@main.group("workflow")
+def workflow_group() -> None:
+    """Validate, import and export workflow documents (JSON)."""
+
+
+def _read_document(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: not valid JSON ({exc})") from None
+
+
+@workflow_group.command("validate")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def workflow_validate(path: Path) -> None:
+    """Check a workflow file; each error names its node. Exit status 1 when invalid."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from automation.workflows.validation import check_definition
+
+    document = _read_document(path)
+    try:
+        with runtime().sessions() as session:
+            _, errors = check_definition(session, document)
+    except SQLAlchemyError:
+        click.echo("(database unavailable: templates and fields were not checked)", err=True)
+        _, errors = check_definition(None, document)
+    if errors:
+        for error in errors:
+            click.echo(f"{error.path}: {error.message}", err=True)
+        raise SystemExit(1)
+    click.echo(f"{path}: valid")
+
+
+@workflow_group.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--publish", is_flag=True, help="Publish it at once (new contacts can enter)")
+def workflow_import(path: Path, publish: bool) -> None:
+    """Create a workflow from an exported JSON file."""
+    from automation.workflows.service import import_workflow
+
+    document = _read_document(path)
+    try:
+        with transaction(runtime().sessions) as session:
+            workflow = import_workflow(session, document, publish_now=publish)
+            click.echo(
+                f"imported workflow {workflow.id} ({workflow.name}), {workflow.status.value}"
+            )
+    except DomainError as exc:
+        _fail(exc)
+
+
+@workflow_group.command("export")
+@click.argument("workflow_id", type=int)
+@click.option("--version", type=int, help="A published version (default: the draft)")
+def workflow_export(workflow_id: int, version: int | None) -> None:
+    """Print a workflow as an importable JSON document."""
+    from automation.workflows.service import export_workflow
+
+    try:
+        with runtime().sessions() as session:
+            document = export_workflow(session, workflow_id, version=version)
+    except DomainError as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
 @main.command()
 @click.option("--contacts", "count", default=3000, show_default=True)
 @click.option("--force", is_flag=True, help="Load even if the database already has contacts")
@@ -162,6 +244,15 @@ def catcher(port: int) -> None:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
         controller.stop()
+
+
+def _die_with_parent() -> None:
+    """Linux: a child gets SIGTERM if `nurture run` itself is killed, so none is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _is_empty_embedded() -> bool:
@@ -254,7 +345,12 @@ def run(host: str, port: int, no_demo: bool) -> None:
         ]
     procs = {
         # Our own fixed command lines (sys.executable -m ...), no user input.
-        name: subprocess.Popen(cmd, env=env, start_new_session=True)  # noqa: S603
+        name: subprocess.Popen(  # noqa: S603
+            cmd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         for name, cmd in children.items()
     }
     click.secho(
@@ -279,7 +375,8 @@ def run(host: str, port: int, no_demo: bool) -> None:
         click.echo("stopping...")
         for proc in procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                # The leader only: Celery and gunicorn then stop their own children cleanly.
+                proc.terminate()
         deadline = time.monotonic() + 15
         for proc in procs.values():
             try:

@@ -31,8 +31,19 @@ class Settings:
     smtp_password: str
     default_sender: str
     catcher_enabled: bool
+    metrics_token: str = ""
     secret_key_generated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # Earlier secret keys: public links signed with them still verify (key rotation).
+    old_secret_keys: tuple[str, ...] = ()
+    # Marketing emails per contact per window, across all workflows and campaigns; 0 = no cap.
+    frequency_cap: int = 0
+    frequency_cap_days: int = 7
+    frequency_cap_action: str = "defer"  # "defer" | "skip"
+    send_batch_size: int = 200
+    send_lease_seconds: int = 300
+    # Address for the List-Unsubscribe mailto; empty = unsubscribe@<sender's domain>.
+    unsubscribe_mailto: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -69,6 +80,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     secret_key, generated = _secret_key(var_dir, env)
     smtp_host = env.get("NURTURE_SMTP_HOST", "")
     catcher = not smtp_host
+    if env.get("NURTURE_FREQUENCY_CAP_ACTION", "defer") not in ("defer", "skip"):
+        raise ValueError("NURTURE_FREQUENCY_CAP_ACTION must be defer or skip")
     return Settings(
         var_dir=var_dir,
         database_url=database_url,
@@ -81,6 +94,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         smtp_tls=env.get("NURTURE_SMTP_TLS", "none" if catcher else "starttls"),
         smtp_username=env.get("NURTURE_SMTP_USERNAME", ""),
         smtp_password=env.get("NURTURE_SMTP_PASSWORD", ""),
-        default_sender=env.get("NURTURE_DEFAULT_SENDER", "Nurture <hello@nurture.localhost>"),
+        default_sender=env.get("NURTURE_DEFAULT_SENDER", "Nurture <hello@example.com>"),
         catcher_enabled=catcher or _bool(env.get("NURTURE_SMTP_CATCHER", "0")),
+        old_secret_keys=tuple(
+            k.strip() for k in env.get("NURTURE_OLD_SECRET_KEYS", "").split(",") if k.strip()
+        ),
+        frequency_cap=int(env.get("NURTURE_FREQUENCY_CAP", "0")),
+        frequency_cap_days=int(env.get("NURTURE_FREQUENCY_CAP_DAYS", "7")),
+        frequency_cap_action=env.get("NURTURE_FREQUENCY_CAP_ACTION", "defer"),
+        send_batch_size=int(env.get("NURTURE_SEND_BATCH_SIZE", "200")),
+        send_lease_seconds=int(env.get("NURTURE_SEND_LEASE_SECONDS", "300")),
+        unsubscribe_mailto=env.get("NURTURE_UNSUBSCRIBE_MAILTO", ""),
+        metrics_token=env.get("NURTURE_METRICS_TOKEN", ""),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -15,8 +15,10 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    any_,
     create_engine,
     event,
+    literal,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -116,3 +118,13 @@ def postgres_only(index: Index) -> Index:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``: one parameter, so
+    the statement text is the same for any number of values (cached, prepared) instead of
+    hundreds of placeholders parsed on every call."""
+    items = list(values)
+    if is_postgres(session):
+        return column == any_(literal(items, postgresql.ARRAY(column.type)))
+    return column.in_(items)

@@ -178,7 +178,7 @@ def load_demo(
             SenderIdentity(
                 name="Default",
                 from_name="Nurture Outdoor",
-                from_email="hello@nurture.localhost",
+                from_email="hello@example.com",
                 reply_to=None,
                 created_at=now,
             )
@@ -259,4 +259,10 @@ def load_demo(
         events.extend(_events_for(rng, cid, now, days))
     for chunk in range(0, len(events), 5000):
         session.execute(insert(Event), events[chunk : chunk + 5000])
-    return f"demo loaded: {len(ids)} contacts, {len(links)} tag links, {len(events)} events"
+    from automation.email.samples import load_demo_templates
+
+    templates = load_demo_templates(session)
+    return (
+        f"demo loaded: {len(ids)} contacts, {len(links)} tag links, {len(events)} events, "
+        f"{templates} email templates"
+    )

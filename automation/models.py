@@ -4,6 +4,16 @@ from automation.accounts import models as accounts_models
 from automation.contacts import models as contacts_models
 from automation.db import Base
 from automation.email import models as email_models
+from automation.ops import models as ops_models
 from automation.segments import models as segments_models
+from automation.workflows import models as workflows_models
 
-__all__ = ["Base", "accounts_models", "contacts_models", "email_models", "segments_models"]
+__all__ = [
+    "Base",
+    "accounts_models",
+    "contacts_models",
+    "email_models",
+    "ops_models",
+    "segments_models",
+    "workflows_models",
+]

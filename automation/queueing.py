@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from automation.config import Settings
 
@@ -19,7 +19,10 @@ QUEUES = ("engine", "send", "tracking")
 def make_celery(settings: Settings) -> Celery:
     app = Celery("nurture", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
-        task_queues=[Queue(name) for name in QUEUES],
+        # Each queue its own direct exchange, so a task sent to `send` never lands in `engine`.
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
         task_default_queue="engine",
         task_ignore_result=True,
         task_acks_late=True,

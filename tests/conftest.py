@@ -100,9 +100,10 @@ def _postgres_engine() -> Engine:
     global _pg_engine
     if _pg_engine is None:
         _pg_engine = make_engine(PG_URL)
-        Base.metadata.drop_all(_pg_engine)
+        # A clean schema whatever an earlier run (of another branch) left behind.
         with _pg_engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
         Base.metadata.create_all(_pg_engine)
     return _pg_engine
 
@@ -225,6 +226,9 @@ class ApiClient:
     def patch(self, path: str, json: Any = None, **kw: Any) -> Any:
         return self.client.patch("/api/v1" + path, json=json, headers=self._headers(), **kw)
 
+    def put(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return self.client.put("/api/v1" + path, json=json, headers=self._headers(), **kw)
+
 
 def login(client: Any, email: str, password: str) -> Any:
     import re
@@ -255,3 +259,97 @@ def user_factory(app: Any) -> Any:
         return email, password
 
     return make
+
+
+def start_worker(settings: Settings, broker_url: str | None = None) -> Any:
+    """A real Celery worker process (engine queue) on the settings' database and broker;
+    its output goes to worker.log beside the var directory. Terminate it when done."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "NURTURE_DATABASE_URL": settings.database_url,
+        "NURTURE_BROKER_URL": broker_url or settings.broker_url,
+        "NURTURE_VAR_DIR": str(settings.var_dir),
+        "NURTURE_SECRET_KEY": settings.secret_key,
+    }
+    command = [sys.executable, "-m", "celery", "-A", "automation.tasks", "worker", "-Q", "engine"]
+    return subprocess.Popen(
+        [*command, "--pool", "solo", "--loglevel", "WARNING"],
+        env=env,
+        stdout=(settings.var_dir.parent / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+# --- browser ---------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("NURTURE_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def live_server(app: Any) -> Iterator[str]:
+    """The app served over real HTTP on a free port, in a thread of the test process."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from automation.email.catcher import free_port
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def page(live_server: str) -> Iterator[Any]:
+    """A Playwright page in Debian's Chromium (never a downloaded browser)."""
+    if not Path(CHROMIUM).exists():
+        if IN_CI:
+            pytest.fail(f"{CHROMIUM} missing and CI=true: browser tests must run", False)
+        _skipped_services.add("chromium")
+        pytest.skip("chromium not installed: browser test skipped")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server)
+        tab = context.new_page()
+        tab.set_default_timeout(15000)
+        yield tab
+        browser.close()
+
+
+def screenshot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+# --- workflows -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def harness(session: Session) -> Iterator[Any]:
+    """Runs the workflow engine on the test database with a stepping clock."""
+    from workflows_support import Harness, start_clock
+
+    from automation import clock
+    from automation.runtime import runtime
+
+    stepping = start_clock()
+    yield Harness(runtime().sessions, stepping)
+    clock.set_source(None)

@@ -199,3 +199,14 @@ def test_unknown_api_route_is_json_404(api):
     response = api.get("/nope")
     assert response.status_code == 404
     assert response.json["error"]["code"] == "not_found"
+
+
+def test_deleting_a_custom_field(api, fields):
+    assert api.delete("/fields/seats").status_code == 204
+    assert [f["name"] for f in api.get("/fields").json] == ["plan", "renewal_date", "vip"]
+    missing = api.delete("/fields/seats")
+    assert missing.status_code == 404 and "seats" in missing.json["error"]["message"]
+    bad = api.post("/fields", {"name": "Bad Name", "label": "x", "type": "text"})
+    assert bad.status_code == 422 and bad.json["error"]["details"][0]["path"] == "name"
+    choice = api.post("/fields", {"name": "tier", "label": "Tier", "type": "choice"})
+    assert choice.status_code == 422 and choice.json["error"]["details"][0]["path"] == "options"

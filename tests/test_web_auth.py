@@ -116,7 +116,7 @@ def test_sent_mail_page_shows_what_the_catcher_received(client, user_factory, se
         port = controller.port
         msg = EmailMessage()
         msg["From"], msg["To"], msg["Subject"] = (
-            "hello@nurture.localhost",
+            "hello@example.com",
             "ana@example.com",
             "Welcome, Ana",
         )

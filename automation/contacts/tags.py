@@ -34,10 +34,12 @@ def add_tags(session: Session, contact_ids: Iterable[int], names: Iterable[str])
         return
     now = clock.now()
     rows = [{"contact_id": c, "tag_id": t, "added_at": now} for c in ids for t in tag_ids.values()]
+    # executemany: one cached statement, batched by SQLAlchemy's insertmanyvalues.
     session.execute(
-        dialect_insert(session, ContactTag)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["contact_id", "tag_id"])
+        dialect_insert(session, ContactTag).on_conflict_do_nothing(
+            index_elements=["contact_id", "tag_id"]
+        ),
+        rows,
     )
 
 

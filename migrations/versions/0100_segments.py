@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 import automation.db
 
 revision: str = '0100'
-down_revision: str | Sequence[str] | None = '0001'
+down_revision: str | Sequence[str] | None = '0050'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

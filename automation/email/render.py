@@ -1,0 +1,291 @@
+"""Per-recipient rendering of a compiled version: one sandboxed Jinja render of the subject,
+HTML and text, with the message's signed tracking URLs substituted.
+
+Tracking URLs do not go through Jinja: the compiled HTML and text carry markers
+(``<!--nurture:link:N-->``) in their static text, which each template's `Codec` splits once;
+per recipient a marker is one list lookup. The sender's path also quoted-printable-encodes
+as it goes, with the static pieces encoded once per process."""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Template
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from automation.email.context import template_context
+from automation.email.mime import qp_encode, qp_url
+from automation.email.models import Template as TemplateRow
+from automation.email.models import TemplateKind, TemplateVersion
+from automation.email.sandbox import (
+    HTML_ENV,
+    TEXT_ENV,
+    RenderError,
+    render,
+    static_chunks,
+    with_globals,
+)
+from automation.errors import NotFound
+from automation.tracking.tokens import PATHS, MessageTokens, TokenKind
+
+MAX_SUBJECT_CHARS = 300
+_SPACES = re.compile(r"\s+")
+
+
+_MARKER = re.compile(r"<!--nurture:(?:link:(\d+)|open)-->")
+OPEN = -1  # the open pixel's place in a message's URL list: last
+Part = str | int  # static text, or the index of a tracking URL
+
+
+def _split(chunk: str) -> tuple[Part, ...] | None:
+    if "<!--nurture:" not in chunk:
+        return None
+    parts: list[Part] = []
+    pos = 0
+    for match in _MARKER.finditer(chunk):
+        if match.start() > pos:
+            parts.append(chunk[pos : match.start()])
+        parts.append(int(match.group(1)) if match.group(1) else OPEN)
+        pos = match.end()
+    if pos < len(chunk):
+        parts.append(chunk[pos:])
+    return tuple(parts)
+
+
+class Codec:
+    """A compiled template's static chunks: split at tracking markers, and
+    quoted-printable encoded once."""
+
+    def __init__(self, static: set[str]) -> None:
+        self.marked: dict[str, tuple[Part, ...]] = {}
+        self.qp: dict[str, bytes | tuple[bytes | int, ...]] = {}
+        for chunk in static:
+            parts = _split(chunk)
+            if parts is None:
+                self.qp[chunk] = qp_encode(chunk)
+            else:
+                self.marked[chunk] = parts
+                self.qp[chunk] = tuple(qp_encode(p) if isinstance(p, str) else p for p in parts)
+
+    def text_sink(self, out: list[str], urls: list[str]) -> Any:
+        marked = self.marked
+
+        def consume(batch: list[str]) -> None:
+            for chunk in batch:
+                parts = marked.get(chunk)
+                if parts is None:
+                    out.append(chunk)
+                else:
+                    out.extend([urls[p] if isinstance(p, int) else p for p in parts])
+
+        return consume
+
+    def qp_sink(self, out: list[bytes], urls: list[bytes]) -> Any:
+        cached = self.qp
+
+        def consume(batch: list[str]) -> None:
+            for chunk in batch:
+                encoded = cached.get(chunk)
+                if encoded is None:
+                    out.append(qp_encode(chunk))
+                elif isinstance(encoded, bytes):
+                    out.append(encoded)
+                else:
+                    out.extend([urls[p] if isinstance(p, int) else p for p in encoded])
+
+        return consume
+
+
+@dataclass(frozen=True)
+class CompiledVersion:
+    """A version ready to render: its Jinja compiled once per process."""
+
+    id: int
+    template_id: int
+    template_deleted: bool
+    marketing: bool
+    sender_identity_id: int | None
+    subject: Template
+    html: Template
+    text: Template
+    links: list[dict[str, Any]]
+    html_codec: Codec
+    text_codec: Codec
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class EncodedEmail:
+    """What the sender needs: the subject and both parts already quoted-printable."""
+
+    subject: str
+    html_qp: bytes
+    text_qp: bytes
+
+
+class VersionCache:
+    """Compiled versions by id, least recently used dropped first. Versions never change,
+    so an entry never goes stale (only `template_deleted`, refreshed per batch)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: OrderedDict[int, CompiledVersion] = OrderedDict()
+
+    def get_many(self, session: Session, ids: set[int]) -> dict[int, CompiledVersion]:
+        missing = [i for i in ids if i not in self._items]
+        if missing:
+            rows = session.execute(
+                select(TemplateVersion, TemplateRow.deleted_at)
+                .join(TemplateRow, TemplateRow.id == TemplateVersion.template_id)
+                .where(TemplateVersion.id.in_(missing))
+            ).all()
+            for version, deleted_at in rows:
+                self._put(compile_version(version, deleted=deleted_at is not None))
+        out = {}
+        for i in ids:
+            if i in self._items:
+                self._items.move_to_end(i)
+                out[i] = self._items[i]
+        return out
+
+    def get(self, session: Session, version_id: int) -> CompiledVersion:
+        found = self.get_many(session, {version_id})
+        if version_id not in found:
+            raise NotFound(f"template version {version_id} not found")
+        return found[version_id]
+
+    def _put(self, item: CompiledVersion) -> None:
+        self._items[item.id] = item
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+def compile_version(version: TemplateVersion, *, deleted: bool = False) -> CompiledVersion:
+    html = HTML_ENV.from_string(version.html)
+    text = TEXT_ENV.from_string(version.text)
+    return CompiledVersion(
+        id=version.id,
+        template_id=version.template_id,
+        template_deleted=deleted,
+        marketing=version.kind is TemplateKind.MARKETING,
+        sender_identity_id=version.sender_identity_id,
+        subject=TEXT_ENV.from_string(version.subject),
+        html=html,
+        text=text,
+        links=list(version.links),
+        html_codec=Codec(static_chunks(html)),
+        text_codec=Codec(static_chunks(text)),
+    )
+
+
+@dataclass(frozen=True)
+class TrackingUrls:
+    open: str
+    unsubscribe: str
+    preferences: str
+    view: str
+    links: list[str]
+
+
+def tracking_urls(tokens: MessageTokens, base_url: str, link_count: int) -> TrackingUrls:
+    click = base_url + PATHS[TokenKind.CLICK]
+    token = tokens.token
+    return TrackingUrls(
+        open=tokens.url(base_url, TokenKind.OPEN),
+        unsubscribe=tokens.url(base_url, TokenKind.UNSUBSCRIBE),
+        preferences=tokens.url(base_url, TokenKind.PREFERENCES),
+        view=tokens.url(base_url, TokenKind.VIEW),
+        links=[click + token(TokenKind.CLICK, i) for i in range(link_count)],
+    )
+
+
+def preview_urls(version: CompiledVersion, base_url: str) -> TrackingUrls:
+    """For previews and test sends: links go straight to their destinations, and the
+    message's own pages to a placeholder that is no real token."""
+    return TrackingUrls(
+        open="",
+        unsubscribe=f"{base_url}/u/preview",
+        preferences=f"{base_url}/p/preview",
+        view=f"{base_url}/v/preview",
+        links=[link["url"] for link in version.links],
+    )
+
+
+def _context(
+    contact: dict[str, Any],
+    urls: TrackingUrls,
+    workflow_name: str | None,
+    campaign_name: str | None,
+) -> dict[str, Any]:
+    context = template_context(
+        contact,
+        unsubscribe_url=urls.unsubscribe,
+        preferences_url=urls.preferences,
+        view_in_browser_url=urls.view,
+        workflow_name=workflow_name,
+        campaign_name=campaign_name,
+    )
+    return with_globals(context)
+
+
+def _subject(version: CompiledVersion, context: dict[str, Any]) -> str:
+    subject = _SPACES.sub(" ", render(version.subject, context).output).strip()
+    if not subject:
+        raise RenderError("the subject renders empty")
+    return subject[:MAX_SUBJECT_CHARS]
+
+
+def render_email(
+    version: CompiledVersion,
+    contact: dict[str, Any],
+    urls: TrackingUrls,
+    *,
+    workflow_name: str | None = None,
+    campaign_name: str | None = None,
+) -> RenderedEmail:
+    """Subject, HTML and text for one recipient, as text (previews). Raises RenderError."""
+    context = _context(contact, urls, workflow_name, campaign_name)
+    subject = _subject(version, context)
+    all_urls = [*urls.links, urls.open]
+    html: list[str] = []
+    render(version.html, context, consume=version.html_codec.text_sink(html, all_urls))
+    text: list[str] = []
+    render(version.text, context, consume=version.text_codec.text_sink(text, all_urls))
+    page = "".join(html)
+    if not urls.open:  # previews carry no pixel
+        page = _drop_pixel(page)
+    return RenderedEmail(subject, page, "".join(text))
+
+
+def render_for_send(
+    version: CompiledVersion,
+    contact: dict[str, Any],
+    urls: TrackingUrls,
+    *,
+    workflow_name: str | None = None,
+    campaign_name: str | None = None,
+) -> EncodedEmail:
+    """The same render, each part quoted-printable as it is produced. Raises RenderError."""
+    context = _context(contact, urls, workflow_name, campaign_name)
+    subject = _subject(version, context)
+    encoded_urls = [qp_url(u) for u in urls.links]
+    encoded_urls.append(qp_url(urls.open))
+    html: list[bytes] = []
+    render(version.html, context, consume=version.html_codec.qp_sink(html, encoded_urls))
+    text: list[bytes] = []
+    render(version.text, context, consume=version.text_codec.qp_sink(text, encoded_urls))
+    return EncodedEmail(subject, b"".join(html), b"".join(text))
+
+
+def _drop_pixel(html: str) -> str:
+    return re.sub(r'<img src="" width="1" height="1"[^>]*/>\n?', "", html, count=1)

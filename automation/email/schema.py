@@ -1,0 +1,179 @@
+"""Declared input and output shapes for templates, sender identities and messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from automation.contacts.schema import Email, Strict
+from automation.email.models import MessageStatus, TemplateKind
+
+
+class SenderIdentityIn(Strict):
+    name: str = Field(..., min_length=1, max_length=100)
+    from_name: str = Field(..., min_length=1, max_length=100)
+    from_email: Email
+    reply_to: Email | None = None
+    max_per_minute: int = Field(600, ge=1, le=1_000_000)
+
+
+class SenderIdentityOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    from_name: str
+    from_email: str
+    reply_to: str | None
+    max_per_minute: int
+
+
+class TemplateContent(Strict):
+    """The fields of a version: saving them makes a new version."""
+
+    kind: TemplateKind = TemplateKind.MARKETING
+    sender_identity_id: int | None = Field(
+        None, description="Sender identity; none uses NURTURE_DEFAULT_SENDER"
+    )
+    subject: str = Field(..., max_length=500)
+    preheader: str = Field("", max_length=500)
+    mjml: str = Field(..., max_length=500_000, description="MJML with Jinja placeholders")
+
+
+class TemplateIn(TemplateContent):
+    name: str = Field(..., min_length=1, max_length=200)
+
+
+class TemplateRename(Strict):
+    name: str = Field(..., min_length=1, max_length=200)
+
+
+class ProblemOut(BaseModel):
+    path: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+
+class ValidationOut(BaseModel):
+    valid: bool
+    errors: list[ProblemOut]
+    warnings: list[ProblemOut]
+    links: list[dict[str, Any]] = Field(default_factory=list)
+    html_bytes: int | None = None
+
+
+class VersionSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    number: int
+    kind: TemplateKind
+    sender_identity_id: int | None
+    subject: str
+    created_at: datetime
+
+
+class VersionOut(VersionSummary):
+    preheader: str
+    mjml: str
+    html: str
+    text: str
+    links: list[dict[str, Any]]
+    html_bytes: int
+
+
+class TemplateOut(BaseModel):
+    id: int
+    name: str
+    latest_version: int
+    created_at: datetime
+    updated_at: datetime
+    version: VersionOut
+    warnings: list[ProblemOut] = Field(default_factory=list)
+
+
+class TemplateSummary(BaseModel):
+    id: int
+    name: str
+    latest_version: int
+    kind: TemplateKind
+    subject: str
+    updated_at: datetime
+
+
+class PreviewIn(Strict):
+    contact_id: int | None = Field(None, description="Render for this contact; else a sample")
+    version_id: int | None = Field(None, description="A version of this template; else latest")
+
+
+class PreviewOut(BaseModel):
+    subject: str
+    html: str
+    text: str
+    viewports: dict[str, int] = Field(
+        description="Widths to show the HTML at (desktop, mobile), in CSS pixels"
+    )
+    contact: str = Field(description="Whom it was rendered for")
+
+
+class TestSendIn(PreviewIn):
+    to: Email
+
+
+class TestSendOut(BaseModel):
+    status: str
+    response: str
+    message_id: str
+
+
+class MessageSearch(Strict):
+    status: MessageStatus | None = None
+    contact_id: int | None = None
+    template_id: int | None = None
+    campaign_id: int | None = None
+    enrollment_id: int | None = None
+    page: int = Field(1, ge=1)
+    per_page: int = Field(50, ge=1, le=500)
+
+
+class MessageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dedupe_key: str
+    contact_id: int
+    template_version_id: int
+    sender_identity_id: int | None
+    marketing: bool
+    status: MessageStatus
+    reason: str | None
+    error: str | None
+    attempts: int
+    next_attempt_at: datetime
+    lease_expires_at: datetime | None
+    smtp_response: str | None
+    provider_message_id: str | None
+    campaign_id: int | None
+    campaign_variant_id: int | None
+    enrollment_id: int | None
+    workflow_node_id: str | None
+    workflow_name: str | None
+    campaign_name: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    first_open_at: datetime | None
+    last_open_at: datetime | None
+    opens: int
+    first_click_at: datetime | None
+    last_click_at: datetime | None
+    clicks: int
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    total: int
+    page: int
+    per_page: int

@@ -1,0 +1,1 @@
+"""Operations: scheduler leases, health checks, metrics, logging, configuration doctor."""

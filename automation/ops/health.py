@@ -1,0 +1,77 @@
+"""Health and readiness checks: database, broker, SMTP, plus domain probes (tick lag,
+outbox backlog) that other packages register."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kombu import Connection
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from automation.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    millis: float
+
+
+def _timed(name: str, probe: Callable[[], str]) -> Check:
+    started = time.perf_counter()
+    try:
+        detail = probe()
+        ok = True
+    except Exception as exc:  # a health check reports every failure, whatever it is
+        detail, ok = f"{type(exc).__name__}: {exc}", False
+    return Check(name, ok, detail, round((time.perf_counter() - started) * 1000, 1))
+
+
+def check_database(runtime: Runtime) -> Check:
+    def probe() -> str:
+        with runtime.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return runtime.engine.dialect.name
+
+    return _timed("database", probe)
+
+
+def check_broker(runtime: Runtime) -> Check:
+    def probe() -> str:
+        with Connection(runtime.settings.broker_url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+        return conn.transport_cls if isinstance(conn.transport_cls, str) else "connected"
+
+    return _timed("broker", probe)
+
+
+def check_smtp(runtime: Runtime) -> Check:
+    settings = runtime.settings
+
+    def probe() -> str:
+        smtp_class = smtplib.SMTP_SSL if settings.smtp_tls == "ssl" else smtplib.SMTP
+        with smtp_class(settings.smtp_host, settings.smtp_port, timeout=3) as smtp:
+            code, _ = smtp.noop()
+            if code != 250:
+                raise ConnectionError(f"NOOP answered {code}")
+        return f"{settings.smtp_host}:{settings.smtp_port}"
+
+    return _timed("smtp", probe)
+
+
+# Domain probes: each takes a session and returns a Check (e.g. tick lag, outbox backlog).
+DOMAIN_PROBES: list[Callable[[Session], Check]] = []
+
+
+def readiness(runtime: Runtime) -> list[Check]:
+    checks = [check_database(runtime), check_broker(runtime), check_smtp(runtime)]
+    if checks[0].ok and DOMAIN_PROBES:
+        with runtime.sessions() as session:
+            checks.extend(probe(session) for probe in DOMAIN_PROBES)
+    return checks

@@ -1,0 +1,87 @@
+"""Prometheus metrics. Counters and histograms are updated where the work happens;
+gauges that describe the database (backlogs, lag) are read at scrape time, so every
+process reports the same truth.
+
+Under gunicorn or Celery prefork set PROMETHEUS_MULTIPROC_DIR so the counters of all
+worker processes are summed (prometheus_client multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from automation.contacts.models import Contact, ImportJob
+
+MESSAGES = Counter("nurture_messages_total", "Messages finished by the sender", ["status"])
+TRACKING_HITS = Counter("nurture_tracking_hits_total", "Tracking hits", ["kind", "verdict"])
+RENDER_ERRORS = Counter("nurture_render_errors_total", "Template renders that failed")
+BATCH_SECONDS = Histogram("nurture_batch_seconds", "Duration of a batch job", ["job"])
+BATCH_SIZE = Histogram(
+    "nurture_batch_size",
+    "Items in a batch",
+    ["job"],
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+)
+
+# Scrape-time gauges read from the database: (name, help, labels, reader).
+GaugeReader = Callable[[Session], Iterable[tuple[tuple[str, ...], float]]]
+DATABASE_GAUGES: list[tuple[str, str, list[str], GaugeReader]] = []
+
+
+def database_gauge(name: str, doc: str, labels: list[str]) -> Callable[[GaugeReader], GaugeReader]:
+    def register(reader: GaugeReader) -> GaugeReader:
+        DATABASE_GAUGES.append((name, doc, labels, reader))
+        return reader
+
+    return register
+
+
+@database_gauge("nurture_contacts", "Contacts by subscription status", ["status"])
+def _contacts(session: Session) -> Iterable[tuple[tuple[str, ...], float]]:
+    rows = session.execute(select(Contact.status, func.count()).group_by(Contact.status))
+    return [((status.value,), float(count)) for status, count in rows]
+
+
+@database_gauge("nurture_import_jobs", "Contact import jobs by status", ["status"])
+def _imports(session: Session) -> Iterable[tuple[tuple[str, ...], float]]:
+    rows = session.execute(select(ImportJob.status, func.count()).group_by(ImportJob.status))
+    return [((status.value,), float(count)) for status, count in rows]
+
+
+class DatabaseCollector(Collector):
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterable[Metric]:
+        with self.sessions() as session:
+            for name, doc, labels, reader in DATABASE_GAUGES:
+                family = GaugeMetricFamily(name, doc, labels=labels)
+                for values, value in reader(session):
+                    family.add_metric(list(values), value)
+                yield family
+
+
+def render_metrics(sessions: sessionmaker[Session]) -> tuple[bytes, str]:
+    """The exposition text for this process (or all processes in multiprocess mode)."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        for collector in (MESSAGES, TRACKING_HITS, RENDER_ERRORS, BATCH_SECONDS, BATCH_SIZE):
+            registry.register(collector)
+    registry.register(DatabaseCollector(sessions))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""Tracking: signed public links (tokens), and later open/click/unsubscribe recording."""

@@ -1,0 +1,106 @@
+"""`nurture run` as a newcomer uses it: embedded default, everything started, Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from automation.email.catcher import free_port
+
+
+@pytest.mark.slow
+def test_nurture_run_serves_login_loads_demo_and_stops_on_ctrl_c(tmp_path):
+    port, smtp_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    env.update({"NURTURE_VAR_DIR": str(tmp_path / "var"), "NURTURE_SMTP_PORT": str(smtp_port)})
+    log = (tmp_path / "run.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automation.cli", "run", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    children: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        status = None
+        while time.monotonic() < deadline and status != 200:
+            time.sleep(0.5)
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/login").status
+            except OSError:
+                continue
+        output = (tmp_path / "run.log").read_text()
+        assert status == 200, output
+        assert re.search(r"Created the first admin: admin@example.com / \S+", output)
+        assert "demo loaded: 3000 contacts" in output
+        assert (tmp_path / "var" / "nurture.sqlite").exists()
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 4  # web, worker, beat, catcher; each leads its own session
+        proc.send_signal(signal.SIGINT)
+        proc.wait(40)
+        time.sleep(1)
+        left = [
+            pid
+            for child in children
+            for pid in subprocess.run(
+                ["pgrep", "-s", child], capture_output=True, text=True
+            ).stdout.split()
+        ]
+        assert left == [], (tmp_path / "run.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for child in children:
+            subprocess.run(["pkill", "-KILL", "-s", child], check=False)
+
+
+@pytest.mark.slow
+def test_children_stop_when_nurture_run_is_killed(tmp_path):
+    """SIGKILL of the supervisor (no chance to clean up) still leaves no orphan behind."""
+    port, smtp_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    env.update({"NURTURE_VAR_DIR": str(tmp_path / "var"), "NURTURE_SMTP_PORT": str(smtp_port)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automation.cli", "run", "--port", str(port), "--no-demo"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(children) < 4:
+            time.sleep(0.5)
+            children = subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
+        assert len(children) == 4
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        left = children
+        while time.monotonic() < deadline and left:
+            time.sleep(0.5)
+            left = [
+                pid
+                for child in children
+                for pid in subprocess.run(
+                    ["pgrep", "-s", child], capture_output=True, text=True
+                ).stdout.split()
+            ]
+        assert left == []
+    finally:
+        for child in children:
+            subprocess.run(["pkill", "-KILL", "-s", child], check=False)
