@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint fast install clean
+.PHONY: run test lint fast install vendor clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+# Browser libraries from the npm registry, copied into web/static/vendor/ (gitignored).
+# Rebuilt only when the package files change; node and npm come from Debian.
+FRONTEND := web/frontend
+VENDOR_STAMP := web/static/vendor/.built
+$(VENDOR_STAMP): $(FRONTEND)/package.json $(FRONTEND)/package-lock.json $(FRONTEND)/vendor.mjs
+	@command -v npm >/dev/null || { echo "npm not found: apt-get install nodejs npm"; exit 1; }
+	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error && node vendor.mjs
+	touch $@
+
+vendor: $(VENDOR_STAMP)
+
+run: $(STAMP) $(VENDOR_STAMP)
 	$(BIN)/nurture run
 
 lint: $(STAMP)
@@ -23,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check automation web tests bench migrations/env.py
 	$(BIN)/mypy automation
 
-test: lint
+test: lint $(VENDOR_STAMP)
 	$(BIN)/pytest
 
 # SQLite only, no servers: the quick loop while editing.
@@ -31,4 +42,4 @@ fast: $(STAMP)
 	$(BIN)/pytest -m "not postgres and not redis and not browser and not slow" -q
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(FRONTEND)/node_modules web/static/vendor

@@ -178,6 +178,15 @@ def catcher(port: int) -> None:
         controller.stop()
 
 
+def _die_with_parent() -> None:
+    """Linux: a child gets SIGTERM if `nurture run` itself is killed, so none is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _is_empty_embedded() -> bool:
     from sqlalchemy import func, select
 
@@ -268,7 +277,12 @@ def run(host: str, port: int, no_demo: bool) -> None:
         ]
     procs = {
         # Our own fixed command lines (sys.executable -m ...), no user input.
-        name: subprocess.Popen(cmd, env=env, start_new_session=True)  # noqa: S603
+        name: subprocess.Popen(  # noqa: S603
+            cmd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         for name, cmd in children.items()
     }
     click.secho(

@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Engine,
+    Index,
     Integer,
     MetaData,
     any_,
@@ -106,6 +107,13 @@ def dialect_insert(session: Session, table: Any) -> postgresql.Insert | sqlite.I
     if name == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"unsupported database dialect: {name}")
+
+
+def postgres_only(index: Index) -> Index:
+    """An index that exists only on PostgreSQL (GIN, expression, partial indexes).
+    create_all honours ``ddl_if``; migrations/env.py reads ``info`` for autogenerate."""
+    index.info["only_on"] = "postgresql"
+    return index.ddl_if(dialect="postgresql")
 
 
 def is_postgres(session: Session) -> bool:

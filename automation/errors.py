@@ -17,9 +17,11 @@ class FieldError:
 class DomainError(Exception):
     code = "error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # The field paths the error is about, when it is about fields (forms show them there).
+        self.errors: list[FieldError] = list(errors or [])
 
 
 class InvalidInput(DomainError):
@@ -28,9 +30,11 @@ class InvalidInput(DomainError):
     code = "validation_error"
 
     def __init__(self, errors: list[FieldError] | FieldError, message: str | None = None) -> None:
-        self.errors = [errors] if isinstance(errors, FieldError) else list(errors)
-        first = self.errors[0] if self.errors else None
-        super().__init__(message or (f"{first.path}: {first.message}" if first else "invalid"))
+        errors = [errors] if isinstance(errors, FieldError) else list(errors)
+        first = errors[0] if errors else None
+        super().__init__(
+            message or (f"{first.path}: {first.message}" if first else "invalid"), errors
+        )
 
 
 class NotFound(DomainError):
@@ -38,6 +42,8 @@ class NotFound(DomainError):
 
 
 class Conflict(DomainError):
+    """A rule about other rows (a unique name, a last admin); ``errors`` names the fields."""
+
     code = "conflict"
 
 

@@ -5,5 +5,13 @@ from automation.contacts import models as contacts_models
 from automation.db import Base
 from automation.email import models as email_models
 from automation.ops import models as ops_models
+from automation.segments import models as segments_models
 
-__all__ = ["Base", "accounts_models", "contacts_models", "email_models", "ops_models"]
+__all__ = [
+    "Base",
+    "accounts_models",
+    "contacts_models",
+    "email_models",
+    "ops_models",
+    "segments_models",
+]

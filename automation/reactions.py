@@ -28,9 +28,15 @@ def react_to_events(session: Session, events: Sequence[IngestedEvent]) -> None:
     """Run every reaction to newly stored events (duplicates are never passed in)."""
     if not events:
         return
+    from automation.segments.membership import refresh_for_events
+
+    refresh_for_events(session, events)
 
 
 def react_to_contact_changes(session: Session, contact_ids: Sequence[int]) -> None:
     """Run every reaction to contacts whose fields, tags or status changed."""
     if not contact_ids:
         return
+    from automation.segments.membership import refresh_contacts
+
+    refresh_contacts(session, contact_ids)

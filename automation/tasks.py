@@ -20,6 +20,37 @@ def run_import_job(job_id: int) -> dict[str, Any]:
     return run(runtime().sessions, job_id)
 
 
+@celery_app.task(name="segments.refresh", queue="engine")
+def refresh_segment(segment_id: int) -> dict[str, Any]:
+    from automation.db import transaction
+    from automation.errors import DomainError
+    from automation.segments.membership import refresh_segment as refresh
+
+    try:
+        with transaction(runtime().sessions) as session:
+            return refresh(session, segment_id).as_dict()
+    except DomainError as exc:  # deleted, or its definition names a deleted field
+        return {"segment_id": segment_id, "skipped": exc.message}
+
+
+@celery_app.task(name="segments.reconcile", queue="engine")
+def reconcile_segments() -> int:
+    """Periodic full refresh of every dynamic segment (catches time-relative conditions)."""
+    from automation.segments.membership import due_segment_ids
+
+    with runtime().sessions() as session:
+        ids = due_segment_ids(session)
+    for segment_id in ids:
+        runtime().enqueue(refresh_segment, segment_id)
+    return len(ids)
+
+
+celery_app.conf.beat_schedule["segments.reconcile"] = {
+    "task": "segments.reconcile",
+    "schedule": 600.0,  # seconds; events and edits refresh the contacts they touch at once
+}
+
+
 @celery_app.task(name="email.send_due", queue="send")
 def send_due() -> dict[str, Any]:
     from automation.email.sender import process_sending

@@ -22,10 +22,17 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
+def _include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+    """Skip indexes declared for another database (automation.db.postgres_only)."""
+    only_on = getattr(obj, "info", {}).get("only_on")
+    return only_on is None or only_on == context.get_bind().dialect.name
+
+
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_object=_include_object,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER much
         compare_type=True,
     )

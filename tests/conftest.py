@@ -100,9 +100,10 @@ def _postgres_engine() -> Engine:
     global _pg_engine
     if _pg_engine is None:
         _pg_engine = make_engine(PG_URL)
-        Base.metadata.drop_all(_pg_engine)
+        # A clean schema whatever an earlier run (of another branch) left behind.
         with _pg_engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
         Base.metadata.create_all(_pg_engine)
     return _pg_engine
 
@@ -255,6 +256,28 @@ def user_factory(app: Any) -> Any:
         return email, password
 
     return make
+
+
+def start_worker(settings: Settings, broker_url: str | None = None) -> Any:
+    """A real Celery worker process (engine queue) on the settings' database and broker;
+    its output goes to worker.log beside the var directory. Terminate it when done."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "NURTURE_DATABASE_URL": settings.database_url,
+        "NURTURE_BROKER_URL": broker_url or settings.broker_url,
+        "NURTURE_VAR_DIR": str(settings.var_dir),
+        "NURTURE_SECRET_KEY": settings.secret_key,
+    }
+    command = [sys.executable, "-m", "celery", "-A", "automation.tasks", "worker", "-Q", "engine"]
+    return subprocess.Popen(
+        [*command, "--pool", "solo", "--loglevel", "WARNING"],
+        env=env,
+        stdout=(settings.var_dir.parent / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 # --- browser ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ def test_nurture_run_serves_login_loads_demo_and_stops_on_ctrl_c(tmp_path):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    children: list[str] = []
     try:
         deadline = time.monotonic() + 90
         status = None
@@ -61,3 +62,45 @@ def test_nurture_run_serves_login_loads_demo_and_stops_on_ctrl_c(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        for child in children:
+            subprocess.run(["pkill", "-KILL", "-s", child], check=False)
+
+
+@pytest.mark.slow
+def test_children_stop_when_nurture_run_is_killed(tmp_path):
+    """SIGKILL of the supervisor (no chance to clean up) still leaves no orphan behind."""
+    port, smtp_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    env.update({"NURTURE_VAR_DIR": str(tmp_path / "var"), "NURTURE_SMTP_PORT": str(smtp_port)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automation.cli", "run", "--port", str(port), "--no-demo"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(children) < 4:
+            time.sleep(0.5)
+            children = subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
+        assert len(children) == 4
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        left = children
+        while time.monotonic() < deadline and left:
+            time.sleep(0.5)
+            left = [
+                pid
+                for child in children
+                for pid in subprocess.run(
+                    ["pgrep", "-s", child], capture_output=True, text=True
+                ).stdout.split()
+            ]
+        assert left == []
+    finally:
+        for child in children:
+            subprocess.run(["pkill", "-KILL", "-s", child], check=False)

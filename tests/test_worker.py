@@ -4,42 +4,10 @@ and on the embedded broker + SQLite (the no-servers default)."""
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import REDIS_URL, make_settings
-
-
-def _run_worker(settings, broker_url: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "NURTURE_DATABASE_URL": settings.database_url,
-        "NURTURE_BROKER_URL": broker_url,
-        "NURTURE_VAR_DIR": str(settings.var_dir),
-        "NURTURE_SECRET_KEY": settings.secret_key,
-    }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "automation.tasks",
-            "worker",
-            "-Q",
-            "engine",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "WARNING",
-        ],
-        env=env,
-        stdout=(settings.var_dir.parent / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+from conftest import REDIS_URL, make_settings, start_worker
 
 
 def _upload_and_wait(tmp_path, db_url: str, broker_url: str) -> dict:
@@ -51,7 +19,7 @@ def _upload_and_wait(tmp_path, db_url: str, broker_url: str) -> dict:
     app = create_app(settings, {"TESTING": True})
     api = ApiClient(app.test_client(), make_api_key(app), app)
     rows = "".join(f"w{i}@example.com,W{i}\n" for i in range(1500))
-    worker = _run_worker(settings, broker_url)
+    worker = start_worker(settings, broker_url)
     try:
         response = api.client.post(
             "/api/v1/imports",

@@ -12,6 +12,11 @@ from automation.config import Settings, load_settings
 from automation.runtime import build_runtime
 
 csrf = CSRFProtect()
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: https: http:; font-src 'self' data:; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+)
 
 
 def create_app(
@@ -45,13 +50,16 @@ def create_app(
     app.register_blueprint(ui.bp)
     app.register_blueprint(ops.bp)
     register_api(app, csrf)
-    app.jinja_env.globals["nav_items"] = ui.nav_items
+    app.jinja_env.globals.update(nav_items=ui.nav_items, can=ui.can)
 
     @app.after_request
     def security_headers(response: Any) -> Any:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        # Scripts only from our own files; inline styles stay allowed because email previews
+        # (srcdoc iframes inherit this policy) are made of them.
+        response.headers.setdefault("Content-Security-Policy", CSP)
         return response
 
     return app

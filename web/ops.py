@@ -9,18 +9,21 @@ from flask import Blueprint, Response, abort, jsonify, request
 
 from automation.ops.health import readiness
 from automation.ops.metrics import render_metrics
+from web.auth import public
 from web.database import nurture
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
+@public
 def healthz() -> Any:
     """The process answers; no dependency is checked (a restart would not fix those)."""
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
+@public
 def readyz() -> Any:
     checks = readiness(nurture())
     ready = all(c.ok for c in checks)
@@ -29,6 +32,7 @@ def readyz() -> Any:
 
 
 @bp.get("/metrics")
+@public
 def metrics() -> Any:
     token = nurture().settings.metrics_token
     if token:

@@ -35,8 +35,13 @@ def create_user(
         raise InvalidInput(FieldError("email", str(exc))) from None
     if len(password) < MIN_PASSWORD:
         raise InvalidInput(FieldError("password", f"at least {MIN_PASSWORD} characters"))
+    if len(name) > 100:
+        raise InvalidInput(FieldError("name", "at most 100 characters"))
     if session.scalar(select(User.id).where(User.email == address)):
-        raise Conflict(f"a user with email {address} exists")
+        raise Conflict(
+            f"a user with email {address} exists",
+            [FieldError("email", "a user with this email already exists")],
+        )
     user = User(
         email=address,
         name=name,
@@ -111,6 +116,8 @@ def create_api_key(
 ) -> NewApiKey:
     if not name.strip():
         raise InvalidInput(FieldError("name", "a name is required"))
+    if len(name.strip()) > 100:
+        raise InvalidInput(FieldError("name", "at most 100 characters"))
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     token = f"{KEY_PREFIX}_{prefix}_{secret}"
@@ -157,3 +164,70 @@ def ensure_admin(session: Session, email: str) -> str | None:
     password = secrets.token_urlsafe(12)
     create_user(session, email, password, role=Role.ADMIN, name="Admin")
     return password
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.email)))
+
+
+def _refuse_losing_last_admin(session: Session, user: User) -> None:
+    """Nobody could manage users any more once the last active admin is gone."""
+    if user.role is not Role.ADMIN or not user.is_active:
+        return
+    others = session.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.role == Role.ADMIN, User.is_active.is_(True), User.id != user.id)
+    )
+    if not others:
+        raise Conflict(
+            "the last active admin cannot be demoted or deactivated",
+            [FieldError("role", "the last active admin must stay an active admin")],
+        )
+
+
+def change_role(session: Session, user_id: int, role: Role) -> User:
+    user = get_user(session, user_id)
+    if role is not user.role:
+        _refuse_losing_last_admin(session, user)
+        user.role = role
+        session.flush()
+    return user
+
+
+def set_active(session: Session, user_id: int, active: bool) -> User:
+    """Deactivate (the user is logged out on the next request) or reactivate an account."""
+    user = get_user(session, user_id)
+    if not active:
+        _refuse_losing_last_admin(session, user)
+    user.is_active = active
+    session.flush()
+    return user
+
+
+def new_password() -> str:
+    """A random password for a new or reset account, shown once."""
+    return secrets.token_urlsafe(12)
+
+
+def reset_password(session: Session, user_id: int) -> str:
+    """Give the user a new random password and return it (shown once to the admin)."""
+    password = new_password()
+    set_password(session, user_id, password)
+    return password
+
+
+def list_api_keys(session: Session) -> list[ApiKey]:
+    """Active keys first, newest first."""
+    return list(
+        session.scalars(
+            select(ApiKey).order_by(ApiKey.revoked_at.is_not(None), ApiKey.created_at.desc())
+        )
+    )

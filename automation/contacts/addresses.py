@@ -46,6 +46,11 @@ def _zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+def known_time_zones() -> frozenset[str]:
+    """Every IANA zone name a contact may have."""
+    return _zones()
+
+
 def validate_time_zone(value: str) -> str:
     if value not in _zones():
         raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/Paris'")

@@ -36,10 +36,23 @@ class BatchResult:
 
 
 def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[FieldError]:
-    """Pydantic errors as our FieldErrors, with paths like ``events[3].email``."""
+    """Pydantic errors as our FieldErrors, with paths like ``events[3].email``.
+
+    Location parts starting with "~" are tags of discriminated unions (segments/schema.py),
+    not keys of the input, so they are left out of the path. A list reported too short only
+    because some of its items failed is not reported: the items' errors say why.
+    """
     out = []
     for err in exc.errors():
-        path = join_path(prefix + tuple(err["loc"]))
+        given = err.get("input")
+        if (
+            err["type"] == "too_short"
+            and isinstance(given, list | tuple)
+            and len(given) >= err.get("ctx", {}).get("min_length", 0)
+        ):
+            continue
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("~")))
+        path = join_path(prefix + loc)
         message = err["msg"].removeprefix("Value error, ")
         out.append(FieldError(path or "body", message))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from automation import clock
@@ -106,3 +106,44 @@ def find_duplicates(session: Session, limit: int = 200) -> list[DuplicateGroup]:
                 if len(groups) >= limit:
                     return groups
     return groups
+
+
+def duplicates_of(session: Session, contact_id: int, limit: int = 20) -> list[Contact]:
+    """Contacts that are likely the same person as this one (the rules of
+    ``find_duplicates``), found by narrow address patterns instead of reading every contact.
+    At a huge shared domain only the first 5,000 addresses with the same initial are compared."""
+    contact = get_contact(session, contact_id)
+    inbox = canonical_address(contact.email)
+    local, _, domain = inbox.partition("@")
+    domains = ["gmail.com", "googlemail.com"] if domain == "gmail.com" else [domain]
+    # Every address of the same inbox starts with the same character at the same domain.
+    candidates = session.scalars(
+        select(Contact)
+        .where(
+            Contact.id != contact.id,
+            or_(
+                *[Contact.email.like(f"{_escape(local[:1])}%@{_escape(d)}", "\\") for d in domains]
+            ),
+        )
+        .limit(5000)
+    )
+    found = {c.id: c for c in candidates if canonical_address(c.email) == inbox}
+    first, last = contact.first_name.strip().lower(), contact.last_name.strip().lower()
+    if first and last:
+        same_name = session.scalars(
+            select(Contact)
+            .where(
+                Contact.id != contact.id,
+                func.lower(Contact.first_name) == first,
+                func.lower(Contact.last_name) == last,
+                Contact.email.like(f"%@{_escape(contact.email.partition('@')[2])}", "\\"),
+            )
+            .limit(limit)
+        )
+        found.update({c.id: c for c in same_name})
+    return sorted(found.values(), key=lambda c: c.id)[:limit]
+
+
+def _escape(text: str) -> str:
+    """A LIKE pattern piece that matches ``text`` literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -109,6 +109,44 @@ def check_encoding(head: bytes, encoding: str = "utf-8") -> None:
         ) from None
 
 
+def suggest_target(column: str, fields: dict[str, CustomField]) -> str | None:
+    """The field a column maps to by its name: a standard field or ``attributes.<name>``."""
+    key = column.strip().lower()
+    target = STANDARD_FIELDS.get(key)
+    if target is None and key.replace(" ", "_") in fields:
+        target = f"attributes.{key.replace(' ', '_')}"
+    return target
+
+
+def mapping_targets(fields: dict[str, CustomField]) -> list[tuple[str, str]]:
+    """Every field a column can map to, as (target, label), standard fields first."""
+    standard = dict.fromkeys(STANDARD_FIELDS.values())
+    targets = [(name, name.replace("_", " ").capitalize()) for name in standard]
+    targets += [(f"attributes.{name}", f.label) for name, f in sorted(fields.items())]
+    return targets
+
+
+@dataclass(frozen=True)
+class CsvPreview:
+    header: list[str]
+    rows: list[list[str]]  # the first few data rows, for the mapping step
+
+
+def preview_csv(content: bytes, encoding: str = "utf-8", rows: int = 3) -> CsvPreview:
+    """The header and first rows of an uploaded file, or InvalidInput naming ``file``."""
+    check_encoding(content[:65536], encoding)
+    header, reader = _rows(io.BufferedReader(io.BytesIO(content)), encoding)
+    sample: list[list[str]] = []
+    try:
+        for row in reader:
+            sample.append([row.get(column) or "" for column in header])
+            if len(sample) >= rows:
+                break
+    except (UnicodeDecodeError, csv.Error):
+        pass  # the import reports the bad row itself, with its line number
+    return CsvPreview(header, sample)
+
+
 def resolve_mapping(
     header: list[str], fields: dict[str, CustomField], explicit: dict[str, str] | None
 ) -> tuple[dict[str, str], list[str]]:
@@ -124,10 +162,7 @@ def resolve_mapping(
     for column in header:
         target = explicit.get(column)
         if target is None:
-            key = column.strip().lower()
-            target = STANDARD_FIELDS.get(key)
-            if target is None and key.replace(" ", "_") in fields:
-                target = f"attributes.{key.replace(' ', '_')}"
+            target = suggest_target(column, fields)
         if not target:
             ignored.append(column)
             continue
@@ -201,7 +236,9 @@ def _rows(stream: IO[bytes], encoding: str) -> tuple[list[str], Iterator[dict[st
         raise InvalidInput(FieldError("file", f"not a CSV file: {exc}")) from None
     if not header:
         raise InvalidInput(FieldError("file", "the file is empty"))
-    return [h.strip() for h in header], reader
+    # Rows are keyed by the stripped names too, so "Email, First Name" maps both columns.
+    reader.fieldnames = [h.strip() for h in header]
+    return list(reader.fieldnames), reader
 
 
 def import_contacts(

@@ -3,16 +3,47 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
-from automation.contacts.importer import ImportReport, check_encoding, import_contacts
+from automation.contacts.attributes import field_types
+from automation.contacts.importer import (
+    CsvPreview,
+    ImportReport,
+    check_encoding,
+    import_contacts,
+    preview_csv,
+    resolve_mapping,
+)
 from automation.contacts.models import ImportJob, ImportStatus
 from automation.errors import DomainError, FieldError, InvalidInput, NotFound
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+DRAFTS_KEPT_FOR = timedelta(days=1)
+
+S = ImportStatus
+ALLOWED: dict[ImportStatus, set[ImportStatus]] = {
+    S.DRAFT: {S.QUEUED},
+    S.QUEUED: {S.RUNNING, S.FAILED},
+    # A worker that died mid-job leaves it running; the redelivered task runs it again.
+    S.RUNNING: {S.RUNNING, S.DONE, S.FAILED},
+    S.DONE: set(),
+    S.FAILED: set(),
+}
+
+
+def move_job(job: ImportJob, status: ImportStatus) -> None:
+    """The one way an import job changes status; illegal moves are refused."""
+    if status not in ALLOWED[job.status]:
+        raise InvalidInput(
+            FieldError("status", f"an import job cannot go from {job.status} to {status}")
+        )
+    job.status = status
 
 
 def create_import_job(
@@ -23,7 +54,10 @@ def create_import_job(
     mapping: dict[str, str] | None = None,
     encoding: str = "utf-8",
     created_by_id: int | None = None,
+    draft: bool = False,
 ) -> ImportJob:
+    """A queued job (queue its task after commit), or with ``draft`` one that waits for
+    ``confirm_import_job`` to fix the column mapping."""
     if not content.strip():
         raise InvalidInput(FieldError("file", "the file is empty"))
     if len(content) > MAX_UPLOAD_BYTES:
@@ -37,10 +71,100 @@ def create_import_job(
         rows_estimated=max(content.count(b"\n") - 1, 1),
         created_by_id=created_by_id,
         created_at=clock.now(),
+        status=S.DRAFT if draft else S.QUEUED,
     )
     session.add(job)
     session.flush()
     return job
+
+
+def draft_import_job(
+    session: Session,
+    filename: str,
+    content: bytes,
+    *,
+    encoding: str = "utf-8",
+    created_by_id: int | None = None,
+) -> tuple[ImportJob, CsvPreview]:
+    """Keep an upload as a draft job and return the header and first rows for the mapping
+    step. A file that is not a readable CSV is refused here, before any mapping is asked."""
+    job = create_import_job(
+        session, filename, content, encoding=encoding, created_by_id=created_by_id, draft=True
+    )
+    preview = preview_csv(content, encoding)
+    # Drafts nobody confirmed would keep their files forever: drop yesterday's.
+    session.execute(
+        delete(ImportJob).where(
+            ImportJob.status == S.DRAFT, ImportJob.created_at < clock.now() - DRAFTS_KEPT_FOR
+        )
+    )
+    return job, preview
+
+
+def job_preview(session: Session, job: ImportJob) -> CsvPreview:
+    return preview_csv(job.content, job.encoding)
+
+
+def confirm_import_job(session: Session, job_id: int, mapping: dict[str, str]) -> ImportJob:
+    """Fix a draft's mapping (column → target, "" ignores it) and queue it; the mapping is
+    checked against the file's header now, so errors name the column before any row is read.
+    Queue its task after commit."""
+    job = get_import_job(session, job_id)
+    if job.status is not S.DRAFT:
+        raise InvalidInput(FieldError("status", f"this import is already {job.status}"))
+    header = job_preview(session, job).header
+    errors: list[FieldError] = []
+    used: dict[str, str] = {}
+    for column in header:
+        target = mapping.get(column, "")
+        if target and target in used:
+            errors.append(
+                FieldError(f"mapping.{column}", f"column {used[target]!r} is already mapped here")
+            )
+        used.setdefault(target, column)
+    if errors:
+        raise InvalidInput(errors)
+    # A column left out is ignored, not guessed: the user saw every column and chose.
+    explicit = {column: "" for column in header} | mapping
+    resolve_mapping(header, field_types(session), explicit)
+    job.mapping = {column: explicit[column] for column in header}
+    move_job(job, S.QUEUED)
+    session.flush()
+    return job
+
+
+def list_import_jobs(session: Session, limit: int = 20) -> list[ImportJob]:
+    """The latest jobs, drafts excluded."""
+    return list(
+        session.scalars(
+            select(ImportJob)
+            .where(ImportJob.status != S.DRAFT)
+            .order_by(ImportJob.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> str:
+    # Spreadsheets run a cell that starts like a formula; the column names come from the file.
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def error_report_rows(job: ImportJob) -> Iterator[list[str]]:
+    """A job's per-row errors as CSV rows (row, column, reason), safe to open in a spreadsheet."""
+    yield ["row", "column", "reason"]
+    for error in job.report.get("errors", []):
+        # A job that failed as a whole holds field errors (path, message) instead of rows.
+        column = error.get("column", error.get("path", ""))
+        yield [
+            _cell(error.get("row", "")),
+            _cell(column),
+            _cell(error.get("reason", error.get("message", ""))),
+        ]
 
 
 def get_import_job(session: Session, job_id: int) -> ImportJob:
@@ -55,9 +179,9 @@ def run_import_job(sessions: sessionmaker[Session], job_id: int) -> dict[str, An
     at most one batch (re-running is safe: the import is an idempotent upsert)."""
     with sessions() as session:
         job = get_import_job(session, job_id)
-        if job.status is ImportStatus.DONE:
+        if job.status in (S.DONE, S.FAILED, S.DRAFT):
             return job.report
-        job.status = ImportStatus.RUNNING
+        move_job(job, S.RUNNING)
         content, mapping, encoding = job.content, dict(job.mapping), job.encoding
         session.commit()
 
@@ -77,14 +201,14 @@ def run_import_job(sessions: sessionmaker[Session], job_id: int) -> dict[str, An
             )
         except DomainError as exc:
             session.rollback()
-            job.status = ImportStatus.FAILED
+            move_job(job, S.FAILED)
             job.error = str(exc)
             errors = exc.errors if isinstance(exc, InvalidInput) else []
             job.report = {"errors": [e.as_dict() for e in errors]}
             job.finished_at = clock.now()
             session.commit()
             return job.report
-        job.status = ImportStatus.DONE
+        move_job(job, S.DONE)
         job.rows_done = report.rows
         job.report = report.as_dict()
         job.finished_at = clock.now()

@@ -152,6 +152,7 @@ __all__ = [
 
 
 class ImportStatus(enum.StrEnum):
+    DRAFT = "draft"  # uploaded in the UI, waiting for the user to confirm the column mapping
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"

@@ -52,7 +52,7 @@ def _ensure_unique(
         if session.scalar(q) is not None:
             errors.append(FieldError("external_id", "a contact with this external_id exists"))
     if errors:
-        raise Conflict("; ".join(f"{e.path}: {e.message}" for e in errors))
+        raise Conflict("; ".join(f"{e.path}: {e.message}" for e in errors), errors)
 
 
 def create_contact(
@@ -171,7 +171,10 @@ def declare_field(session: Session, data: CustomFieldIn) -> CustomField:
     if data.type.value == "choice" and not data.options:
         raise InvalidInput(FieldError("options", "a choice field needs at least one option"))
     if session.scalar(select(CustomField.id).where(CustomField.name == data.name)) is not None:
-        raise Conflict(f"custom field {data.name!r} already exists")
+        raise Conflict(
+            f"custom field {data.name!r} already exists",
+            [FieldError("name", "a custom field with this name already exists")],
+        )
     field = CustomField(
         name=data.name,
         label=data.label,

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 import automation.db
 
 revision: str = '0200'
-down_revision: str | Sequence[str] | None = '0050'
+down_revision: str | Sequence[str] | None = '0100'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

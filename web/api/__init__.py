@@ -6,16 +6,26 @@ from typing import Any
 
 from flask import Blueprint, Flask, jsonify
 
-from web.api import accounts, contacts, events, messages, templates
+from web.api import accounts, contacts, events, messages, segments, templates
 from web.api.openapi import build_openapi
+from web.auth import public
 from web.database import nurture
 
 PREFIX = "/api/v1"
 meta = Blueprint("api", __name__)
-BLUEPRINTS: list[Blueprint] = [meta, contacts.bp, events.bp, accounts.bp, templates.bp, messages.bp]
+BLUEPRINTS: list[Blueprint] = [
+    meta,
+    contacts.bp,
+    events.bp,
+    accounts.bp,
+    segments.bp,
+    templates.bp,
+    messages.bp,
+]
 
 
 @meta.get("/openapi.json")
+@public
 def openapi() -> Any:
     return jsonify(build_openapi(nurture().settings.base_url + PREFIX))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from automation.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
@@ -26,9 +26,9 @@ def register_api_errors(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError) -> Any:
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
-        details = [e.as_dict() for e in exc.errors] if isinstance(exc, InvalidInput) else []
+        details = [e.as_dict() for e in exc.errors]
         if not is_api_request():
-            return exc.message, status
+            return render_template("error.html", status=status, message=exc.message), status
         return error_body(exc.code, exc.message, details), status
 
     @app.errorhandler(Unauthorized)
@@ -40,6 +40,8 @@ def register_api_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
         if not is_api_request():
-            return exc
+            return render_template(
+                "error.html", status=exc.code, message=exc.description or exc.name
+            ), exc.code or 500
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_body(code, exc.description or exc.name or "error"), exc.code or 500

@@ -47,7 +47,10 @@ def _dump(value: Any) -> Any:
 def _parse_body(model: type[BaseModel]) -> BaseModel:
     if request.mimetype != "application/json":
         raise InvalidInput(FieldError("body", "send JSON with Content-Type: application/json"))
-    payload = request.get_json(silent=True)
+    try:
+        payload = request.get_json(silent=True)
+    except RecursionError:  # json.loads gives up on very deep nesting with this, not ValueError
+        raise InvalidInput(FieldError("body", "the JSON is nested too deeply")) from None
     if payload is None:
         raise InvalidInput(FieldError("body", "the body is not valid JSON"))
     if not isinstance(payload, dict):

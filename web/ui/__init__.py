@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, g
+
+from automation.accounts.models import Role
 
 bp = Blueprint("ui", __name__)
 
@@ -25,10 +27,17 @@ def nav_items() -> list[tuple[str, str]]:
     return [(endpoint, label) for endpoint, label in NAV if endpoint in current_app.view_functions]
 
 
-def _load_views() -> Any:
-    from web.ui import contacts, dashboard, sent_mail
+def can(role: str) -> bool:
+    """In templates: whether the logged-in user has at least ``role`` (shows or hides actions;
+    the views check again)."""
+    user = getattr(g, "user", None)
+    return user is not None and user.role.allows(Role(role))
 
-    return contacts, dashboard, sent_mail
+
+def _load_views() -> Any:
+    from web.ui import accounts, contacts, dashboard, imports, sent_mail, settings
+
+    return accounts, contacts, dashboard, imports, sent_mail, settings
 
 
 _load_views()

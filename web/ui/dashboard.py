@@ -1,43 +1,48 @@
+"""The dashboard: email engagement and contact growth over time, and what just happened."""
+
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from flask import render_template
-from sqlalchemy import func, select
+from flask import render_template, request
 
-from automation import clock
-from automation.contacts.models import Contact, ContactStatus, Event
+from automation.contacts import activity
 from web.auth import login_required
 from web.database import db
 from web.ui import bp
+
+RANGES = (7, 30, 90)
+LABELS = {
+    "email.sent": "Sent",
+    "email.opened": "Opens",
+    "email.clicked": "Clicks",
+    "email.unsubscribed": "Unsubscribes",
+    "contacts.created": "New contacts",
+}
 
 
 @bp.route("/")
 @login_required()
 def dashboard() -> Any:
     session = db()
-    week_ago = clock.now() - timedelta(days=7)
-    by_status = dict(
-        session.execute(select(Contact.status, func.count()).group_by(Contact.status)).all()
-    )
-    stats = {
-        "contacts": sum(by_status.values()),
-        "subscribed": by_status.get(ContactStatus.SUBSCRIBED, 0),
-        "new_this_week": session.scalar(select(func.count()).where(Contact.created_at >= week_ago))
-        or 0,
-        "events_this_week": session.scalar(
-            select(func.count()).select_from(Event).where(Event.occurred_at >= week_ago)
-        )
-        or 0,
-    }
-    top_events = session.execute(
-        select(Event.name, func.count())
-        .where(Event.occurred_at >= week_ago)
-        .group_by(Event.name)
-        .order_by(func.count().desc())
-        .limit(8)
-    ).all()
+    days = request.args.get("days", type=int)
+    days = days if days in RANGES else 30
+    engagement = activity.daily_event_counts(session, activity.ENGAGEMENT_EVENTS, days=days)
+    growth = activity.daily_new_contacts(session, days=days)
     return render_template(
-        "dashboard.html", stats=stats, by_status=by_status, top_events=top_events
+        "dashboard.html",
+        days=days,
+        ranges=RANGES,
+        overview=activity.overview(session, days=7),
+        engagement=engagement,
+        growth=growth,
+        top_events=activity.top_event_names(session, days=days),
+        recent_contacts=activity.recent_contacts(session),
+        recent_events=activity.recent_events(session),
+        labels=LABELS,
+        chart_data={
+            "labels": LABELS,
+            "engagement": engagement.as_json(),
+            "growth": growth.as_json(),
+        },
     )

@@ -1,0 +1,78 @@
+"""Sender identities and account management, as domain functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from automation.accounts.models import Role
+from automation.accounts.service import (
+    authenticate,
+    change_role,
+    create_user,
+    reset_password,
+    set_active,
+)
+from automation.email import senders
+from automation.errors import Conflict, InvalidInput, NotFound
+
+
+def test_sender_input_is_validated_field_by_field():
+    with pytest.raises(InvalidInput) as exc:
+        senders.parse_sender(
+            {"name": "", "from_name": "x" * 101, "from_email": "no", "max_per_minute": 0}
+        )
+    assert {e.path for e in exc.value.errors} == {
+        "name",
+        "from_name",
+        "from_email",
+        "max_per_minute",
+    }
+    clean = senders.parse_sender(
+        {"name": " News ", "from_name": "Shop", "from_email": "News@Example.COM", "reply_to": None}
+    )
+    assert (clean.name, clean.from_email, clean.max_per_minute) == ("News", "news@example.com", 600)
+
+
+def test_sender_crud_keeps_names_unique(session):
+    data = senders.parse_sender(
+        {"name": "News", "from_name": "Shop", "from_email": "n@example.com"}
+    )
+    sender = senders.create_sender(session, data)
+    assert senders.format_address(sender) == "Shop <n@example.com>"
+    with pytest.raises(Conflict) as exc:
+        senders.create_sender(session, data)
+    assert exc.value.errors[0].path == "name"
+    other = senders.create_sender(session, data.model_copy(update={"name": "Other"}))
+    with pytest.raises(Conflict):
+        senders.update_sender(session, other.id, data)
+    renamed = senders.update_sender(session, sender.id, data.model_copy(update={"name": "Renamed"}))
+    assert [s.name for s in senders.list_senders(session)] == ["Other", "Renamed"]
+    senders.delete_sender(session, renamed.id)
+    with pytest.raises(NotFound):
+        senders.get_sender(session, renamed.id)
+
+
+def test_the_last_active_admin_stays_an_active_admin(session):
+    admin = create_user(session, "a@example.com", "long enough pw", role=Role.ADMIN)
+    with pytest.raises(Conflict) as exc:
+        change_role(session, admin.id, Role.VIEWER)
+    assert exc.value.errors[0].path == "role"
+    with pytest.raises(Conflict):
+        set_active(session, admin.id, False)
+    second = create_user(session, "b@example.com", "long enough pw", role=Role.ADMIN)
+    change_role(session, admin.id, Role.MARKETER)
+    with pytest.raises(Conflict):
+        set_active(session, second.id, False)
+    assert (admin.role, second.is_active) == (Role.MARKETER, True)
+
+
+def test_a_deactivated_user_cannot_log_in_and_a_reset_password_works(session):
+    create_user(session, "a@example.com", "long enough pw", role=Role.ADMIN)
+    user = create_user(session, "m@example.com", "long enough pw", role=Role.MARKETER)
+    password = reset_password(session, user.id)
+    assert authenticate(session, "m@example.com", "long enough pw", "1.1.1.1") is None
+    assert authenticate(session, "m@example.com", password, "1.1.1.1") is user
+    set_active(session, user.id, False)
+    assert authenticate(session, "m@example.com", password, "1.1.1.2") is None
+    with pytest.raises(NotFound):
+        set_active(session, 999, True)

@@ -1,0 +1,138 @@
+"""Settings: sender identities and custom fields (everyone reads them, admins change them).
+Users and API keys live in web/ui/accounts.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import flash, redirect, render_template, request, url_for
+
+from automation.accounts.models import Role
+from automation.contacts import service as contacts
+from automation.contacts.models import FieldType
+from automation.contacts.schema import CustomFieldIn
+from automation.email import senders
+from automation.email.models import SenderIdentity
+from web.auth import login_required
+from web.database import db
+from web.ui import bp
+from web.ui.forms import FORM_ERRORS, INVALID, errors_of, parse, rejected
+
+SENDER_FIELDS = ("name", "from_name", "from_email", "reply_to", "max_per_minute")
+
+
+@bp.route("/settings")
+@login_required()
+def settings() -> Any:
+    return redirect(url_for("ui.senders"))
+
+
+# --- sender identities -----------------------------------------------------------------
+
+
+@bp.route("/settings/senders", endpoint="senders")
+@login_required()
+def senders_list() -> Any:
+    return render_template("settings/senders.html", senders=senders.list_senders(db()))
+
+
+def _sender_input() -> dict[str, Any]:
+    data: dict[str, Any] = {name: request.form.get(name, "").strip() for name in SENDER_FIELDS}
+    data["reply_to"] = data["reply_to"] or None
+    return data
+
+
+def _sender_form(sender: SenderIdentity | None, values: Any, errors: dict[str, str]) -> str:
+    return render_template("settings/sender_form.html", sender=sender, values=values, errors=errors)
+
+
+@bp.route("/settings/senders/new", methods=["GET", "POST"])
+@login_required(Role.ADMIN)
+def sender_new() -> Any:
+    if request.method == "GET":
+        return _sender_form(None, {"max_per_minute": 600}, {})
+    try:
+        sender = senders.create_sender(db(), senders.parse_sender(_sender_input()))
+    except FORM_ERRORS as exc:
+        return rejected("settings/sender_form.html", exc, sender=None, values=request.form)
+    db().commit()
+    flash(f"Sender identity {sender.name} added.", "success")
+    return redirect(url_for("ui.senders"))
+
+
+@bp.route("/settings/senders/<int:sender_id>", methods=["GET", "POST"])
+@login_required(Role.ADMIN)
+def sender_edit(sender_id: int) -> Any:
+    sender = senders.get_sender(db(), sender_id)
+    if request.method == "GET":
+        values = {name: getattr(sender, name) or "" for name in SENDER_FIELDS}
+        return _sender_form(sender, values, {})
+    try:
+        senders.update_sender(db(), sender_id, senders.parse_sender(_sender_input()))
+    except FORM_ERRORS as exc:
+        return rejected("settings/sender_form.html", exc, sender=sender, values=request.form)
+    db().commit()
+    flash("Sender identity saved.", "success")
+    return redirect(url_for("ui.senders"))
+
+
+@bp.route("/settings/senders/<int:sender_id>/delete", methods=["POST"])
+@login_required(Role.ADMIN)
+def sender_delete(sender_id: int) -> Any:
+    try:
+        senders.delete_sender(db(), sender_id)
+    except FORM_ERRORS as exc:
+        db().rollback()
+        flash(errors_of(exc).get("", exc.message), "error")
+        return redirect(url_for("ui.senders"))
+    db().commit()
+    flash("Sender identity deleted.", "success")
+    return redirect(url_for("ui.senders"))
+
+
+# --- custom fields ---------------------------------------------------------------------
+
+
+def _fields_page(values: Any, errors: dict[str, str]) -> str:
+    return render_template(
+        "settings/fields.html",
+        fields=contacts.list_fields(db()),
+        types=[(t.value, t.value) for t in FieldType],
+        values=values,
+        errors=errors,
+    )
+
+
+@bp.route("/settings/fields", methods=["GET"])
+@login_required()
+def fields() -> Any:
+    return _fields_page({"type": "text"}, {})
+
+
+@bp.route("/settings/fields", methods=["POST"])
+@login_required(Role.ADMIN)
+def field_create() -> Any:
+    raw_options = request.form.get("options", "").replace("\n", ",").split(",")
+    data = {
+        "name": request.form.get("name", "").strip(),
+        "label": request.form.get("label", "").strip(),
+        "type": request.form.get("type", ""),
+        "options": [o.strip() for o in raw_options if o.strip()],
+    }
+    try:
+        field = contacts.declare_field(db(), parse(CustomFieldIn, data))
+    except FORM_ERRORS as exc:
+        db().rollback()
+        return _fields_page(request.form, errors_of(exc)), INVALID
+    db().commit()
+    flash(f"Custom field {field.name} declared.", "success")
+    return redirect(url_for("ui.fields"))
+
+
+@bp.route("/settings/fields/<name>/delete", methods=["POST"])
+@login_required(Role.ADMIN)
+def field_delete(name: str) -> Any:
+    contacts.delete_field(db(), name)
+    db().commit()
+    flash(f"Custom field {name} deleted; values already stored on contacts are kept.", "success")
+    return redirect(url_for("ui.fields"))
