@@ -151,6 +151,74 @@ def import_contacts_cmd(
         click.echo(f"error report written to {errors_path}")
 
 
+@main.group("workflow")
+def workflow_group() -> None:
+    """Validate, import and export workflow documents (JSON)."""
+
+
+def _read_document(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: not valid JSON ({exc})") from None
+
+
+@workflow_group.command("validate")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def workflow_validate(path: Path) -> None:
+    """Check a workflow file; each error names its node. Exit status 1 when invalid."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from automation.workflows.validation import check_definition
+
+    document = _read_document(path)
+    try:
+        with runtime().sessions() as session:
+            _, errors = check_definition(session, document)
+    except SQLAlchemyError:
+        click.echo("(database unavailable: templates and fields were not checked)", err=True)
+        _, errors = check_definition(None, document)
+    if errors:
+        for error in errors:
+            click.echo(f"{error.path}: {error.message}", err=True)
+        raise SystemExit(1)
+    click.echo(f"{path}: valid")
+
+
+@workflow_group.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--publish", is_flag=True, help="Publish it at once (new contacts can enter)")
+def workflow_import(path: Path, publish: bool) -> None:
+    """Create a workflow from an exported JSON file."""
+    from automation.workflows.service import import_workflow
+
+    document = _read_document(path)
+    try:
+        with transaction(runtime().sessions) as session:
+            workflow = import_workflow(session, document, publish_now=publish)
+            click.echo(
+                f"imported workflow {workflow.id} ({workflow.name}), {workflow.status.value}"
+            )
+    except DomainError as exc:
+        _fail(exc)
+
+
+@workflow_group.command("export")
+@click.argument("workflow_id", type=int)
+@click.option("--version", type=int, help="A published version (default: the draft)")
+def workflow_export(workflow_id: int, version: int | None) -> None:
+    """Print a workflow as an importable JSON document."""
+    from automation.workflows.service import export_workflow
+
+    try:
+        with runtime().sessions() as session:
+            document = export_workflow(session, workflow_id, version=version)
+    except DomainError as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
 @main.command()
 @click.option("--contacts", "count", default=3000, show_default=True)
 @click.option("--force", is_flag=True, help="Load even if the database already has contacts")

@@ -6,6 +6,7 @@ from automation.db import Base
 from automation.email import models as email_models
 from automation.ops import models as ops_models
 from automation.segments import models as segments_models
+from automation.workflows import models as workflows_models
 
 __all__ = [
     "Base",
@@ -14,4 +15,5 @@ __all__ = [
     "email_models",
     "ops_models",
     "segments_models",
+    "workflows_models",
 ]

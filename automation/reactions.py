@@ -2,7 +2,8 @@
 
 Ingestion and contact edits call these two functions; each domain that reacts
 (segment membership, workflow triggers, goals) adds its call here, in order:
-segment membership first, since "entered segment" triggers read it.
+segment membership first, since "entered segment" triggers read it; then workflows
+(triggers enrol, waits for an event wake, goals convert).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def react_to_events(session: Session, events: Sequence[IngestedEvent]) -> None:
 
     refresh_for_events(session, events)
 
+    from automation.workflows.triggers import on_events
+
+    on_events(session, events)
+
 
 def react_to_contact_changes(session: Session, contact_ids: Sequence[int]) -> None:
     """Run every reaction to contacts whose fields, tags or status changed."""
@@ -40,3 +45,7 @@ def react_to_contact_changes(session: Session, contact_ids: Sequence[int]) -> No
     from automation.segments.membership import refresh_contacts
 
     refresh_contacts(session, contact_ids)
+
+    from automation.workflows.triggers import on_contact_changes
+
+    on_contact_changes(session, contact_ids)

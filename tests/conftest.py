@@ -226,6 +226,9 @@ class ApiClient:
     def patch(self, path: str, json: Any = None, **kw: Any) -> Any:
         return self.client.patch("/api/v1" + path, json=json, headers=self._headers(), **kw)
 
+    def put(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return self.client.put("/api/v1" + path, json=json, headers=self._headers(), **kw)
+
 
 def login(client: Any, email: str, password: str) -> Any:
     import re
@@ -334,3 +337,19 @@ def page(live_server: str) -> Iterator[Any]:
 def screenshot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+# --- workflows -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def harness(session: Session) -> Iterator[Any]:
+    """Runs the workflow engine on the test database with a stepping clock."""
+    from workflows_support import Harness, start_clock
+
+    from automation import clock
+    from automation.runtime import runtime
+
+    stepping = start_clock()
+    yield Harness(runtime().sessions, stepping)
+    clock.set_source(None)

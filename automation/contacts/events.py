@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.bulk import insert_rows
 from automation.contacts.models import Contact, ContactStatus, Event
 from automation.contacts.schema import EventIn
-from automation.db import dialect_insert
+from automation.db import dialect_insert, is_postgres, one_of
 from automation.errors import FieldError, join_path
 from automation.reactions import IngestedEvent, react_to_events
 
@@ -58,49 +59,52 @@ def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...] = ()) 
     return out
 
 
+def _contact_ids_by_email(session: Session, emails: set[str]) -> dict[str, int]:
+    if not emails:
+        return {}
+    rows = session.execute(
+        select(Contact.email, Contact.id).where(one_of(session, Contact.email, sorted(emails)))
+    )
+    return {email: contact_id for email, contact_id in rows}
+
+
 def _resolve_contacts(
     session: Session, items: list[tuple[int, EventIn]], source: str
 ) -> tuple[dict[int, int], dict[int, FieldError]]:
     """Contact id per item index; contacts identified by email are created when unknown."""
     emails = {item.email for _, item in items if item.email}
     externals = {item.external_id for _, item in items if item.external_id and not item.email}
-    if emails:
+    by_email = _contact_ids_by_email(session, emails)
+    unknown = sorted(emails - set(by_email))
+    if unknown:
+        # Usually every sender is known: create only the missing contacts. executemany
+        # keeps one cached statement (a 1,000-row VALUES list would be compiled afresh
+        # on every batch, which cost more than the whole insert).
         now = clock.now()
         session.execute(
-            dialect_insert(session, Contact)
-            .values(
-                [
-                    {
-                        "email": e,
-                        "first_name": "",
-                        "last_name": "",
-                        "time_zone": "UTC",
-                        "status": ContactStatus.SUBSCRIBED,
-                        "lifecycle_stage": "subscriber",
-                        "score": 0,
-                        "attributes": {},
-                        "source": source,
-                        "emails_sent": 0,
-                        "opens": 0,
-                        "clicks": 0,
-                        "engagement_score": 0.0,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for e in sorted(emails)
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["email"])
+            dialect_insert(session, Contact).on_conflict_do_nothing(index_elements=["email"]),
+            [
+                {
+                    "email": e,
+                    "first_name": "",
+                    "last_name": "",
+                    "time_zone": "UTC",
+                    "status": ContactStatus.SUBSCRIBED,
+                    "lifecycle_stage": "subscriber",
+                    "score": 0,
+                    "attributes": {},
+                    "source": source,
+                    "emails_sent": 0,
+                    "opens": 0,
+                    "clicks": 0,
+                    "engagement_score": 0.0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for e in unknown
+            ],
         )
-    by_email = (
-        dict(
-            session.execute(
-                select(Contact.email, Contact.id).where(Contact.email.in_(emails))
-            ).all()
-        )
-        if emails
-        else {}
-    )
+        by_email.update(_contact_ids_by_email(session, set(unknown)))
     by_external = (
         dict(
             session.execute(
@@ -195,6 +199,21 @@ def ingest_events(session: Session, raw_items: Sequence[Any], *, source: str) ->
     return BatchResult([results[i] for i in sorted(results)])
 
 
+def _new_event_ids(session: Session, count: int) -> list[int] | None:
+    """Ids for ``count`` new events taken from the sequence in one query (PostgreSQL), so
+    the rows can go in as arrays without RETURNING having to keep their order."""
+    if not is_postgres(session):
+        return None
+    return list(
+        session.scalars(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, :n)"
+            ),
+            {"n": count},
+        )
+    )
+
+
 def _insert_events(
     session: Session, rows: list[tuple[int, dict[str, Any]]], results: dict[int, ItemResult]
 ) -> list[IngestedEvent]:
@@ -203,13 +222,18 @@ def _insert_events(
     keyed = [(i, r) for i, r in rows if r["idempotency_key"] is not None]
     plain = [(i, r) for i, r in rows if r["idempotency_key"] is None]
     created: list[tuple[int, int, dict[str, Any]]] = []
+    table = Event
     if keyed:
-        stmt = (
-            dialect_insert(session, Event)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(Event.id, Event.idempotency_key)
-        )
-        inserted = {key: event_id for event_id, key in session.execute(stmt, [r for _, r in keyed])}
+        inserted = {
+            key: event_id
+            for event_id, key in insert_rows(
+                session,
+                table,
+                [r for _, r in keyed],
+                returning=["id", "idempotency_key"],
+                skip_conflicts=True,
+            )
+        }
         for index, row in keyed:
             if row["idempotency_key"] in inserted:
                 created.append((index, inserted[row["idempotency_key"]], row))
@@ -233,10 +257,19 @@ def _insert_events(
                         contact_id=row["contact_id"],
                     )
     if plain:
-        ids = session.scalars(
-            insert(Event).returning(Event.id, sort_by_parameter_order=True),
-            [r for _, r in plain],
-        ).all()
+        allocated = _new_event_ids(session, len(plain))
+        if allocated is None:
+            ids = list(
+                session.scalars(
+                    insert(Event).returning(Event.id, sort_by_parameter_order=True),
+                    [r for _, r in plain],
+                )
+            )
+        else:
+            ids = allocated
+            insert_rows(
+                session, table, [{"id": i, **r} for i, (_, r) in zip(ids, plain, strict=True)]
+            )
         created.extend(
             (index, event_id, row) for (index, row), event_id in zip(plain, ids, strict=True)
         )

@@ -151,7 +151,7 @@ class Message(Base):
     campaign_id: Mapped[int | None] = mapped_column(BigInteger)
     campaign_variant_id: Mapped[int | None] = mapped_column(BigInteger)
     enrollment_id: Mapped[int | None] = mapped_column(BigInteger)
-    workflow_node_id: Mapped[int | None] = mapped_column(BigInteger)
+    workflow_node_id: Mapped[str | None] = mapped_column(String(64))  # the node's id
     workflow_name: Mapped[str | None] = mapped_column(String(200))
     campaign_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -170,7 +170,7 @@ class QueueItem:
     campaign_id: int | None = None
     campaign_variant_id: int | None = None
     enrollment_id: int | None = None
-    workflow_node_id: int | None = None
+    workflow_node_id: str | None = None
     workflow_name: str | None = None
     campaign_name: str | None = None
     send_at: datetime | None = None
@@ -252,7 +252,7 @@ def queue_message(
     campaign_id: int | None = None,
     campaign_variant_id: int | None = None,
     enrollment_id: int | None = None,
-    workflow_node_id: int | None = None,
+    workflow_node_id: str | None = None,
     workflow_name: str | None = None,
     campaign_name: str | None = None,
     send_at: datetime | None = None,
@@ -350,7 +350,7 @@ class Claimed:
     marketing: bool
     attempts: int
     campaign_id: int | None
-    workflow_node_id: int | None
+    workflow_node_id: str | None
     workflow_name: str | None
     campaign_name: str | None
     contact: dict[str, Any]

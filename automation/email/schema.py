@@ -159,7 +159,7 @@ class MessageOut(BaseModel):
     campaign_id: int | None
     campaign_variant_id: int | None
     enrollment_id: int | None
-    workflow_node_id: int | None
+    workflow_node_id: str | None
     workflow_name: str | None
     campaign_name: str | None
     created_at: datetime

@@ -214,6 +214,7 @@ def get_version(template_id: int, version_id: int) -> VersionOut:
     summary="Render for a chosen contact or the sample: subject, HTML and text",
     query=PreviewIn,
     response=PreviewOut,
+    read_only=True,
 )
 def preview(template_id: int, query: PreviewIn) -> PreviewOut:
     result = service.preview_template(

@@ -1,0 +1,417 @@
+"""The engine: claim due enrolments in batches and move each batch node by node, set-wise,
+until every contact in it waits, has sent, or has finished (ARCHITECTURE.md, "Tick").
+
+Claiming and moving are two transactions. The claim stamps ``lease_token`` and
+``lease_until`` on up to ``batch_size`` due rows (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so concurrent workers take disjoint batches) and commits. Moving the batch
+locks the rows that still carry the token, does all its work, and writes the new states
+in the same transaction as the journal, the contact updates and the queued messages. A
+worker that dies after claiming leaves rows whose lease expires: the next tick takes them
+again. One that dies while moving leaves nothing behind (the transaction rolls back).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from automation import clock
+from automation.bulk import update_rows
+from automation.db import one_of
+from automation.workflows import nodes
+from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
+from automation.workflows.goals import Open, goal_conversions
+from automation.workflows.graph import Graph, load_graphs
+from automation.workflows.models import (
+    Enrollment,
+    EnrollmentStatus,
+    EnrollmentStep,
+    enrollment_sources,
+)
+from automation.workflows.webhooks import HttpClient, UrllibClient
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 1000
+# How long a claimed batch is reserved for its worker; a dead worker's rows are taken again
+# after it. Tests that kill workers shorten it.
+LEASE = timedelta(seconds=float(os.environ.get("NURTURE_WORKFLOW_LEASE_SECONDS", "300")))
+MAX_STEPS_PER_BATCH = 200  # validation forbids loops without a wait; this is a backstop
+_default_http: HttpClient = UrllibClient()
+
+
+@dataclass
+class BatchReport:
+    enrollments: int = 0
+    steps: int = 0
+    finished: int = 0
+    messages: int = 0
+
+
+@dataclass
+class RunReport:
+    batches: int = 0
+    enrollments: int = 0
+    steps: int = 0
+    messages: int = 0
+    more: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "enrollments": self.enrollments,
+            "steps": self.steps,
+            "messages": self.messages,
+            "more": self.more,
+        }
+
+
+# --- claiming ----------------------------------------------------------------------------
+
+
+def claim_batch(session: Session, now: datetime, limit: int = BATCH_SIZE) -> tuple[str, int]:
+    """Lease up to ``limit`` due enrolments; returns the lease token and how many."""
+    token = secrets.token_hex(8)
+    due = (
+        select(Enrollment.id)
+        .where(
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.next_run_at <= now,
+            or_(Enrollment.lease_until.is_(None), Enrollment.lease_until < now),
+        )
+        .order_by(Enrollment.next_run_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = session.execute(
+        update(Enrollment)
+        .where(Enrollment.id.in_(due.scalar_subquery()))
+        .values(lease_token=token, lease_until=now + LEASE)
+        .execution_options(synchronize_session=False)
+    )
+    return token, int(result.rowcount or 0)  # type: ignore[attr-defined]  # CursorResult
+
+
+def _load_items(session: Session, token: str) -> list[Item]:
+    rows = session.execute(
+        select(
+            Enrollment.id,
+            Enrollment.workflow_id,
+            Enrollment.contact_id,
+            Enrollment.workflow_version_id,
+            Enrollment.current_node,
+            Enrollment.waiting_since,
+            Enrollment.next_run_at,
+            Enrollment.waiting_event,
+            Enrollment.resume_exit,
+            Enrollment.attempts,
+            Enrollment.context,
+            Enrollment.enrolled_at,
+            Enrollment.converted_at,
+        )
+        .where(Enrollment.lease_token == token, Enrollment.status == EnrollmentStatus.ACTIVE)
+        .order_by(Enrollment.id)
+        .with_for_update()
+    )
+    return [
+        Item(
+            id=r.id,
+            workflow_id=r.workflow_id,
+            contact_id=r.contact_id,
+            version_id=r.workflow_version_id,
+            node=r.current_node,
+            waiting_since=r.waiting_since,
+            next_run_at=r.next_run_at,
+            waiting_event=r.waiting_event,
+            resume_exit=r.resume_exit,
+            attempts=r.attempts,
+            context=dict(r.context or {}),
+            enrolled_at=r.enrolled_at,
+            converted_at=r.converted_at,
+        )
+        for r in rows
+    ]
+
+
+# --- moving a batch ----------------------------------------------------------------------
+
+
+def advance_claimed(
+    session: Session, token: str, now: datetime, *, http: HttpClient | None = None
+) -> BatchReport:
+    """Move every enrolment leased under ``token`` as far as it can go now."""
+    items = _load_items(session, token)
+    report = BatchReport(enrollments=len(items))
+    if items:
+        graphs = load_graphs(session, {i.version_id for i in items})
+        batch = Batch(session, now, graphs, http or _default_http, items)
+        _convert_goal_met(batch)
+        report.steps = _run(batch)
+        report.messages = len(batch.messages)
+        report.finished = sum(1 for i in items if i.finished)
+        _write_back(batch, token)
+    # Rows leased but not moved (paused or finished meanwhile) give their lease back.
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.lease_token == token)
+        .values(lease_token=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return report
+
+
+def _convert_goal_met(batch: Batch) -> None:
+    by_version: dict[int, list[Item]] = defaultdict(list)
+    for item in batch.items:
+        graph = batch.graphs.get(item.version_id)
+        if graph is not None and graph.settings.goal is not None:
+            by_version[item.version_id].append(item)
+    for version_id, items in by_version.items():
+        met = goal_conversions(
+            batch.session,
+            batch.graphs[version_id],
+            [Open(i.id, i.contact_id, i.enrolled_at, i.context) for i in items],
+            batch.now,
+        )
+        for item in items:
+            if item.id not in met:
+                continue
+            if item.open_visit:  # a contact not yet at a node has no visit to close
+                batch.close_visit(item, item.node or "", "converted", None)
+            item.waiting_since = None
+            item.waiting_event = None
+            _finish(batch, item, EnrollmentStatus.CONVERTED)
+
+
+def _run(batch: Batch) -> int:
+    """Move items node by node; each round runs every node once for all items at it."""
+    steps = 0
+    pending = [i for i in batch.items if not i.finished]
+    while pending:
+        groups: dict[tuple[int, str | None], list[Item]] = defaultdict(list)
+        for item in pending:
+            groups[(item.version_id, item.node)].append(item)
+        pending = []
+        for (version_id, node_id), group in groups.items():
+            graph = batch.graphs.get(version_id)
+            steps += len(group)
+            for item, outcome in _execute(batch, graph, node_id, group):
+                if _apply(batch, graph, item, outcome):
+                    pending.append(item)
+    return steps
+
+
+def _execute(
+    batch: Batch, graph: Graph | None, node_id: str | None, items: list[Item]
+) -> list[tuple[Item, Outcome]]:
+    if graph is None or node_id is None or node_id not in graph.nodes:
+        detail = {"error": f"node {node_id!r} is not in this version"}
+        return [(i, End(EnrollmentStatus.FAILED, "failed", detail)) for i in items]
+    node = graph.node(node_id)
+    try:
+        # A savepoint, so a node that fails (a bad condition, a database error) fails only
+        # its own contacts and the rest of the batch still moves.
+        with batch.session.begin_nested():
+            return nodes.EXECUTORS[node.type](batch, graph, node, items)
+    except Exception as exc:
+        log.exception("workflow %s node %s failed", graph.workflow_id, node_id)
+        detail = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        return [(i, End(EnrollmentStatus.FAILED, "failed", detail)) for i in items]
+
+
+def _apply(batch: Batch, graph: Graph | None, item: Item, outcome: Outcome) -> bool:
+    """Record ``outcome`` for ``item``; True when it moved on to another node."""
+    node_id = item.node or ""
+    if isinstance(outcome, Park):
+        if not item.open_visit:
+            batch.open_visit(item, node_id)
+            item.waiting_since = batch.now
+        item.next_run_at = outcome.until
+        item.waiting_event = outcome.waiting_event
+        item.resume_exit = None
+        if outcome.attempts is not None:
+            item.attempts = outcome.attempts
+        return False
+    batch.close_visit(item, node_id, outcome.label, outcome.detail)
+    item.waiting_since = None
+    item.waiting_event = None
+    item.resume_exit = None
+    item.attempts = 0
+    item.steps += 1
+    if isinstance(outcome, End):
+        _finish(batch, item, outcome.status)
+        return False
+    assert isinstance(outcome, Leave) and graph is not None
+    target = graph.follow(node_id, outcome.label)
+    if target is None:
+        status = EnrollmentStatus.CONVERTED if item.converted_at else EnrollmentStatus.COMPLETED
+        _finish(batch, item, status)
+        return False
+    item.node = target
+    if item.steps >= MAX_STEPS_PER_BATCH:
+        item.next_run_at = batch.now  # yield: the next tick carries on
+        return False
+    return True
+
+
+def _finish(batch: Batch, item: Item, status: EnrollmentStatus) -> None:
+    item.status = status
+    item.finished_at = batch.now
+    item.next_run_at = None
+    if status is EnrollmentStatus.CONVERTED and item.converted_at is None:
+        item.converted_at = batch.now
+
+
+def _write_back(batch: Batch, token: str) -> None:
+    session, now = batch.session, batch.now
+    # Close open visits before inserting new ones: a contact may leave a wait and enter
+    # another in the same batch, and the close matches on "left_at IS NULL".
+    plain: dict[str, list[int]] = defaultdict(list)
+    detailed = []
+    for enrollment_id, label, detail in batch.step_closes:
+        if detail is None:
+            plain[label].append(enrollment_id)
+        else:
+            detailed.append((enrollment_id, label, detail))
+    for label, ids in plain.items():
+        close_visits(session, ids, label, now)
+    for enrollment_id, label, detail in detailed:
+        session.execute(
+            update(EnrollmentStep)
+            .where(EnrollmentStep.enrollment_id == enrollment_id, EnrollmentStep.left_at.is_(None))
+            .values(left_at=now, exit=label, detail=detail)
+            .execution_options(synchronize_session=False)
+        )
+    if batch.step_inserts:
+        session.execute(insert(EnrollmentStep), batch.step_inserts)
+
+    rows = []
+    with_context = []
+    for item in batch.items:
+        row = {
+            "id": item.id,
+            "status": item.status,
+            "current_node": item.node,
+            "waiting_since": item.waiting_since,
+            "next_run_at": item.next_run_at,
+            "waiting_event": item.waiting_event,
+            "resume_exit": item.resume_exit,
+            "attempts": item.attempts,
+            "converted_at": item.converted_at,
+            "finished_at": item.finished_at,
+            "lease_token": None,
+            "lease_until": None,
+        }
+        if item.context_changed:
+            with_context.append({**row, "context": item.context})
+        else:
+            rows.append(row)
+    table = Enrollment
+    update_rows(session, table, rows, guard={"lease_token": token})
+    update_rows(session, table, with_context, guard={"lease_token": token})
+    if batch.messages:
+        from automation.workflows.sending import queue_workflow_messages
+
+        queue_workflow_messages(session, batch.messages, now)
+    if batch.changed_contacts:
+        from automation.reactions import react_to_contact_changes
+
+        react_to_contact_changes(session, sorted(batch.changed_contacts))
+
+
+def close_visits(
+    session: Session, enrollment_ids: Sequence[int], label: str, now: datetime
+) -> None:
+    session.execute(
+        update(EnrollmentStep)
+        .where(
+            one_of(session, EnrollmentStep.enrollment_id, list(enrollment_ids)),
+            EnrollmentStep.left_at.is_(None),
+        )
+        .values(left_at=now, exit=label)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish_enrollments(
+    session: Session,
+    enrollment_ids: Sequence[int],
+    status: EnrollmentStatus,
+    *,
+    exit_label: str,
+    now: datetime | None = None,
+) -> list[int]:
+    """End open enrolments where they stand (goal met, removed, workflow archived);
+    returns the ids that were still open."""
+    if not enrollment_ids:
+        return []
+    now = now or clock.now()
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": now,
+        "next_run_at": None,
+        "waiting_event": None,
+        "resume_exit": None,
+        "lease_token": None,
+        "lease_until": None,
+    }
+    if status is EnrollmentStatus.CONVERTED:
+        values["converted_at"] = now
+    ended: list[int] = []
+    ids = list(enrollment_ids)
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        ended += session.scalars(
+            update(Enrollment)
+            .where(Enrollment.id.in_(chunk), Enrollment.status.in_(enrollment_sources(status)))
+            .values(values)
+            .returning(Enrollment.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+    for start in range(0, len(ended), 5000):
+        close_visits(session, ended[start : start + 5000], exit_label, now)
+    return ended
+
+
+# --- the tick ----------------------------------------------------------------------------
+
+
+def run_due(
+    sessions: sessionmaker[Session],
+    *,
+    batch_size: int = BATCH_SIZE,
+    budget_seconds: float = 10.0,
+    http: HttpClient | None = None,
+) -> RunReport:
+    """Claim and move batches until nothing is due or the time budget is spent
+    (``more`` then tells the caller to queue another run)."""
+    report = RunReport()
+    deadline = time.monotonic() + budget_seconds
+    while True:
+        with sessions() as session:
+            now = clock.now()
+            token, claimed = claim_batch(session, now, batch_size)
+            session.commit()
+            if not claimed:
+                return report
+            moved = advance_claimed(session, token, now, http=http)
+            session.commit()
+        report.batches += 1
+        report.enrollments += moved.enrollments
+        report.steps += moved.steps
+        report.messages += moved.messages
+        if claimed < batch_size:
+            return report
+        if time.monotonic() > deadline:
+            report.more = True
+            return report

@@ -1,0 +1,265 @@
+"""Putting contacts into a workflow, set-wise and idempotently.
+
+At most one open enrolment per workflow and contact is guaranteed by a partial unique
+index (``uq_enrollments_open_workflow_contact``); inserts use ON CONFLICT DO NOTHING, so
+fifty concurrent deliveries of one event make exactly one enrolment. The re-entry rule
+(once / always / after a cool-down) is checked in the same statement's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, literal, or_, select
+from sqlalchemy.orm import Session
+
+from automation.bulk import insert_rows
+from automation.contacts.models import Contact
+from automation.db import UTCDateTime, dialect_insert, one_of
+from automation.errors import Conflict
+from automation.workflows.graph import Graph, load_graphs
+from automation.workflows.models import (
+    OPEN_STATUSES,
+    Enrollment,
+    EnrollmentStatus,
+    Workflow,
+    WorkflowStatus,
+)
+from automation.workflows.timing import after_duration, contact_zone
+
+CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class Candidate:
+    contact_id: int
+    context: dict[str, Any] = field(default_factory=dict)
+    trigger_key: str | None = None
+
+
+def active_graphs(
+    session: Session,
+    *,
+    workflow_ids: Sequence[int] | None = None,
+    trigger_events: Sequence[str] | None = None,
+    trigger_types: Sequence[str] | None = None,
+) -> list[Graph]:
+    """The graphs new contacts enter: active workflows' current versions."""
+    from automation.workflows.models import WorkflowVersion
+
+    query = (
+        select(WorkflowVersion.id)
+        .join(Workflow, Workflow.active_version_id == WorkflowVersion.id)
+        .where(Workflow.status == WorkflowStatus.ACTIVE)
+    )
+    if workflow_ids is not None:
+        query = query.where(Workflow.id.in_(workflow_ids))
+    if trigger_events is not None:
+        query = query.where(WorkflowVersion.trigger_event.in_(trigger_events))
+    if trigger_types is not None:
+        query = query.where(WorkflowVersion.trigger_type.in_(trigger_types))
+    ids = list(session.scalars(query))
+    graphs = load_graphs(session, ids)
+    return [graphs[i] for i in sorted(graphs)]
+
+
+def _reentry_blocks(graph: Graph, now: datetime) -> Any:
+    """SQL: an existing enrolment ``Enrollment`` that forbids a new one."""
+    reentry = graph.settings.reentry
+    if reentry.mode == "once":
+        return literal(True)
+    if reentry.mode == "always":
+        return Enrollment.status.in_(OPEN_STATUSES)
+    since = _cooldown_start(graph, now)
+    return or_(Enrollment.status.in_(OPEN_STATUSES), Enrollment.enrolled_at > since)
+
+
+def _cooldown_start(graph: Graph, now: datetime) -> datetime:
+    cooldown = graph.settings.reentry.cooldown
+    assert cooldown is not None
+    # now - cooldown: walk back by the same calendar rule the waits use, in UTC.
+    back = after_duration(now, cooldown, contact_zone("UTC", "UTC")) - now
+    return now - back
+
+
+def _row(
+    graph: Graph, contact_id: int, now: datetime, context: dict[str, Any], key: str | None
+) -> dict[str, Any]:
+    return {
+        "workflow_id": graph.workflow_id,
+        "workflow_version_id": graph.version_id,
+        "contact_id": contact_id,
+        "status": EnrollmentStatus.ACTIVE,
+        "current_node": graph.start,
+        "waiting_since": None,
+        "next_run_at": now,
+        "waiting_event": None,
+        "resume_exit": None,
+        "attempts": 0,
+        "context": context,
+        "trigger_key": key,
+        "lease_token": None,
+        "lease_until": None,
+        "enrolled_at": now,
+        "converted_at": None,
+        "finished_at": None,
+    }
+
+
+def enroll_contacts(
+    session: Session, graph: Graph, candidates: Sequence[Candidate], now: datetime
+) -> list[int]:
+    """Enrol the candidates the re-entry rule allows; returns the contact ids enrolled."""
+    return enroll_many(session, [(graph, candidates)], now).get(graph.workflow_id, [])
+
+
+def enroll_many(
+    session: Session, plans: Sequence[tuple[Graph, Sequence[Candidate]]], now: datetime
+) -> dict[int, list[int]]:
+    """Enrol candidates into several workflows at once: one SELECT finds the earlier
+    enrolments that forbid re-entry, one INSERT ... ON CONFLICT DO NOTHING adds the rest
+    (the unique indexes settle races with concurrent transactions). Returns the contact
+    ids enrolled per workflow id."""
+    wanted: list[tuple[Graph, Candidate]] = []
+    for graph, candidates in plans:
+        seen: set[int] = set()
+        for candidate in candidates:
+            if candidate.contact_id not in seen:
+                seen.add(candidate.contact_id)
+                wanted.append((graph, candidate))
+    enrolled: dict[int, list[int]] = {}
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        earlier = _earlier_enrollments(session, chunk)
+        rows = [
+            _row(graph, c.contact_id, now, c.context, c.trigger_key)
+            for graph, c in chunk
+            if not _blocked(graph, c, earlier.get((graph.workflow_id, c.contact_id), ()), now)
+        ]
+        table = Enrollment
+        for workflow_id, contact_id in insert_rows(
+            session,
+            table,
+            rows,
+            returning=["workflow_id", "contact_id"],
+            skip_conflicts=True,
+        ):
+            enrolled.setdefault(workflow_id, []).append(contact_id)
+    return enrolled
+
+
+def _earlier_enrollments(
+    session: Session, wanted: Sequence[tuple[Graph, Candidate]]
+) -> dict[tuple[int, int], list[Any]]:
+    contacts = sorted({c.contact_id for _, c in wanted})
+    workflows = sorted({g.workflow_id for g, _ in wanted})
+    rows = session.execute(
+        select(
+            Enrollment.workflow_id,
+            Enrollment.contact_id,
+            Enrollment.status,
+            Enrollment.enrolled_at,
+            Enrollment.trigger_key,
+        ).where(
+            one_of(session, Enrollment.contact_id, contacts),
+            Enrollment.workflow_id.in_(workflows),
+        )
+    )
+    out: dict[tuple[int, int], list[Any]] = {}
+    for row in rows:
+        out.setdefault((row.workflow_id, row.contact_id), []).append(row)
+    return out
+
+
+def _blocked(graph: Graph, candidate: Candidate, earlier: Sequence[Any], now: datetime) -> bool:
+    """Whether an earlier enrolment forbids this one (the re-entry rule, or the same
+    date-trigger occurrence)."""
+    if not earlier:
+        return False
+    if candidate.trigger_key is not None and any(
+        e.trigger_key == candidate.trigger_key for e in earlier
+    ):
+        return True
+    mode = graph.settings.reentry.mode
+    if mode == "once":
+        return True
+    if any(e.status in OPEN_STATUSES for e in earlier):
+        return True
+    if mode == "cooldown":
+        since = _cooldown_start(graph, now)
+        return any(e.enrolled_at > since for e in earlier)
+    return False
+
+
+def enroll_query(
+    session: Session,
+    graph: Graph,
+    contact_ids: Select[tuple[int]],
+    now: datetime,
+    context: dict[str, Any],
+) -> int:
+    """Enrol every contact the query selects (a segment, a list): one INSERT ... SELECT
+    whatever their number. Returns how many were enrolled."""
+    source = contact_ids.subquery()
+    earlier = exists().where(
+        Enrollment.workflow_id == graph.workflow_id,
+        Enrollment.contact_id == source.c[0],
+        _reentry_blocks(graph, now),
+    )
+    chosen = select(
+        literal(graph.workflow_id),
+        literal(graph.version_id),
+        source.c[0],
+        literal(EnrollmentStatus.ACTIVE.value),
+        literal(graph.start),
+        literal(now, UTCDateTime()),
+        literal(0),
+        literal(context, Enrollment.context.type),
+        literal(now, UTCDateTime()),
+    ).where(and_(~earlier, source.c[0].in_(select(Contact.id))))
+    stmt = (
+        dialect_insert(session, Enrollment)
+        .from_select(
+            [
+                "workflow_id",
+                "workflow_version_id",
+                "contact_id",
+                "status",
+                "current_node",
+                "next_run_at",
+                "attempts",
+                "context",
+                "enrolled_at",
+            ],
+            chosen,
+        )
+        .on_conflict_do_nothing()
+        .returning(Enrollment.id)
+    )
+    return len(session.scalars(stmt).all())
+
+
+def enroll_manually(
+    session: Session,
+    workflow_id: int,
+    *,
+    contact_ids: Sequence[int] = (),
+    query: Select[tuple[int]] | None = None,
+    source: str = "manual",
+    now: datetime,
+) -> int:
+    """Manual, API or bulk enrolment, into any active workflow whatever its trigger."""
+    graphs = active_graphs(session, workflow_ids=[workflow_id])
+    if not graphs:
+        workflow = session.get(Workflow, workflow_id)
+        state = workflow.status.value if workflow else "missing"
+        raise Conflict(f"workflow {workflow_id} is {state}: only an active workflow takes contacts")
+    graph = graphs[0]
+    context = {"trigger": {"type": source}}
+    if query is not None:
+        return enroll_query(session, graph, query, now, context)
+    known = list(session.scalars(select(Contact.id).where(Contact.id.in_(list(contact_ids)))))
+    return len(enroll_contacts(session, graph, [Candidate(c, context) for c in known], now))
