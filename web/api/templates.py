@@ -210,19 +210,19 @@ def get_version(template_id: int, version_id: int) -> VersionOut:
 
 @bp.operation(
     "/templates/<int:template_id>/preview",
-    "POST",
+    "GET",
     summary="Render for a chosen contact or the sample: subject, HTML and text",
-    body=PreviewIn,
+    query=PreviewIn,
     response=PreviewOut,
     read_only=True,
 )
-def preview(template_id: int, body: PreviewIn) -> PreviewOut:
+def preview(template_id: int, query: PreviewIn) -> PreviewOut:
     result = service.preview_template(
         db(),
         template_id,
         base_url=nurture().settings.base_url,
-        contact_id=body.contact_id,
-        version_id=body.version_id,
+        contact_id=query.contact_id,
+        version_id=query.version_id,
     )
     return PreviewOut(
         subject=result.email.subject,
