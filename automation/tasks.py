@@ -77,3 +77,24 @@ celery_app.conf.update(
         "email.expire_leases": {"task": "email.expire_leases", "schedule": 30.0},
     }
 )
+
+
+@celery_app.task(name="tracking.drain_hits", queue="tracking")
+def drain_hits() -> dict[str, Any]:
+    from automation.tracking.hits import make_hit_queue
+    from automation.tracking.service import drain_hits as run
+
+    settings = runtime().settings
+    report = run(
+        runtime().sessions,
+        make_hit_queue(settings),
+        half_life_days=settings.engagement_half_life_days,
+    )
+    return report.as_dict()
+
+
+celery_app.conf.beat_schedule["tracking.drain_hits"] = {
+    "task": "tracking.drain_hits",
+    "schedule": 2.0,  # hits wait in the queue until drained; a stale tick just expires
+    "options": {"expires": 10},
+}
