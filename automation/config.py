@@ -49,6 +49,9 @@ class Settings:
     hit_queue_url: str = ""
     engagement_half_life_days: float = 30.0
     webhook_secret: str = ""
+    # Sunset: no human engagement over this many sends or days → inactive (0 = off).
+    sunset_sends: int = 0
+    sunset_days: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -114,4 +117,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         hit_queue_url=env.get("NURTURE_HIT_QUEUE_URL", ""),
         engagement_half_life_days=float(env.get("NURTURE_ENGAGEMENT_HALF_LIFE_DAYS", "30")),
         webhook_secret=env.get("NURTURE_WEBHOOK_SECRET", ""),
+        sunset_sends=int(env.get("NURTURE_SUNSET_SENDS", "0")),
+        sunset_days=int(env.get("NURTURE_SUNSET_DAYS", "0")),
     )

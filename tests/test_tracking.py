@@ -270,3 +270,42 @@ def test_bad_tokens_on_pages_get_404(client):
 def test_hit_lines_that_are_torn_are_skipped():
     hit = Hit("abc", "open", 1, 2, 3, None, 1.0, "127.0.0.1", "ua")
     assert decode_all([hit.encode(), b'["abc", "op', b"garbage"]) == [hit]
+
+
+def test_sunset_marks_contacts_without_human_engagement_and_engaging_clears_it(app, client):
+    from automation.tracking.sunset import apply_sunset
+
+    msg = sent_message(app)
+    runtime = app.extensions["nurture"]
+    with runtime.sessions() as s:
+        assert apply_sunset(s, max_sends=1, max_days=0) == 1
+        s.commit()
+        assert s.get(Contact, msg["contact_id"]).inactive_since is not None
+        assert apply_sunset(s, max_sends=1, max_days=0) == 0  # already marked
+    client.get("/t/o/" + msg["tokens"].token(TokenKind.OPEN), headers={"User-Agent": HUMAN_UA})
+    drain(app)
+    with runtime.sessions() as s:
+        assert s.get(Contact, msg["contact_id"]).inactive_since is None
+        assert apply_sunset(s, max_sends=1, max_days=0) == 0  # engaged after its last send
+
+
+def test_an_inactive_contact_gets_no_marketing_email(app):
+    from automation.email.outbox import claim_batch
+    from automation.email.render import VersionCache
+
+    runtime = app.extensions["nurture"]
+    msg = sent_message(app)
+    with runtime.sessions() as s:
+        s.execute(update(Contact).values(inactive_since=clock.now()))
+        queue_message(
+            s,
+            dedupe_key="second",
+            contact_id=msg["contact_id"],
+            template_version_id=msg["version_id"],
+        )
+        s.commit()
+        batch = claim_batch(s, settings=runtime.settings, cache=VersionCache())
+        assert batch.held["inactive"] == 1 or sum(batch.held.values()) == 1
+        s.commit()
+        reasons = s.scalars(select(Message.reason).where(Message.dedupe_key == "second")).all()
+        assert reasons == ["inactive"]

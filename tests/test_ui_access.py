@@ -116,6 +116,8 @@ def test_only_login_logout_the_api_document_and_ops_probes_are_public(app):
         ("/p/x", "GET"),
         ("/p/x", "POST"),
         ("/v/x", "GET"),
+        ("/webhooks/feedback", "POST"),  # HMAC-signed
+        ("/webhooks/dsn", "POST"),  # HMAC-signed
     }
 
 

@@ -263,3 +263,64 @@ def create_tracking_app(settings: Settings | None = None) -> Flask:
     app.teardown_appcontext(database.close_session)
     app.register_blueprint(bp)
     return app
+
+
+def _json_error(status: int, code: str, message: str, details: list[dict[str, str]]) -> Any:
+    from flask import jsonify
+
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return jsonify(body), status
+
+
+def _feedback(parse: Any) -> Any:
+    from automation.errors import InvalidInput
+    from automation.tracking.bounces import record_feedback, signature_valid
+    from web.database import db
+
+    settings = current_app.extensions["nurture"].settings
+    body = request.get_data(cache=True)
+    if not signature_valid(
+        settings.webhook_secret, body, request.headers.get("X-Nurture-Signature")
+    ):
+        return _json_error(401, "unauthorized", "missing or wrong X-Nurture-Signature", [])
+    try:
+        items = parse(body)
+        session = db()
+        report = record_feedback(session, items, tracking().signer, source="webhook")
+        session.commit()
+    except InvalidInput as exc:
+        return _json_error(422, exc.code, exc.message, [e.as_dict() for e in exc.errors])
+    return {
+        "suppressed": report.suppressed,
+        "soft_bounces": report.soft,
+        "unknown": report.unknown,
+        "paused_sender_identities": report.paused_identities or [],
+    }
+
+
+@bp.route("/webhooks/feedback", methods=["POST"])
+@public
+def feedback_webhook() -> Any:
+    """Bounces and complaints as JSON (shape in automation/tracking/bounces.py)."""
+    import json
+
+    from automation.errors import FieldError, InvalidInput
+    from automation.tracking.bounces import parse_feedback
+
+    def parse(body: bytes) -> Any:
+        try:
+            raw = json.loads(body)
+        except ValueError:
+            raise InvalidInput(FieldError("body", "not valid JSON")) from None
+        return parse_feedback(raw)
+
+    return _feedback(parse)
+
+
+@bp.route("/webhooks/dsn", methods=["POST"])
+@public
+def dsn_webhook() -> Any:
+    """A delivery status notification or ARF report, posted as the raw mail."""
+    from automation.tracking.bounces import parse_report
+
+    return _feedback(parse_report)

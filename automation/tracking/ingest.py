@@ -283,6 +283,7 @@ def _write_back(
             last_open_at=bindparam("new_last_open", type_=ct.last_open_at.type),
             last_click_at=bindparam("new_last_click", type_=ct.last_click_at.type),
             engagement_score=bindparam("new_score"),
+            inactive_since=None,  # engaging again ends a sunset
         ),
         contact_rows,
         execution_options={"synchronize_session": False},

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, jsonify
 
-from web.api import accounts, contacts, events, messages, segments, templates
+from web.api import accounts, contacts, events, messages, segments, templates, tracking
 from web.api.openapi import build_openapi
 from web.auth import public
 from web.database import nurture
@@ -21,6 +21,7 @@ BLUEPRINTS: list[Blueprint] = [
     segments.bp,
     templates.bp,
     messages.bp,
+    tracking.bp,
 ]
 
 
