@@ -8,6 +8,7 @@ they are data, extended in one place here.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Sequence
@@ -76,12 +77,17 @@ class Verdict:
         self.reasons.append(reason)
 
 
-def _in(ip: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+@functools.lru_cache(maxsize=65536)
+def _networks_of(ip: str) -> tuple[bool, bool]:
+    """(Apple, security gateway) for an address; cached, a batch repeats addresses."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
-        return False
-    return any(address in n for n in networks)
+        return False, False
+    return (
+        any(address in n for n in APPLE_NETWORKS),
+        any(address in n for n in SCANNER_NETWORKS),
+    )
 
 
 def classify(
@@ -96,11 +102,12 @@ def classify(
         verdict.flag(HitClass.PREFETCH, "prefetch request header")
     if hit.head:
         verdict.flag(HitClass.SCANNER, "HEAD request")
-    if _in(hit.ip, APPLE_NETWORKS):
+    apple, gateway = _networks_of(hit.ip)
+    if apple:
         verdict.flag(HitClass.APPLE_MPP, "Apple Mail Privacy Protection address range")
     if any(a in ua for a in IMAGE_PROXY_AGENTS):
         verdict.flag(HitClass.IMAGE_PROXY, "image proxy user agent")
-    if _in(hit.ip, SCANNER_NETWORKS):
+    if gateway:
         verdict.flag(HitClass.SCANNER, "security gateway address range")
     if any(a in ua for a in SCANNER_AGENTS):
         verdict.flag(HitClass.SCANNER, "scanner or script user agent")

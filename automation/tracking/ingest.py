@@ -10,6 +10,7 @@ can show both.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -17,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from automation.contacts.models import Contact, Event
-from automation.db import dialect_insert, one_of
+from automation.db import dialect_insert, is_postgres, one_of
 from automation.email.models import Message, TemplateVersion
 from automation.reactions import IngestedEvent, react_to_events
 from automation.tracking.classify import burst_hits, classify
@@ -144,12 +145,7 @@ def ingest_hits(
         )
     if not events:
         return report
-    inserted = session.execute(
-        dialect_insert(session, Event)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(Event.id, Event.idempotency_key),
-        events,
-    ).all()
+    inserted = _insert_events(session, events)
     new_ids = {key: event_id for event_id, key in inserted}
     report.duplicates += len(events) - len(new_ids)
     stored = [e for e in events if e["idempotency_key"] in new_ids]
@@ -169,6 +165,87 @@ def ingest_hits(
         ],
     )
     return report
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC).replace(tzinfo=None) if value is not None else None
+
+
+# PostgreSQL: each batch statement takes the whole batch as one JSON document
+# (jsonb_to_recordset): one parameter, a statement text that is the same for any batch
+# size, and no per-row or per-element adaptation in Python (json.dumps is C). SQLite (the
+# embedded default, small volumes) uses the portable executemany forms below.
+_PG_INSERT_EVENTS = text(
+    """
+    INSERT INTO events (contact_id, name, properties, occurred_at, received_at, source,
+                        idempotency_key)
+    SELECT v.c, v.n, v.p, v.o, v.o, 'tracking', v.k
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS v(c bigint, n text, p jsonb, o timestamp, k text)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, idempotency_key
+    """
+)
+_PG_UPDATE_MESSAGES = text(
+    """
+    UPDATE messages AS m
+    SET opens = m.opens + v.ao, clicks = m.clicks + v.ac,
+        first_open_at = coalesce(m.first_open_at, v.fo),
+        last_open_at = greatest(m.last_open_at, v.lo),
+        first_click_at = coalesce(m.first_click_at, v.fc),
+        last_click_at = greatest(m.last_click_at, v.lc)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS v(id bigint, ao int, ac int, fo timestamp, lo timestamp, fc timestamp,
+              lc timestamp)
+    WHERE m.id = v.id
+    """
+)
+_PG_UPDATE_CONTACTS = text(
+    """
+    UPDATE contacts AS c
+    SET opens = c.opens + v.ao, clicks = c.clicks + v.ac, last_open_at = v.lo,
+        last_click_at = v.lc, engagement_score = v.s, inactive_since = NULL
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS v(id bigint, ao int, ac int, lo timestamp, lc timestamp, s float8)
+    WHERE c.id = v.id
+    """
+)
+
+
+def _insert_events(session: Session, events: list[dict[str, Any]]) -> list[Any]:
+    if is_postgres(session):
+        return list(
+            session.execute(
+                _PG_INSERT_EVENTS,
+                _rows(
+                    events,
+                    {
+                        "c": "contact_id",
+                        "n": "name",
+                        "p": "properties",
+                        "o": "occurred_at",
+                        "k": "idempotency_key",
+                    },
+                ),
+            ).all()
+        )
+    return list(
+        session.execute(
+            dialect_insert(session, Event)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(Event.id, Event.idempotency_key),
+            events,
+        ).all()
+    )
+
+
+def _rows(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, str]:
+    """``{"rows": <JSON array>}`` with the columns renamed; times as naive UTC ISO text."""
+
+    def value(v: Any) -> Any:
+        return _naive(v).isoformat() if isinstance(v, datetime) else v  # type: ignore[union-attr]
+
+    return {"rows": json.dumps([{s: value(r[k]) for s, k in names.items()} for r in rows])}
 
 
 _messages = cast(Table, Message.__table__)
@@ -227,6 +304,28 @@ def _write_back(
         for key, times in (("last_open", opens), ("last_click", clicks)):
             if times and (c[key] is None or times[-1] > c[key]):
                 c[key] = times[-1]
+    if is_postgres(session):
+        session.execute(
+            _PG_UPDATE_MESSAGES,
+            _rows(
+                message_rows,
+                {
+                    "id": "m_id",
+                    "ao": "add_opens",
+                    "ac": "add_clicks",
+                    "fo": "first_open",
+                    "lo": "last_open",
+                    "fc": "first_click",
+                    "lc": "last_click",
+                },
+            ),
+        )
+    else:
+        _update_messages(session, message_rows)
+    _update_contacts(session, per_contact, messages, half_life_days)
+
+
+def _update_messages(session: Session, message_rows: list[dict[str, Any]]) -> None:
     mt = _messages.c
     session.execute(
         update(_messages)
@@ -250,6 +349,14 @@ def _write_back(
         message_rows,
         execution_options={"synchronize_session": False},
     )
+
+
+def _update_contacts(
+    session: Session,
+    per_contact: dict[int, dict[str, Any]],
+    messages: dict[int, Any],
+    half_life_days: float,
+) -> None:
     current = session.execute(
         select(
             Contact.id, Contact.engagement_score, Contact.last_open_at, Contact.last_click_at
@@ -273,6 +380,22 @@ def _write_back(
                 "new_score": round(score, 6),
             }
         )
+    if is_postgres(session):
+        session.execute(
+            _PG_UPDATE_CONTACTS,
+            _rows(
+                contact_rows,
+                {
+                    "id": "c_id",
+                    "ao": "add_opens",
+                    "ac": "add_clicks",
+                    "lo": "new_last_open",
+                    "lc": "new_last_click",
+                    "s": "new_score",
+                },
+            ),
+        )
+        return
     ct = _contacts.c
     session.execute(
         update(_contacts)
