@@ -287,10 +287,8 @@ def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
         ("click, local spool", "bench.tracking:tracking_app()", {}, spool_queue),
     ]
     results: dict[str, tuple[float, float, int]] = {}
-    print(
-        f"click redirect: gunicorn -w {args.workers} -k sync, loopback, "
-        f"{'wrk -t2 -c' + str(args.connections) + ' -d' + str(args.seconds) + 's' if wrk else 'python load generator'}"
-    )
+    tool = f"wrk -t2 -c{args.connections} -d{args.seconds}s" if wrk else "python load generator"
+    print(f"click redirect: gunicorn -w {args.workers} -k sync, loopback, {tool}")
     for label, target, env, queue in runs:
         if queue is redis_queue:
             redis_queue.redis.delete(redis_queue.key)
@@ -305,7 +303,10 @@ def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
     floor = results["bare Flask 302 (floor)"][0]
     for label in ("click, Redis queue", "click, local spool"):
         rate, p99, _ = results[label]
-        print(f"  {label}: {rate / floor:.2f} × the bare route (target ≥ 0.8), p99 {p99:.2f} ms (≤ 15)")
+        print(
+            f"  {label}: {rate / floor:.2f} of the bare route (target >= 0.8), "
+            f"p99 {p99:.2f} ms (target <= 15)"
+        )
     redis_queue.redis.delete(redis_queue.key)
     shutil.rmtree(var_dir, ignore_errors=True)
 
