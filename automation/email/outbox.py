@@ -463,7 +463,9 @@ def claim_batch(
     limit = limit or settings.send_batch_size
     owner = uuid.uuid4().hex
     batch = Batch(owner, now + timedelta(seconds=settings.send_lease_seconds))
-    identities = list(session.scalars(select(SenderIdentity)))
+    identities = list(
+        session.scalars(select(SenderIdentity).where(SenderIdentity.paused_at.is_(None)))
+    )
     order: list[SenderIdentity | None] = [None, *identities]
     random.shuffle(order)  # no identity starves the others
     ids: list[int] = []
@@ -498,6 +500,7 @@ def claim_batch(
             Message.workflow_name,
             Message.campaign_name,
             Contact.status,
+            Contact.inactive_since,
             *CONTACT_COLUMNS,  # what rendering needs, in the same query
         )
         .join(Contact, Contact.id == Message.contact_id)
@@ -600,6 +603,8 @@ def _hold_reason(
     blocking = BLOCKS_MARKETING if row.marketing else BLOCKS_ALL
     if row.status in blocking:
         return MessageStatus.SUPPRESSED, ContactStatus(row.status).value
+    if row.marketing and row.inactive_since is not None:
+        return MessageStatus.SUPPRESSED, "inactive"  # the sunset policy
     reason = listed.get(email_hash(row.email))
     if reason is not None and (row.marketing or reason not in LIST_ALLOWS_TRANSACTIONAL):
         return MessageStatus.SUPPRESSED, f"suppression_list:{SuppressionReason(reason).value}"

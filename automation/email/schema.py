@@ -28,6 +28,8 @@ class SenderIdentityOut(BaseModel):
     from_email: str
     reply_to: str | None
     max_per_minute: int
+    paused_at: datetime | None = None
+    paused_reason: str | None = None
 
 
 class TemplateContent(Strict):

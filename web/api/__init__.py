@@ -14,6 +14,7 @@ from web.api import (
     messages,
     segments,
     templates,
+    tracking,
     workflows,
 )
 from web.api.openapi import build_openapi
@@ -32,6 +33,7 @@ BLUEPRINTS: list[Blueprint] = [
     messages.bp,
     workflows.bp,
     campaigns.bp,
+    tracking.bp,
 ]
 
 
