@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     any_,
+    cast,
     create_engine,
     event,
     literal,
@@ -126,5 +127,14 @@ def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:
     hundreds of placeholders parsed on every call."""
     items = list(values)
     if is_postgres(session):
+        if items and all(type(v) is int for v in items):
+            # Ids as one array literal ("{1,2,3}"), built at C speed: psycopg would dump
+            # a list element by element in Python (a third of a workflow batch's time).
+            return column == any_(cast(literal(int_array(items)), postgresql.ARRAY(BigInteger)))
         return column == any_(literal(items, postgresql.ARRAY(column.type)))
     return column.in_(items)
+
+
+def int_array(values: Iterable[int]) -> str:
+    """PostgreSQL's text form of an integer array: ``{1,2,3}``."""
+    return "{" + ",".join(map(str, values)) + "}"

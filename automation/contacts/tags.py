@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.bulk import insert_rows
 from automation.contacts.models import ContactTag, Tag
 from automation.db import dialect_insert
 
@@ -34,13 +35,8 @@ def add_tags(session: Session, contact_ids: Iterable[int], names: Iterable[str])
         return
     now = clock.now()
     rows = [{"contact_id": c, "tag_id": t, "added_at": now} for c in ids for t in tag_ids.values()]
-    # executemany: one cached statement, batched by SQLAlchemy's insertmanyvalues.
-    session.execute(
-        dialect_insert(session, ContactTag).on_conflict_do_nothing(
-            index_elements=["contact_id", "tag_id"]
-        ),
-        rows,
-    )
+    # One statement of arrays on PostgreSQL, executemany on SQLite (automation/bulk.py).
+    insert_rows(session, ContactTag, rows, skip_conflicts=True)
 
 
 def remove_tags(session: Session, contact_ids: Iterable[int], names: Iterable[str]) -> None:

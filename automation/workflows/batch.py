@@ -105,6 +105,7 @@ class Batch:
     step_closes: list[tuple[int, str, dict[str, Any] | None]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     changed_contacts: set[int] = field(default_factory=set)
+    round: int = 0  # each round runs every node once; a contact visits one node per round
     _contacts: dict[int, ContactData] = field(default_factory=dict)
 
     def contacts(self, ids: Iterable[int]) -> dict[int, ContactData]:
@@ -166,6 +167,7 @@ class Batch:
                 "left_at": None,
                 "exit": None,
                 "detail": None,
+                "round": self.round,
             }
         )
 
@@ -184,5 +186,6 @@ class Batch:
                 "left_at": self.now,
                 "exit": label,
                 "detail": detail,
+                "round": self.round,
             }
         )

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import String, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
-from automation.bulk import update_rows
-from automation.db import one_of
+from automation.bulk import insert_rows, update_rows
+from automation.db import UTCDateTime, one_of
 from automation.workflows import nodes
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.goals import Open, goal_conversions
@@ -79,8 +79,14 @@ class RunReport:
 # --- claiming ----------------------------------------------------------------------------
 
 
-def claim_batch(session: Session, now: datetime, limit: int = BATCH_SIZE) -> tuple[str, int]:
-    """Lease up to ``limit`` due enrolments; returns the lease token and how many."""
+@dataclass(frozen=True)
+class Claim:
+    token: str
+    ids: list[int]
+
+
+def claim_batch(session: Session, now: datetime, limit: int = BATCH_SIZE) -> Claim:
+    """Lease up to ``limit`` due enrolments: the lease token and the ids it covers."""
     token = secrets.token_hex(8)
     due = (
         select(Enrollment.id)
@@ -93,16 +99,17 @@ def claim_batch(session: Session, now: datetime, limit: int = BATCH_SIZE) -> tup
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    result = session.execute(
+    ids = session.scalars(
         update(Enrollment)
         .where(Enrollment.id.in_(due.scalar_subquery()))
         .values(lease_token=token, lease_until=now + LEASE)
+        .returning(Enrollment.id)
         .execution_options(synchronize_session=False)
-    )
-    return token, int(result.rowcount or 0)  # type: ignore[attr-defined]  # CursorResult
+    ).all()
+    return Claim(token, sorted(ids))
 
 
-def _load_items(session: Session, token: str) -> list[Item]:
+def _load_items(session: Session, claim: Claim) -> list[Item]:
     rows = session.execute(
         select(
             Enrollment.id,
@@ -119,7 +126,11 @@ def _load_items(session: Session, token: str) -> list[Item]:
             Enrollment.enrolled_at,
             Enrollment.converted_at,
         )
-        .where(Enrollment.lease_token == token, Enrollment.status == EnrollmentStatus.ACTIVE)
+        .where(
+            one_of(session, Enrollment.id, claim.ids),
+            Enrollment.lease_token == claim.token,  # not taken over meanwhile
+            Enrollment.status == EnrollmentStatus.ACTIVE,  # not paused or converted meanwhile
+        )
         .order_by(Enrollment.id)
         .with_for_update()
     )
@@ -147,10 +158,10 @@ def _load_items(session: Session, token: str) -> list[Item]:
 
 
 def advance_claimed(
-    session: Session, token: str, now: datetime, *, http: HttpClient | None = None
+    session: Session, claim: Claim, now: datetime, *, http: HttpClient | None = None
 ) -> BatchReport:
-    """Move every enrolment leased under ``token`` as far as it can go now."""
-    items = _load_items(session, token)
+    """Move every enrolment of the claim as far as it can go now."""
+    items = _load_items(session, claim)
     report = BatchReport(enrollments=len(items))
     if items:
         graphs = load_graphs(session, {i.version_id for i in items})
@@ -159,14 +170,19 @@ def advance_claimed(
         report.steps = _run(batch)
         report.messages = len(batch.messages)
         report.finished = sum(1 for i in items if i.finished)
-        _write_back(batch, token)
-    # Rows leased but not moved (paused or finished meanwhile) give their lease back.
-    session.execute(
-        update(Enrollment)
-        .where(Enrollment.lease_token == token)
-        .values(lease_token=None, lease_until=None)
-        .execution_options(synchronize_session=False)
-    )
+        _write_back(batch, claim.token)
+    if len(items) < len(claim.ids):
+        # Rows leased but not moved (paused or finished meanwhile) give their lease back.
+        moved = {i.id for i in items}
+        session.execute(
+            update(Enrollment)
+            .where(
+                one_of(session, Enrollment.id, [i for i in claim.ids if i not in moved]),
+                Enrollment.lease_token == claim.token,
+            )
+            .values(lease_token=None, lease_until=None)
+            .execution_options(synchronize_session=False)
+        )
     return report
 
 
@@ -202,6 +218,7 @@ def _run(batch: Batch) -> int:
         for item in pending:
             groups[(item.version_id, item.node)].append(item)
         pending = []
+        batch.round += 1
         for (version_id, node_id), group in groups.items():
             graph = batch.graphs.get(version_id)
             steps += len(group)
@@ -292,8 +309,7 @@ def _write_back(batch: Batch, token: str) -> None:
             .values(left_at=now, exit=label, detail=detail)
             .execution_options(synchronize_session=False)
         )
-    if batch.step_inserts:
-        session.execute(insert(EnrollmentStep), batch.step_inserts)
+    _insert_visits(session, batch.step_inserts)
 
     rows = []
     with_context = []
@@ -316,9 +332,8 @@ def _write_back(batch: Batch, token: str) -> None:
             with_context.append({**row, "context": item.context})
         else:
             rows.append(row)
-    table = Enrollment
-    update_rows(session, table, rows, guard={"lease_token": token})
-    update_rows(session, table, with_context, guard={"lease_token": token})
+    _update_states(session, rows, token)
+    update_rows(session, Enrollment, with_context, guard={"lease_token": token})
     if batch.messages:
         from automation.workflows.sending import queue_workflow_messages
 
@@ -327,6 +342,78 @@ def _write_back(batch: Batch, token: str) -> None:
         from automation.reactions import react_to_contact_changes
 
         react_to_contact_changes(session, sorted(batch.changed_contacts))
+
+
+GROUPED_UPDATES = 16  # past this many distinct end states, one UPDATE ... FROM unnest
+
+
+def _insert_visits(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Journal rows, one INSERT ... SELECT per (version, node, times, exit): contacts that
+    went the same way differ only by id, so only an id array travels. Rounds go in order,
+    so each contact's visits keep their order (a contact visits one node per round)."""
+    rounds: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        rounds[row["round"]].append(row)
+    for number in sorted(rounds):
+        _insert_round(session, rounds[number])
+
+
+def _insert_round(session: Session, rows: list[dict[str, Any]]) -> None:
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    detailed = []
+    for row in rows:
+        if row["detail"] is None:
+            key = (
+                row["workflow_version_id"],
+                row["node_id"],
+                row["entered_at"],
+                row["left_at"],
+                row["exit"],
+            )
+            groups[key].append(row["enrollment_id"])
+        else:
+            detailed.append({k: v for k, v in row.items() if k != "round"})
+    for (version_id, node_id, entered_at, left_at, label), ids in groups.items():
+        chosen = select(
+            Enrollment.id,
+            literal(version_id),
+            literal(node_id),
+            literal(entered_at, UTCDateTime()),
+            literal(left_at, UTCDateTime()),
+            literal(label, String()),
+        ).where(one_of(session, Enrollment.id, ids))
+        session.execute(
+            insert(EnrollmentStep).from_select(
+                [
+                    "enrollment_id",
+                    "workflow_version_id",
+                    "node_id",
+                    "entered_at",
+                    "left_at",
+                    "exit",
+                ],
+                chosen,
+            )
+        )
+    insert_rows(session, EnrollmentStep, detailed)
+
+
+def _update_states(session: Session, rows: list[dict[str, Any]], token: str) -> None:
+    """The enrolments' new states: one UPDATE per distinct state (usually a handful: a
+    batch mostly moves together), or one UPDATE from arrays when states are many."""
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for row in rows:
+        groups[tuple((k, v) for k, v in row.items() if k != "id")].append(row["id"])
+    if len(groups) > GROUPED_UPDATES:
+        update_rows(session, Enrollment, rows, guard={"lease_token": token})
+        return
+    for state, ids in groups.items():
+        session.execute(
+            update(Enrollment)
+            .where(one_of(session, Enrollment.id, ids), Enrollment.lease_token == token)
+            .values(dict(state))
+            .execution_options(synchronize_session=False)
+        )
 
 
 def close_visits(
@@ -400,17 +487,17 @@ def run_due(
     while True:
         with sessions() as session:
             now = clock.now()
-            token, claimed = claim_batch(session, now, batch_size)
+            claim = claim_batch(session, now, batch_size)
             session.commit()
-            if not claimed:
+            if not claim.ids:
                 return report
-            moved = advance_claimed(session, token, now, http=http)
+            moved = advance_claimed(session, claim, now, http=http)
             session.commit()
         report.batches += 1
         report.enrollments += moved.enrollments
         report.steps += moved.steps
         report.messages += moved.messages
-        if claimed < batch_size:
+        if len(claim.ids) < batch_size:
             return report
         if time.monotonic() > deadline:
             report.more = True
