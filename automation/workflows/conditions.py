@@ -18,6 +18,7 @@ contact ids, every other subtree the segment compiler's WHERE clause.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,9 +35,15 @@ from automation.email.models import Template
 from automation.errors import FieldError, InvalidInput, NotFound
 from automation.segments.compiler import condition
 from automation.segments.context import load_catalog, validate_filter
-from automation.segments.evaluator import EventFact, Facts, evaluate
+from automation.segments.evaluator import Evaluator, EventFact, Facts, evaluate
 from automation.segments.models import Segment, SegmentKind, SegmentMembership
-from automation.segments.schema import CORE_FIELDS, Catalog, check_filter, parse_filter
+from automation.segments.schema import (
+    CORE_FIELDS,
+    Catalog,
+    EventCondition,
+    check_filter,
+    parse_filter,
+)
 
 GROUPS = ("all", "any", "not")
 EMAIL_FACTS = ("sent", "opened", "clicked")
@@ -169,23 +176,29 @@ def property_condition_errors(where: Any, path: str) -> list[FieldError]:
 
 
 @lru_cache(maxsize=1024)
-def _property_filter(canonical: str) -> Any:
-    import json
+def _property_conditions(canonical: str) -> tuple[Any, ...]:
+    """Parsed property conditions, cached by content (triggers test every event)."""
+    tree = parse_filter({"conditions": [{"event": "e", "where": json.loads(canonical)}]})
+    event = tree.conditions[0]
+    assert isinstance(event, EventCondition)
+    return tuple(event.where)
 
-    return parse_filter({"conditions": [{"event": "e", "where": json.loads(canonical)}]})
+
+_MATCHER = Evaluator(Catalog(dict(CORE_FIELDS)), Facts(contact={}), clock.now())
+
+
+def event_matcher(where: list[dict[str, Any]] | None) -> Any:
+    """A test of an event's properties against ``where`` (none: every event matches), by
+    the segment language's own property rule. Parse once, test many events."""
+    if not where:
+        return lambda properties: True
+    conditions = _property_conditions(json.dumps(where, sort_keys=True))
+    holds = _MATCHER.property_holds
+    return lambda properties: all(holds(c, properties) for c in conditions)
 
 
 def event_matches(where: list[dict[str, Any]] | None, properties: dict[str, Any]) -> bool:
-    """Whether an event's properties meet ``where`` (none: every event matches), by the
-    segment language's own evaluator."""
-    if not where:
-        return True
-    import json
-
-    tree = _property_filter(json.dumps(where, sort_keys=True))
-    now = clock.now()
-    facts = Facts(contact={}, events=(EventFact("e", properties, now),))
-    return bool(evaluate(tree, facts, Catalog(dict(CORE_FIELDS)), now))
+    return bool(event_matcher(where)(properties))
 
 
 def missing_segments(

@@ -133,7 +133,7 @@ def enroll_many(
     enrolled: dict[int, list[int]] = {}
     for start in range(0, len(wanted), CHUNK):
         chunk = wanted[start : start + CHUNK]
-        earlier = _earlier_enrollments(session, chunk)
+        earlier = _earlier_enrollments(session, chunk, now)
         rows = [
             _row(graph, c.contact_id, now, c.context, c.trigger_key)
             for graph, c in chunk
@@ -152,10 +152,25 @@ def enroll_many(
 
 
 def _earlier_enrollments(
-    session: Session, wanted: Sequence[tuple[Graph, Candidate]]
+    session: Session, wanted: Sequence[tuple[Graph, Candidate]], now: datetime
 ) -> dict[tuple[int, int], list[Any]]:
+    """The earlier enrolments of these contacts that could block a new one: open ones,
+    any in a once-only workflow, recent ones under a cool-down, the same occurrence of a
+    date trigger. (Not the whole history: "always" workflows collect a lot of it.)"""
     contacts = sorted({c.contact_id for _, c in wanted})
     workflows = sorted({g.workflow_id for g, _ in wanted})
+    graphs = {g.workflow_id: g for g, _ in wanted}
+    once = [w for w, g in graphs.items() if g.settings.reentry.mode == "once"]
+    cooling = [w for w, g in graphs.items() if g.settings.reentry.mode == "cooldown"]
+    keys = sorted({c.trigger_key for _, c in wanted if c.trigger_key is not None})
+    blocking: list[Any] = [Enrollment.status.in_(OPEN_STATUSES)]
+    if once:
+        blocking.append(Enrollment.workflow_id.in_(once))
+    if cooling:
+        since = min(_cooldown_start(graphs[w], now) for w in cooling)
+        blocking.append(Enrollment.workflow_id.in_(cooling) & (Enrollment.enrolled_at > since))
+    if keys:
+        blocking.append(Enrollment.trigger_key.in_(keys))
     rows = session.execute(
         select(
             Enrollment.workflow_id,
@@ -166,6 +181,7 @@ def _earlier_enrollments(
         ).where(
             one_of(session, Enrollment.contact_id, contacts),
             Enrollment.workflow_id.in_(workflows),
+            or_(*blocking),
         )
     )
     out: dict[tuple[int, int], list[Any]] = {}

@@ -63,17 +63,17 @@ DATE_LOOKBACK = timedelta(days=2)
 # --- events ------------------------------------------------------------------------------
 
 
-def trigger_matches(trigger: Any, event: IngestedEvent) -> bool:
-    props = event.properties
+def trigger_matcher(trigger: Any) -> Any:
+    """A test of one event's properties for ``trigger`` (its event name already matched)."""
     if isinstance(trigger, EventTrigger):
-        return conditions.event_matches(trigger.where, props)
+        return conditions.event_matcher(trigger.where)
     if isinstance(trigger, FormTrigger):
-        return props.get("form") == trigger.form
+        return lambda props: props.get("form") == trigger.form
     if isinstance(trigger, EmailEngagementTrigger):
-        return trigger.template_id is None or props.get("template_id") == trigger.template_id
+        return lambda props: trigger.template_id in (None, props.get("template_id"))
     if isinstance(trigger, SegmentTrigger):
-        return props.get("segment_id") == trigger.segment_id
-    return False
+        return lambda props: props.get("segment_id") == trigger.segment_id
+    return lambda props: False
 
 
 def on_events(session: Session, events: Sequence[IngestedEvent]) -> None:
@@ -87,6 +87,7 @@ def on_events(session: Session, events: Sequence[IngestedEvent]) -> None:
     plans = []
     for graph in active_graphs(session, trigger_events=list(by_name)):
         trigger = graph.definition.trigger
+        matches = trigger_matcher(trigger)
         candidates = [
             Candidate(
                 e.contact_id,
@@ -100,7 +101,7 @@ def on_events(session: Session, events: Sequence[IngestedEvent]) -> None:
                 },
             )
             for e in by_name.get(trigger_event_name(trigger) or "", [])
-            if trigger_matches(trigger, e)
+            if matches(e.properties)
         ]
         if candidates:
             plans.append((graph, candidates))
