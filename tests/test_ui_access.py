@@ -16,7 +16,11 @@ from automation.contacts.models import CustomField, FieldType
 from automation.contacts.schema import ContactIn
 from automation.contacts.service import create_contact
 from automation.email.identities import create_sender_identity
-from automation.email.schema import SenderIdentityIn
+from automation.email.schema import SenderIdentityIn, TemplateIn
+from automation.email.templates import create_template
+from automation.segments.models import SegmentKind
+from automation.segments.schema import SegmentIn
+from automation.segments.service import create_segment
 
 PASSWORD = "correct horse battery"
 ROLES = ("viewer", "marketer", "admin")
@@ -50,6 +54,14 @@ def seeded(app):
             s, SenderIdentityIn(name=XSS, from_name=XSS, from_email="hello@example.com")
         )
         create_api_key(s, XSS, role=Role.VIEWER)
+        create_segment(s, SegmentIn(name=XSS, description=XSS, kind=SegmentKind.STATIC))
+        create_template(
+            s,
+            TemplateIn(
+                name=XSS, subject=XSS, kind="transactional", mjml="<mjml><mj-body></mj-body></mjml>"
+            ),
+            user_id=None,
+        )
         job, _ = draft_import_job(
             s, f"{XSS}.csv", f"Email,{XSS}\nnot-an-email,x\n".encode(), created_by_id=1
         )
@@ -88,11 +100,17 @@ def _routes(app):
 def _call(client, method: str, path: str, token: str | None):
     if path.startswith("/api/"):
         headers = {"X-CSRFToken": token} if token else {}
-        return client.open(
+        response = client.open(
             path, method=method, json={} if method != "GET" else None, headers=headers
         )
-    data = {"csrf_token": token} if token and method != "GET" else None
-    return client.open(path, method=method, data=data)
+    else:
+        data = {"csrf_token": token} if token and method != "GET" else None
+        response = client.open(path, method=method, data=data)
+    # Read and close, as a server does: a streamed download (members.csv) holds its
+    # database transaction until then.
+    response.get_data()
+    response.close()
+    return response
 
 
 def test_every_route_is_public_or_declares_the_role_it_needs(app):
@@ -224,6 +242,8 @@ def test_attacker_controlled_values_are_escaped_on_every_page(app, seeded):
     pages = [p for p in _pages(app)] + ["/?days=7", "/contacts?q=ana", "/contacts/1/merge?q=ana"]
     for path in pages:
         response = client.get(path)
+        response.get_data()
+        response.close()
         if response.mimetype != "text/html":
             # Downloads and polled JSON: never sniffed into a page by the browser.
             assert response.mimetype in ("application/json", "text/csv"), path

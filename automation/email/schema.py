@@ -44,6 +44,10 @@ class TemplateContent(Strict):
     mjml: str = Field(..., max_length=500_000, description="MJML with Jinja placeholders")
 
 
+class DraftPreviewIn(TemplateContent):
+    contact_id: int | None = Field(None, description="Render for this contact; else a sample")
+
+
 class TemplateIn(TemplateContent):
     name: str = Field(..., min_length=1, max_length=200)
 
@@ -65,6 +69,15 @@ class ValidationOut(BaseModel):
     warnings: list[ProblemOut]
     links: list[dict[str, Any]] = Field(default_factory=list)
     html_bytes: int | None = None
+
+
+class DraftPreviewOut(BaseModel):
+    valid: bool
+    errors: list[ProblemOut]
+    warnings: list[ProblemOut]
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
 
 
 class VersionSummary(BaseModel):

@@ -11,6 +11,8 @@ from automation.email import templates as service
 from automation.email.compiler import Problem
 from automation.email.models import Template, TemplateVersion
 from automation.email.schema import (
+    DraftPreviewIn,
+    DraftPreviewOut,
     PreviewIn,
     PreviewOut,
     ProblemOut,
@@ -131,6 +133,30 @@ def validate(body: TemplateContent) -> ValidationOut:
         warnings=_problems(result.warnings),
         links=compiled.links if compiled else [],
         html_bytes=compiled.html_bytes if compiled else None,
+    )
+
+
+@bp.operation(
+    "/templates/preview-draft",
+    "POST",
+    summary="Check and render an unsaved template for the sample or a chosen contact",
+    role=Role.MARKETER,
+    body=DraftPreviewIn,
+    response=DraftPreviewOut,
+    read_only=True,
+)
+def preview_draft(body: DraftPreviewIn) -> DraftPreviewOut:
+    content = TemplateContent.model_validate(body.model_dump(exclude={"contact_id"}))
+    result, email = service.preview_draft(
+        db(), content, base_url=nurture().settings.base_url, contact_id=body.contact_id
+    )
+    return DraftPreviewOut(
+        valid=not result.errors,
+        errors=_problems(result.errors),
+        warnings=_problems(result.warnings),
+        subject=email.subject if email else None,
+        html=email.html if email else None,
+        text=email.text if email else None,
     )
 
 
