@@ -239,7 +239,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=5_000_000)
-    parser.add_argument("--small", action="store_true", help="20k contacts, 100k events")
+    parser.add_argument(
+        "--small", "--smoke", action="store_true", help="20k contacts, 100k events (CI smoke)"
+    )
     parser.add_argument("--reuse", action="store_true", help="keep the existing data")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--plans", action="store_true", help="print query plan key lines")
@@ -270,10 +272,10 @@ def main() -> None:
     with sessions() as s:
         n_contacts = s.scalar(select(func.count()).select_from(Contact))
         n_events = s.scalar(select(func.count()).select_from(Event))
-        jit = s.scalar(text("SHOW jit"))
+        jit_setting = s.scalar(text("SHOW jit"))
     print(
         f"machine: {platform.node()} {platform.machine()} ({os.cpu_count()} cpus), "
-        f"PostgreSQL {engine.dialect.server_version_info}, jit={jit}"
+        f"PostgreSQL {engine.dialect.server_version_info}, jit={jit_setting}"
     )
     print(
         f"data: {n_contacts:,} contacts, {n_events:,} events; median of {args.runs} runs; "
