@@ -262,7 +262,10 @@ def load_demo(
     from automation.email.samples import load_demo_templates
 
     templates = load_demo_templates(session)
+    from automation.segments.samples import load_demo_segments
+
+    segments = load_demo_segments(session)
     return (
         f"demo loaded: {len(ids)} contacts, {len(links)} tag links, {len(events)} events, "
-        f"{templates} email templates"
+        f"{templates} email templates, {segments} segments"
     )
