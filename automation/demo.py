@@ -263,8 +263,11 @@ def load_demo(
     from automation.email.samples import load_demo_templates
 
     templates = load_demo_templates(session)
+    from automation.segments.samples import load_demo_segments
+
+    segments = load_demo_segments(session)
     campaigns = load_demo_campaign(session)
     return (
         f"demo loaded: {len(ids)} contacts, {len(links)} tag links, {len(events)} events, "
-        f"{templates} email templates, {campaigns} scheduled campaign"
+        f"{templates} email templates, {segments} segments, {campaigns} scheduled campaign"
     )

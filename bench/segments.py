@@ -6,7 +6,7 @@ compiled query's plan.
 
     export NURTURE_TEST_POSTGRES_URL=postgresql+psycopg://…/<a database you can empty>
     .venv/bin/python bench/segments.py                 # full size (~5 minutes to generate)
-    .venv/bin/python bench/segments.py --small         # smoke run: 20k contacts, 100k events
+    .venv/bin/python bench/segments.py --smoke         # smoke run: 20k contacts, 100k events
     .venv/bin/python bench/segments.py --reuse         # keep the data of the previous run
 
 The data is generated set-wise in SQL (generate_series), never through Python objects.
@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=5_000_000)
     parser.add_argument(
-        "--small", "--smoke", action="store_true", help="20k contacts, 100k events (CI smoke)"
+        "--smoke", "--small", dest="small", action="store_true", help="20k contacts, 100k events"
     )
     parser.add_argument("--reuse", action="store_true", help="keep the existing data")
     parser.add_argument("--runs", type=int, default=5)
@@ -258,7 +258,7 @@ def main() -> None:
     sessions = make_session_factory(engine)
     clock.set_source(lambda: NOW)
 
-    def jit(session: Session) -> None:
+    def apply_jit(session: Session) -> None:
         if args.jit == "off":
             session.execute(text("SET LOCAL jit = off"))
 
@@ -287,7 +287,7 @@ def main() -> None:
     three = {"conditions": THREE}
     clicked = {"conditions": [*THREE, CLICKED]}
     with sessions() as s:
-        jit(s)
+        apply_jit(s)
         ours, count = timed(lambda: count_matching(s, three), args.runs)
         floor, hand = timed(lambda: s.scalar(text(HAND_THREE)), args.runs)
         assert count == hand, (count, hand)
@@ -296,7 +296,7 @@ def main() -> None:
             print("   " + "\n   ".join(plan_lines(s, count_query(s, three))))
             print("   hand: " + "\n   ".join(plan_lines(s, HAND_THREE)))
 
-        jit(s)  # again: plan_lines rolled the transaction back
+        apply_jit(s)  # again: plan_lines rolled the transaction back
         ours, count = timed(lambda: count_matching(s, clicked), args.runs)
         floor, hand = timed(lambda: s.scalar(text(HAND_CLICKED), hand_params), args.runs)
         assert count == hand, (count, hand)
@@ -334,14 +334,14 @@ def main() -> None:
 
     def ours_full() -> int:
         with sessions() as s:
-            jit(s)
+            apply_jit(s)
             result = refresh_segment(s, sid)
             s.rollback()
             return len(result.entered) + len(result.left)
 
     def hand_full() -> int:
         with sessions() as s:
-            jit(s)
+            apply_jit(s)
             n = len(
                 s.execute(
                     text(HAND_REFRESH.format(among="", among_m="")),
@@ -379,14 +379,14 @@ def main() -> None:
 
     def ours_incremental() -> int:
         with sessions() as s:
-            jit(s)
+            apply_jit(s)
             results = refresh_contacts(s, ids)
             s.rollback()
             return sum(len(r.entered) + len(r.left) for r in results)
 
     def hand_incremental() -> int:
         with sessions() as s:
-            jit(s)
+            apply_jit(s)
             sql = HAND_REFRESH.format(
                 among="AND c.id = ANY(:ids)", among_m="AND m.contact_id = ANY(:ids)"
             )

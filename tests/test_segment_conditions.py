@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from automation import clock
 from automation.contacts import tags as tag_ops
 from automation.contacts.models import Contact, CustomField, Event, FieldType
-from automation.segments.compiler import matching_ids
+from automation.segments.compiler import condition, matching_ids
 from automation.segments.evaluator import contact_matches
 from automation.segments.models import Segment, SegmentKind, SegmentMembership
 
@@ -375,6 +375,11 @@ def test_compiler_and_evaluator_agree_with_expected(session, world, label, node,
     by_python = {name for name, cid in world.items() if contact_matches(session, tree, cid)}
     assert by_sql == expected, label
     assert by_python == expected, label
+    complement = {
+        names[i]
+        for i in session.scalars(select(Contact.id).where(condition(session, tree, negated=True)))
+    }
+    assert complement == set(world) - expected
     among = [world["ana"], world["chloe"], world["eve"]]
     narrowed = {names[i] for i in session.scalars(matching_ids(session, tree, among_ids=among))}
     assert narrowed == expected & {"ana", "chloe", "eve"}

@@ -14,6 +14,7 @@ from automation.contacts.events import ingest_events
 from automation.contacts.models import Contact, CustomField, Event, FieldType
 from automation.contacts.schema import ContactIn, ContactPatch
 from automation.contacts.service import create_contact, delete_contact, update_contact
+from automation.errors import Conflict
 from automation.segments.membership import (
     add_members,
     audience_ids,
@@ -274,3 +275,16 @@ def test_concurrent_full_and_incremental_refresh_record_each_change_once(
         assert len(entered) == 4 and all(n == 1 for _, n in entered)
         assert len(members(s, segment_id)) == 4
     engine.dispose()
+
+
+def test_a_segment_broken_by_a_deleted_field_does_not_break_ingestion(session, people):
+    from automation.contacts.service import delete_field
+
+    segment_id = dynamic(session, "Pro", PRO)
+    refresh_segment(session, segment_id)
+    delete_field(session, "plan")
+    result = ingest_events(session, [{"name": "x", "email": "ana@example.com"}], source="t")
+    assert result.count("created") == 1
+    update_contact(session, people["ben"], ContactPatch(first_name="Benjamin"), source="t")
+    with pytest.raises(Conflict):
+        refresh_segment(session, segment_id)

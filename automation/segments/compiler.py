@@ -522,12 +522,18 @@ def condition(
     among_ids: Sequence[int] | None = None,
     catalog: Catalog | None = None,
     now: datetime | None = None,
+    negated: bool = False,
 ) -> ColumnElement[bool]:
-    """The tree as a WHERE clause over the ``contacts`` table."""
+    """The tree as a WHERE clause over the ``contacts`` table.
+
+    The clause may be NULL (not false) for a contact with missing values, which a WHERE
+    treats as false; so do not wrap it in NOT to get the complement: ask for
+    ``negated=True``, which pushes the negation down to the leaves and is exact.
+    """
     parsed, catalog = _prepared(session, tree, catalog)
     dialect = session.get_bind().dialect.name
     compiler = Compiler(catalog, dialect, now or clock.now(), among_ids)
-    clause = compiler.tree(parsed).sql()
+    clause = compiler.tree(parsed).sql(negated)
     if among_ids is not None:
         clause = and_(compiler.sql.ids_in(contacts.c.id, among_ids), clause)
     return clause

@@ -120,7 +120,7 @@ class Sql:
             def contains(leaf: Any) -> ColumnElement[bool]:
                 for key in reversed(path):
                     leaf = {key: leaf}
-                return doc.op("@>")(literal(leaf, JSONB))
+                return doc.op("@>", is_comparison=True)(literal(leaf, JSONB))
 
             return and_(
                 or_(*(contains(v) for v in values)), not_(or_(*(contains([v]) for v in values)))

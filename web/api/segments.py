@@ -8,7 +8,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, request, stream_with_context
+from flask import Response, request
 
 from automation.accounts.models import Role
 from automation.contacts.schema import ContactOut
@@ -204,25 +204,28 @@ def explain_segment(segment_id: int, contact_id: int) -> ExplainOut:
     content_type="text/csv",
 )
 def export_members(segment_id: int) -> Response:
-    session = db()
-    segment = service.get_segment(session, segment_id)
-    rows = service.export_rows(session, segment)
+    segment = service.get_segment(db(), segment_id)  # a 404 before the stream starts
+    filename = f"segment-{segment.id}-members.csv"
+    sessions = nurture().sessions
 
     def lines() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(service.EXPORT_COLUMNS)
-        for count, row in enumerate(rows, start=1):
-            writer.writerow(row)
-            if count % 1000 == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+        # Its own session, closed when the stream ends or the client goes away, so the
+        # request's session is not held open for as long as the download lasts.
+        with sessions() as session:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(service.EXPORT_COLUMNS)
+            rows = service.export_rows(session, service.get_segment(session, segment_id))
+            for count, row in enumerate(rows, start=1):
+                writer.writerow(row)
+                if count % 1000 == 0:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+            yield buffer.getvalue()
 
-    filename = f"segment-{segment.id}-members.csv"
     return Response(
-        stream_with_context(lines()),
+        lines(),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
