@@ -92,6 +92,12 @@ def test_keys_come_from_the_secret_key_and_old_keys_setting(tmp_path):
     assert signer.verify(token, TokenKind.PREFERENCES) is not None
 
 
+def test_click_urls_are_the_click_tokens_of_each_link():
+    tokens = SIGNER.for_message(9, 8, 7)
+    base = "https://mail.example.com"
+    assert tokens.click_urls(base, 3) == [tokens.url(base, TokenKind.CLICK, i) for i in range(3)]
+
+
 def test_public_urls_have_their_paths():
     tokens = SIGNER.for_message(1, 2, 3)
     base = "https://mail.example.com"

@@ -140,6 +140,18 @@ class MessageTokens:
     def url(self, base_url: str, kind: TokenKind, link_index: int = 0) -> str:
         return base_url + PATHS[kind] + self.token(kind, link_index)
 
+    def click_urls(self, base_url: str, count: int) -> list[str]:
+        """The URLs of links 0 … count-1: `url(base_url, CLICK, i)` for each, in one loop."""
+        head = base_url + PATHS[TokenKind.CLICK] + self._prefix
+        mac, b2a, urlsafe = self._link_mac, binascii.b2a_base64, _URLSAFE
+        out = []
+        for index in range(count):
+            tail = _tail(TokenKind.CLICK, index)
+            link = mac.copy()
+            link.update(tail)
+            out.append(head + b2a(tail + link.digest(), newline=False).translate(urlsafe).decode())
+        return out
+
 
 class TokenSigner:
     """Makes and verifies tokens; the first key signs, every key verifies."""
