@@ -262,7 +262,10 @@ def load_demo(
     from automation.email.samples import load_demo_templates
 
     templates = load_demo_templates(session)
+    from automation.workflows.examples import load_example_workflows
+
+    workflows = load_example_workflows(session)
     return (
         f"demo loaded: {len(ids)} contacts, {len(links)} tag links, {len(events)} events, "
-        f"{templates} email templates"
+        f"{templates} email templates; {workflows}"
     )
