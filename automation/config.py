@@ -44,6 +44,14 @@ class Settings:
     send_lease_seconds: int = 300
     # Address for the List-Unsubscribe mailto; empty = unsubscribe@<sender's domain>.
     unsubscribe_mailto: str = ""
+    # Tracking: the hit queue (a redis:// URL; empty = the broker if it is Redis, else a
+    # local spool under var/hits), the engagement score's half-life, the bounce webhook key.
+    hit_queue_url: str = ""
+    engagement_half_life_days: float = 30.0
+    webhook_secret: str = ""
+    # Sunset: no human engagement over this many sends or days → inactive (0 = off).
+    sunset_sends: int = 0
+    sunset_days: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -106,4 +114,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         send_lease_seconds=int(env.get("NURTURE_SEND_LEASE_SECONDS", "300")),
         unsubscribe_mailto=env.get("NURTURE_UNSUBSCRIBE_MAILTO", ""),
         metrics_token=env.get("NURTURE_METRICS_TOKEN", ""),
+        hit_queue_url=env.get("NURTURE_HIT_QUEUE_URL", ""),
+        engagement_half_life_days=float(env.get("NURTURE_ENGAGEMENT_HALF_LIFE_DAYS", "30")),
+        webhook_secret=env.get("NURTURE_WEBHOOK_SECRET", ""),
+        sunset_sends=int(env.get("NURTURE_SUNSET_SENDS", "0")),
+        sunset_days=int(env.get("NURTURE_SUNSET_DAYS", "0")),
     )

@@ -259,13 +259,15 @@ def load_demo(
         events.extend(_events_for(rng, cid, now, days))
     for chunk in range(0, len(events), 5000):
         session.execute(insert(Event), events[chunk : chunk + 5000])
+    from automation.campaigns.samples import load_demo_campaign
     from automation.email.samples import load_demo_templates
 
     templates = load_demo_templates(session)
+    campaigns = load_demo_campaign(session)
     from automation.workflows.examples import load_example_workflows
 
     workflows = load_example_workflows(session)
     return (
         f"demo loaded: {len(ids)} contacts, {len(links)} tag links, {len(events)} events, "
-        f"{templates} email templates; {workflows}"
+        f"{templates} email templates, {campaigns} scheduled campaign; {workflows}"
     )

@@ -1,6 +1,7 @@
 """Imports every model module so the metadata is complete (Alembic, create_all)."""
 
 from automation.accounts import models as accounts_models
+from automation.campaigns import models as campaigns_models
 from automation.contacts import models as contacts_models
 from automation.db import Base
 from automation.email import models as email_models
@@ -11,6 +12,7 @@ from automation.workflows import models as workflows_models
 __all__ = [
     "Base",
     "accounts_models",
+    "campaigns_models",
     "contacts_models",
     "email_models",
     "ops_models",

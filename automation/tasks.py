@@ -124,3 +124,57 @@ celery_app.conf.beat_schedule = {
         "options": {"queue": "engine", "expires": _DATES},
     },
 }
+
+
+@celery_app.task(name="campaigns.tick", queue="engine")
+def campaigns_tick() -> dict[str, int]:
+    """Start due campaigns, decide due A/B tests, mark finished sends (rows, not countdowns)."""
+    from automation.campaigns.service import run_due
+    from automation.db import transaction
+
+    with transaction(runtime().sessions) as session:
+        return run_due(session)
+
+
+celery_app.conf.beat_schedule["campaigns.tick"] = {
+    "task": "campaigns.tick",
+    "schedule": 10.0,
+    "options": {"expires": 20},
+}
+
+
+@celery_app.task(name="tracking.drain_hits", queue="tracking")
+def drain_hits() -> dict[str, Any]:
+    from automation.tracking.hits import make_hit_queue
+    from automation.tracking.service import drain_hits as run
+
+    settings = runtime().settings
+    report = run(
+        runtime().sessions,
+        make_hit_queue(settings),
+        half_life_days=settings.engagement_half_life_days,
+    )
+    return report.as_dict()
+
+
+celery_app.conf.beat_schedule["tracking.drain_hits"] = {
+    "task": "tracking.drain_hits",
+    "schedule": 2.0,  # hits wait in the queue until drained; a stale tick just expires
+    "options": {"expires": 10},
+}
+
+
+@celery_app.task(name="tracking.sunset", queue="engine")
+def apply_sunset() -> int:
+    from automation.db import transaction
+    from automation.tracking.sunset import apply_sunset as run
+
+    settings = runtime().settings
+    with transaction(runtime().sessions) as session:
+        return run(session, max_sends=settings.sunset_sends, max_days=settings.sunset_days)
+
+
+celery_app.conf.beat_schedule["tracking.sunset"] = {
+    "task": "tracking.sunset",
+    "schedule": 3600.0,
+}

@@ -90,7 +90,7 @@ def test_validate_returns_errors_and_warnings_without_saving(api, plan_field):
 
 def test_preview_for_the_sample_and_for_a_chosen_contact(api, app, plan_field):
     template = new_template(api).json
-    sample = api.post(f"/templates/{template['id']}/preview", {}).json
+    sample = api.get(f"/templates/{template['id']}/preview").json
     assert sample["subject"] == "Hi Ada" and "Hello Ada," in sample["html"]
     assert sample["viewports"] == {"desktop": 800, "mobile": 375}
     assert "https://shop.example/start" in sample["html"]  # previews link straight through
@@ -98,12 +98,16 @@ def test_preview_for_the_sample_and_for_a_chosen_contact(api, app, plan_field):
     contact = api.post(
         "/contacts", {"email": "zoe@example.com", "first_name": "Zoë", "tags": ["vip"]}
     ).json
-    chosen = api.post(f"/templates/{template['id']}/preview", {"contact_id": contact["id"]}).json
+    chosen = api.get(f"/templates/{template['id']}/preview?contact_id={contact['id']}").json
     assert chosen["contact"] == "zoe@example.com" and "Thank you for being a VIP." in chosen["html"]
     assert "VIP" in chosen["text"]
-    missing = api.post(f"/templates/{template['id']}/preview", {"contact_id": 999})
+    missing = api.get(f"/templates/{template['id']}/preview?contact_id=999")
     assert missing.status_code == 422
     assert missing.json["error"]["details"][0]["path"] == "contact_id"
+    bad = api.get(f"/templates/{template['id']}/preview?contact_id=abc")
+    assert bad.status_code == 422
+    assert bad.json["error"]["details"][0]["path"] == "query.contact_id"
+    assert api.as_role("viewer").get(f"/templates/{template['id']}/preview").status_code == 200
 
 
 def test_test_send_goes_to_any_address(api, smtp_server, plan_field):

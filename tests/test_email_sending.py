@@ -622,3 +622,46 @@ def test_implicit_tls_is_used_when_configured(session, sessions, settings, tmp_p
         assert len(server.received) == 1
     finally:
         server.controller.stop()
+
+
+def test_two_senders_at_once_send_each_message_once(session, settings, smtp_server):
+    """Concurrent senders (two workers on the send queue): SKIP LOCKED on PostgreSQL,
+    the write lock taken first on SQLite."""
+    import threading
+
+    saved = make_template(session)
+    ids = [
+        _queue(session, saved.version.id, make_contact(session, f"p{i}@example.com"))
+        for i in range(120)
+    ]
+    session.commit()
+    small = settings.with_overrides(send_batch_size=10)
+    errors = []
+
+    def run():
+        engine = make_engine(settings.database_url)
+        transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
+        try:
+            send_due(
+                make_session_factory(engine),
+                Sending(small, transport, TokenSigner.from_settings(small)),
+            )
+        except Exception as exc:  # the assertion below reports it
+            errors.append(exc)
+        finally:
+            transport.close()
+            engine.dispose()
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    recipients = [r.recipients[0] for r in smtp_server.received]
+    assert len(recipients) == len(set(recipients)) == 120
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as s:
+        statuses = {s.get(Message, i).status for i in ids}
+    engine.dispose()
+    assert statuses == {MessageStatus.SENT}

@@ -12,13 +12,13 @@ from automation.accounts.service import (
     reset_password,
     set_active,
 )
-from automation.email import senders
+from automation.email import identities
 from automation.errors import Conflict, InvalidInput, NotFound
 
 
 def test_sender_input_is_validated_field_by_field():
     with pytest.raises(InvalidInput) as exc:
-        senders.parse_sender(
+        identities.parse_sender_identity(
             {"name": "", "from_name": "x" * 101, "from_email": "no", "max_per_minute": 0}
         )
     assert {e.path for e in exc.value.errors} == {
@@ -27,29 +27,31 @@ def test_sender_input_is_validated_field_by_field():
         "from_email",
         "max_per_minute",
     }
-    clean = senders.parse_sender(
+    clean = identities.parse_sender_identity(
         {"name": " News ", "from_name": "Shop", "from_email": "News@Example.COM", "reply_to": None}
     )
     assert (clean.name, clean.from_email, clean.max_per_minute) == ("News", "news@example.com", 600)
 
 
 def test_sender_crud_keeps_names_unique(session):
-    data = senders.parse_sender(
+    data = identities.parse_sender_identity(
         {"name": "News", "from_name": "Shop", "from_email": "n@example.com"}
     )
-    sender = senders.create_sender(session, data)
-    assert senders.format_address(sender) == "Shop <n@example.com>"
+    sender = identities.create_sender_identity(session, data)
+    assert identities.format_address(sender) == "Shop <n@example.com>"
     with pytest.raises(Conflict) as exc:
-        senders.create_sender(session, data)
+        identities.create_sender_identity(session, data)
     assert exc.value.errors[0].path == "name"
-    other = senders.create_sender(session, data.model_copy(update={"name": "Other"}))
+    other = identities.create_sender_identity(session, data.model_copy(update={"name": "Other"}))
     with pytest.raises(Conflict):
-        senders.update_sender(session, other.id, data)
-    renamed = senders.update_sender(session, sender.id, data.model_copy(update={"name": "Renamed"}))
-    assert [s.name for s in senders.list_senders(session)] == ["Other", "Renamed"]
-    senders.delete_sender(session, renamed.id)
+        identities.update_sender_identity(session, other.id, data)
+    renamed = identities.update_sender_identity(
+        session, sender.id, data.model_copy(update={"name": "Renamed"})
+    )
+    assert [s.name for s in identities.list_sender_identities(session)] == ["Other", "Renamed"]
+    identities.delete_sender_identity(session, renamed.id)
     with pytest.raises(NotFound):
-        senders.get_sender(session, renamed.id)
+        identities.get_sender_identity(session, renamed.id)
 
 
 def test_the_last_active_admin_stays_an_active_admin(session):

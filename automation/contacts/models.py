@@ -62,6 +62,9 @@ class Contact(Base):
     opens: Mapped[int] = mapped_column(Integer, default=0)
     clicks: Mapped[int] = mapped_column(Integer, default=0)
     engagement_score: Mapped[float] = mapped_column(default=0.0)
+    # Set by the sunset policy (no human engagement over N sends or days): left out of
+    # marketing sends until the contact engages again.
+    inactive_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.headerregistry import Address
 from email.utils import parseaddr
 
+from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.contacts.events import validation_errors
 from automation.email.models import SenderIdentity
 from automation.email.schema import SenderIdentityIn
-from automation.errors import Conflict, NotFound
+from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 
 
 @dataclass(frozen=True)
@@ -37,24 +41,59 @@ def sender_of(identity: SenderIdentity | None, fallback: str) -> Sender:
     return Sender(identity.from_name, identity.from_email, identity.reply_to)
 
 
+def parse_sender_identity(data: dict[str, object]) -> SenderIdentityIn:
+    """Validated input from a form, or InvalidInput naming each bad field."""
+    try:
+        return SenderIdentityIn.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(validation_errors(exc)) from None
+
+
+def _ensure_unique_name(session: Session, name: str, exclude_id: int | None = None) -> None:
+    query = select(SenderIdentity.id).where(SenderIdentity.name == name)
+    if exclude_id is not None:
+        query = query.where(SenderIdentity.id != exclude_id)
+    if session.scalar(query) is not None:
+        raise Conflict(
+            f"a sender identity named {name!r} exists",
+            [FieldError("name", "another sender identity has this name")],
+        )
+
+
 def create_sender_identity(session: Session, data: SenderIdentityIn) -> SenderIdentity:
-    if session.scalar(select(SenderIdentity.id).where(SenderIdentity.name == data.name)):
-        raise Conflict(f"a sender identity named {data.name!r} already exists")
-    identity = SenderIdentity(
-        name=data.name,
-        from_name=data.from_name,
-        from_email=data.from_email,
-        reply_to=data.reply_to,
-        max_per_minute=data.max_per_minute,
-        created_at=clock.now(),
-    )
+    _ensure_unique_name(session, data.name)
+    identity = SenderIdentity(**data.model_dump(), created_at=clock.now())
     session.add(identity)
     session.flush()
     return identity
 
 
+def update_sender_identity(
+    session: Session, identity_id: int, data: SenderIdentityIn
+) -> SenderIdentity:
+    identity = get_sender_identity(session, identity_id)
+    _ensure_unique_name(session, data.name, exclude_id=identity.id)
+    for name, value in data.model_dump().items():
+        setattr(identity, name, value)
+    session.flush()
+    return identity
+
+
+def delete_sender_identity(session: Session, identity_id: int) -> None:
+    """Delete an identity; refused while anything (a template, a campaign) still uses it.
+    After a refusal the session must be rolled back (the failed flush left it unusable)."""
+    identity = get_sender_identity(session, identity_id)
+    try:
+        session.delete(identity)
+        session.flush()
+    except IntegrityError:
+        raise Conflict(
+            f"sender identity {identity.name!r} is in use and cannot be deleted"
+        ) from None
+
+
 def list_sender_identities(session: Session) -> list[SenderIdentity]:
-    return list(session.scalars(select(SenderIdentity).order_by(SenderIdentity.id)))
+    return list(session.scalars(select(SenderIdentity).order_by(SenderIdentity.name)))
 
 
 def get_sender_identity(session: Session, identity_id: int) -> SenderIdentity:
@@ -62,3 +101,8 @@ def get_sender_identity(session: Session, identity_id: int) -> SenderIdentity:
     if identity is None:
         raise NotFound(f"sender identity {identity_id} not found")
     return identity
+
+
+def format_address(identity: SenderIdentity) -> str:
+    """The From header value, e.g. ``Nurture Outdoor <hello@example.com>``."""
+    return str(Address(display_name=identity.from_name, addr_spec=identity.from_email))

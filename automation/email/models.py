@@ -42,6 +42,10 @@ class SenderIdentity(Base):
     # by this factor (halved at each deferral) until `throttled_until`.
     throttle_factor: Mapped[float] = mapped_column(default=1.0)
     throttled_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Paused by the complaint-rate guard (tracking) or by hand: the outbox claims nothing
+    # for a paused identity until an operator resumes it.
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_reason: Mapped[str | None] = mapped_column(String(200))
 
 
 class Suppression(Base):

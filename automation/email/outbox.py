@@ -36,6 +36,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.orm import Session
@@ -324,7 +325,8 @@ def queue_for_contacts(
     }
     stmt = (
         dialect_insert(session, Message.__table__)
-        .from_select(list(columns), select(*[c.label(n) for n, c in columns.items()]))
+        # WHERE true: SQLite cannot parse INSERT … SELECT … ON CONFLICT without a WHERE.
+        .from_select(list(columns), select(*[c.label(n) for n, c in columns.items()]).where(true()))
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
     )
     if is_postgres(session):
@@ -461,7 +463,9 @@ def claim_batch(
     limit = limit or settings.send_batch_size
     owner = uuid.uuid4().hex
     batch = Batch(owner, now + timedelta(seconds=settings.send_lease_seconds))
-    identities = list(session.scalars(select(SenderIdentity)))
+    identities = list(
+        session.scalars(select(SenderIdentity).where(SenderIdentity.paused_at.is_(None)))
+    )
     order: list[SenderIdentity | None] = [None, *identities]
     random.shuffle(order)  # no identity starves the others
     ids: list[int] = []
@@ -496,6 +500,7 @@ def claim_batch(
             Message.workflow_name,
             Message.campaign_name,
             Contact.status,
+            Contact.inactive_since,
             *CONTACT_COLUMNS,  # what rendering needs, in the same query
         )
         .join(Contact, Contact.id == Message.contact_id)
@@ -598,6 +603,8 @@ def _hold_reason(
     blocking = BLOCKS_MARKETING if row.marketing else BLOCKS_ALL
     if row.status in blocking:
         return MessageStatus.SUPPRESSED, ContactStatus(row.status).value
+    if row.marketing and row.inactive_since is not None:
+        return MessageStatus.SUPPRESSED, "inactive"  # the sunset policy
     reason = listed.get(email_hash(row.email))
     if reason is not None and (row.marketing or reason not in LIST_ALLOWS_TRANSACTIONAL):
         return MessageStatus.SUPPRESSED, f"suppression_list:{SuppressionReason(reason).value}"

@@ -28,6 +28,8 @@ class SenderIdentityOut(BaseModel):
     from_email: str
     reply_to: str | None
     max_per_minute: int
+    paused_at: datetime | None = None
+    paused_reason: str | None = None
 
 
 class TemplateContent(Strict):
@@ -40,6 +42,10 @@ class TemplateContent(Strict):
     subject: str = Field(..., max_length=500)
     preheader: str = Field("", max_length=500)
     mjml: str = Field(..., max_length=500_000, description="MJML with Jinja placeholders")
+
+
+class DraftPreviewIn(TemplateContent):
+    contact_id: int | None = Field(None, description="Render for this contact; else a sample")
 
 
 class TemplateIn(TemplateContent):
@@ -63,6 +69,15 @@ class ValidationOut(BaseModel):
     warnings: list[ProblemOut]
     links: list[dict[str, Any]] = Field(default_factory=list)
     html_bytes: int | None = None
+
+
+class DraftPreviewOut(BaseModel):
+    valid: bool
+    errors: list[ProblemOut]
+    warnings: list[ProblemOut]
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
 
 
 class VersionSummary(BaseModel):

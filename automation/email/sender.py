@@ -5,6 +5,7 @@ talks."""
 from __future__ import annotations
 
 import gc
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from automation.db import transaction
 from automation.email.context import load_contact_contexts
 from automation.email.identities import Sender
 from automation.email.mime import AddressError, Mail, ascii_address, build_mime
+from automation.email.models import MessageStatus
 from automation.email.outbox import (
     Batch,
     Claimed,
@@ -99,6 +101,7 @@ def _feedback_id(message: Claimed, version: CompiledVersion) -> str:
         else "x"
     )
     kind = "m" if version.marketing else "t"
+    origin = re.sub(r"[^A-Za-z0-9_.-]", "-", origin)[:40]  # ":" separates the fields
     return f"{origin}:{version.template_id}:{kind}:nurture"
 
 
@@ -142,9 +145,7 @@ def build_message(
     )
 
 
-def _outcome(message: Claimed, status: Any, **values: Any) -> Outcome:
-    from automation.email.models import MessageStatus
-
+def _outcome(message: Claimed, status: str, **values: Any) -> Outcome:
     return Outcome(
         message_id=message.id,
         status=MessageStatus(status),

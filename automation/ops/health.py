@@ -75,3 +75,24 @@ def readiness(runtime: Runtime) -> list[Check]:
         with runtime.sessions() as session:
             checks.extend(probe(session) for probe in DOMAIN_PROBES)
     return checks
+
+
+HIT_QUEUE_LIMIT = 200_000
+
+
+def check_hit_queue(_session: Session) -> Check:
+    """Tracking hits waiting for the tracking worker: a growing queue means no drainer."""
+
+    def probe() -> str:
+        from automation.runtime import runtime
+        from automation.tracking.hits import make_hit_queue
+
+        depth = make_hit_queue(runtime().settings).depth()
+        if depth > HIT_QUEUE_LIMIT:
+            raise RuntimeError(f"{depth} hits queued (is the tracking worker running?)")
+        return f"{depth} hits queued"
+
+    return _timed("hit_queue", probe)
+
+
+DOMAIN_PROBES.append(check_hit_queue)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from automation.contacts.models import CustomField
+from automation.contacts.models import CustomField, Tag
 from automation.errors import FieldError, InvalidInput
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import (
@@ -22,6 +22,7 @@ from automation.segments.schema import (
     check_filter,
     parse_filter,
     referenced_segments,
+    tag_names,
 )
 
 
@@ -34,7 +35,19 @@ def load_catalog(session: Session, tree: Filter | None = None) -> Catalog:
     catalog = Catalog(fields)
     if tree is not None:
         load_segments(session, catalog, referenced_segments(tree))
+        load_tags(session, catalog, tag_names(tree))
     return catalog
+
+
+def load_tags(session: Session, catalog: Catalog, names: set[str]) -> None:
+    wanted = sorted(names - catalog.tags_looked_up)
+    if not wanted:
+        return
+    catalog.tag_ids.update(
+        (name, tag_id)
+        for name, tag_id in session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(wanted)))
+    )
+    catalog.tags_looked_up.update(wanted)
 
 
 def load_segments(session: Session, catalog: Catalog, ids: list[int]) -> None:
@@ -47,6 +60,7 @@ def load_segments(session: Session, catalog: Catalog, ids: list[int]) -> None:
             )
         ).all()
         pending = set()
+        names: set[str] = set()
         for segment_id, name, kind, definition in rows:
             tree = _stored_tree(definition) if kind is SegmentKind.DYNAMIC else None
             catalog.segments[segment_id] = SegmentRef(
@@ -54,6 +68,8 @@ def load_segments(session: Session, catalog: Catalog, ids: list[int]) -> None:
             )
             if tree is not None:
                 pending.update(i for i in referenced_segments(tree) if i not in catalog.segments)
+                names |= tag_names(tree)
+        load_tags(session, catalog, names)
 
 
 def _stored_tree(definition: dict[str, Any] | None) -> Filter | None:

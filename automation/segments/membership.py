@@ -25,13 +25,14 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
-    union_all,
+    true,
 )
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.db import JSONDoc, UTCDateTime, dialect_insert, is_postgres
+from automation.db import JSONDoc, UTCDateTime, dialect_insert
 from automation.errors import Conflict, NotFound
 from automation.reactions import IngestedEvent, react_to_events
 from automation.segments.compiler import contacts, events, matching_ids, memberships
@@ -83,161 +84,122 @@ def _apply(
     emit: bool,
     now: datetime,
 ) -> RefreshResult:
-    """Make the stored members of ``segment`` (within ``among_ids``) equal ``matching``."""
-    scope = [memberships.c.segment_id == segment.id]
-    if among_ids is not None:
-        scope.append(
-            Sql(session.get_bind().dialect.name).ids_in(memberships.c.contact_id, among_ids)
+    """Make the stored members of ``segment`` (within ``among_ids``) equal ``matching``.
+
+    Two steps. First one read-only query finds the difference: the segment is evaluated
+    once, and PostgreSQL may scan contacts in parallel (it never does inside a statement
+    that writes). Then only the changed ids are written: deleted, inserted, and recorded
+    as events, each in one statement per chunk. The segment row is locked by the caller,
+    so no other refresh of it runs in between.
+    """
+    sql = Sql(session.get_bind().dialect.name)
+    entered_ids, left_ids = _difference(session, sql, segment.id, matching, among_ids)
+    result = RefreshResult(segment.id)
+    for chunk in _chunks(left_ids):
+        result.left.extend(
+            session.scalars(
+                delete(memberships)
+                .where(memberships.c.segment_id == segment.id)
+                .where(sql.ids_in(memberships.c.contact_id, chunk))
+                .returning(memberships.c.contact_id)
+            )
         )
-    properties = {"segment_id": segment.id, "segment": segment.name}
-    if is_postgres(session):
-        result = _apply_postgres(session, segment.id, matching, scope, properties, emit, now)
-    else:
-        result = _apply_stepwise(session, segment.id, matching, scope, properties, emit, now)
+    for chunk in _chunks(entered_ids):
+        ids = sql.id_rows(chunk)
+        result.entered.extend(
+            session.scalars(
+                dialect_insert(session, memberships)
+                .from_select(
+                    ["segment_id", "contact_id", "entered_at"],
+                    # (The WHERE lets SQLite parse ON CONFLICT after INSERT ... SELECT.)
+                    select(literal(segment.id), ids.c.id, literal(now, UTCDateTime)).where(true()),
+                )
+                .on_conflict_do_nothing()
+                .returning(memberships.c.contact_id)
+            )
+        )
     segment.member_count += len(result.entered) - len(result.left)
+    if emit and (result.entered or result.left):
+        properties = {"segment_id": segment.id, "segment": segment.name}
+        recorded = _record_events(session, sql, result, properties, now)
+        react_to_events(session, recorded)
     return result
 
 
-def _apply_postgres(
+def _chunks(ids: Sequence[int], size: int = 50_000) -> list[Sequence[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def _difference(
     session: Session,
+    sql: Sql,
     segment_id: int,
     matching: Select[int],
-    scope: list[Any],
-    properties: dict[str, Any],
-    emit: bool,
-    now: datetime,
-) -> RefreshResult:
-    # One statement, so the segment is evaluated once: the matching ids feed both the
-    # DELETE of those who left and the INSERT of those who entered (data-modifying CTEs
-    # share one snapshot; the two sets are disjoint), and their RETURNING rows feed the
-    # INSERT of the entered/left events.
-    found = matching.cte("matching")
-    existing = memberships.alias("existing")
-    left = (
-        delete(memberships)
-        .where(*scope, ~exists(select(1).where(found.c.id == memberships.c.contact_id)))
-        .returning(memberships.c.contact_id)
-        .cte("left_rows")
-    )
-    entered = (
-        dialect_insert(session, memberships)
-        .from_select(
-            ["segment_id", "contact_id", "entered_at"],
-            select(literal(segment_id), found.c.id, literal(now, UTCDateTime)).where(
-                ~exists(
-                    select(1).where(
-                        existing.c.segment_id == segment_id, existing.c.contact_id == found.c.id
-                    )
-                )
-            ),
-        )
-        .on_conflict_do_nothing()
-        .returning(memberships.c.contact_id)
-        .cte("entered_rows")
-    )
-    if not emit:
+    among_ids: Sequence[int] | None,
+) -> tuple[list[int], list[int]]:
+    """(ids that match but are not stored, ids stored that no longer match)."""
+    found = matching.subquery("matching")
+    stored = select(memberships.c.contact_id).where(memberships.c.segment_id == segment_id)
+    if among_ids is not None:
+        stored = stored.where(sql.ids_in(memberships.c.contact_id, among_ids))
+    if sql.pg:
+        # One hash full join of the two sets; only the rows present on one side are kept.
+        members = stored.subquery("members")
         rows = session.execute(
-            select(entered.c.contact_id, literal(ENTERED)).union_all(
-                select(left.c.contact_id, literal(LEFT))
-            )
+            select(func.coalesce(found.c.id, members.c.contact_id), found.c.id.is_not(None))
+            .select_from(found.join(members, members.c.contact_id == found.c.id, full=True))
+            .where(or_(found.c.id.is_(None), members.c.contact_id.is_(None)))
         ).all()
-        return _split(segment_id, [(None, cid, name) for cid, name in rows])
-
-    def event_rows(source: Any, name: str) -> Select[Any]:
-        return select(
-            source.c.contact_id,
-            literal(name),
-            literal(properties, JSONDoc),
-            literal(now, UTCDateTime),
-            literal(now, UTCDateTime),
-            literal(EVENT_SOURCE),
+        return (
+            sorted(cid for cid, is_new in rows if is_new),
+            sorted(cid for cid, is_new in rows if not is_new),
         )
-
-    stmt = (
-        insert(events)
-        .from_select(
-            ["contact_id", "name", "properties", "occurred_at", "received_at", "source"],
-            union_all(event_rows(entered, ENTERED), event_rows(left, LEFT)),
-        )
-        .returning(events.c.id, events.c.contact_id, events.c.name)
-    )
-    rows = session.execute(stmt).all()
-    return _finish(session, segment_id, rows, properties, now)
-
-
-def _apply_stepwise(
-    session: Session,
-    segment_id: int,
-    matching: Select[int],
-    scope: list[Any],
-    properties: dict[str, Any],
-    emit: bool,
-    now: datetime,
-) -> RefreshResult:
-    """The same as _apply_postgres in three statements (SQLite has no DML in CTEs)."""
-    found = matching.subquery()
+    # SQLite before 3.39 has no FULL JOIN: two anti-joins.
     existing = memberships.alias("existing")
     entered = session.scalars(
-        insert(memberships)
-        .from_select(
-            ["segment_id", "contact_id", "entered_at"],
-            select(literal(segment_id), found.c.id, literal(now, UTCDateTime)).where(
-                ~exists(
-                    select(1).where(
-                        existing.c.segment_id == segment_id, existing.c.contact_id == found.c.id
-                    )
+        select(found.c.id).where(
+            ~exists(
+                select(1).where(
+                    existing.c.segment_id == segment_id, existing.c.contact_id == found.c.id
                 )
-            ),
+            )
         )
-        .returning(memberships.c.contact_id)
     ).all()
-    left = session.scalars(
-        delete(memberships)
-        .where(*scope, memberships.c.contact_id.not_in(select(found.c.id)))
-        .returning(memberships.c.contact_id)
-    ).all()
-    pairs = [(cid, ENTERED) for cid in entered] + [(cid, LEFT) for cid in left]
-    if not emit or not pairs:
-        return _split(segment_id, [(None, cid, name) for cid, name in pairs])
-    ids = session.scalars(
-        insert(events).returning(events.c.id, sort_by_parameter_order=True),
-        [
-            {
-                "contact_id": cid,
-                "name": name,
-                "properties": properties,
-                "occurred_at": now,
-                "received_at": now,
-                "source": EVENT_SOURCE,
-            }
-            for cid, name in pairs
-        ],
-    ).all()
-    rows = [(event_id, cid, name) for event_id, (cid, name) in zip(ids, pairs, strict=True)]
-    return _finish(session, segment_id, rows, properties, now)
+    left = session.scalars(stored.where(memberships.c.contact_id.not_in(select(found.c.id)))).all()
+    return sorted(entered), sorted(left)
 
 
-def _split(segment_id: int, rows: Iterable[tuple[Any, int, str]]) -> RefreshResult:
-    result = RefreshResult(segment_id)
-    for _, contact_id, name in rows:
-        (result.entered if name == ENTERED else result.left).append(contact_id)
-    return result
-
-
-def _finish(
+def _record_events(
     session: Session,
-    segment_id: int,
-    rows: Sequence[Any],
+    sql: Sql,
+    result: RefreshResult,
     properties: dict[str, Any],
     now: datetime,
-) -> RefreshResult:
-    """Hand the new segment events to every reaction (workflow "entered segment" triggers)."""
-    result = _split(segment_id, rows)
-    react_to_events(
-        session,
-        [IngestedEvent(event_id, cid, name, dict(properties), now) for event_id, cid, name in rows],
-    )
-    return result
+) -> list[IngestedEvent]:
+    """One segment.entered / segment.left event per change, inserted set-wise."""
+    recorded: list[IngestedEvent] = []
+    for name, contact_ids in ((ENTERED, result.entered), (LEFT, result.left)):
+        for chunk in _chunks(sorted(contact_ids)):
+            ids = sql.id_rows(chunk)
+            rows = session.execute(
+                insert(events)
+                .from_select(
+                    ["contact_id", "name", "properties", "occurred_at", "received_at", "source"],
+                    select(
+                        ids.c.id,
+                        literal(name),
+                        literal(properties, JSONDoc),
+                        literal(now, UTCDateTime),
+                        literal(now, UTCDateTime),
+                        literal(EVENT_SOURCE),
+                    ),
+                )
+                .returning(events.c.id, events.c.contact_id)
+            )
+            recorded.extend(
+                IngestedEvent(event_id, cid, name, dict(properties), now) for event_id, cid in rows
+            )
+    return recorded
 
 
 # --- dynamic segments ---------------------------------------------------------------------

@@ -566,6 +566,10 @@ class Catalog:
 
     fields: dict[str, FieldSpec]
     segments: dict[int, SegmentRef] = field(default_factory=dict)
+    # Tag ids by name, for the names looked up; a name looked up but absent has no tag.
+    # Ids let PostgreSQL estimate tag conditions from contact_tags statistics.
+    tag_ids: dict[str, int] = field(default_factory=dict)
+    tags_looked_up: set[str] = field(default_factory=set)
 
     def field_spec(self, name: str) -> FieldSpec | None:
         return self.fields.get(name)
@@ -681,6 +685,12 @@ def _unknown_field(name: str, catalog: Catalog) -> str:
     return f"unknown field {name!r}; use a contact field ({', '.join(CORE_FIELDS)}) or " + (
         "attributes.<custom field>"
     )
+
+
+def tag_names(tree: Filter) -> set[str]:
+    return {
+        t for _, node in walk(tree.conditions) if isinstance(node, TagCondition) for t in node.tags
+    }
 
 
 def referenced_segments(tree: Filter) -> list[int]:

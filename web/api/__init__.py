@@ -6,7 +6,17 @@ from typing import Any
 
 from flask import Blueprint, Flask, jsonify
 
-from web.api import accounts, contacts, events, messages, segments, templates, workflows
+from web.api import (
+    accounts,
+    campaigns,
+    contacts,
+    events,
+    messages,
+    segments,
+    templates,
+    tracking,
+    workflows,
+)
 from web.api.openapi import build_openapi
 from web.auth import public
 from web.database import nurture
@@ -22,6 +32,8 @@ BLUEPRINTS: list[Blueprint] = [
     templates.bp,
     messages.bp,
     workflows.bp,
+    campaigns.bp,
+    tracking.bp,
 ]
 
 

@@ -85,7 +85,11 @@ class ApiBlueprint(Blueprint):
         response: Any = None,
         status: int = 200,
         content_type: str = "application/json",
+        read_only: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare an endpoint. ``read_only`` marks a POST that changes nothing (a count or
+        a preview whose input is too large for a query string), so viewers may call it."""
+
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             op = Operation(
                 path=path,
@@ -121,6 +125,7 @@ class ApiBlueprint(Blueprint):
                 return jsonify(_dump(result)), status
 
             endpoint.required_role = role  # type: ignore[attr-defined]
+            endpoint.read_only = read_only or method == "GET"  # type: ignore[attr-defined]
             self.add_url_rule(path, endpoint=view.__name__, view_func=endpoint, methods=[method])
             return endpoint
 

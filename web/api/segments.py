@@ -116,6 +116,7 @@ def delete_segment(segment_id: int) -> None:
     summary="Check conditions without saving (422 names each bad path)",
     body=Filter,
     response=ValidOut,
+    read_only=True,
 )
 def validate(body: Filter) -> ValidOut:
     tree, _ = validate_filter(db(), body)
@@ -128,6 +129,7 @@ def validate(body: Filter) -> ValidOut:
     summary="Count the contacts matching conditions, live",
     body=Filter,
     response=CountOut,
+    read_only=True,
 )
 def count_conditions(body: Filter) -> CountOut:
     tree, catalog = validate_filter(db(), body)
@@ -140,6 +142,7 @@ def count_conditions(body: Filter) -> CountOut:
     summary="The newest contacts matching conditions",
     body=SampleIn,
     response=list[ContactOut],
+    read_only=True,
 )
 def sample_conditions(body: SampleIn) -> list[ContactOut]:
     tree, _ = validate_filter(db(), Filter(conditions=body.conditions))
@@ -152,6 +155,7 @@ def sample_conditions(body: SampleIn) -> list[ContactOut]:
     summary="Why a contact does or does not match conditions",
     body=ExplainIn,
     response=ExplainOut,
+    read_only=True,
 )
 def explain_conditions(body: ExplainIn) -> ExplainOut:
     tree, _ = validate_filter(db(), Filter(conditions=body.conditions))

@@ -11,6 +11,8 @@ from automation.email import templates as service
 from automation.email.compiler import Problem
 from automation.email.models import Template, TemplateVersion
 from automation.email.schema import (
+    DraftPreviewIn,
+    DraftPreviewOut,
     PreviewIn,
     PreviewOut,
     ProblemOut,
@@ -135,6 +137,30 @@ def validate(body: TemplateContent) -> ValidationOut:
 
 
 @bp.operation(
+    "/templates/preview-draft",
+    "POST",
+    summary="Check and render an unsaved template for the sample or a chosen contact",
+    role=Role.MARKETER,
+    body=DraftPreviewIn,
+    response=DraftPreviewOut,
+    read_only=True,
+)
+def preview_draft(body: DraftPreviewIn) -> DraftPreviewOut:
+    content = TemplateContent.model_validate(body.model_dump(exclude={"contact_id"}))
+    result, email = service.preview_draft(
+        db(), content, base_url=nurture().settings.base_url, contact_id=body.contact_id
+    )
+    return DraftPreviewOut(
+        valid=not result.errors,
+        errors=_problems(result.errors),
+        warnings=_problems(result.warnings),
+        subject=email.subject if email else None,
+        html=email.html if email else None,
+        text=email.text if email else None,
+    )
+
+
+@bp.operation(
     "/templates/<int:template_id>",
     "GET",
     summary="A template with its latest version",
@@ -210,18 +236,19 @@ def get_version(template_id: int, version_id: int) -> VersionOut:
 
 @bp.operation(
     "/templates/<int:template_id>/preview",
-    "POST",
+    "GET",
     summary="Render for a chosen contact or the sample: subject, HTML and text",
-    body=PreviewIn,
+    query=PreviewIn,
     response=PreviewOut,
+    read_only=True,
 )
-def preview(template_id: int, body: PreviewIn) -> PreviewOut:
+def preview(template_id: int, query: PreviewIn) -> PreviewOut:
     result = service.preview_template(
         db(),
         template_id,
         base_url=nurture().settings.base_url,
-        contact_id=body.contact_id,
-        version_id=body.version_id,
+        contact_id=query.contact_id,
+        version_id=query.version_id,
     )
     return PreviewOut(
         subject=result.email.subject,

@@ -11,6 +11,10 @@ const out = join(here, "..", "static", "vendor");
 const FILES = {
   "chart.umd.min.js": "chart.js/dist/chart.umd.min.js",
   "chart.LICENSE.md": "chart.js/LICENSE.md",
+  "codemirror.js": "codemirror/lib/codemirror.js",
+  "codemirror.css": "codemirror/lib/codemirror.css",
+  "codemirror-xml.js": "codemirror/mode/xml/xml.js",
+  "codemirror.LICENSE": "codemirror/LICENSE",
 };
 
 mkdirSync(out, { recursive: true });

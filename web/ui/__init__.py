@@ -18,6 +18,7 @@ NAV: list[tuple[str, str]] = [
     ("ui.templates", "Templates"),
     ("ui.workflows", "Workflows"),
     ("ui.campaigns", "Campaigns"),
+    ("ui.outbox", "Outbox"),
     ("ui.settings", "Settings"),
     ("ui.sent_mail", "Sent mail (local)"),
 ]
@@ -35,9 +36,29 @@ def can(role: str) -> bool:
 
 
 def _load_views() -> Any:
-    from web.ui import accounts, contacts, dashboard, imports, sent_mail, settings
+    from web.ui import (
+        accounts,
+        contacts,
+        dashboard,
+        email_templates,
+        imports,
+        outbox,
+        segments,
+        sent_mail,
+        settings,
+    )
 
-    return accounts, contacts, dashboard, imports, sent_mail, settings
+    return (
+        accounts,
+        contacts,
+        dashboard,
+        imports,
+        outbox,
+        segments,
+        sent_mail,
+        settings,
+        email_templates,
+    )
 
 
 _load_views()

@@ -11,7 +11,7 @@ from automation.accounts.models import Role
 from automation.contacts import service as contacts
 from automation.contacts.models import FieldType
 from automation.contacts.schema import CustomFieldIn
-from automation.email import senders
+from automation.email import identities
 from automation.email.models import SenderIdentity
 from web.auth import login_required
 from web.database import db
@@ -33,7 +33,7 @@ def settings() -> Any:
 @bp.route("/settings/senders", endpoint="senders")
 @login_required()
 def senders_list() -> Any:
-    return render_template("settings/senders.html", senders=senders.list_senders(db()))
+    return render_template("settings/senders.html", senders=identities.list_sender_identities(db()))
 
 
 def _sender_input() -> dict[str, Any]:
@@ -52,7 +52,9 @@ def sender_new() -> Any:
     if request.method == "GET":
         return _sender_form(None, {"max_per_minute": 600}, {})
     try:
-        sender = senders.create_sender(db(), senders.parse_sender(_sender_input()))
+        sender = identities.create_sender_identity(
+            db(), identities.parse_sender_identity(_sender_input())
+        )
     except FORM_ERRORS as exc:
         return rejected("settings/sender_form.html", exc, sender=None, values=request.form)
     db().commit()
@@ -63,12 +65,14 @@ def sender_new() -> Any:
 @bp.route("/settings/senders/<int:sender_id>", methods=["GET", "POST"])
 @login_required(Role.ADMIN)
 def sender_edit(sender_id: int) -> Any:
-    sender = senders.get_sender(db(), sender_id)
+    sender = identities.get_sender_identity(db(), sender_id)
     if request.method == "GET":
         values = {name: getattr(sender, name) or "" for name in SENDER_FIELDS}
         return _sender_form(sender, values, {})
     try:
-        senders.update_sender(db(), sender_id, senders.parse_sender(_sender_input()))
+        identities.update_sender_identity(
+            db(), sender_id, identities.parse_sender_identity(_sender_input())
+        )
     except FORM_ERRORS as exc:
         return rejected("settings/sender_form.html", exc, sender=sender, values=request.form)
     db().commit()
@@ -80,7 +84,7 @@ def sender_edit(sender_id: int) -> Any:
 @login_required(Role.ADMIN)
 def sender_delete(sender_id: int) -> Any:
     try:
-        senders.delete_sender(db(), sender_id)
+        identities.delete_sender_identity(db(), sender_id)
     except FORM_ERRORS as exc:
         db().rollback()
         flash(errors_of(exc).get("", exc.message), "error")

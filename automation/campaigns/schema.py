@@ -1,0 +1,158 @@
+"""Campaign input and output models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from automation.campaigns.models import (
+    CampaignStatus,
+    ScheduleMode,
+    WinnerFallback,
+    WinnerMetric,
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class VariantIn(Strict):
+    """A template version, optionally with a different subject, preheader or sender (saved
+    as a new version of the same template)."""
+
+    template_version_id: int
+    subject: str | None = Field(None, max_length=500)
+    preheader: str | None = Field(None, max_length=500)
+    sender_identity_id: int | None = None
+
+
+class ScheduleIn(Strict):
+    mode: ScheduleMode = ScheduleMode.NOW
+    send_at: datetime | None = Field(None, description="mode 'at': the moment (UTC)")
+    local_date: str | None = Field(None, description="mode 'local': YYYY-MM-DD")
+    local_time: str | None = Field(None, description="mode 'local': HH:MM in each zone")
+    fallback_time_zone: str = Field("UTC", description="for contacts without a valid zone")
+    quiet_start: int | None = Field(None, description="local hour quiet hours begin (0-23)")
+    quiet_end: int | None = Field(None, description="local hour quiet hours end (0-23)")
+
+
+class AbTestIn(Strict):
+    test_percent: int = Field(20, description="share of the audience in the test, 1-100")
+    test_minutes: int = Field(240, description="test duration before the winner is chosen")
+    winner_metric: WinnerMetric = WinnerMetric.OPEN_RATE
+    min_sample: int = Field(100, ge=1, description="minimum delivered per variant")
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    fallback: WinnerFallback = WinnerFallback.LEADER
+
+
+class CampaignIn(Strict):
+    name: str = Field(..., min_length=1, max_length=200)
+    include_segment_ids: list[int] = Field(..., description="segments or static lists")
+    exclude_segment_ids: list[int] = Field(default_factory=list)
+    variants: list[VariantIn] = Field(..., description="one, or 2-5 for an A/B test")
+    ab_test: AbTestIn | None = None
+
+
+class VariantOut(BaseModel):
+    id: int
+    name: str
+    template_version_id: int
+
+
+class CampaignOut(BaseModel):
+    id: int
+    name: str
+    status: CampaignStatus
+    include_segment_ids: list[int]
+    exclude_segment_ids: list[int]
+    variants: list[VariantOut]
+    schedule_mode: ScheduleMode
+    send_at: datetime | None
+    local_date: str | None
+    local_time: str | None
+    fallback_time_zone: str
+    quiet_start: int | None
+    quiet_end: int | None
+    test_percent: int
+    test_minutes: int
+    winner_metric: WinnerMetric
+    min_sample: int
+    confidence: float
+    fallback: WinnerFallback
+    winner_variant_id: int | None
+    winner_source: str | None
+    test_result: dict[str, Any] | None
+    next_run_at: datetime | None
+    audience_count: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    created_at: datetime
+
+
+class AudienceIn(Strict):
+    include_segment_ids: list[int]
+    exclude_segment_ids: list[int] = Field(default_factory=list)
+
+
+class AudienceOut(BaseModel):
+    count: int
+
+
+class WinnerIn(Strict):
+    variant_id: int
+
+
+class CountsOut(BaseModel):
+    audience: int
+    queued: int
+    sent: int
+    delivered: int
+    failed: int
+    suppressed: int
+    unknown: int
+    bounced: int
+    human_unique_opens: int
+    human_total_opens: int
+    machine_unique_opens: int
+    machine_total_opens: int
+    human_unique_clicks: int
+    human_total_clicks: int
+    machine_unique_clicks: int
+    machine_total_clicks: int
+    unsubscribes: int
+    complaints: int
+    open_rate: float
+    click_rate: float
+    click_to_open: float
+
+
+class VariantReportOut(CountsOut):
+    variant_id: int
+    name: str
+    test: bool
+
+
+class LinkReportOut(BaseModel):
+    index: int
+    url: str
+    text: str
+    human_clicks: int
+    human_unique_clicks: int
+    share: float
+
+
+class TimePointOut(BaseModel):
+    hour: datetime
+    human_opens: int
+    human_clicks: int
+
+
+class ReportOut(BaseModel):
+    campaign: CampaignOut
+    totals: CountsOut
+    variants: list[VariantReportOut]
+    links: list[LinkReportOut]
+    over_time: list[TimePointOut]

@@ -1,0 +1,173 @@
+"""Draining the hit queue, and the public pages' actions (unsubscribe, preferences)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from automation import clock
+from automation.contacts.consent import change_status
+from automation.contacts.models import Contact, ContactStatus, Event
+from automation.db import dialect_insert
+from automation.email.models import Message
+from automation.errors import NotFound
+from automation.ops.leases import run_exclusively
+from automation.ops.metrics import TRACKING_HITS
+from automation.reactions import IngestedEvent, react_to_events
+from automation.tracking.hits import HitQueue, decode_all
+from automation.tracking.ingest import IngestReport, ingest_hits
+from automation.tracking.tokens import TokenClaims, TokenSigner
+
+DRAIN_LEASE = "tracking.drain"
+
+
+def drain_hits(
+    sessions: sessionmaker[Session],
+    queue: HitQueue,
+    *,
+    batch_size: int = 5000,
+    max_batches: int = 50,
+    half_life_days: float = 30.0,
+) -> IngestReport:
+    """Ingest queued hits batch by batch; a batch leaves the queue only after its commit,
+    so a crash replays it (idempotent). One drainer at a time (a lease)."""
+
+    def work() -> IngestReport:
+        total = IngestReport()
+        for _ in range(max_batches):
+            lines, receipt = queue.take(batch_size)
+            if not lines:
+                break
+            hits = decode_all(lines)
+            with sessions() as session:
+                report = ingest_hits(session, hits, half_life_days=half_life_days)
+                session.commit()
+            queue.ack(receipt)
+            total.received += report.received
+            total.stored += report.stored
+            total.duplicates += report.duplicates
+            total.dropped += report.dropped
+            total.human += report.human
+            total.machine += report.machine
+            for cls, n in report.classes.items():
+                TRACKING_HITS.labels("ingested", cls).inc(n)
+        return total
+
+    result = run_exclusively(sessions, DRAIN_LEASE, timedelta(minutes=2), work)
+    return result if result is not None else IngestReport()
+
+
+@dataclass(frozen=True)
+class Recipient:
+    message: Message
+    contact: Contact
+
+
+def recipient(session: Session, claims: TokenClaims) -> Recipient:
+    """The message and contact a genuine token names; NotFound if the row is gone or the
+    token was made for another database (nonce mismatch)."""
+    message = session.get(Message, claims.message_id)
+    if (
+        message is None
+        or (message.token_nonce & 0xFFFFFFFF) != claims.nonce
+        or message.template_version_id != claims.template_version_id
+    ):
+        raise NotFound("no such message")
+    contact = session.get(Contact, message.contact_id)
+    if contact is None:
+        raise NotFound("no such contact")
+    return Recipient(message, contact)
+
+
+def unsubscribe(session: Session, claims: TokenClaims, *, ip: str | None, source: str) -> Recipient:
+    """Unsubscribe the message's contact at once, with consent evidence and an
+    `email.unsubscribed` event. Repeating it changes nothing."""
+    found = recipient(session, claims)
+    contact, message = found.contact, found.message
+    if contact.status in (ContactStatus.SUBSCRIBED, ContactStatus.PENDING):
+        change_status(
+            session,
+            contact,
+            ContactStatus.UNSUBSCRIBED,
+            source=source,
+            ip=ip,
+            consent_text=f"unsubscribe link of message {message.id}",
+        )
+    now = clock.now()
+    if message.unsubscribed_at is None:
+        session.execute(
+            update(Message)
+            .where(Message.id == message.id, Message.unsubscribed_at.is_(None))
+            .values(unsubscribed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    properties = {
+        "message_id": message.id,
+        "template_version_id": message.template_version_id,
+        "source": source,
+    }
+    for key in ("campaign_id", "campaign_variant_id", "enrollment_id", "workflow_node_id"):
+        if getattr(message, key) is not None:
+            properties[key] = getattr(message, key)
+    row = session.execute(
+        dialect_insert(session, Event)
+        .values(
+            contact_id=contact.id,
+            name="email.unsubscribed",
+            properties=properties,
+            occurred_at=now,
+            received_at=now,
+            source="tracking",
+            idempotency_key=f"email.unsubscribed:{message.id}",
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Event.id)
+    ).first()
+    if row is not None:
+        react_to_events(
+            session,
+            [IngestedEvent(row[0], contact.id, "email.unsubscribed", properties, now)],
+        )
+    return found
+
+
+def resubscribe(session: Session, claims: TokenClaims, *, ip: str | None) -> Recipient:
+    """From the preferences page: an unsubscribed contact opts back in (recorded)."""
+    found = recipient(session, claims)
+    if found.contact.status is ContactStatus.UNSUBSCRIBED:
+        change_status(
+            session,
+            found.contact,
+            ContactStatus.SUBSCRIBED,
+            source="preferences_page",
+            ip=ip,
+            consent_text=f"resubscribed from the preferences page of message {found.message.id}",
+        )
+    return found
+
+
+def view_in_browser(
+    session: Session, claims: TokenClaims, signer: TokenSigner, base_url: str
+) -> str:
+    """The message's HTML as its recipient got it (links tracked, no open pixel)."""
+    from dataclasses import replace
+
+    from automation.email.context import load_contact_contexts
+    from automation.email.render import VersionCache, render_email, tracking_urls
+
+    found = recipient(session, claims)
+    message = found.message
+    version = VersionCache(1).get(session, message.template_version_id)
+    tokens = signer.for_message(message.id, message.token_nonce, message.template_version_id)
+    urls = replace(tracking_urls(tokens, base_url, len(version.links)), open="")
+    contact = load_contact_contexts(session, [found.contact.id])[found.contact.id]
+    return render_email(
+        version,
+        contact,
+        urls,
+        workflow_name=message.workflow_name,
+        campaign_name=message.campaign_name,
+    ).html

@@ -1,0 +1,439 @@
+"""Tracking benchmarks, each figure beside its floor measured in the same run.
+
+1. Click redirect under gunicorn (2 sync workers, loopback, wrk): the real click endpoint
+   (token verified, destination from the compiled version, hit appended to the queue)
+   against a bare Flask route answering the same 302, same gunicorn settings. Both hit
+   queues are measured: Redis (one RPUSH per hit) and the local spool (one append per hit).
+   After each run the queue depth is compared with the requests wrk completed.
+2. Ingestion of queued hits into PostgreSQL with engagement write-back (events, message
+   counters, contact engagement), through the real drainer. Floor: a bare executemany
+   INSERT of the same event rows.
+
+    .venv/bin/python bench/tracking.py --url postgresql+psycopg://root@127.0.0.1:5432/x
+    .venv/bin/python bench/tracking.py --smoke --url …      # seconds (CI)
+
+wrk comes from Debian (``apt-get install wrk``); without it a small Python load generator
+is used (its figures are far lower and only fit for the smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import automation.models  # noqa: E402, F401
+from automation.config import load_settings  # noqa: E402
+from automation.contacts.models import Contact, ContactStatus, Event  # noqa: E402
+from automation.db import Base, make_engine, make_session_factory  # noqa: E402
+from automation.email.models import (  # noqa: E402
+    Message,
+    MessageStatus,
+    Template,
+    TemplateKind,
+    TemplateVersion,
+)
+from automation.tracking.hits import Hit, RedisHitQueue, SpoolHitQueue  # noqa: E402
+from automation.tracking.service import drain_hits  # noqa: E402
+from automation.tracking.tokens import TokenKind, TokenSigner  # noqa: E402
+
+DEFAULT_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
+REDIS_URL = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+SECRET = "bench-secret-" + "k" * 40
+LINKS = [
+    {"index": 0, "url": "https://shop.example/start?x=1", "text": "Start"},
+    {"index": 1, "url": "https://shop.example/about", "text": "About"},
+    {"index": 2, "url": "https://shop.example/sale", "text": "Sale"},
+]
+HUMAN_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15"
+
+
+# --- the apps gunicorn serves (factories: `bench.tracking:bare_app()`) -------------------
+
+
+def bare_app() -> Any:
+    from flask import Flask, redirect
+
+    app = Flask("bare")
+
+    @app.get("/t/c/<token>")
+    def click(token: str) -> Any:
+        return redirect(LINKS[0]["url"], code=302)
+
+    return app
+
+
+def tracking_app() -> Any:
+    from web.public import create_tracking_app
+
+    return create_tracking_app(load_settings())
+
+
+def redis_available() -> bool:
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        return True
+    except Exception:  # any failure means: run without Redis
+        return False
+
+
+# --- setup -------------------------------------------------------------------------------
+
+
+def prepare(url: str, messages: int) -> tuple[int, list[tuple[int, int]]]:
+    """A template version with three links, and ``messages`` sent messages (one contact
+    each). Returns the version id and (message id, nonce) pairs."""
+    engine = make_engine(url)
+    Base.metadata.create_all(engine)
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    now = datetime.now(UTC)
+    sessions = make_session_factory(engine)
+    with sessions() as s:
+        template_id = s.execute(
+            insert(Template)
+            .values(name="bench", latest_version=1, created_at=now, updated_at=now)
+            .returning(Template.id)
+        ).scalar_one()
+        version_id = s.execute(
+            insert(TemplateVersion)
+            .values(
+                template_id=template_id,
+                number=1,
+                kind=TemplateKind.MARKETING,
+                subject="Hi",
+                preheader="",
+                mjml="<mjml/>",
+                html="<p>hi</p>",
+                text="hi",
+                links=LINKS,
+                html_bytes=10,
+                created_at=now,
+            )
+            .returning(TemplateVersion.id)
+        ).scalar_one()
+        s.execute(
+            insert(Contact),
+            [
+                {
+                    "email": f"c{i}@example.com",
+                    "status": ContactStatus.SUBSCRIBED,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(messages)
+            ],
+        )
+        contact_ids = s.scalars(select(Contact.id).order_by(Contact.id)).all()
+        sent = now - timedelta(hours=1)
+        s.execute(
+            insert(Message),
+            [
+                {
+                    "dedupe_key": f"bench:{cid}",
+                    "contact_id": cid,
+                    "template_version_id": version_id,
+                    "status": MessageStatus.SENT,
+                    "next_attempt_at": sent,
+                    "token_nonce": (cid * 2654435761) & 0xFFFFFFFF,
+                    "created_at": sent,
+                    "sent_at": sent,
+                }
+                for cid in contact_ids
+            ],
+        )
+        pairs = [tuple(r) for r in s.execute(select(Message.id, Message.token_nonce))]
+        s.commit()
+    engine.dispose()
+    return version_id, pairs  # type: ignore[return-value]
+
+
+# --- HTTP --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Gunicorn:
+    def __init__(self, target: str, env: dict[str, str], workers: int) -> None:
+        self.port = free_port()
+        command = [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "--chdir", str(ROOT),
+            "-w", str(workers),
+            "-k", "sync",
+            "--backlog", "2048",
+            "--log-level", "warning",
+            "-b", f"127.0.0.1:{self.port}",
+            target,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(command, env={**os.environ, **env})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn {target} did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def run_wrk(url: str, seconds: int, connections: int) -> tuple[float, float, int]:
+    """(requests/s, p99 ms, requests completed) from wrk."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99_raw = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert p99_raw, out
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99_raw.group(2)]
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{non2xx.group(1)} failed responses:\n{out}")
+    return rate, float(p99_raw.group(1)) * scale, done
+
+
+def run_python_load(url: str, count: int, threads: int = 4) -> tuple[float, float, int]:
+    """A small fallback load generator (keep-alive off, like gunicorn sync workers)."""
+    host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", url).groups()  # type: ignore[union-attr]
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        mine = []
+        for _ in range(n):
+            started = time.perf_counter()
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 302, response.status
+            conn.close()
+            mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=worker, args=(count // threads,)) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    return len(latencies) / elapsed, p99, len(latencies)
+
+
+def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
+    var_dir = Path(tempfile.mkdtemp(prefix="nurture-bench-tracking-"))
+    base_env = {
+        "NURTURE_DATABASE_URL": url,
+        "NURTURE_SECRET_KEY": SECRET,
+        "NURTURE_VAR_DIR": str(var_dir),
+        "NURTURE_BROKER_URL": f"sqla+sqlite:///{var_dir / 'broker.sqlite'}",
+    }
+    wrk = shutil.which("wrk") if not args.python_load else None
+
+    def load(port: int) -> tuple[float, float, int]:
+        target = f"http://127.0.0.1:{port}/t/c/{token}"
+        # Warm up (imports, the version's links read once per worker).
+        for _ in range(4):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", f"/t/c/{token}")
+            assert conn.getresponse().status == 302
+            conn.close()
+        if wrk:
+            return run_wrk(target, args.seconds, args.connections)
+        return run_python_load(target, args.requests)
+
+    # The app pushes to the default key of the bench's Redis db (emptied before and after).
+    redis_queue = RedisHitQueue(REDIS_URL) if redis_available() else None
+    spool_queue = SpoolHitQueue(var_dir / "hits")
+    runs: list[tuple[str, str, dict[str, str], Any]] = [
+        ("bare Flask 302 (floor)", "bench.tracking:bare_app()", {}, None),
+        (
+            "click, Redis queue",
+            "bench.tracking:tracking_app()",
+            {"NURTURE_HIT_QUEUE_URL": REDIS_URL},
+            redis_queue,
+        ),
+        ("click, local spool", "bench.tracking:tracking_app()", {}, spool_queue),
+    ]
+    if redis_queue is None:
+        print("  (Redis not reachable: the Redis run is skipped)")
+        runs = [r for r in runs if r[3] is not None or r[1].endswith("bare_app()")]
+    results: dict[str, tuple[float, float, int]] = {}
+    tool = f"wrk -t2 -c{args.connections} -d{args.seconds}s" if wrk else "python load generator"
+    print(f"click redirect: gunicorn -w {args.workers} -k sync, loopback, {tool}")
+    for label, target, env, queue in runs:
+        if queue is not None and queue is redis_queue:
+            redis_queue.redis.delete(redis_queue.key)
+        server = Gunicorn(target, {**base_env, **env}, args.workers)
+        try:
+            rate, p99, done = load(server.port)
+        finally:
+            server.stop()
+        results[label] = (rate, p99, done)
+        queued = f", {queue.depth():,} hits queued for {done + 4:,} requests" if queue else ""
+        print(f"  {label:24s} {rate:8,.0f} req/s   p99 {p99:6.2f} ms{queued}")
+    floor = results["bare Flask 302 (floor)"][0]
+    for label in [r[0] for r in runs[1:]]:
+        rate, p99, _ = results[label]
+        print(
+            f"  {label}: {rate / floor:.2f} of the bare route (target >= 0.8), "
+            f"p99 {p99:.2f} ms (target <= 15)"
+        )
+    if redis_queue is not None:
+        redis_queue.redis.delete(redis_queue.key)
+    shutil.rmtree(var_dir, ignore_errors=True)
+
+
+# --- ingestion ---------------------------------------------------------------------------
+
+
+def bench_ingest(url: str, version_id: int, pairs: list[tuple[int, int]], count: int) -> None:
+    engine = make_engine(url)
+    sessions = make_session_factory(engine)
+    spool_dir = Path(tempfile.mkdtemp(prefix="nurture-bench-ingest-"))
+    queue: Any
+    if redis_available():
+        queue = RedisHitQueue(REDIS_URL, key="nurture:bench:ingest")
+        queue.redis.delete(queue.key)
+    else:
+        queue = SpoolHitQueue(spool_dir)
+        queue.GRACE_SECONDS = 0
+    now = time.time()
+    hits = []
+    for i in range(count):
+        message_id, nonce = pairs[i % len(pairs)]
+        click = i % 3 == 0
+        hits.append(
+            Hit(
+                id=f"{i:016x}",
+                kind="click" if click else "open",
+                message_id=message_id,
+                nonce=nonce & 0xFFFFFFFF,
+                template_version_id=version_id,
+                link_index=(i // 3) % 2 if click else None,
+                at=now - (count - i) * 0.001,
+                ip=f"10.{i % 250}.{(i // 250) % 250}.1",
+                user_agent=HUMAN_UA,
+            )
+        )
+    if isinstance(queue, RedisHitQueue):
+        pipe = queue.redis.pipeline(transaction=False)
+        for hit in hits:
+            pipe.rpush(queue.key, hit.encode())
+        pipe.execute()
+    else:
+        (spool_dir / "batch-0.spool").write_bytes(b"".join(h.encode() + b"\n" for h in hits))
+    started = time.perf_counter()
+    report = drain_hits(sessions, queue, batch_size=5000, max_batches=10_000)
+    elapsed = time.perf_counter() - started
+    assert report.stored == count, report
+    with sessions() as s:
+        opens = s.scalar(text("select sum(opens) from contacts"))
+        clicks = s.scalar(text("select sum(clicks) from contacts"))
+        message_opens = s.scalar(text("select sum(opens) from messages"))
+    kind = "Redis" if isinstance(queue, RedisHitQueue) else "spool"
+    print(f"ingestion, {count:,} queued hits ({kind} → PostgreSQL, {len(pairs):,} messages):")
+    print(
+        f"  drain with events + message + contact write-back: {count / elapsed:9,.0f} hits/s "
+        f"(target ≥ 20,000); message opens {message_opens:,}, contacts: "
+        f"{opens:,} messages opened, {clicks:,} clicked"
+    )
+    # Floor: the same event rows, one executemany INSERT, no classification or write-back.
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM events"))
+    rows = [
+        {
+            "contact_id": 1,
+            "name": "email.opened",
+            "properties": {"message_id": h.message_id, "machine": False},
+            "occurred_at": datetime.now(UTC),
+            "received_at": datetime.now(UTC),
+            "source": "floor",
+            "idempotency_key": f"floor:{h.id}",
+        }
+        for h in hits
+    ]
+    started = time.perf_counter()
+    with sessions() as s:
+        for start in range(0, len(rows), 5000):
+            s.execute(insert(Event), rows[start : start + 5000])
+        s.commit()
+    floor = count / (time.perf_counter() - started)
+    print(f"  floor (bare executemany INSERT of the event rows): {floor:9,.0f} rows/s")
+    print(f"  ratio: {count / elapsed / floor:.2f} of the floor")
+    if isinstance(queue, RedisHitQueue):
+        queue.redis.delete(queue.key)
+    shutil.rmtree(spool_dir, ignore_errors=True)
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--hits", type=int, default=200_000, help="hits to ingest")
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=2000, help="python load generator")
+    parser.add_argument("--python-load", action="store_true", help="do not use wrk")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.hits, args.messages, args.seconds, args.requests = 2000, 200, 1, 200
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
+    )
+    version_id, pairs = prepare(args.url, args.messages)
+    signer = TokenSigner(SECRET)
+    message_id, nonce = pairs[0]
+    token = signer.make(TokenKind.CLICK, message_id, nonce, version_id, link_index=0)
+    bench_http(args.url, token, args)
+    bench_ingest(args.url, version_id, pairs, args.hits)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

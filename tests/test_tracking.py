@@ -1,0 +1,311 @@
+"""Public tracking endpoints, the hit queue and batch ingestion with engagement write-back."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from emailkit import make_contact, make_identity, make_template
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, update
+
+from automation import clock
+from automation.contacts.models import ConsentRecord, Contact, ContactStatus, Event
+from automation.email.models import Message, MessageStatus, TemplateVersion
+from automation.email.outbox import queue_message
+from automation.tracking.classify import HitClass
+from automation.tracking.hits import Hit, decode_all
+from automation.tracking.ingest import ingest_hits
+from automation.tracking.service import drain_hits
+from automation.tracking.tokens import TokenKind, TokenSigner
+
+HUMAN_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 Thunderbird"
+
+
+def sent_message(app: Any, email: str = "zoe@example.com", minutes_ago: int = 30) -> dict[str, Any]:
+    with app.extensions["nurture"].sessions() as s:
+        make_identity(s)
+        make_template(s)
+        contact_id = make_contact(s, email)
+        version_id = s.scalar(select(TemplateVersion.id).order_by(TemplateVersion.id.desc()))
+        message_id = queue_message(
+            s, dedupe_key=f"test:{email}", contact_id=contact_id, template_version_id=version_id
+        )
+        s.execute(
+            update(Message)
+            .where(Message.id == message_id)
+            .values(status=MessageStatus.SENT, sent_at=clock.now() - timedelta(minutes=minutes_ago))
+        )
+        nonce = s.scalar(select(Message.token_nonce).where(Message.id == message_id))
+        s.commit()
+    signer = TokenSigner.from_settings(app.extensions["nurture"].settings)
+    tokens = signer.for_message(message_id, nonce, version_id)
+    return {"id": message_id, "contact_id": contact_id, "tokens": tokens, "version_id": version_id}
+
+
+def queue_of(app: Any) -> Any:
+    from web.public import tracking
+
+    with app.app_context():
+        queue = tracking().queue
+    queue.GRACE_SECONDS = 0
+    return queue
+
+
+def drain(app: Any) -> Any:
+    runtime = app.extensions["nurture"]
+    return drain_hits(runtime.sessions, queue_of(app))
+
+
+def test_open_pixel_answers_a_gif_for_any_token_and_queues_only_valid_ones(app, client):
+    msg = sent_message(app)
+    good = client.get(
+        "/t/o/" + msg["tokens"].token(TokenKind.OPEN), headers={"User-Agent": HUMAN_UA}
+    )
+    bad = client.get("/t/o/not-a-token")
+    for response in (good, bad):
+        assert response.status_code == 200
+        assert response.mimetype == "image/gif"
+        assert response.headers["Cache-Control"].startswith("no-store")
+    lines, _ = queue_of(app).take(100)
+    hits = decode_all(lines)
+    assert [h.message_id for h in hits] == [msg["id"]]
+    with app.extensions["nurture"].sessions() as s:
+        assert s.scalar(select(Event.id)) is None  # nothing written on the hot path
+
+
+def test_click_redirects_to_the_compiled_destination_and_ingestion_records_it(app, client):
+    msg = sent_message(app)
+    token = msg["tokens"].token(TokenKind.CLICK, 0)
+    response = client.get(
+        "/t/c/" + token + "?url=https://evil.example", headers={"User-Agent": HUMAN_UA}
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "https://shop.example/start?utm=1&x=2"
+    client.get("/t/o/" + msg["tokens"].token(TokenKind.OPEN), headers={"User-Agent": HUMAN_UA})
+    report = drain(app)
+    assert (report.stored, report.human, report.machine) == (2, 2, 0)
+    with app.extensions["nurture"].sessions() as s:
+        events = {e.name: e for e in s.scalars(select(Event))}
+        clicked = events["email.clicked"].properties
+        assert clicked["message_id"] == msg["id"]
+        assert clicked["url"] == "https://shop.example/start?utm=1&x=2"
+        assert clicked["link_index"] == 0
+        assert clicked["machine"] is False and clicked["classification"] == "human"
+        assert "template_id" in clicked and clicked["template_version_id"] == msg["version_id"]
+        message = s.get(Message, msg["id"])
+        assert (message.opens, message.clicks) == (1, 1)
+        assert message.first_open_at is not None and message.first_click_at is not None
+        contact = s.get(Contact, msg["contact_id"])
+        assert (contact.opens, contact.clicks) == (1, 1)
+        assert contact.last_click_at is not None and contact.engagement_score == 4.0
+
+
+def test_replayed_hits_and_a_flood_do_not_inflate_counts(app, client):
+    msg = sent_message(app)
+    for _ in range(30):
+        client.get("/t/o/" + msg["tokens"].token(TokenKind.OPEN), headers={"User-Agent": HUMAN_UA})
+    queue = queue_of(app)
+    lines, receipt = queue.take(1000)
+    hits = decode_all(lines)
+    runtime = app.extensions["nurture"]
+    for _ in range(2):  # the same batch twice: a crash before the ack replays it
+        with runtime.sessions() as s:
+            ingest_hits(s, hits)
+            s.commit()
+    queue.ack(receipt)
+    with runtime.sessions() as s:
+        message = s.get(Message, msg["id"])
+        contact = s.get(Contact, msg["contact_id"])
+        assert message.opens == 30  # total human opens
+        assert contact.opens == 1  # messages opened: unique
+        assert contact.engagement_score == 1.0
+        assert len(s.scalars(select(Event.id)).all()) == 30
+
+
+def test_machine_hits_are_stored_as_machine_and_move_no_engagement(app, client):
+    msg = sent_message(app)
+    open_url = "/t/o/" + msg["tokens"].token(TokenKind.OPEN)
+    client.get(open_url, headers={"User-Agent": "Mozilla/5.0 (via ggpht.com GoogleImageProxy)"})
+    client.get(
+        open_url, environ_base={"REMOTE_ADDR": "17.58.1.2"}, headers={"User-Agent": "Mozilla/5.0"}
+    )
+    for i in range(2):  # every link of the message in a second: a security gateway
+        client.get(
+            "/t/c/" + msg["tokens"].token(TokenKind.CLICK, i), headers={"User-Agent": HUMAN_UA}
+        )
+    client.head("/t/c/" + msg["tokens"].token(TokenKind.CLICK, 0), headers={"User-Agent": HUMAN_UA})
+    report = drain(app)
+    assert report.human == 0 and report.machine == 5
+    with app.extensions["nurture"].sessions() as s:
+        classes = sorted(e.properties["classification"] for e in s.scalars(select(Event)))
+        assert classes.count(HitClass.SCANNER) == 3
+        assert HitClass.IMAGE_PROXY in classes and HitClass.APPLE_MPP in classes
+        assert all(e.properties["reasons"] for e in s.scalars(select(Event)))
+        contact = s.get(Contact, msg["contact_id"])
+        assert (contact.opens, contact.clicks, contact.engagement_score) == (0, 0, 0.0)
+        assert s.get(Message, msg["id"]).opens == 0
+
+
+def test_an_open_seconds_after_delivery_is_a_prefetch(app, client):
+    msg = sent_message(app, minutes_ago=0)
+    client.get("/t/o/" + msg["tokens"].token(TokenKind.OPEN), headers={"User-Agent": HUMAN_UA})
+    drain(app)
+    with app.extensions["nurture"].sessions() as s:
+        event = s.scalars(select(Event)).one()
+        assert event.properties["classification"] == "prefetch"
+        assert "after delivery" in event.properties["reasons"][0]
+
+
+def test_script_in_user_agent_is_stored_as_data(app, client):
+    msg = sent_message(app)
+    ua = "<script>alert(1)</script> Mozilla/5.0"
+    client.get(
+        "/t/o/" + msg["tokens"].token(TokenKind.OPEN),
+        headers={"User-Agent": ua, "Referer": "<img onerror=x>"},
+    )
+    drain(app)
+    with app.extensions["nurture"].sessions() as s:
+        assert s.scalars(select(Event)).one().properties["user_agent"] == ua
+
+
+def test_click_on_a_link_index_the_version_does_not_have_gets_404(app, client):
+    msg = sent_message(app)
+    response = client.get("/t/c/" + msg["tokens"].token(TokenKind.CLICK, 99))
+    assert response.status_code == 404 and "Location" not in response.headers
+
+
+@settings(
+    max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(data=st.data())
+def test_any_mutation_of_a_click_token_gets_404_and_no_redirect(app, client, data):
+    signer = TokenSigner.from_settings(app.extensions["nurture"].settings)
+    token = signer.make(TokenKind.CLICK, 1, 2, 3, link_index=0)
+    mutate = data.draw(st.sampled_from(["flip", "truncate", "append", "prefix"]), label="mutation")
+    if mutate == "flip":
+        i = data.draw(st.integers(0, len(token) - 1))
+        c = data.draw(st.sampled_from("AZaz09-_\\/%."))
+        bad = token[:i] + c + token[i + 1 :]
+    elif mutate == "truncate":
+        bad = token[: data.draw(st.integers(0, len(token) - 1))]
+    else:
+        extra = data.draw(
+            st.sampled_from(
+                [
+                    "?url=https://evil.example",
+                    "//evil.example",
+                    "%2F%2Fevil.example",
+                    "\\\\evil.example",
+                    "/..",
+                    "%00",
+                ]
+            )
+        )
+        bad = token + extra if mutate == "append" else extra + token
+    if bad == token:
+        return
+    response = client.get("/t/c/" + bad)
+    assert response.status_code == 404
+    assert "Location" not in response.headers
+
+
+def test_unsubscribe_get_changes_nothing_and_post_unsubscribes_with_evidence(app, client):
+    msg = sent_message(app)
+    url = "/u/" + msg["tokens"].token(TokenKind.UNSUBSCRIBE)
+    page = client.get(url)
+    assert page.status_code == 200 and "z…@example.com" in page.get_data(as_text=True)
+    with app.extensions["nurture"].sessions() as s:
+        assert s.get(Contact, msg["contact_id"]).status is ContactStatus.SUBSCRIBED
+    done = client.post(url, data={"do": "unsubscribe"})
+    assert done.status_code == 200
+    with app.extensions["nurture"].sessions() as s:
+        assert s.get(Contact, msg["contact_id"]).status is ContactStatus.UNSUBSCRIBED
+        record = s.scalars(
+            select(ConsentRecord).where(ConsentRecord.status_to == "unsubscribed")
+        ).one()
+        assert record.source == "unsubscribe_page"
+        assert s.scalars(select(Event.name)).all() == ["email.unsubscribed"]
+        assert s.get(Message, msg["id"]).unsubscribed_at is not None
+
+
+def test_rfc8058_one_click_post_unsubscribes_without_cookie_or_csrf(app):
+    msg = sent_message(app)
+    client = app.test_client()
+    url = "/u/" + msg["tokens"].token(TokenKind.UNSUBSCRIBE)
+    response = client.post(url, data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200
+    assert client.post(url, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    with app.extensions["nurture"].sessions() as s:
+        assert s.get(Contact, msg["contact_id"]).status is ContactStatus.UNSUBSCRIBED
+        assert len(s.scalars(select(Event.id)).all()) == 1
+
+
+def test_preferences_page_resubscribes(app, client):
+    msg = sent_message(app)
+    client.post("/u/" + msg["tokens"].token(TokenKind.UNSUBSCRIBE), data={"do": "unsubscribe"})
+    url = "/p/" + msg["tokens"].token(TokenKind.PREFERENCES)
+    assert "unsubscribed" in client.get(url).get_data(as_text=True)
+    client.post(url, data={"do": "resubscribe"})
+    with app.extensions["nurture"].sessions() as s:
+        assert s.get(Contact, msg["contact_id"]).status is ContactStatus.SUBSCRIBED
+
+
+def test_view_in_browser_renders_the_message_with_tracked_links(app, client):
+    msg = sent_message(app)
+    page = client.get("/v/" + msg["tokens"].token(TokenKind.VIEW))
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "/t/c/" in html and "/t/o/" not in html
+    assert client.get("/v/" + "A" * 48).status_code == 404
+
+
+def test_bad_tokens_on_pages_get_404(client):
+    for path in ("/u/x", "/p/x", "/v/x"):
+        assert client.get(path).status_code == 404
+    assert client.post("/u/" + "A" * 48, data={"List-Unsubscribe": "One-Click"}).status_code == 404
+
+
+def test_hit_lines_that_are_torn_are_skipped():
+    hit = Hit("abc", "open", 1, 2, 3, None, 1.0, "127.0.0.1", "ua")
+    assert decode_all([hit.encode(), b'["abc", "op', b"garbage"]) == [hit]
+
+
+def test_sunset_marks_contacts_without_human_engagement_and_engaging_clears_it(app, client):
+    from automation.tracking.sunset import apply_sunset
+
+    msg = sent_message(app)
+    runtime = app.extensions["nurture"]
+    with runtime.sessions() as s:
+        assert apply_sunset(s, max_sends=1, max_days=0) == 1
+        s.commit()
+        assert s.get(Contact, msg["contact_id"]).inactive_since is not None
+        assert apply_sunset(s, max_sends=1, max_days=0) == 0  # already marked
+    client.get("/t/o/" + msg["tokens"].token(TokenKind.OPEN), headers={"User-Agent": HUMAN_UA})
+    drain(app)
+    with runtime.sessions() as s:
+        assert s.get(Contact, msg["contact_id"]).inactive_since is None
+        assert apply_sunset(s, max_sends=1, max_days=0) == 0  # engaged after its last send
+
+
+def test_an_inactive_contact_gets_no_marketing_email(app):
+    from automation.email.outbox import claim_batch
+    from automation.email.render import VersionCache
+
+    runtime = app.extensions["nurture"]
+    msg = sent_message(app)
+    with runtime.sessions() as s:
+        s.execute(update(Contact).values(inactive_since=clock.now()))
+        queue_message(
+            s,
+            dedupe_key="second",
+            contact_id=msg["contact_id"],
+            template_version_id=msg["version_id"],
+        )
+        s.commit()
+        batch = claim_batch(s, settings=runtime.settings, cache=VersionCache())
+        assert batch.held["inactive"] == 1 or sum(batch.held.values()) == 1
+        s.commit()
+        reasons = s.scalars(select(Message.reason).where(Message.dedupe_key == "second")).all()
+        assert reasons == ["inactive"]

@@ -1,0 +1,334 @@
+"""Public tracking endpoints: open pixel, click redirect, unsubscribe, preferences, view in
+browser. No login, no cookie session, no CSRF: the signed token is the authority.
+
+Opens and clicks make no database write (ARCHITECTURE principle 7): the click reads the
+compiled version's link list once per process (versions never change) and the hit is
+appended to the hit queue. Unsubscribe and preferences write at once: the law and RFC 8058
+want the unsubscribe to take effect now, and those requests are rare.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from flask import Blueprint, Flask, Response, abort, current_app, render_template_string, request
+
+from automation.config import Settings, load_settings
+from automation.errors import NotFound
+from automation.ops.metrics import TRACKING_HITS
+from automation.runtime import build_runtime
+from automation.tracking import service
+from automation.tracking.hits import Hit, HitQueue, make_hit_queue, new_hit_id, now_epoch
+from automation.tracking.tokens import TokenClaims, TokenKind, TokenSigner
+from web.auth import public
+
+bp = Blueprint("public", __name__)
+
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
+    b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+NO_STORE = "no-store, no-cache, must-revalidate, max-age=0"
+
+
+class _Tracking:
+    """Per-app pieces of the hot path, built once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.signer = TokenSigner.from_settings(settings)
+        self.queue: HitQueue = make_hit_queue(settings)
+        self._links: dict[int, list[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        # Hit ids: a random per-process prefix and a counter (no syscall per hit).
+        self._prefix = new_hit_id()
+        self._counter = itertools.count()
+
+    def hit_id(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+    def links(self, version_id: int) -> list[dict[str, Any]] | None:
+        links = self._links.get(version_id)
+        if links is None:
+            from automation.email.models import TemplateVersion
+            from web.database import nurture
+
+            with nurture().sessions() as session:
+                version = session.get(TemplateVersion, version_id)
+                if version is None:
+                    return None
+                links = list(version.links)
+            with self._lock:
+                if len(self._links) > 10_000:
+                    self._links.clear()
+                self._links[version_id] = links
+        return links
+
+
+def tracking() -> _Tracking:
+    found: _Tracking | None = current_app.extensions.get("nurture_tracking")
+    if found is None:
+        found = _Tracking(current_app.extensions["nurture"].settings)
+        current_app.extensions["nurture_tracking"] = found
+    return found
+
+
+def _client_ip() -> str:
+    return (request.remote_addr or "")[:45]
+
+
+def _is_prefetch() -> bool:
+    return any(
+        "prefetch" in request.headers.get(h, "").lower()
+        for h in ("Purpose", "Sec-Purpose", "X-Moz", "X-Purpose")
+    )
+
+
+def _hit(kind: str, claims: TokenClaims) -> Hit:
+    return Hit(
+        id=tracking().hit_id(),
+        kind=kind,
+        message_id=claims.message_id,
+        nonce=claims.nonce,
+        template_version_id=claims.template_version_id,
+        link_index=claims.link_index,
+        at=now_epoch(),
+        ip=_client_ip(),
+        user_agent=request.headers.get("User-Agent", ""),
+        head=request.method == "HEAD",
+        referer=request.headers.get("Referer", ""),
+        prefetch=_is_prefetch(),
+    )
+
+
+def with_utm(url: str, utm: dict[str, str] | None) -> str:
+    """``url`` with the template's UTM parameters added (existing ones are kept)."""
+    if not utm:
+        return url
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    present = {k for k, _ in query}
+    query += [(k, str(v)) for k, v in utm.items() if k not in present and v]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@bp.route("/t/o/<token>", methods=["GET", "HEAD"], merge_slashes=False)
+@public
+def open_pixel(token: str) -> Response:
+    t = tracking()
+    claims = t.signer.verify(token, TokenKind.OPEN)
+    if claims is not None:
+        t.queue.push(_hit("open", claims))
+        TRACKING_HITS.labels("open", "queued").inc()
+    else:
+        TRACKING_HITS.labels("open", "bad_token").inc()
+    return Response(PIXEL, mimetype="image/gif", headers={"Cache-Control": NO_STORE})
+
+
+@bp.route("/t/c/<token>", methods=["GET", "HEAD"], merge_slashes=False)
+@public
+def click(token: str) -> Response:
+    t = tracking()
+    claims = t.signer.verify(token, TokenKind.CLICK)
+    links = t.links(claims.template_version_id) if claims is not None else None
+    if claims is None or links is None or claims.link_index is None:
+        TRACKING_HITS.labels("click", "bad_token").inc()
+        return Response("Not found", status=404, mimetype="text/plain")
+    if claims.link_index >= len(links):
+        return Response("Not found", status=404, mimetype="text/plain")
+    link = links[claims.link_index]
+    t.queue.push(_hit("click", claims))
+    TRACKING_HITS.labels("click", "queued").inc()
+    response = Response(status=302, headers={"Cache-Control": NO_STORE})
+    # A compiled destination (http/https, checked at compile time), never the request's.
+    response.headers["Location"] = with_utm(str(link["url"]), link.get("utm"))
+    return response
+
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{{ title }}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem}
+button{font-size:1rem;padding:.5rem 1rem}</style></head><body><h1>{{ title }}</h1>
+<p>{{ text }}</p>
+{% if action %}<form method="post" action="{{ action }}">
+{% for name, label in buttons %}<button name="do" value="{{ name }}">{{ label }}</button>
+{% endfor %}</form>{% endif %}</body></html>"""
+
+
+def _page(title: str, text: str, action: str = "", buttons: Any = (), status: int = 200) -> Any:
+    html = render_template_string(PAGE, title=title, text=text, action=action, buttons=buttons)
+    return Response(html, status=status, headers={"Cache-Control": NO_STORE})
+
+
+def _claims(token: str, kind: TokenKind) -> TokenClaims:
+    claims = tracking().signer.verify(token, kind)
+    if claims is None:
+        abort(404)
+    return claims
+
+
+def _masked(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}…@{domain}"
+
+
+@bp.route("/u/<token>", methods=["GET", "POST"], merge_slashes=False)
+@public
+def unsubscribe(token: str) -> Any:
+    from web.database import db
+
+    claims = _claims(token, TokenKind.UNSUBSCRIBE)
+    session = db()
+    try:
+        if request.method == "GET":  # scanners follow every GET: change nothing
+            found = service.recipient(session, claims)
+            return _page(
+                "Unsubscribe",
+                f"Stop marketing email to {_masked(found.contact.email)}?",
+                action=request.path,
+                buttons=[("unsubscribe", "Unsubscribe")],
+            )
+        one_click = request.form.get("List-Unsubscribe") == "One-Click"
+        found = service.unsubscribe(
+            session,
+            claims,
+            ip=_client_ip(),
+            source="list_unsubscribe_post" if one_click else "unsubscribe_page",
+        )
+        session.commit()
+    except NotFound:
+        abort(404)
+    if one_click:
+        return Response("", status=200)
+    return _page(
+        "You are unsubscribed", f"{_masked(found.contact.email)} gets no more marketing email."
+    )
+
+
+@bp.route("/p/<token>", methods=["GET", "POST"], merge_slashes=False)
+@public
+def preferences(token: str) -> Any:
+    from web.database import db
+
+    claims = _claims(token, TokenKind.PREFERENCES)
+    session = db()
+    try:
+        if request.method == "POST":
+            if request.form.get("do") == "unsubscribe":
+                service.unsubscribe(session, claims, ip=_client_ip(), source="preferences_page")
+            elif request.form.get("do") == "resubscribe":
+                service.resubscribe(session, claims, ip=_client_ip())
+            session.commit()
+        found = service.recipient(session, claims)
+    except NotFound:
+        abort(404)
+    subscribed = found.contact.status.value == "subscribed"
+    buttons = (
+        [("unsubscribe", "Unsubscribe from marketing email")]
+        if subscribed
+        else [("resubscribe", "Subscribe again")]
+        if found.contact.status.value == "unsubscribed"
+        else []
+    )
+    return _page(
+        "Email preferences",
+        f"{_masked(found.contact.email)} is {found.contact.status.value}.",
+        action=request.path,
+        buttons=buttons,
+    )
+
+
+@bp.route("/v/<token>", merge_slashes=False)
+@public
+def view(token: str) -> Any:
+    from web.database import db
+
+    claims = _claims(token, TokenKind.VIEW)
+    settings = current_app.extensions["nurture"].settings
+    try:
+        html = service.view_in_browser(db(), claims, tracking().signer, settings.base_url)
+    except NotFound:
+        abort(404)
+    response = Response(html, mimetype="text/html", headers={"Cache-Control": NO_STORE})
+    # The email's own inline styles; no scripts at all.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'"
+    )
+    return response
+
+
+def create_tracking_app(settings: Settings | None = None) -> Flask:
+    """A process that serves only the public tracking URLs (scaled apart from the UI)."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    # No SECRET_KEY: these pages use no cookie session (opening one costs ~0.3 ms a hit).
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
+    app.extensions["nurture"] = build_runtime(settings)
+    from web import database
+
+    app.teardown_appcontext(database.close_session)
+    app.register_blueprint(bp)
+    return app
+
+
+def _json_error(status: int, code: str, message: str, details: list[dict[str, str]]) -> Any:
+    from flask import jsonify
+
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return jsonify(body), status
+
+
+def _feedback(parse: Any) -> Any:
+    from automation.errors import InvalidInput
+    from automation.tracking.bounces import record_feedback, signature_valid
+    from web.database import db
+
+    settings = current_app.extensions["nurture"].settings
+    body = request.get_data(cache=True)
+    if not signature_valid(
+        settings.webhook_secret, body, request.headers.get("X-Nurture-Signature")
+    ):
+        return _json_error(401, "unauthorized", "missing or wrong X-Nurture-Signature", [])
+    try:
+        items = parse(body)
+        session = db()
+        report = record_feedback(session, items, tracking().signer, source="webhook")
+        session.commit()
+    except InvalidInput as exc:
+        return _json_error(422, exc.code, exc.message, [e.as_dict() for e in exc.errors])
+    return {
+        "suppressed": report.suppressed,
+        "soft_bounces": report.soft,
+        "unknown": report.unknown,
+        "paused_sender_identities": report.paused_identities or [],
+    }
+
+
+@bp.route("/webhooks/feedback", methods=["POST"])
+@public
+def feedback_webhook() -> Any:
+    """Bounces and complaints as JSON (shape in automation/tracking/bounces.py)."""
+    import json
+
+    from automation.errors import FieldError, InvalidInput
+    from automation.tracking.bounces import parse_feedback
+
+    def parse(body: bytes) -> Any:
+        try:
+            raw = json.loads(body)
+        except ValueError:
+            raise InvalidInput(FieldError("body", "not valid JSON")) from None
+        return parse_feedback(raw)
+
+    return _feedback(parse)
+
+
+@bp.route("/webhooks/dsn", methods=["POST"])
+@public
+def dsn_webhook() -> Any:
+    """A delivery status notification or ARF report, posted as the raw mail."""
+    from automation.tracking.bounces import parse_report
+
+    return _feedback(parse_report)

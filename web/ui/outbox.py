@@ -1,0 +1,62 @@
+"""The outbox for operators: messages by status, `unknown` ones resent by hand (they may
+have been delivered once already), deferred ones with their reason and next attempt."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flask import flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from automation.accounts.models import Role
+from automation.contacts.models import Contact
+from automation.email import outbox
+from automation.email.models import MessageStatus
+from web.auth import login_required
+from web.database import db
+from web.ui import bp
+from web.ui.forms import FORM_ERRORS, errors_of
+
+PER_PAGE = 50
+
+
+@bp.route("/outbox", endpoint="outbox")
+@login_required()
+def outbox_list() -> Any:
+    raw = request.args.get("status", "")
+    status = MessageStatus(raw) if raw in set(MessageStatus) else None
+    page = max(request.args.get("page", 1, type=int), 1)
+    messages, total = outbox.search_messages(db(), status=status, page=page, per_page=PER_PAGE)
+    ids = {m.contact_id for m in messages}
+    emails = (
+        dict(db().execute(select(Contact.id, Contact.email).where(Contact.id.in_(ids))))
+        if ids
+        else {}
+    )
+    return render_template(
+        "outbox/list.html",
+        messages=messages,
+        emails=emails,
+        total=total,
+        page=page,
+        pages=max(math.ceil(total / PER_PAGE), 1),
+        per_page=PER_PAGE,
+        status=status.value if status else "",
+        statuses=[s.value for s in MessageStatus],
+        invalid_status=bool(raw) and status is None,
+    )
+
+
+@bp.route("/outbox/<int:message_id>/resend", methods=["POST"])
+@login_required(Role.MARKETER)
+def outbox_resend(message_id: int) -> Any:
+    try:
+        outbox.resend_message(db(), message_id)
+    except FORM_ERRORS as exc:
+        db().rollback()
+        flash(next(iter(errors_of(exc).values())), "error")
+    else:
+        db().commit()
+        flash(f"Message {message_id} queued again.", "success")
+    return redirect(url_for("ui.outbox", status=request.form.get("status") or None))
