@@ -267,7 +267,11 @@ def load_demo(
 
     segments = load_demo_segments(session)
     campaigns = load_demo_campaign(session)
+    from automation.workflows.examples import load_example_workflows
+
+    workflows = load_example_workflows(session)
     return (
         f"demo loaded: {len(ids)} contacts, {len(links)} tag links, {len(events)} events, "
-        f"{templates} email templates, {segments} segments, {campaigns} scheduled campaign"
+        f"{templates} email templates, {segments} segments, {campaigns} scheduled campaign; "
+        f"{workflows}"
     )

@@ -21,12 +21,10 @@ smtp_server = emailkit.smtp_server
 def test_the_demo_templates_preview_and_send(session, settings, smtp_server):
     assert "3 email templates" in load_demo(session, contacts=40)
     session.commit()
-    templates = list_templates(session)
-    assert sorted(t.name for t, _v in templates) == [
-        "Abandoned cart",
-        "Newsletter: spring",
-        "Welcome",
-    ]
+    # The demo's example workflows (docs/workflows.md) bring templates of their own.
+    ours = {"Abandoned cart", "Newsletter: spring", "Welcome"}
+    templates = [(t, v) for t, v in list_templates(session) if t.name in ours]
+    assert sorted(t.name for t, _v in templates) == sorted(ours)
     contact = session.scalar(
         select(Contact.id).where(Contact.status == ContactStatus.SUBSCRIBED).limit(1)
     )

@@ -359,3 +359,25 @@ def test_dry_run_evaluates_segment_conditions_on_the_simulated_contact(harness):
             start_at=later,
         )
         assert (run.steps[0].node_id, run.steps[0].exit) == ("b", "yes")
+
+
+def test_the_demo_publishes_both_examples_and_starts_contacts_on_them(session):
+    from automation.demo import load_demo
+    from automation.workflows.models import Enrollment, Workflow, WorkflowStatus
+
+    summary = load_demo(session, contacts=120)
+    session.commit()
+    assert "2 example workflows published" in summary
+    workflows = {w.name: w for w in session.scalars(select(Workflow))}
+    assert {n: w.status for n, w in workflows.items()} == {
+        "Abandoned cart": WorkflowStatus.ACTIVE,
+        "Lead nurture": WorkflowStatus.ACTIVE,
+    }
+    for workflow in workflows.values():
+        enrolled = session.scalars(
+            select(Enrollment).where(Enrollment.workflow_id == workflow.id)
+        ).all()
+        assert enrolled, workflow.name
+    from automation.workflows.examples import load_example_workflows
+
+    assert load_example_workflows(session) == "example workflows already loaded"

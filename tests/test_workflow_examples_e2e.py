@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,17 +30,12 @@ from automation.contacts.service import create_contact, update_contact
 from automation.email.models import Message
 from automation.runtime import use_runtime
 from automation.workflows import service
+from automation.workflows.examples import example
 from automation.workflows.models import Enrollment, EnrollmentStatus
 from automation.workflows.nodes import split_path
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 STEP = timedelta(seconds=2)  # every step lands this long after the moment it is for
-
-
-def example(name: str) -> dict[str, Any]:
-    text = resources.files("automation.workflows").joinpath(f"examples/{name}.json").read_text()
-    document: dict[str, Any] = json.loads(text)
-    return document
 
 
 class _Crm(BaseHTTPRequestHandler):
