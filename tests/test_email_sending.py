@@ -23,7 +23,7 @@ from automation.email.outbox import (
     queue_message,
     resend_message,
 )
-from automation.email.sender import Sending, render_message, send_due
+from automation.email.sender import Sending, render_message, send_batch, send_due
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.tracking.tokens import TokenKind, TokenSigner
 
@@ -457,6 +457,48 @@ def test_the_frequency_cap_counts_marketing_mail_across_sources(
     else:
         assert row.status is MessageStatus.SUPPRESSED
     assert len(smtp_server.received) == 3
+
+
+@pytest.mark.parametrize("limit", [None, 1], ids=["one batch", "claimed one by one"])
+def test_under_the_frequency_cap_the_higher_priority_email_takes_the_slot(
+    session, sessions, smtp_server, settings, limit
+):
+    """The older, low-priority email is due first; the cap leaves room for one more this
+    week, and the priority-9 workflow email gets it even when the older one is claimed in
+    an earlier batch on its own."""
+    capped = settings.with_overrides(frequency_cap=1, frequency_cap_action="defer")
+    transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
+    sending = Sending(capped, transport, TokenSigner.from_settings(capped))
+    marketing = make_template(session)
+    contact = make_contact(session, "ana@example.com")
+    newsletter = queue_message(
+        session,
+        dedupe_key="campaign:1:ana",
+        contact_id=contact,
+        template_version_id=marketing.version.id,
+        campaign_id=1,
+        priority=2,
+    )
+    renewal = queue_message(
+        session,
+        dedupe_key="workflow:7:send",
+        contact_id=contact,
+        template_version_id=marketing.version.id,
+        workflow_id=3,
+        priority=9,
+    )
+    session.commit()
+    if limit is None:
+        send_due(sessions, sending)
+    else:
+        while send_batch(sessions, sending, limit=limit)[0]:
+            pass
+    transport.close()
+    assert _status(sessions, renewal).status is MessageStatus.SENT
+    low = _status(sessions, newsletter)
+    assert (low.status, low.reason) == (MessageStatus.DEFERRED, "frequency_cap")
+    assert low.next_attempt_at > clock.now() + timedelta(days=6)
+    assert len(smtp_server.received) == 1
 
 
 def test_starttls_and_login_are_used_when_configured(session, sessions, settings, tmp_path):

@@ -30,7 +30,12 @@ def sent_message(app: Any, email: str = "zoe@example.com", minutes_ago: int = 30
         contact_id = make_contact(s, email)
         version_id = s.scalar(select(TemplateVersion.id).order_by(TemplateVersion.id.desc()))
         message_id = queue_message(
-            s, dedupe_key=f"test:{email}", contact_id=contact_id, template_version_id=version_id
+            s,
+            dedupe_key=f"test:{email}",
+            contact_id=contact_id,
+            template_version_id=version_id,
+            workflow_id=77,
+            workflow_node_id="mail",
         )
         s.execute(
             update(Message)
@@ -94,6 +99,7 @@ def test_click_redirects_to_the_compiled_destination_and_ingestion_records_it(ap
         assert clicked["link_index"] == 0
         assert clicked["machine"] is False and clicked["classification"] == "human"
         assert "template_id" in clicked and clicked["template_version_id"] == msg["version_id"]
+        assert (clicked["workflow_id"], clicked["workflow_node_id"]) == (77, "mail")
         message = s.get(Message, msg["id"])
         assert (message.opens, message.clicks) == (1, 1)
         assert message.first_open_at is not None and message.first_click_at is not None

@@ -673,6 +673,7 @@ def test_send_waits_for_the_send_window_in_the_contacts_zone(harness):
                     "start": "09:00",
                     "end": "17:00",
                 },
+                "priority": 8,
             },
         )
     )
@@ -691,6 +692,7 @@ def test_send_waits_for_the_send_window_in_the_contacts_zone(harness):
         (message,) = s.scalars(select(Message)).all()
     assert message.dedupe_key == f"workflow:{enrolment.id}:mail"
     assert (message.workflow_node_id, message.enrollment_id) == ("mail", enrolment.id)
+    assert (message.workflow_id, message.priority) == (wf, 8)  # the workflow's cap priority
     assert message.status is MessageStatus.QUEUED and message.workflow_name == "Test workflow"
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -155,9 +156,12 @@ class Message(Base):
     campaign_id: Mapped[int | None] = mapped_column(BigInteger)
     campaign_variant_id: Mapped[int | None] = mapped_column(BigInteger)
     enrollment_id: Mapped[int | None] = mapped_column(BigInteger)
+    workflow_id: Mapped[int | None] = mapped_column(BigInteger)
     workflow_node_id: Mapped[str | None] = mapped_column(String(64))  # the node's id
     workflow_name: Mapped[str | None] = mapped_column(String(200))
     campaign_name: Mapped[str | None] = mapped_column(String(200))
+    # Under the global frequency cap the higher priority goes first (1 to 10; 10 wins).
+    priority: Mapped[int] = mapped_column(SmallInteger, default=5, server_default="5")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Engagement, filled by the tracking worker.

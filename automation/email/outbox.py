@@ -175,6 +175,8 @@ class QueueItem:
     workflow_name: str | None = None
     campaign_name: str | None = None
     send_at: datetime | None = None
+    workflow_id: int | None = None
+    priority: int = 5
 
 
 def _versions(session: Session, ids: set[int]) -> dict[int, tuple[TemplateKind, int | None]]:
@@ -224,7 +226,9 @@ def queue_messages(session: Session, items: Sequence[QueueItem]) -> list[int]:
                 "campaign_id": item.campaign_id,
                 "campaign_variant_id": item.campaign_variant_id,
                 "enrollment_id": item.enrollment_id,
+                "workflow_id": item.workflow_id,
                 "workflow_node_id": item.workflow_node_id,
+                "priority": item.priority,
                 "workflow_name": item.workflow_name,
                 "campaign_name": item.campaign_name,
                 "created_at": now,
@@ -257,6 +261,8 @@ def queue_message(
     workflow_name: str | None = None,
     campaign_name: str | None = None,
     send_at: datetime | None = None,
+    workflow_id: int | None = None,
+    priority: int = 5,
 ) -> int | None:
     """Queue one message; None when its dedupe key was already queued (never twice)."""
     ids = queue_messages(
@@ -273,6 +279,8 @@ def queue_message(
                 workflow_name,
                 campaign_name,
                 send_at,
+                workflow_id,
+                priority,
             )
         ],
     )
@@ -494,6 +502,7 @@ def claim_batch(
             Message.template_version_id,
             Message.sender_identity_id,
             Message.marketing,
+            Message.priority,
             Message.attempts,
             Message.campaign_id,
             Message.workflow_node_id,
@@ -523,12 +532,13 @@ def claim_batch(
             )
         )
     }
-    capped = _frequency_capped(session, rows, settings, now)
+    holds = {row.id: _hold_reason(row, listed, deleted, batch.versions) for row in rows}
+    capped = _frequency_capped(session, [r for r in rows if holds[r.id] is None], settings, now)
     held: dict[tuple[MessageStatus, str], list[int]] = defaultdict(list)
     deferred: list[dict[str, Any]] = []
     sendable = []
     for row in rows:
-        hold = _hold_reason(row, listed, deleted, batch.versions)
+        hold = holds[row.id]
         if hold is not None:
             held[hold].append(row.id)
         elif row.id in capped:
@@ -615,16 +625,23 @@ def _frequency_capped(
     session: Session, rows: Sequence[Any], settings: Settings, now: datetime
 ) -> dict[int, datetime]:
     """Message id → when it may go, for marketing messages over the cap: at most N
-    marketing emails per contact per window, across every workflow and campaign."""
+    marketing emails per contact per window, across every workflow and campaign.
+
+    When more are due for a contact than the cap leaves room for, the free slots go by
+    priority (10 first), then by age. Messages due but not in this batch (still queued, or
+    in another sender's batch) compete too, ranked the same way: every sender process then
+    makes the same choice, and a low-priority email claimed first cannot take the slot of
+    a high-priority one claimed a moment later by another worker."""
     cap = settings.frequency_cap
     marketing = [r for r in rows if r.marketing]
     if cap <= 0 or not marketing:
         return {}
     window = timedelta(days=settings.frequency_cap_days)
+    contacts = {r.contact_id for r in marketing}
     sent: dict[int, list[datetime]] = defaultdict(list)
     for contact_id, sent_at in session.execute(
         select(Message.contact_id, Message.sent_at).where(
-            one_of(session, Message.contact_id, {r.contact_id for r in marketing}),
+            one_of(session, Message.contact_id, contacts),
             Message.marketing.is_(True),
             Message.status == MessageStatus.SENT,
             Message.sent_at > now - window,
@@ -632,13 +649,31 @@ def _frequency_capped(
     ):
         if sent_at is not None:
             sent[contact_id].append(sent_at)
+    ours = {r.id for r in marketing}
+    due: dict[int, list[tuple[int, int]]] = defaultdict(list)  # contact → (-priority, id)
+    for r in marketing:
+        due[r.contact_id].append((-r.priority, r.id))
+    for message_id, contact_id, priority in session.execute(
+        select(Message.id, Message.contact_id, Message.priority).where(
+            one_of(session, Message.contact_id, contacts),
+            Message.marketing.is_(True),
+            Message.status.in_(
+                [MessageStatus.QUEUED, MessageStatus.DEFERRED, MessageStatus.SENDING]
+            ),
+            Message.next_attempt_at <= now,
+        )
+    ):
+        if message_id not in ours:
+            due[contact_id].append((-priority, message_id))
     out: dict[int, datetime] = {}
-    for row in marketing:
-        times = sorted(sent[row.contact_id])
-        if len(times) >= cap:
-            out[row.id] = times[len(times) - cap] + window + timedelta(seconds=1)
-        else:
-            sent[row.contact_id].append(now)  # later messages in this batch count it
+    for contact_id, competing in due.items():
+        times = sent[contact_id]
+        for _, message_id in sorted(competing):
+            if len(times) < cap:
+                times.append(now)  # this one takes a slot (sent now, or by its worker)
+            elif message_id in ours:
+                ordered = sorted(times)
+                out[message_id] = ordered[len(ordered) - cap] + window + timedelta(seconds=1)
     return out
 
 

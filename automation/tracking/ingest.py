@@ -54,6 +54,10 @@ class IngestReport:
         }
 
 
+# Where a message came from, copied onto its engagement events (for reports and branches).
+_ORIGIN = ("campaign_id", "campaign_variant_id", "enrollment_id", "workflow_id", "workflow_node_id")
+
+
 def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
@@ -84,6 +88,7 @@ def ingest_hits(
             Message.campaign_id,
             Message.campaign_variant_id,
             Message.enrollment_id,
+            Message.workflow_id,
             Message.workflow_node_id,
             Message.first_open_at,
             Message.first_click_at,
@@ -124,7 +129,7 @@ def ingest_hits(
             "user_agent": hit.user_agent,
             "ip": hit.ip,
         }
-        for key in ("campaign_id", "campaign_variant_id", "enrollment_id", "workflow_node_id"):
+        for key in _ORIGIN:
             if getattr(m, key) is not None:
                 properties[key] = getattr(m, key)
         if hit.kind == "click":

@@ -132,6 +132,8 @@ def run_send(batch: Batch, graph: Graph, node: SendEmailNode, items: list[Item])
                 "enrollment_id": item.id,
                 "workflow_node_id": node.id,
                 "workflow_name": graph.definition.name,
+                "workflow_id": graph.workflow_id,
+                "priority": settings.priority,
             }
         )
         out.append((item, Leave("next", {"message": key})))

@@ -48,6 +48,8 @@ def queue_workflow_messages(
             enrollment_id=r["enrollment_id"],
             workflow_node_id=r["workflow_node_id"],
             workflow_name=r["workflow_name"],
+            workflow_id=r["workflow_id"],
+            priority=r["priority"],
         )
         for r in rows
     ]
