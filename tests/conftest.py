@@ -22,10 +22,28 @@ from automation.config import Settings, load_settings
 from automation.db import Base, make_engine, make_session_factory
 from automation.runtime import build_runtime, use_runtime
 
-PG_URL = os.environ.get(
+_BASE_PG_URL = os.environ.get(
     "NURTURE_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+_BASE_REDIS_URL = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Under `pytest -n N` (pytest-xdist) each worker gwK gets its own PostgreSQL database
+# (<name>_gwK, created on first use) and Redis database (base number + K): the suite
+# truncates between tests, and two workers sharing one database would deadlock.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
+def _worker_urls() -> tuple[str, str]:
+    from sqlalchemy.engine import make_url
+
+    pg, redis_url = make_url(_BASE_PG_URL), make_url(_BASE_REDIS_URL)
+    if _WORKER == 0:
+        return _BASE_PG_URL, _BASE_REDIS_URL
+    pg = pg.set(database=f"{pg.database}_gw{_WORKER}")
+    redis_url = redis_url.set(database=str(int(redis_url.database or 0) + _WORKER))
+    return pg.render_as_string(hide_password=False), redis_url.render_as_string(hide_password=False)
+
+
+PG_URL, REDIS_URL = _worker_urls()
 IN_CI = os.environ.get("CI", "").lower() == "true"
 _skipped_services: set[str] = set()
 
@@ -33,6 +51,8 @@ _skipped_services: set[str] = set()
 def _service_available(name: str) -> bool:
     try:
         if name == "postgres":
+            if PG_URL != _BASE_PG_URL:
+                _create_database(PG_URL)
             engine = make_engine(PG_URL)
             with engine.connect() as conn:
                 conn.execute(text("select 1"))
@@ -99,6 +119,7 @@ _pg_engine: Engine | None = None
 def _postgres_engine() -> Engine:
     global _pg_engine
     if _pg_engine is None:
+        require_service("postgres")  # creates a worker's own database
         _pg_engine = make_engine(PG_URL)
         # A clean schema whatever an earlier run (of another branch) left behind.
         with _pg_engine.begin() as conn:
@@ -106,6 +127,18 @@ def _postgres_engine() -> Engine:
             conn.execute(text("CREATE SCHEMA public"))
         Base.metadata.create_all(_pg_engine)
     return _pg_engine
+
+
+def _create_database(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    engine = make_engine(_BASE_PG_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))  # our own generated name
+    engine.dispose()
 
 
 def _truncate_postgres(engine: Engine) -> None:
