@@ -93,6 +93,25 @@ def test_marketer_builds_a_segment_and_sees_its_count_follow_the_conditions(
     page.fill("[data-key='conditions[2].any[0].value']", "20")
     assert count_on_page(page, "3") == 2  # p3 and p5
     assert "p5@example.com" in page.inner_text("#sample")
+
+    # Behaviour with a property filter: both bought, only p3's order was 50 or more.
+    purchases = [
+        {"name": "purchase", "email": "p3@example.com", "properties": {"total": 80}},
+        {"name": "purchase", "email": "p5@example.com", "properties": {"total": 5}},
+    ]
+    assert api.post("/events", {"events": purchases}).status_code in (200, 201, 202)
+    page.select_option("[data-key='conditions.add-kind']", "event")
+    page.click("[data-key='conditions.add']")
+    page.fill("[data-key='conditions[3].event']", "purchase")
+    page.click("[data-key='conditions[3].add-property']")
+    page.fill("[data-key='conditions[3].where[0].property']", "total")
+    page.select_option("[data-key='conditions[3].where[0].operator']", "greater_or_equal")
+    page.fill("[data-key='conditions[3].where[0].value']", "50")
+    page.select_option("[data-key='conditions[3].where[0].type']", "number")
+    # Intermediate edits may briefly count other numbers; the settled count is 1.
+    page.wait_for_function("() => document.querySelector('#live-count').textContent === '1'")
+    assert '"value": 50' in page.input_value("#tree-json")  # a number, not the text "50"
+    assert "p3@example.com" in page.inner_text("#sample")
     screenshot(page, "segment-builder")
 
     page.fill("#seg-name", "VIP high scorers")

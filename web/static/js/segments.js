@@ -65,6 +65,7 @@
     tags: () => ({ tags: [""], operator: "has_any" }),
     event: () => ({ event: "", operator: "performed", within_days: 30 }),
     email: () => ({ email: "opened", operator: "performed", within_days: 30 }),
+    last_performed: () => ({ last_performed: "", operator: "more_than_days_ago", value: 30 }),
     segment: () => ({ segment: catalog.segments[0]?.id ?? 1 }),
     any: () => ({ any: [FRESH.field()] }),
     all: () => ({ all: [FRESH.field()] }),
@@ -74,6 +75,7 @@
     ["field", "Contact field"],
     ["tags", "Tags"],
     ["event", "Behaviour (event)"],
+    ["last_performed", "Last time an event happened"],
     ["email", "Email engagement"],
     ["segment", "In segment / list"],
     ["any", "Any of (group)"],
@@ -167,6 +169,64 @@
     return parts;
   }
 
+  // Property filters of an event condition: property, operator, value and the value's type
+  // (the value decides how the property compares: "30" is text, 30 a number).
+  function typeOfValue(value) {
+    const sample = Array.isArray(value) ? value[0] : value;
+    if (typeof sample === "number") return "number";
+    if (typeof sample === "boolean") return "boolean";
+    return "text";
+  }
+  function propertyFilters(node, path, changed) {
+    const where = node.where || [];
+    const rows = where.map((cond, i) => {
+      const at = `${path}.where[${i}]`;
+      const type = typeOfValue(cond.value);
+      const retype = (t) => {
+        if (Array.isArray(cond.value)) cond.value = cond.value.map((v) => parseScalar(t, String(v)));
+        else if (cond.value !== undefined) cond.value = t === "boolean" ? true : parseScalar(t, String(cond.value));
+        changed(true);
+      };
+      const editor = catalog.no_value.includes(cond.operator)
+        ? null
+        : valueEditor(cond, at, changed, type, []);
+      const box = el("div", { class: "cond-row property-filter", "data-path": at }, [
+        el("span", { class: "help", text: "where " }),
+        input("Property", cond.property, (v) => { cond.property = v.trim(); changed(false); },
+          { "data-key": at + ".property", placeholder: "property, e.g. total or items.sku" }),
+        select("Property operator", catalog.property_operators, cond.operator,
+          (v) => {
+            cond.operator = v;
+            if (!["in", "not_in", "between"].includes(v) && Array.isArray(cond.value)) delete cond.value;
+            changed(true);
+          }, at + ".operator"),
+        editor,
+        editor && select("Value type", [["text", "text"], ["number", "number"], ["boolean", "yes / no"]],
+          type, retype, at + ".type"),
+        el("button", {
+          type: "button", class: "small link", "aria-label": "Remove property filter", text: "✕",
+          "data-key": at + ".remove",
+          onclick: () => { where.splice(i, 1); if (!where.length) delete node.where; changed(true); },
+        }),
+      ].filter(Boolean));
+      const messages = errors[at];
+      if (messages) {
+        box.classList.add("invalid");
+        box.append(el("p", { class: "field-error", role: "alert", text: messages.join("; ") }));
+      }
+      return box;
+    });
+    const add = readonly ? null : el("button", {
+      type: "button", class: "small", text: "+ Property filter", "data-key": path + ".add-property",
+      onclick: () => {
+        node.where = where;
+        where.push({ property: "", operator: "equals", value: "" });
+        changed(true);
+      },
+    });
+    return el("div", { class: "property-filters" }, [...rows, add].filter(Boolean));
+  }
+
   function leafRow(node, path, changed) {
     switch (kindOf(node)) {
       case "field":
@@ -183,8 +243,21 @@
           input("Event name", node.event, (v) => { node.event = v.trim(); changed(false); },
             { "data-key": path + ".event", placeholder: "event name, e.g. purchase" }),
           ...countRow(node, path, changed),
-          node.where?.length ? el("span", { class: "help", text: ` (+${node.where.length} property filters, see JSON)` }) : null,
+          propertyFilters(node, path, changed),
         ];
+      case "last_performed": {
+        const ops = catalog.operators.datetime || [];
+        if (!ops.includes(node.operator)) node.operator = ops[0];
+        return [
+          input("Event name", node.last_performed, (v) => { node.last_performed = v.trim(); changed(false); },
+            { "data-key": path + ".last_performed", placeholder: "event name, e.g. purchase" }),
+          el("span", { class: "help", text: " last happened " }),
+          select("Operator", ops, node.operator, (v) => { node.operator = v; delete node.value; changed(true); },
+            path + ".operator"),
+          valueEditor(node, path, changed, "datetime", []),
+          propertyFilters(node, path, changed),
+        ];
+      }
       case "email":
         return [
           select("Email activity", catalog.email_activities, node.email,
