@@ -34,6 +34,7 @@ from automation.email.render import (
     CompiledVersion,
     RenderedEmail,
     VersionCache,
+    preview_urls,
     render_email,
     render_for_send,
     tracking_urls,
@@ -261,20 +262,31 @@ def send_due(
 
 
 def render_message(
-    session: Session, message_id: int, settings: Settings, cache: VersionCache | None = None
+    session: Session,
+    message_id: int,
+    settings: Settings,
+    cache: VersionCache | None = None,
+    *,
+    tracked: bool = True,
 ) -> RenderedEmail:
     """Exactly what the message's recipient gets (or got): its own tokens and contact.
-    The view-in-browser page and the message preview use this."""
+    The view-in-browser page and the message preview use this. ``tracked=False`` is for
+    staff looking at it in the UI: no open pixel and direct links, so that viewing the
+    email is not counted as the contact's open or click."""
     message = get_message(session, message_id)
     version = (cache or VersionCache(1)).get(session, message.template_version_id)
     contexts = load_contact_contexts(session, [message.contact_id])
-    signer = TokenSigner.from_settings(settings)
-    tokens = signer.for_message(message.id, message.token_nonce, version.id)
+    if tracked:
+        signer = TokenSigner.from_settings(settings)
+        tokens = signer.for_message(message.id, message.token_nonce, version.id)
+        urls = tracking_urls(tokens, settings.base_url, len(version.links))
+    else:
+        urls = preview_urls(version, settings.base_url)
     try:
         return render_email(
             version,
             contexts[message.contact_id],
-            tracking_urls(tokens, settings.base_url, len(version.links)),
+            urls,
             workflow_name=message.workflow_name,
             campaign_name=message.campaign_name,
         )

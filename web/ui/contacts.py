@@ -24,9 +24,12 @@ from automation.contacts.models import (
     LifecycleStage,
 )
 from automation.contacts.schema import ContactIn, ContactPatch, ContactSearch
+from automation.email.models import Message
+from automation.email.sender import render_message
 from automation.errors import FieldError, InvalidInput, NotFound
+from automation.overview import contact_enrollments, contact_messages
 from web.auth import login_required, safe_next
-from web.database import db
+from web.database import db, nurture
 from web.ui import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, rejected
 
@@ -76,6 +79,8 @@ def _detail(contact_id: int, errors: dict[str, str] | None = None, status: int =
             fields=fields,
             timeline=activity.contact_timeline(session, contact.id, page=page),
             consent=activity.consent_history(session, contact.id),
+            enrollments=contact_enrollments(session, contact.id),
+            messages=contact_messages(session, contact.id),
             all_tags=[name for name, _count in tag_ops.list_tags(session)[:500]],
             errors=errors or {},
         ),
@@ -87,6 +92,19 @@ def _detail(contact_id: int, errors: dict[str, str] | None = None, status: int =
 @login_required()
 def contact_detail(contact_id: int) -> Any:
     return _detail(contact_id)
+
+
+@bp.route("/contacts/<int:contact_id>/emails/<int:message_id>")
+@login_required()
+def contact_email(contact_id: int, message_id: int) -> Any:
+    """One email as the contact got it (their data, their version), without tracking."""
+    session = db()
+    contact = contacts.get_contact(session, contact_id)
+    message = session.get(Message, message_id)
+    if message is None or message.contact_id != contact.id:
+        raise NotFound(f"no email {message_id} for this contact")
+    email = render_message(session, message.id, nurture().settings, tracked=False)
+    return render_template("contacts/email.html", contact=contact, message=message, email=email)
 
 
 # --- create and edit -----------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import render_template, request
 
+from automation import overview
 from automation.contacts import activity
 from web.auth import login_required
 from web.database import db
@@ -39,6 +40,8 @@ def dashboard() -> Any:
         top_events=activity.top_event_names(session, days=days),
         recent_contacts=activity.recent_contacts(session),
         recent_events=activity.recent_events(session),
+        live_workflows=overview.live_workflows(session),
+        recent_campaigns=overview.recent_campaigns(session),
         labels=LABELS,
         chart_data={
             "labels": LABELS,
