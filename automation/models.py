@@ -1,5 +1,6 @@
 """Imports every model module so the metadata is complete (Alembic, create_all)."""
 
+from automation import policy as policy_models
 from automation.accounts import models as accounts_models
 from automation.campaigns import models as campaigns_models
 from automation.contacts import models as contacts_models
@@ -16,6 +17,7 @@ __all__ = [
     "contacts_models",
     "email_models",
     "ops_models",
+    "policy_models",
     "segments_models",
     "workflows_models",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from automation.policy import effective_settings
 from automation.queueing import make_celery
 from automation.runtime import runtime
 
@@ -149,11 +150,9 @@ def drain_hits() -> dict[str, Any]:
     from automation.tracking.service import drain_hits as run
 
     settings = runtime().settings
-    report = run(
-        runtime().sessions,
-        make_hit_queue(settings),
-        half_life_days=settings.engagement_half_life_days,
-    )
+    with runtime().sessions() as session:
+        half_life = effective_settings(session, settings).engagement_half_life_days
+    report = run(runtime().sessions, make_hit_queue(settings), half_life_days=half_life)
     return report.as_dict()
 
 
@@ -169,9 +168,9 @@ def apply_sunset() -> int:
     from automation.db import transaction
     from automation.tracking.sunset import apply_sunset as run
 
-    settings = runtime().settings
     with transaction(runtime().sessions) as session:
-        return run(session, max_sends=settings.sunset_sends, max_days=settings.sunset_days)
+        policy = effective_settings(session, runtime().settings)
+        return run(session, max_sends=policy.sunset_sends, max_days=policy.sunset_days)
 
 
 celery_app.conf.beat_schedule["tracking.sunset"] = {

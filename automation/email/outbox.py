@@ -63,6 +63,7 @@ from automation.email.models import (
 )
 from automation.email.render import CompiledVersion, VersionCache
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
+from automation.policy import effective_settings
 
 S = MessageStatus
 ALLOWED: dict[MessageStatus, frozenset[MessageStatus]] = {
@@ -533,7 +534,8 @@ def claim_batch(
         )
     }
     holds = {row.id: _hold_reason(row, listed, deleted, batch.versions) for row in rows}
-    capped = _frequency_capped(session, [r for r in rows if holds[r.id] is None], settings, now)
+    policy = effective_settings(session, settings)  # the admin's saved cap, if any
+    capped = _frequency_capped(session, [r for r in rows if holds[r.id] is None], policy, now)
     held: dict[tuple[MessageStatus, str], list[int]] = defaultdict(list)
     deferred: list[dict[str, Any]] = []
     sendable = []
@@ -542,7 +544,7 @@ def claim_batch(
         if hold is not None:
             held[hold].append(row.id)
         elif row.id in capped:
-            if settings.frequency_cap_action == "skip":
+            if policy.frequency_cap_action == "skip":
                 held[(MessageStatus.SUPPRESSED, "frequency_cap")].append(row.id)
             else:
                 deferred.append({"b_id": row.id, "b_next_attempt_at": capped[row.id]})

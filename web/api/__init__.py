@@ -12,6 +12,7 @@ from web.api import (
     contacts,
     events,
     messages,
+    policy,
     segments,
     templates,
     tracking,
@@ -34,6 +35,7 @@ BLUEPRINTS: list[Blueprint] = [
     workflows.bp,
     campaigns.bp,
     tracking.bp,
+    policy.bp,
 ]
 
 

@@ -1,0 +1,118 @@
+"""The sending policy an admin edits in the UI: the global frequency cap, the sunset policy
+and the engagement score's half-life.
+
+The environment (NURTURE_FREQUENCY_CAP …) gives the defaults; a value saved here wins. It
+lives in the database, not in each process's settings, so every sender, tracking worker
+and scheduler applies a change on its next batch without a restart (ARCHITECTURE.md: the
+database is the source of truth). Reading it is one primary-key lookup per batch."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Float, Integer, String
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from automation import clock
+from automation.config import Settings
+from automation.db import Base, UTCDateTime
+
+ROW_ID = 1  # one row: the workspace's policy
+
+
+class SendingPolicy(Base):
+    """Saved policy values; NULL means "as the environment says"."""
+
+    __tablename__ = "sending_policy"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    frequency_cap: Mapped[int | None] = mapped_column(Integer)
+    frequency_cap_days: Mapped[int | None] = mapped_column(Integer)
+    frequency_cap_action: Mapped[str | None] = mapped_column(String(10))
+    sunset_sends: Mapped[int | None] = mapped_column(Integer)
+    sunset_days: Mapped[int | None] = mapped_column(Integer)
+    engagement_half_life_days: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_by_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class PolicyIn(BaseModel):
+    """Every field optional: ``null`` (or leaving it out) returns to the environment's value."""
+
+    model_config = ConfigDict(extra="forbid")
+    frequency_cap: int | None = Field(
+        None, ge=0, le=1000, description="Marketing emails per contact per window; 0 = no cap"
+    )
+    frequency_cap_days: int | None = Field(None, ge=1, le=365)
+    frequency_cap_action: Literal["defer", "skip"] | None = Field(
+        None, description="Over the cap: defer until a slot frees, or skip the email"
+    )
+    sunset_sends: int | None = Field(
+        None, ge=0, le=10000, description="Inactive after this many sends without engagement"
+    )
+    sunset_days: int | None = Field(
+        None, ge=0, le=3650, description="Inactive after this many days without engagement"
+    )
+    engagement_half_life_days: float | None = Field(None, gt=0, le=3650)
+
+
+class PolicyOut(BaseModel):
+    """The values in force, and which of them were saved here (the rest come from the
+    environment)."""
+
+    frequency_cap: int
+    frequency_cap_days: int
+    frequency_cap_action: str
+    sunset_sends: int
+    sunset_days: int
+    engagement_half_life_days: float
+    saved: list[str]
+    updated_at: datetime | None
+
+
+POLICY_FIELDS = tuple(PolicyIn.model_fields)
+assert set(POLICY_FIELDS) <= {f.name for f in fields(Settings)}
+
+
+def _saved(session: Session) -> dict[str, Any]:
+    row = session.get(SendingPolicy, ROW_ID)
+    if row is None:
+        return {}
+    values = {name: getattr(row, name) for name in POLICY_FIELDS}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def effective_settings(session: Session, settings: Settings) -> Settings:
+    """``settings`` with the saved policy applied."""
+    saved = _saved(session)
+    return settings.with_overrides(**saved) if saved else settings
+
+
+def get_policy(session: Session, settings: Settings) -> PolicyOut:
+    saved = _saved(session)
+    current = effective_settings(session, settings)
+    row = session.get(SendingPolicy, ROW_ID)
+    return PolicyOut(
+        **{name: getattr(current, name) for name in POLICY_FIELDS},
+        saved=sorted(saved),
+        updated_at=row.updated_at if row else None,
+    )
+
+
+def save_policy(
+    session: Session, data: PolicyIn, settings: Settings, *, user_id: int | None = None
+) -> PolicyOut:
+    """Replace the saved policy with ``data`` (fields left empty follow the environment)."""
+    row = session.get(SendingPolicy, ROW_ID)
+    if row is None:
+        row = SendingPolicy(id=ROW_ID)
+        session.add(row)
+    for name in POLICY_FIELDS:
+        setattr(row, name, getattr(data, name))
+    row.updated_at = clock.now()
+    row.updated_by_id = user_id
+    session.flush()
+    return get_policy(session, settings)
