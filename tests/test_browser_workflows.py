@@ -9,15 +9,18 @@ test-artifacts/."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import make_settings, screenshot, start_worker
+from sqlalchemy import select
 from test_browser_ui import PASSWORD, log_in
 
 from automation import clock
 from automation.clock import file_source, write_clock_file
 from automation.email.catcher import free_port, start_catcher
+from automation.workflows.models import Enrollment
 from web.ui.email_templates import STARTER
 
 pytestmark = pytest.mark.browser
@@ -87,6 +90,22 @@ def wait_for_stat(page, node: str, key: str, value: int, timeout: float = 30_000
         arg=[node, key, str(value)],
         timeout=timeout,
     )
+
+
+def wait_until_waiting(app, node: str, timeout: float = 60.0) -> None:
+    """Until the engine has started the enrolment's wait at ``node`` (polls the database)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.extensions["nurture"].sessions() as s:
+            started = s.scalar(
+                select(Enrollment.id).where(
+                    Enrollment.current_node == node, Enrollment.waiting_since.is_not(None)
+                )
+            )
+        if started:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no enrolment started waiting at {node} in {timeout} s")
 
 
 def add_step(page, after_edge: str, kind: str) -> None:
@@ -189,6 +208,8 @@ def test_marketer_draws_publishes_and_watches_an_abandoned_cart_workflow(
         wait_for_stat(page, "@trigger", "enrolled", 1)
         wait_for_stat(page, "wait-1", "waiting", 1)
         assert stat(page, "email-1", "sent") == "0"
+        # The worker's first tick starts the wait at 12:00 (its start-up may still be going).
+        wait_until_waiting(app, "wait-1")
 
         # An hour later the worker's tick sends the reminder; the branch takes "no".
         write_clock_file(test_clock, START + timedelta(hours=1, minutes=1))

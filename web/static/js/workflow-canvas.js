@@ -498,10 +498,10 @@
       card.setAttribute("aria-pressed", on ? "true" : "false");
     }
     renderPanel();
-    if (focusPanel) {
-      $("wf-panel").scrollIntoView({ block: "nearest" });
-      panelTitle.focus();
-    }
+    // Below the canvas (narrow screens) the panel scrolls into view; Enter also moves focus.
+    const box = $("wf-panel").getBoundingClientRect();
+    if (focusPanel || box.top > window.innerHeight) $("wf-panel").scrollIntoView({ block: "nearest" });
+    if (focusPanel) panelTitle.focus({ preventScroll: true });
   }
   panelBody.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && selected) graphEl.querySelector(`[data-node="${CSS.escape(selected)}"]`)?.focus();
