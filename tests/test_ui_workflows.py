@@ -69,6 +69,18 @@ def test_list_shows_each_workflow_with_its_status_and_live_counts(marketer, api)
     figures = counts.get_json()[str(workflow_id)]
     assert figures["enrolled"] == 3 and figures["active"] == 3 and figures["completed"] == 0
 
+    # A second version: the canvas offers to migrate the three still on version 1.
+    changed = doc(
+        [{**NODES[0], "duration": {"days": 2}, "next": "end"}, NODES[1]],
+        name="Welcome",
+        trigger={"type": "manual"},
+    )
+    assert api.put(f"/workflows/{workflow_id}", changed).status_code == 200
+    assert api.post(f"/workflows/{workflow_id}/publish").status_code == 201
+    data = canvas_data(marketer.get(f"/workflows/{workflow_id}").get_data(as_text=True))
+    assert [(v["number"], v["open"]) for v in data["versions"]] == [(2, 0), (1, 3)]
+    assert data["workflow"]["active_version"] == 2
+
 
 def test_new_workflow_without_a_name_is_refused_at_the_name_field(app, marketer):
     token = re.search(
