@@ -302,6 +302,37 @@
     ]);
   }
 
+  // dagre's layout of the graph, kept while the same boxes are joined the same way: most
+  // redraws (typing a name, new figures) change no size, and a large graph takes dagre a
+  // noticeable moment.
+  let lastLayout = null;
+  function laidOut(items, edges) {
+    const key = JSON.stringify([
+      items.map((i) => [i.key, i.width, i.height]),
+      edges.map((e) => [e.from, e.to, e.width, e.height]),
+    ]);
+    if (lastLayout?.key === key) return lastLayout;
+    const g = new dagre.graphlib.Graph({ multigraph: true });
+    g.setGraph({ rankdir: "TB", nodesep: 28, ranksep: 18, edgesep: 12, marginx: 16, marginy: 16 });
+    for (const item of items) g.setNode(item.key, { width: item.width, height: item.height });
+    edges.forEach((edge, i) => g.setEdge(edge.from, edge.to, {
+      width: edge.width, height: edge.height, labelpos: "c",
+    }, `e${i}`));
+    dagre.layout(g);
+    const size = g.graph();
+    lastLayout = {
+      key,
+      width: Math.ceil(size.width),
+      height: Math.ceil(size.height),
+      nodes: items.map((item) => ({ x: g.node(item.key).x, y: g.node(item.key).y })),
+      edges: edges.map((edge, i) => {
+        const laid = g.edge({ v: edge.from, w: edge.to, name: `e${i}` });
+        return { x: laid.x, y: laid.y, points: laid.points };
+      }),
+    };
+    return lastLayout;
+  }
+
   function render() {
     const focused = document.activeElement?.closest?.("[data-node],[data-edge]");
     const focusKey = focused ? (focused.dataset.node ? `n:${focused.dataset.node}` : `e:${focused.dataset.edge}`) : null;
@@ -329,32 +360,28 @@
       for (const [label, target] of exits) addEdge(node.id, label, target, exits.length > 1);
     }
     for (const item of [...items, ...edges]) graphEl.append(item.el);
-
-    const g = new dagre.graphlib.Graph({ multigraph: true });
-    g.setGraph({ rankdir: "TB", nodesep: 28, ranksep: 18, edgesep: 12, marginx: 16, marginy: 16 });
-    for (const item of items) g.setNode(item.key, { width: item.el.offsetWidth, height: item.el.offsetHeight });
-    edges.forEach((edge, i) => g.setEdge(edge.from, edge.to, {
-      width: edge.el.offsetWidth, height: edge.el.offsetHeight, labelpos: "c",
-    }, `e${i}`));
-    dagre.layout(g);
-
-    const size = g.graph();
-    graphEl.style.width = `${Math.ceil(size.width)}px`;
-    graphEl.style.height = `${Math.ceil(size.height)}px`;
-    const place = (node, box) => {
-      node.style.left = `${Math.round(box.x - box.width / 2)}px`;
-      node.style.top = `${Math.round(box.y - box.height / 2)}px`;
+    // Measure everything in one pass (reads only: a single reflow), then lay out.
+    for (const item of [...items, ...edges]) {
+      item.width = item.el.offsetWidth;
+      item.height = item.el.offsetHeight;
+    }
+    const layout = laidOut(items, edges);
+    graphEl.style.width = `${layout.width}px`;
+    graphEl.style.height = `${layout.height}px`;
+    const place = (item, centre) => {
+      item.el.style.left = `${Math.round(centre.x - item.width / 2)}px`;
+      item.el.style.top = `${Math.round(centre.y - item.height / 2)}px`;
     };
-    for (const item of items) place(item.el, g.node(item.key));
-    const lines = svg("svg", { class: "wf-edges", width: size.width, height: size.height, "aria-hidden": "true" });
+    items.forEach((item, i) => place(item, layout.nodes[i]));
+    const lines = svg("svg", { class: "wf-edges", width: layout.width, height: layout.height, "aria-hidden": "true" });
     const defs = svg("defs");
     const marker = svg("marker", { id: "wf-arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" });
     marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z" }));
     defs.append(marker);
     lines.append(defs);
     edges.forEach((edge, i) => {
-      const laid = g.edge({ v: edge.from, w: edge.to, name: `e${i}` });
-      place(edge.el, { x: laid.x, y: laid.y, width: edge.el.offsetWidth, height: edge.el.offsetHeight });
+      const laid = layout.edges[i];
+      place(edge, laid);
       const d = laid.points.map((p, j) => `${j ? "L" : "M"} ${p.x.toFixed(1)} ${p.y.toFixed(1)}`).join(" ");
       const lit = pathSteps && pathSteps.has(edge.from) && pathSteps.has(edge.to);
       lines.append(svg("path", { d, class: lit ? "lit" : "", "marker-end": "url(#wf-arrow)" }));
@@ -910,8 +937,12 @@
 
   // --- edits, validation, saving ------------------------------------------------------------
   let validateTimer = null;
+  let drawTimer = null;
+  // A new or removed step redraws at once; typing in a field redraws when the typing pauses.
   function changed(structural) {
-    render();
+    clearTimeout(drawTimer);
+    if (structural) render();
+    else drawTimer = setTimeout(redraw, 120);
     if (structural && selected && selected !== TRIGGER && selected !== SETTINGS && !nodeById(selected)) renderPanel();
     if (editable) {
       clearTimeout(validateTimer);
