@@ -823,8 +823,15 @@
         break;
       case "field_changed":
         parts.push(field("Field", textInput(t.field, set("field"), { placeholder: "lifecycle_stage or attributes.plan" }), "trigger.field"));
-        parts.push(field("From (empty: any)", textInput("from" in t ? t.from ?? "" : "", (v) => { if (v === "") delete t.from; else t.from = v; changed(false); }), "trigger.from"));
-        parts.push(field("To (empty: any)", textInput("to" in t ? t.to ?? "" : "", (v) => { if (v === "") delete t.to; else t.to = v; changed(false); }), "trigger.to"));
+        // Values as JSON where they parse (10, true, null = unset), else as text.
+        for (const [key, label] of [["from", "From (empty: any)"], ["to", "To (empty: any)"]]) {
+          const shown = key in t ? (typeof t[key] === "string" ? t[key] : JSON.stringify(t[key])) : "";
+          parts.push(field(label, textInput(shown, (v) => {
+            if (v === "") delete t[key];
+            else { try { t[key] = JSON.parse(v); } catch { t[key] = v; } }
+            changed(false);
+          }), `trigger.${key}`));
+        }
         break;
       case "date": case "anniversary":
         parts.push(field("Date field", selectBox(dateFields, t.field, set("field")), "trigger.field"));
@@ -1224,6 +1231,10 @@
     try {
       const parsed = JSON.parse($("wf-json").value);
       if (!parsed || typeof parsed !== "object" || !Array.isArray(parsed.nodes)) throw new Error("expected a workflow document with a nodes list");
+      if (!parsed.trigger || typeof parsed.trigger.type !== "string") throw new Error("the trigger needs a type");
+      parsed.nodes.forEach((n, i) => {
+        if (!n || typeof n.id !== "string" || typeof n.type !== "string") throw new Error(`nodes[${i}] needs an id and a type`);
+      });
       doc = parsed;
       $("wf-json-error").textContent = "";
       changed(true);
