@@ -123,7 +123,9 @@
     for (let n = 1; ; n++) if (!nodeById(`${base}-${n}`)) return `${base}-${n}`;
   }
   function upstreamSend(id) {
-    // The nearest send node before ``id`` (a branch on "opened" usually means that one).
+    // ``id`` itself or the nearest send node before it (a branch on "opened" usually means
+    // that one).
+    if (nodeById(id)?.type === "send_email") return id;
     const parents = new Map();
     for (const node of doc.nodes) for (const [, t] of exitsOf(node)) if (t && !parents.has(t)) parents.set(t, node.id);
     let current = parents.get(id);
