@@ -149,3 +149,11 @@ def test_user_written_names_reach_the_canvas_data_escaped(marketer, api):
     data = canvas_data(page)
     assert data["workflow"]["name"] == evil  # JSON-escaped, so it parses back exactly
     assert data["definition"]["nodes"][0]["name"] == evil[:100]
+
+
+def test_an_archived_workflow_is_read_only_even_for_marketers(marketer, api):
+    workflow_id = _published(api)
+    assert api.post(f"/workflows/{workflow_id}/archive").status_code == 200
+    page = marketer.get(f"/workflows/{workflow_id}").get_data(as_text=True)
+    assert canvas_data(page)["editable"] is False
+    assert 'id="wf-save"' not in page and 'data-readonly="true"' in page

@@ -17,7 +17,7 @@ from automation.email import templates as email_templates
 from automation.errors import FieldError, InvalidInput
 from automation.segments import service as segments
 from automation.workflows import service
-from automation.workflows.models import Workflow
+from automation.workflows.models import Workflow, WorkflowStatus
 from automation.workflows.stats import open_by_version, totals_by_workflow
 from automation.workflows.validation import check_definition
 from web.auth import login_required
@@ -144,7 +144,9 @@ def workflow_detail(workflow_id: int) -> Any:
             "problems": [e.as_dict() for e in problems],
             "versions": versions,
             "catalog": canvas_catalog(),
-            "editable": g.user.role.allows(Role.MARKETER),
+            # An archived workflow keeps its history and figures but is no longer edited.
+            "editable": g.user.role.allows(Role.MARKETER)
+            and workflow.status is not WorkflowStatus.ARCHIVED,
             "api": url_for("workflows.list_workflows"),
             "list": url_for("ui.workflows"),
         },

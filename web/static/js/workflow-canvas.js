@@ -1057,7 +1057,8 @@
     $("wf-pause").addEventListener("click", () => act("pause", () => "Paused: nobody enters or moves until you resume."));
     $("wf-resume").addEventListener("click", () => act("resume", () => "Resumed."));
     $("wf-archive").addEventListener("click", () => {
-      if (window.confirm("Archive this workflow? Every contact in it leaves where it stands.")) act("archive", () => "Archived.");
+      if (!window.confirm("Archive this workflow? Every contact in it leaves where it stands.")) return;
+      act("archive", () => "Archived.").then((done) => { if (done) window.location.reload(); });
     });
     $("wf-delete").addEventListener("click", async () => {
       if (!window.confirm(`Delete the workflow ${summary.name}?`)) return;
