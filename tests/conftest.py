@@ -294,9 +294,17 @@ def user_factory(app: Any) -> Any:
     return make
 
 
-def start_worker(settings: Settings, broker_url: str | None = None) -> Any:
-    """A real Celery worker process (engine queue) on the settings' database and broker;
-    its output goes to worker.log beside the var directory. Terminate it when done."""
+def start_worker(
+    settings: Settings,
+    broker_url: str | None = None,
+    *,
+    queues: str = "engine",
+    beat: bool = False,
+    env: dict[str, str] | None = None,
+) -> Any:
+    """A real Celery worker process (``queues``; with its own beat when ``beat``) on the
+    settings' database and broker, plus ``env``; its output goes to worker.log beside the
+    var directory. Terminate it when done."""
     import subprocess
     import sys
 
@@ -306,8 +314,11 @@ def start_worker(settings: Settings, broker_url: str | None = None) -> Any:
         "NURTURE_BROKER_URL": broker_url or settings.broker_url,
         "NURTURE_VAR_DIR": str(settings.var_dir),
         "NURTURE_SECRET_KEY": settings.secret_key,
+        **(env or {}),
     }
-    command = [sys.executable, "-m", "celery", "-A", "automation.tasks", "worker", "-Q", "engine"]
+    command = [sys.executable, "-m", "celery", "-A", "automation.tasks", "worker", "-Q", queues]
+    if beat:
+        command += ["-B", "--schedule", str(settings.var_dir.parent / "beat-schedule")]
     return subprocess.Popen(
         [*command, "--pool", "solo", "--loglevel", "WARNING"],
         env=env,

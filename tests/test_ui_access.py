@@ -21,6 +21,7 @@ from automation.email.templates import create_template
 from automation.segments.models import SegmentKind
 from automation.segments.schema import SegmentIn
 from automation.segments.service import create_segment
+from automation.workflows.service import create_workflow
 
 PASSWORD = "correct horse battery"
 ROLES = ("viewer", "marketer", "admin")
@@ -61,6 +62,15 @@ def seeded(app):
                 name=XSS, subject=XSS, kind="transactional", mjml="<mjml><mj-body></mj-body></mjml>"
             ),
             user_id=None,
+        )
+        create_workflow(
+            s,
+            {
+                "name": XSS,
+                "trigger": {"type": "manual"},
+                "start": "end",
+                "nodes": [{"id": "end", "name": XSS, "type": "exit"}],
+            },
         )
         job, _ = draft_import_job(
             s, f"{XSS}.csv", f"Email,{XSS}\nnot-an-email,x\n".encode(), created_by_id=1

@@ -27,6 +27,7 @@ from automation.workflows.models import (
 from automation.workflows.service import get_version, get_workflow
 
 EARLY_EXITS = ("removed", "failed")
+TOTALS = ("enrolled", "active", "paused", "completed", "converted", "exited", "failed")
 
 
 def workflow_statistics(
@@ -98,19 +99,39 @@ def workflow_statistics(
     return {
         "workflow_id": workflow.id,
         "version": version,
-        "totals": {
-            key: totals.get(key, 0)
-            for key in (
-                "enrolled",
-                "active",
-                "paused",
-                "completed",
-                "converted",
-                "exited",
-                "failed",
-            )
-        },
+        "totals": {key: totals.get(key, 0) for key in TOTALS},
         "nodes": nodes,
+    }
+
+
+def totals_by_workflow(session: Session) -> dict[int, dict[str, int]]:
+    """Enrolments of every workflow by status (the workflow list's live counts), in one
+    grouped query; a workflow nobody entered is absent."""
+    out: dict[int, dict[str, int]] = {}
+    for workflow_id, status, count in session.execute(
+        select(Enrollment.workflow_id, Enrollment.status, func.count()).group_by(
+            Enrollment.workflow_id, Enrollment.status
+        )
+    ):
+        figures = out.setdefault(workflow_id, dict.fromkeys(TOTALS, 0))
+        figures[status.value] += count
+        figures["enrolled"] += count
+    return out
+
+
+def open_by_version(session: Session, workflow_id: int) -> dict[int, int]:
+    """Version number -> open (active or paused) enrolments on it: what a migration moves."""
+    return {
+        number: count
+        for number, count in session.execute(
+            select(WorkflowVersion.number, func.count())
+            .join(Enrollment, Enrollment.workflow_version_id == WorkflowVersion.id)
+            .where(
+                WorkflowVersion.workflow_id == workflow_id,
+                Enrollment.status.in_(OPEN_STATUSES),
+            )
+            .group_by(WorkflowVersion.number)
+        )
     }
 
 

@@ -15,6 +15,9 @@ const FILES = {
   "codemirror.css": "codemirror/lib/codemirror.css",
   "codemirror-xml.js": "codemirror/mode/xml/xml.js",
   "codemirror.LICENSE": "codemirror/LICENSE",
+  "dagre.min.js": "@dagrejs/dagre/dist/dagre.min.js",
+  "dagre.min.js.map": "@dagrejs/dagre/dist/dagre.min.js.map",
+  "dagre.LICENSE": "@dagrejs/dagre/LICENSE",
 };
 
 mkdirSync(out, { recursive: true });

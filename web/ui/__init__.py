@@ -46,6 +46,7 @@ def _load_views() -> Any:
         segments,
         sent_mail,
         settings,
+        workflows,
     )
 
     return (
@@ -58,6 +59,7 @@ def _load_views() -> Any:
         sent_mail,
         settings,
         email_templates,
+        workflows,
     )
 
 
