@@ -13,6 +13,7 @@ from web.api import (
     events,
     messages,
     segments,
+    site,
     templates,
     tracking,
     workflows,
@@ -34,6 +35,7 @@ BLUEPRINTS: list[Blueprint] = [
     workflows.bp,
     campaigns.bp,
     tracking.bp,
+    site.bp,
 ]
 
 
