@@ -304,7 +304,7 @@ def _emails(session: Session, contact_ids: set[int]) -> dict[int, str]:
     rows = session.execute(
         select(Contact.id, Contact.email).where(one_of(session, Contact.id, sorted(contact_ids)))
     )
-    return dict(rows.tuples().all())
+    return {contact_id: email for contact_id, email in rows}
 
 
 def _ingest_for_contacts(
@@ -370,6 +370,7 @@ def ingest_site_records(session: Session, records: Sequence[SiteRecord]) -> Site
     # 1. identifications: a verified identifier, or an email of an existing contact (an
     # identify call creates no contact: only a form, with its consent, does that)
     links: dict[str, tuple[int, str]] = {}
+    when = {r.visitor_id: r.at for r in records if r.name is None}
     for r in records:
         if r.name is None and r.contact_id is not None:
             links[r.visitor_id] = (r.contact_id, r.via)
@@ -380,9 +381,7 @@ def ingest_site_records(session: Session, records: Sequence[SiteRecord]) -> Site
                 select(Contact.email, Contact.id).where(
                     one_of(session, Contact.email, sorted({r.email for r in by_email if r.email}))
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         for r in by_email:
             if r.email in known_emails:
@@ -401,6 +400,7 @@ def ingest_site_records(session: Session, records: Sequence[SiteRecord]) -> Site
                 {
                     "name": IDENTIFIED,
                     "properties": {"visitor_id": v, "via": links[v][1]},
+                    "occurred_at": _at(when[v]).isoformat(),
                     "idempotency_key": f"site.identified:{v}:{links[v][0]}",
                 },
             )

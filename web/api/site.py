@@ -13,7 +13,7 @@ from automation.tracking import sites
 from web.api.routing import ApiBlueprint
 from web.database import db, nurture
 
-bp = ApiBlueprint("site", __name__)
+bp = ApiBlueprint("site_api", __name__)
 
 
 @bp.operation(
