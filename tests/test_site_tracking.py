@@ -8,10 +8,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sitekit
 from emailkit import make_contact
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import sitekit
 from sitekit import SHOP, admin_headers
 from sqlalchemy import select
 from test_tracking import HUMAN_UA, sent_message
