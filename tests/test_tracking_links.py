@@ -116,3 +116,45 @@ def test_campaign_utm_keys_and_values_are_validated():
     assert CampaignIn.model_validate({**base, "utm": {"utm_source": " news "}}).utm == {
         "utm_source": "news"
     }
+
+
+def test_the_preferences_page_lets_a_contact_choose_topics(app):
+    from automation.tracking.topics import add_topic, chosen_topics
+
+    client = app.test_client()
+    sent = sent_message(app)
+    with app.extensions["nurture"].sessions() as s:
+        add_topic(s, "news", "Monthly news")
+        add_topic(s, "deals", "Deals <b>& offers</b>")
+        s.commit()
+    path = f"/p/{sent['tokens'].token(TokenKind.PREFERENCES)}"
+    page = client.get(path).get_data(as_text=True)
+    assert 'name="topic"\n value="news"' in page and "Deals &lt;b&gt;&amp; offers&lt;/b&gt;" in page
+    client.post(path, data={"do": "topics", "topic": ["news", "deals", "not-a-topic"]})
+    with app.extensions["nurture"].sessions() as s:
+        assert chosen_topics(s, sent["contact_id"]) == {"news", "deals"}
+    shown = client.post(path, data={"do": "topics", "topic": ["deals"]}).get_data(as_text=True)
+    assert 'value="deals" checked' in shown and 'value="news" checked' not in shown
+    with app.extensions["nurture"].sessions() as s:
+        assert chosen_topics(s, sent["contact_id"]) == {"deals"}
+    # an unsubscribed contact is offered to subscribe again, not topics
+    client.post(path, data={"do": "unsubscribe"})
+    page = client.get(path).get_data(as_text=True)
+    assert "Subscribe again" in page and 'name="topic"' not in page
+
+
+def test_preference_topics_api_needs_a_marketer_and_names_bad_fields(app):
+    from conftest import make_api_key
+
+    client = app.test_client()
+    viewer = {"Authorization": f"Bearer {make_api_key(app, 'viewer')}"}
+    marketer = {"Authorization": f"Bearer {make_api_key(app, 'marketer')}"}
+    topic = {"tag": "news", "label": "News"}
+    assert client.post("/api/v1/preference-topics", json=topic, headers=viewer).status_code == 403
+    bad = client.post("/api/v1/preference-topics", json={"tag": "", "label": "x"}, headers=marketer)
+    assert bad.status_code == 422 and bad.json["error"]["details"][0]["path"] == "tag"
+    created = client.post("/api/v1/preference-topics", json=topic, headers=marketer)
+    assert created.status_code == 201
+    assert client.post("/api/v1/preference-topics", json=topic, headers=marketer).status_code == 409
+    listed = client.get("/api/v1/preference-topics", headers=viewer).json
+    assert [t["tag"] for t in listed] == ["news"]

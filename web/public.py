@@ -21,7 +21,7 @@ from automation.config import Settings, load_settings
 from automation.errors import NotFound
 from automation.ops.metrics import TRACKING_HITS
 from automation.runtime import build_runtime
-from automation.tracking import service
+from automation.tracking import service, topics
 from automation.tracking.hits import Hit, HitQueue, make_hit_queue, new_hit_id, now_epoch
 from automation.tracking.tokens import TokenClaims, TokenKind, TokenSigner
 from web.auth import public
@@ -249,12 +249,19 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 button{font-size:1rem;padding:.5rem 1rem}</style></head><body><h1>{{ title }}</h1>
 <p>{{ text }}</p>
 {% if action %}<form method="post" action="{{ action }}">
+{% for tag, label, checked in topics %}<p><label><input type="checkbox" name="topic"
+ value="{{ tag }}"{% if checked %} checked{% endif %}> {{ label }}</label></p>
+{% endfor %}
 {% for name, label in buttons %}<button name="do" value="{{ name }}">{{ label }}</button>
 {% endfor %}</form>{% endif %}</body></html>"""
 
 
-def _page(title: str, text: str, action: str = "", buttons: Any = (), status: int = 200) -> Any:
-    html = render_template_string(PAGE, title=title, text=text, action=action, buttons=buttons)
+def _page(
+    title: str, text: str, action: str = "", buttons: Any = (), status: int = 200, topics: Any = ()
+) -> Any:
+    html = render_template_string(
+        PAGE, title=title, text=text, action=action, buttons=buttons, topics=topics
+    )
     return Response(html, status=status, headers={"Cache-Control": NO_STORE})
 
 
@@ -316,13 +323,20 @@ def preferences(token: str) -> Any:
                 service.unsubscribe(session, claims, ip=_client_ip(), source="preferences_page")
             elif request.form.get("do") == "resubscribe":
                 service.resubscribe(session, claims, ip=_client_ip())
+            elif request.form.get("do") == "topics":
+                found = service.recipient(session, claims)
+                topics.choose_topics(session, found.contact.id, request.form.getlist("topic"))
             session.commit()
         found = service.recipient(session, claims)
+        offered = topics.list_topics(session)
+        chosen = topics.chosen_topics(session, found.contact.id) if offered else set()
     except NotFound:
         abort(404)
     subscribed = found.contact.status.value == "subscribed"
+    choices = [(t.tag, t.label, t.tag in chosen) for t in offered] if subscribed else []
     buttons = (
-        [("unsubscribe", "Unsubscribe from marketing email")]
+        [("topics", "Save my topics")] * bool(choices)
+        + [("unsubscribe", "Unsubscribe from marketing email")]
         if subscribed
         else [("resubscribe", "Subscribe again")]
         if found.contact.status.value == "unsubscribed"
@@ -330,9 +344,11 @@ def preferences(token: str) -> Any:
     )
     return _page(
         "Email preferences",
-        f"{_masked(found.contact.email)} is {found.contact.status.value}.",
+        f"{_masked(found.contact.email)} is {found.contact.status.value}."
+        + (" Choose the topics you want to hear about." if choices else ""),
         action=request.path,
         buttons=buttons,
+        topics=choices,
     )
 
 

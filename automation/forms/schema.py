@@ -77,3 +77,16 @@ class SiteOriginOut(BaseModel):
     id: int
     origin: str
     created_at: datetime
+
+
+class TopicIn(Strict):
+    tag: str = Field(..., min_length=1, max_length=100, description="the tag a choice adds")
+    label: str = Field(..., min_length=1, max_length=200, description="shown to contacts")
+
+
+class TopicOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    tag: str
+    label: str

@@ -50,4 +50,16 @@ class AnonymousEvent(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
 
 
-__all__ = ["AnonymousEvent", "SiteOrigin", "SiteVisitor"]
+class PreferenceTopic(Base):
+    """A tag contacts may choose themselves on the preferences page (a newsletter, a
+    product line): ticking it adds the tag, unticking removes it; segments use the tag."""
+
+    __tablename__ = "preference_topics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tag: Mapped[str] = mapped_column(String(100), unique=True)
+    label: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+__all__ = ["AnonymousEvent", "PreferenceTopic", "SiteOrigin", "SiteVisitor"]

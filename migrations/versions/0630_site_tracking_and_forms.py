@@ -1,4 +1,4 @@
-"""site tracking and forms
+"""site tracking, forms, preference topics, campaign UTM
 
 Revision ID: 0630
 Revises: 0400
@@ -33,6 +33,14 @@ def upgrade() -> None:
     with op.batch_alter_table('anonymous_events', schema=None) as batch_op:
         batch_op.create_index('ix_anonymous_events_visitor', ['visitor_id', 'occurred_at'], unique=False)
 
+    op.create_table('preference_topics',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('tag', sa.String(length=100), nullable=False),
+    sa.Column('label', sa.String(length=200), nullable=False),
+    sa.Column('created_at', automation.db.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_preference_topics')),
+    sa.UniqueConstraint('tag', name=op.f('uq_preference_topics_tag'))
+    )
     op.create_table('site_origins',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('origin', sa.String(length=255), nullable=False),
@@ -114,6 +122,7 @@ def downgrade() -> None:
     op.drop_table('site_visitors')
     op.drop_table('forms')
     op.drop_table('site_origins')
+    op.drop_table('preference_topics')
     with op.batch_alter_table('anonymous_events', schema=None) as batch_op:
         batch_op.drop_index('ix_anonymous_events_visitor')
 

@@ -1,5 +1,5 @@
-"""Site tracking and lead-capture forms over the API: the allowed site origins (admins)
-and the forms (marketers edit, everyone reads)."""
+"""Site tracking, forms and preferences over the API: the allowed site origins (admins),
+the lead-capture forms and the preference topics (marketers edit, everyone reads)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ from typing import Any
 from automation.accounts.models import Role
 from automation.forms import service as forms
 from automation.forms.models import Form
-from automation.forms.schema import FormIn, FormOut, SiteOriginIn, SiteOriginOut
-from automation.tracking import sites
+from automation.forms.schema import (
+    FormIn,
+    FormOut,
+    SiteOriginIn,
+    SiteOriginOut,
+    TopicIn,
+    TopicOut,
+)
+from automation.tracking import sites, topics
 from web.api.routing import ApiBlueprint
 from web.database import db, nurture
 
@@ -118,4 +125,41 @@ def update_form(form_id: int, body: FormIn) -> FormOut:
 )
 def delete_form(form_id: int) -> None:
     forms.delete_form(db(), form_id)
+    db().commit()
+
+
+@bp.operation(
+    "/preference-topics",
+    "GET",
+    summary="List the topics contacts may choose on their preferences page",
+    response=list[TopicOut],
+)
+def list_topics() -> list[TopicOut]:
+    return [TopicOut.model_validate(t) for t in topics.list_topics(db())]
+
+
+@bp.operation(
+    "/preference-topics",
+    "POST",
+    summary="Offer a tag as a topic on the preferences page",
+    role=Role.MARKETER,
+    body=TopicIn,
+    response=TopicOut,
+    status=201,
+)
+def add_topic(body: TopicIn) -> TopicOut:
+    topic = topics.add_topic(db(), body.tag, body.label)
+    db().commit()
+    return TopicOut.model_validate(topic)
+
+
+@bp.operation(
+    "/preference-topics/<int:topic_id>",
+    "DELETE",
+    summary="Stop offering a topic (the tag stays on contacts)",
+    role=Role.MARKETER,
+    status=204,
+)
+def remove_topic(topic_id: int) -> None:
+    topics.remove_topic(db(), topic_id)
     db().commit()
