@@ -94,7 +94,10 @@ def ingest_hits(
         .where(one_of(session, Message.id, {h.message_id for h in unique}))
     ).all()
     messages = {r.id: r for r in rows}
-    bursts = burst_hits(unique, {r.id: len(r.links) for r in rows})
+    # The honeypot is no link a person could click: "all links" means the visible ones.
+    bursts = burst_hits(
+        unique, {r.id: sum(1 for link in r.links if not link.get("honeypot")) for r in rows}
+    )
     events: list[dict[str, Any]] = []
     verdicts: dict[str, bool] = {}
     for hit in unique:
