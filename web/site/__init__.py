@@ -19,7 +19,7 @@ from automation.errors import FieldError, InvalidInput, NotFound
 from automation.forms import service as forms
 from automation.forms.ratelimit import RateLimiter
 from automation.tracking.hits import HitQueue, make_hit_queue
-from automation.tracking.site import MAX_BODY_BYTES, parse_collect, records_of
+from automation.tracking.site import MAX_BODY_BYTES, VISITOR_ID, parse_collect, records_of
 from automation.tracking.sites import ORIGINS, allowed_origins, origin_of
 from automation.tracking.tokens import TokenKind, verify_identity
 from web.auth import public
@@ -195,8 +195,9 @@ def form_post(public_id: str) -> Any:
     try:
         form = forms.form_by_public_id(session, public_id)
         values = _form_values()
-        visitor = str(values.get(forms.VISITOR_FIELD) or "")[:64] or None
-        result = forms.submit_form(session, form, values, ip=_client_ip(), visitor_id=visitor)
+        visitor = str(values.get(forms.VISITOR_FIELD) or "")
+        visitor_id = visitor if VISITOR_ID.match(visitor) else None  # else: not linked
+        result = forms.submit_form(session, form, values, ip=_client_ip(), visitor_id=visitor_id)
         session.commit()
     except NotFound:
         return _cors(_error(404, "not_found", "no such form"), origin)
