@@ -197,3 +197,20 @@ celery_app.conf.beat_schedule["tracking.drain_site"] = {
     "schedule": 2.0,
     "options": {"expires": 10},
 }
+
+
+@celery_app.task(name="tracking.expire_anonymous", queue="engine")
+def expire_anonymous() -> int:
+    """Anonymous site events of visitors who never identified, after 90 days."""
+    from automation.tracking.site import expire_anonymous as run
+
+    with runtime().sessions() as session:
+        removed = run(session)
+        session.commit()
+    return removed
+
+
+celery_app.conf.beat_schedule["tracking.expire_anonymous"] = {
+    "task": "tracking.expire_anonymous",
+    "schedule": 86400.0,
+}
