@@ -77,7 +77,7 @@ def _input() -> FormIn:
 
 
 def _on_lines(error: FieldError) -> FieldError:
-    """``fields[2].name`` → the textarea, naming its line."""
+    """``fields[2].name`` (an unknown custom field, say) → the textarea, naming its line."""
     if error.path.startswith("fields["):
         index = int(error.path[len("fields[") : error.path.index("]")])
         return FieldError("fields", f"line {index + 1}: {error.message}")
@@ -113,7 +113,6 @@ def lead_form_new() -> Any:
         return _page(None, _values(None), {})
     try:
         form = forms.create_form(db(), _input())
-        # Bad custom field names and the like are reported as fields[N]: show the line.
     except FORM_ERRORS as exc:
         db().rollback()
         errors = errors_of(
