@@ -52,6 +52,8 @@ class Settings:
     # Sunset: no human engagement over this many sends or days → inactive (0 = off).
     sunset_sends: int = 0
     sunset_days: int = 0
+    # Lead-capture forms: posts per minute per IP address and form (0 = no limit).
+    form_rate_limit: int = 10
 
     @property
     def embedded(self) -> bool:
@@ -119,4 +121,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         webhook_secret=env.get("NURTURE_WEBHOOK_SECRET", ""),
         sunset_sends=int(env.get("NURTURE_SUNSET_SENDS", "0")),
         sunset_days=int(env.get("NURTURE_SUNSET_DAYS", "0")),
+        form_rate_limit=int(env.get("NURTURE_FORM_RATE_LIMIT", "10")),
     )

@@ -6,8 +6,10 @@ from automation.campaigns import models as campaigns_models
 from automation.contacts import models as contacts_models
 from automation.db import Base
 from automation.email import models as email_models
+from automation.forms import models as forms_models
 from automation.ops import models as ops_models
 from automation.segments import models as segments_models
+from automation.tracking import models as tracking_models
 from automation.workflows import models as workflows_models
 
 __all__ = [
@@ -16,8 +18,10 @@ __all__ = [
     "campaigns_models",
     "contacts_models",
     "email_models",
+    "forms_models",
     "ops_models",
     "policy_models",
     "segments_models",
+    "tracking_models",
     "workflows_models",
 ]

@@ -177,3 +177,39 @@ celery_app.conf.beat_schedule["tracking.sunset"] = {
     "task": "tracking.sunset",
     "schedule": 3600.0,
 }
+
+
+@celery_app.task(name="tracking.drain_site", queue="tracking")
+def drain_site() -> dict[str, Any]:
+    """Site events and identifications from the collect endpoint into events."""
+    from dataclasses import asdict
+
+    from automation.tracking.hits import make_hit_queue
+    from automation.tracking.site import drain_site_events
+
+    report = drain_site_events(runtime().sessions, make_hit_queue(runtime().settings, "site"))
+    return asdict(report)
+
+
+celery_app.conf.beat_schedule["tracking.drain_site"] = {
+    "task": "tracking.drain_site",
+    "schedule": 2.0,
+    "options": {"expires": 10},
+}
+
+
+@celery_app.task(name="tracking.expire_anonymous", queue="engine")
+def expire_anonymous() -> int:
+    """Anonymous site events of visitors who never identified, after 90 days."""
+    from automation.tracking.site import expire_anonymous as run
+
+    with runtime().sessions() as session:
+        removed = run(session)
+        session.commit()
+    return removed
+
+
+celery_app.conf.beat_schedule["tracking.expire_anonymous"] = {
+    "task": "tracking.expire_anonymous",
+    "schedule": 86400.0,
+}

@@ -419,6 +419,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="python load generator")
     parser.add_argument("--python-load", action="store_true", help="do not use wrk")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
+    parser.add_argument("--ingest-only", action="store_true", help="skip the HTTP part")
     args = parser.parse_args()
     if args.smoke:
         args.hits, args.messages, args.seconds, args.requests = 2000, 200, 1, 200
@@ -430,7 +431,8 @@ def main() -> None:
     signer = TokenSigner(SECRET)
     message_id, nonce = pairs[0]
     token = signer.make(TokenKind.CLICK, message_id, nonce, version_id, link_index=0)
-    bench_http(args.url, token, args)
+    if not args.ingest_only:
+        bench_http(args.url, token, args)
     bench_ingest(args.url, version_id, pairs, args.hits)
     sys.stdout.flush()
 

@@ -100,9 +100,9 @@ def test_a_queued_message_arrives_with_its_headers_and_both_parts(
     assert "Your account is ready" in html  # the preheader
     assert "Tag: vip" in text
     clicks = re.findall(r'href="http://nurture\.test/t/c/([A-Za-z0-9_\-]+)"', html)
-    assert len(clicks) == 2
+    assert len(clicks) == 3  # the two links and the hidden honeypot
     claims = [signer.verify(t, TokenKind.CLICK) for t in clicks]
-    assert [c.link_index for c in claims] == [0, 1]
+    assert [c.link_index for c in claims] == [0, 1, 2]
     assert {c.message_id for c in claims} == {message_id}
     opens = re.findall(r'src="http://nurture\.test/t/o/([A-Za-z0-9_\-]+)"', html)
     assert signer.verify(opens[0], TokenKind.OPEN).message_id == message_id

@@ -194,11 +194,13 @@ def test_compile_numbers_links_places_a_pixel_and_derives_text():
     )
     assert result.errors == []
     compiled = result.compiled
-    assert [link["url"] for link in compiled.links] == [
+    *visible, honeypot = compiled.links  # the last is the hidden scanner trap
+    assert honeypot["honeypot"] is True
+    assert [link["url"] for link in visible] == [
         "https://shop.example/start?utm=1&x=2",
         "https://shop.example/about",
     ]
-    assert [link["text"] for link in compiled.links] == ["Get started", "About us"]
+    assert [link["text"] for link in visible] == ["Get started", "About us"]
     assert compiled.html.count('href="<!--nurture:link:0-->"') == 1
     assert 'src="<!--nurture:open-->"' in compiled.html
     assert "{% for tag in contact.tags %}" in compiled.html

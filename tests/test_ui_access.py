@@ -149,6 +149,12 @@ def test_only_login_logout_the_api_document_and_ops_probes_are_public(app):
         ("/v/x", "GET"),
         ("/webhooks/feedback", "POST"),  # HMAC-signed
         ("/webhooks/dsn", "POST"),  # HMAC-signed
+        # Site tracking and forms (issue 5): Origin-checked, validated, rate-limited.
+        ("/t/nurture.js", "GET"),
+        ("/t/collect", "POST"),
+        ("/f/x", "POST"),
+        ("/f/confirm/x", "GET"),  # a signed token; GET changes nothing
+        ("/f/confirm/x", "POST"),
     }
 
 

@@ -38,7 +38,7 @@ def create_app(
         app.config.update(test_config)
     app.extensions["nurture"] = build_runtime(settings)
 
-    from web import auth, database, ops, public, ui
+    from web import auth, database, ops, public, site, ui
     from web.api import register_api
     from web.api.errors import register_api_errors
 
@@ -51,6 +51,8 @@ def create_app(
     app.register_blueprint(ops.bp)
     app.register_blueprint(public.bp)
     csrf.exempt(public.bp)  # the signed token is the authority (RFC 8058 one-click POST)
+    app.register_blueprint(site.bp)
+    csrf.exempt(site.bp)  # cross-origin posts from sites: Origin check, honeypot, rate limit
     register_api(app, csrf)
     app.jinja_env.globals.update(nav_items=ui.nav_items, can=ui.can)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,7 +21,7 @@ from automation.config import Settings, load_settings
 from automation.errors import NotFound
 from automation.ops.metrics import TRACKING_HITS
 from automation.runtime import build_runtime
-from automation.tracking import service
+from automation.tracking import service, topics
 from automation.tracking.hits import Hit, HitQueue, make_hit_queue, new_hit_id, now_epoch
 from automation.tracking.tokens import TokenClaims, TokenKind, TokenSigner
 from web.auth import public
@@ -45,6 +46,11 @@ class _Tracking:
         # Hit ids: a random per-process prefix and a counter (no syscall per hit).
         self._prefix = new_hit_id()
         self._counter = itertools.count()
+        # Campaign UTM parameters by template version (re-read every 30 s) and the
+        # (contact, campaign) of messages whose clicks need them: read only for versions a
+        # campaign with UTM uses, or destinations on a site origin.
+        self._utm: dict[int, tuple[float, dict[int, dict[str, str]]]] = {}
+        self._owners: dict[int, tuple[int, int | None] | None] = {}
 
     def hit_id(self) -> str:
         return f"{self._prefix}{next(self._counter):x}"
@@ -65,6 +71,55 @@ class _Tracking:
                     self._links.clear()
                 self._links[version_id] = links
         return links
+
+    def campaign_utm(self, version_id: int) -> dict[int, dict[str, str]]:
+        """{campaign id: utm} of the campaigns sending ``version_id`` that ask for UTM."""
+        cached = self._utm.get(version_id)
+        if cached is not None and time.monotonic() - cached[0] < 30:
+            return cached[1]
+        from sqlalchemy import select
+
+        from automation.campaigns.models import Campaign, CampaignVariant
+        from web.database import nurture
+
+        with nurture().sessions() as session:
+            rows = session.execute(
+                select(Campaign.id, Campaign.utm)
+                .join(CampaignVariant, CampaignVariant.campaign_id == Campaign.id)
+                .where(CampaignVariant.template_version_id == version_id)
+            ).all()
+        found = {cid: dict(utm) for cid, utm in rows if utm}
+        with self._lock:
+            if len(self._utm) > 10_000:
+                self._utm.clear()
+            self._utm[version_id] = (time.monotonic(), found)
+        return found
+
+    def owner(self, claims: TokenClaims) -> tuple[int, int | None] | None:
+        """(contact id, campaign id) of the token's message; None if it is gone."""
+        if claims.message_id in self._owners:
+            return self._owners[claims.message_id]
+        from sqlalchemy import select
+
+        from automation.email.models import Message
+        from web.database import nurture
+
+        with nurture().sessions() as session:
+            row = session.execute(
+                select(Message.contact_id, Message.campaign_id, Message.token_nonce).where(
+                    Message.id == claims.message_id
+                )
+            ).first()
+        found = (
+            (row.contact_id, row.campaign_id)
+            if row is not None and (row.token_nonce & 0xFFFFFFFF) == claims.nonce
+            else None
+        )
+        with self._lock:
+            if len(self._owners) > 50_000:
+                self._owners.clear()
+            self._owners[claims.message_id] = found
+        return found
 
 
 def tracking() -> _Tracking:
@@ -141,10 +196,51 @@ def click(token: str) -> Response:
     link = links[claims.link_index]
     t.queue.push(_hit("click", claims))
     TRACKING_HITS.labels("click", "queued").inc()
+    if link.get("honeypot"):  # the compiler's hidden trap: recorded, and nowhere to go
+        return Response("", status=200, mimetype="text/plain", headers={"Cache-Control": NO_STORE})
     response = Response(status=302, headers={"Cache-Control": NO_STORE})
     # A compiled destination (http/https, checked at compile time), never the request's.
-    response.headers["Location"] = with_utm(str(link["url"]), link.get("utm"))
+    url = with_utm(str(link["url"]), link.get("utm"))
+    by_campaign = t.campaign_utm(claims.template_version_id)
+    owner = t.owner(claims) if by_campaign else None
+    if owner is not None and owner[1] in by_campaign:
+        url = with_utm(url, by_campaign[owner[1]])
+    url = _identify_visitor(t, claims, url, response, owner)
+    response.headers["Location"] = url
     return response
+
+
+def _identify_visitor(
+    t: _Tracking,
+    claims: TokenClaims,
+    url: str,
+    response: Response,
+    owner: tuple[int, int | None] | None,
+) -> str:
+    """A destination on a configured site origin gets the contact's signed identifier
+    (``nurture_id``: the snippet stores it first-party on the site) and, for a tracking
+    domain on the same site, a cookie."""
+    from automation.tracking.sites import origin_of
+    from automation.tracking.tokens import make_identity
+    from web.site import IDENTITY_COOKIE, site_origins
+
+    origins = site_origins()
+    if not origins or origin_of(url) not in origins:
+        return url
+    owner = owner or t.owner(claims)
+    if owner is None:
+        return url
+    identity = make_identity(t.signer, owner[0], int(time.time() // 3600))
+    secure = url.startswith("https://")
+    response.set_cookie(
+        IDENTITY_COOKIE,
+        identity,
+        max_age=400 * 86400,
+        httponly=True,
+        secure=secure,
+        samesite="None" if secure else "Lax",
+    )
+    return with_utm(url, {IDENTITY_COOKIE: identity})
 
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -153,12 +249,19 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 button{font-size:1rem;padding:.5rem 1rem}</style></head><body><h1>{{ title }}</h1>
 <p>{{ text }}</p>
 {% if action %}<form method="post" action="{{ action }}">
+{% for tag, label, checked in topics %}<p><label><input type="checkbox" name="topic"
+ value="{{ tag }}"{% if checked %} checked{% endif %}> {{ label }}</label></p>
+{% endfor %}
 {% for name, label in buttons %}<button name="do" value="{{ name }}">{{ label }}</button>
 {% endfor %}</form>{% endif %}</body></html>"""
 
 
-def _page(title: str, text: str, action: str = "", buttons: Any = (), status: int = 200) -> Any:
-    html = render_template_string(PAGE, title=title, text=text, action=action, buttons=buttons)
+def _page(
+    title: str, text: str, action: str = "", buttons: Any = (), status: int = 200, topics: Any = ()
+) -> Any:
+    html = render_template_string(
+        PAGE, title=title, text=text, action=action, buttons=buttons, topics=topics
+    )
     return Response(html, status=status, headers={"Cache-Control": NO_STORE})
 
 
@@ -220,13 +323,20 @@ def preferences(token: str) -> Any:
                 service.unsubscribe(session, claims, ip=_client_ip(), source="preferences_page")
             elif request.form.get("do") == "resubscribe":
                 service.resubscribe(session, claims, ip=_client_ip())
+            elif request.form.get("do") == "topics":
+                found = service.recipient(session, claims)
+                topics.choose_topics(session, found.contact.id, request.form.getlist("topic"))
             session.commit()
         found = service.recipient(session, claims)
+        offered = topics.list_topics(session)
+        chosen = topics.chosen_topics(session, found.contact.id) if offered else set()
     except NotFound:
         abort(404)
     subscribed = found.contact.status.value == "subscribed"
+    choices = [(t.tag, t.label, t.tag in chosen) for t in offered] if subscribed else []
     buttons = (
-        [("unsubscribe", "Unsubscribe from marketing email")]
+        [("topics", "Save my topics")] * bool(choices)
+        + [("unsubscribe", "Unsubscribe from marketing email")]
         if subscribed
         else [("resubscribe", "Subscribe again")]
         if found.contact.status.value == "unsubscribed"
@@ -234,9 +344,11 @@ def preferences(token: str) -> Any:
     )
     return _page(
         "Email preferences",
-        f"{_masked(found.contact.email)} is {found.contact.status.value}.",
+        f"{_masked(found.contact.email)} is {found.contact.status.value}."
+        + (" Choose the topics you want to hear about." if choices else ""),
         action=request.path,
         buttons=buttons,
+        topics=choices,
     )
 
 
@@ -270,6 +382,9 @@ def create_tracking_app(settings: Settings | None = None) -> Flask:
 
     app.teardown_appcontext(database.close_session)
     app.register_blueprint(bp)
+    from web.site import bp as site_bp
+
+    app.register_blueprint(site_bp)
     return app
 
 

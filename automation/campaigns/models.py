@@ -72,6 +72,9 @@ class Campaign(Base):
     fallback: Mapped[WinnerFallback] = mapped_column(
         str_enum(WinnerFallback), default=WinnerFallback.LEADER
     )
+    # UTM parameters the click redirect appends to this campaign's links (a link's own
+    # query parameters win): {"utm_source": "nurture", "utm_campaign": "spring", …}.
+    utm: Mapped[dict[str, str]] = mapped_column(JSONDoc, default=dict)
     winner_variant_id: Mapped[int | None] = mapped_column(Integer)
     winner_source: Mapped[str | None] = mapped_column(String(20))  # test|fallback|manual
     test_result: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)

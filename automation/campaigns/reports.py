@@ -252,6 +252,8 @@ def _links(session: Session, campaign_id: int) -> list[dict[str, Any]]:
             continue
         total = sum(n for (v, _), (n, _) in clicks.items() if v == version_id)
         for item in version.links:
+            if item.get("honeypot"):  # the compiler's hidden scanner trap, not a real link
+                continue
             n, u = clicks.get((version_id, int(item["index"])), (0, 0))
             out.append(
                 {

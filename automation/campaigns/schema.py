@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from automation.campaigns.models import (
     CampaignStatus,
@@ -17,6 +17,9 @@ from automation.campaigns.models import (
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+UTM_KEYS = frozenset({"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"})
 
 
 class VariantIn(Strict):
@@ -54,6 +57,21 @@ class CampaignIn(Strict):
     exclude_segment_ids: list[int] = Field(default_factory=list)
     variants: list[VariantIn] = Field(..., description="one, or 2-5 for an A/B test")
     ab_test: AbTestIn | None = None
+    utm: dict[str, str] = Field(
+        default_factory=dict,
+        description="UTM parameters the click redirect adds to every link of the campaign "
+        "(utm_source, utm_medium, utm_campaign, utm_term, utm_content); a link's own win",
+    )
+
+    @field_validator("utm")
+    @classmethod
+    def _utm(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if key not in UTM_KEYS:
+                raise ValueError(f"{key!r} is not one of {', '.join(sorted(UTM_KEYS))}")
+            if not 0 < len(text.strip()) <= 200:
+                raise ValueError(f"{key}: 1 to 200 characters")
+        return {k: v.strip() for k, v in value.items()}
 
 
 class VariantOut(BaseModel):
@@ -76,6 +94,7 @@ class CampaignOut(BaseModel):
     fallback_time_zone: str
     quiet_start: int | None
     quiet_end: int | None
+    utm: dict[str, str]
     test_percent: int
     test_minutes: int
     winner_metric: WinnerMetric

@@ -193,6 +193,7 @@ def create_campaign(session: Session, data: CampaignIn, *, user_id: int | None =
         exclude_segment_ids=list(data.exclude_segment_ids),
         schedule_mode=ScheduleMode.NOW,
         fallback_time_zone="UTC",
+        utm=dict(data.utm),
         test_percent=ab.test_percent if ab else 0,
         test_minutes=ab.test_minutes if ab else 0,
         min_sample=ab.min_sample if ab else 0,

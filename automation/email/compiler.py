@@ -43,7 +43,7 @@ MAX_SOURCE = 500_000
 MAX_SUBJECT = 500
 MAX_PREHEADER = 500
 TRACKED_SCHEMES = ("http://", "https://")
-SPECIAL_URLS = {"unsubscribe_url", "preferences_url", "view_in_browser_url"}
+SPECIAL_URLS = {"unsubscribe_url", "preferences_url", "view_in_browser_url", "confirm_url"}
 # Where a recipient's tracking URLs go. HTML comments, so autoescaped contact data can
 # never contain one; substituted per recipient outside Jinja (see render.py).
 LINK_MARKER = "<!--nurture:link:{}-->"
@@ -682,6 +682,12 @@ _PIXEL = (
 )
 
 
+_HONEYPOT = (
+    '<a href="{}" tabindex="-1" aria-hidden="true" style="display:none;font-size:0;'
+    'line-height:0;max-height:0;overflow:hidden;mso-hide:all"></a>'
+)
+
+
 _TABLE_CONTEXTS = {
     "table": ("<tr><td>", "</td></tr>"),
     "tbody": ("<tr><td>", "</td></tr>"),
@@ -839,10 +845,15 @@ def compile_template(
             Problem("mjml", f"link {href[:120]!r} depends on the contact and is not click-tracked")
         )
     text_part = ph.restore(_text_part(tracked_html, ph))
+    # The honeypot: a tracked link no person can see or reach (hidden, empty, out of the
+    # tab order, absent from the text part). Only a machine following every href in the
+    # HTML clicks it, so ingestion classifies that message's hits as `scanner`.
+    links.append({"index": len(links), "url": "", "text": "", "honeypot": True})
+    trap = _HONEYPOT.format(LINK_MARKER.format(len(links) - 1))
     final_html = ph.restore(
-        tracked_html.replace("</body>", _PIXEL + "\n</body>", 1)
+        tracked_html.replace("</body>", trap + _PIXEL + "\n</body>", 1)
         if "</body>" in tracked_html
-        else tracked_html + _PIXEL
+        else tracked_html + trap + _PIXEL
     )
     size = len(final_html.encode())
     if size > MAX_HTML_BYTES:

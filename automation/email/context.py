@@ -24,6 +24,7 @@ CONTEXT_NAMES = frozenset(
         "unsubscribe_url",
         "preferences_url",
         "view_in_browser_url",
+        "confirm_url",
         "workflow_name",
         "campaign_name",
     }
@@ -158,6 +159,7 @@ def template_context(
     unsubscribe_url: str,
     preferences_url: str,
     view_in_browser_url: str,
+    confirm_url: str = "",
     workflow_name: str | None = None,
     campaign_name: str | None = None,
 ) -> dict[str, Any]:
@@ -166,6 +168,7 @@ def template_context(
         "unsubscribe_url": unsubscribe_url,
         "preferences_url": preferences_url,
         "view_in_browser_url": view_in_browser_url,
+        "confirm_url": confirm_url,
         "workflow_name": workflow_name or "",
         "campaign_name": campaign_name or "",
     }

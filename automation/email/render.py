@@ -196,6 +196,7 @@ class TrackingUrls:
     preferences: str
     view: str
     links: list[str]
+    confirm: str = ""  # the double opt-in confirmation page (forms)
 
 
 def tracking_urls(tokens: MessageTokens, base_url: str, link_count: int) -> TrackingUrls:
@@ -205,6 +206,7 @@ def tracking_urls(tokens: MessageTokens, base_url: str, link_count: int) -> Trac
         preferences=tokens.url(base_url, TokenKind.PREFERENCES),
         view=tokens.url(base_url, TokenKind.VIEW),
         links=tokens.click_urls(base_url, link_count),
+        confirm=tokens.url(base_url, TokenKind.CONFIRM),
     )
 
 
@@ -217,6 +219,7 @@ def preview_urls(version: CompiledVersion, base_url: str) -> TrackingUrls:
         preferences=f"{base_url}/p/preview",
         view=f"{base_url}/v/preview",
         links=[link["url"] for link in version.links],
+        confirm=f"{base_url}/f/confirm/preview",
     )
 
 
@@ -231,6 +234,7 @@ def _context(
         unsubscribe_url=urls.unsubscribe,
         preferences_url=urls.preferences,
         view_in_browser_url=urls.view,
+        confirm_url=urls.confirm,
         workflow_name=workflow_name,
         campaign_name=campaign_name,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from automation.contacts.schema import Email, Strict
 from automation.email.models import MessageStatus, TemplateKind
@@ -63,12 +63,22 @@ class ProblemOut(BaseModel):
     column: int | None = None
 
 
+def visible_links(links: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The links a reader can see: the compiler's hidden honeypot is left out."""
+    return [link for link in links if not link.get("honeypot")]
+
+
 class ValidationOut(BaseModel):
     valid: bool
     errors: list[ProblemOut]
     warnings: list[ProblemOut]
     links: list[dict[str, Any]] = Field(default_factory=list)
     html_bytes: int | None = None
+
+    @field_validator("links")
+    @classmethod
+    def _visible(cls, links: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return visible_links(links)
 
 
 class DraftPreviewOut(BaseModel):
@@ -98,6 +108,11 @@ class VersionOut(VersionSummary):
     text: str
     links: list[dict[str, Any]]
     html_bytes: int
+
+    @field_validator("links")
+    @classmethod
+    def _visible(cls, links: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return visible_links(links)
 
 
 class TemplateOut(BaseModel):

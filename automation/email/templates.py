@@ -48,6 +48,7 @@ def _sample_context(session: Session, base_url: str) -> dict[str, Any]:
         unsubscribe_url=f"{base_url}/u/preview",
         preferences_url=f"{base_url}/p/preview",
         view_in_browser_url=f"{base_url}/v/preview",
+        confirm_url=f"{base_url}/f/confirm/preview",
         workflow_name="Sample workflow",
         campaign_name="Sample campaign",
     )

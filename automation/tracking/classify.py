@@ -90,12 +90,24 @@ def _networks_of(ip: str) -> tuple[bool, bool]:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _agent_of(user_agent: str) -> tuple[bool, bool, bool]:
+    """(image proxy, scanner or script, empty) for a user agent; cached: a batch repeats
+    a few agents thousands of times."""
+    ua = user_agent.lower()
+    return (
+        any(a in ua for a in IMAGE_PROXY_AGENTS),
+        any(a in ua for a in SCANNER_AGENTS),
+        not ua.strip(),
+    )
+
+
 def classify(
     hit: Hit, sent_at: float | None, *, honeypot: bool = False, burst: bool = False
 ) -> Verdict:
     """Classify one hit. ``sent_at`` is the message's delivery time (epoch seconds)."""
     verdict = Verdict()
-    ua = hit.user_agent.lower()
+    image_proxy, scanner_agent, no_agent = _agent_of(hit.user_agent)
     if honeypot:
         verdict.flag(HitClass.SCANNER, "honeypot link clicked")
     if hit.prefetch:
@@ -105,13 +117,13 @@ def classify(
     apple, gateway = _networks_of(hit.ip)
     if apple:
         verdict.flag(HitClass.APPLE_MPP, "Apple Mail Privacy Protection address range")
-    if any(a in ua for a in IMAGE_PROXY_AGENTS):
+    if image_proxy:
         verdict.flag(HitClass.IMAGE_PROXY, "image proxy user agent")
     if gateway:
         verdict.flag(HitClass.SCANNER, "security gateway address range")
-    if any(a in ua for a in SCANNER_AGENTS):
+    if scanner_agent:
         verdict.flag(HitClass.SCANNER, "scanner or script user agent")
-    if not ua.strip():
+    if no_agent:
         verdict.flag(HitClass.SCANNER, "no user agent")
     if sent_at is not None:
         delay = hit.at - sent_at

@@ -102,6 +102,10 @@ def now_epoch() -> float:
 class HitQueue(Protocol):
     def push(self, hit: Hit) -> None: ...
 
+    def push_line(self, line: bytes) -> None:
+        """Append one encoded line (the site events queue shares this machinery)."""
+        ...
+
     def take(self, limit: int) -> tuple[list[bytes], Any]:
         """Up to ``limit`` queued hits and a receipt; they stay queued until ``ack``."""
         ...
@@ -122,6 +126,9 @@ class RedisHitQueue:
 
     def push(self, hit: Hit) -> None:
         self.redis.rpush(self.key, hit.encode())
+
+    def push_line(self, line: bytes) -> None:
+        self.redis.rpush(self.key, line)
 
     def take(self, limit: int) -> tuple[list[bytes], Any]:
         items = self.redis.lrange(self.key, 0, limit - 1)
@@ -168,7 +175,10 @@ class SpoolHitQueue:
         return self._fd
 
     def push(self, hit: Hit) -> None:
-        os.write(self._open(), hit.encode() + b"\n")  # one write(): never interleaved
+        self.push_line(hit.encode())
+
+    def push_line(self, line: bytes) -> None:
+        os.write(self._open(), line + b"\n")  # one write(): never interleaved
 
     def _batches(self) -> list[Path]:
         return sorted(self.directory.glob("batch-*.spool"))
@@ -199,14 +209,15 @@ class SpoolHitQueue:
         return total
 
 
-def make_hit_queue(settings: Any) -> HitQueue:
-    """Redis when NURTURE_HIT_QUEUE_URL (or a redis broker) is set, else the local spool."""
+def make_hit_queue(settings: Any, name: str = "hits") -> HitQueue:
+    """Redis when NURTURE_HIT_QUEUE_URL (or a redis broker) is set, else the local spool.
+    ``name`` picks the queue: "hits" (email opens and clicks) or "site" (site events)."""
     url = settings.hit_queue_url or (
         settings.broker_url if settings.broker_url.startswith("redis") else ""
     )
     if url.startswith("redis"):
-        return RedisHitQueue(url)
-    return SpoolHitQueue(Path(settings.var_dir) / "hits")
+        return RedisHitQueue(url, f"nurture:{name}")
+    return SpoolHitQueue(Path(settings.var_dir) / name)
 
 
 def decode_all(lines: Sequence[bytes]) -> list[Hit]:

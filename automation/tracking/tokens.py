@@ -46,6 +46,7 @@ class TokenKind(enum.IntEnum):
     UNSUBSCRIBE = 3
     PREFERENCES = 4
     VIEW = 5
+    CONFIRM = 6  # double opt-in confirmation of a form submission
 
 
 PATHS = {
@@ -54,6 +55,7 @@ PATHS = {
     TokenKind.UNSUBSCRIBE: "/u/",
     TokenKind.PREFERENCES: "/p/",
     TokenKind.VIEW: "/v/",
+    TokenKind.CONFIRM: "/f/confirm/",
 }
 
 
@@ -210,6 +212,61 @@ class TokenSigner:
                 link_index=int.from_bytes(tail[1:], "big") if kind is TokenKind.CLICK else None,
             )
         return None
+
+
+# --- the site visitor's identifier --------------------------------------------------------
+#
+# Set by the click redirect on visitors who arrive from a tracked email link, sent back by
+# the site snippet so their page views land on their contact. It carries the contact id
+# encrypted and signed (the same SIV construction as the message blob, with its own
+# domain), so it names no guessable id and cannot be forged or altered.
+#
+#   identity = key_id(1) ‖ SIV-encrypted(contact_id(8) ‖ issued_hour(4)) ‖ siv_tag(11)
+
+_IDENTITY_DOMAIN = b"nurture/contact-identity"
+IDENTITY_LENGTH = 32  # 24 bytes of URL-safe base64
+IDENTITY_MAX_AGE_HOURS = 400 * 24
+
+
+def _identity_siv(key: _Key, head: bytes, payload: bytes) -> bytes:
+    return _prf(key.mac, _IDENTITY_DOMAIN + head + payload, 11)
+
+
+def _identity_stream(key: _Key, siv: bytes) -> bytes:
+    return _prf(key.enc, _IDENTITY_DOMAIN + siv, 12)
+
+
+def make_identity(signer: TokenSigner, contact_id: int, now_hour: int) -> str:
+    """The visitor identifier of ``contact_id`` (``now_hour``: hours since the epoch)."""
+    key = signer._current
+    head = bytes((key.key_id,))
+    payload = contact_id.to_bytes(8, "big") + (now_hour & 0xFFFFFFFF).to_bytes(4, "big")
+    siv = _identity_siv(key, head, payload)
+    return _b64(head + _xor(payload, _identity_stream(key, siv)) + siv)
+
+
+def verify_identity(signer: TokenSigner, token: str, now_hour: int) -> int | None:
+    """The contact id of a genuine, unexpired identifier; None for anything else."""
+    if not isinstance(token, str) or len(token) != IDENTITY_LENGTH or not token.isascii():
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != 24 or _b64(raw) != token:
+        return None
+    for key in signer._keys:
+        if key.key_id != raw[0]:
+            continue
+        siv = raw[13:]
+        payload = _xor(raw[1:13], _identity_stream(key, siv))
+        if not hmac.compare_digest(_identity_siv(key, raw[:1], payload), siv):
+            continue
+        issued = int.from_bytes(payload[8:], "big")
+        if not 0 <= now_hour - issued <= IDENTITY_MAX_AGE_HOURS:
+            return None
+        return int.from_bytes(payload[:8], "big")
+    return None
 
 
 def message_id_header(tokens: MessageTokens, domain: str) -> str:

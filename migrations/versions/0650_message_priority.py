@@ -1,7 +1,7 @@
 """messages: workflow id and frequency-cap priority
 
 Revision ID: 0650
-Revises: 0400
+Revises: 0630
 Create Date: 2026-11-27 22:10:00
 """
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0650"
-down_revision: str | Sequence[str] | None = "0400"
+down_revision: str | Sequence[str] | None = "0630"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

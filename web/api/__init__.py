@@ -14,6 +14,7 @@ from web.api import (
     messages,
     policy,
     segments,
+    site,
     templates,
     tracking,
     workflows,
@@ -36,6 +37,7 @@ BLUEPRINTS: list[Blueprint] = [
     campaigns.bp,
     tracking.bp,
     policy.bp,
+    site.bp,
 ]
 
 

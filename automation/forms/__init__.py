@@ -1,0 +1,1 @@
+"""Lead-capture forms: defined here, embedded on websites, posted to a public endpoint."""

@@ -1,0 +1,260 @@
+"""Lead-capture forms: definitions (API and page), public posts (validation, honeypot,
+CORS, rate limit), single opt-in and double opt-in end to end over real SMTP."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import emailkit
+import pytest
+import sitekit
+from conftest import login
+from sitekit import SHOP, admin_headers
+from sqlalchemy import select
+
+from automation import clock
+from automation.accounts.models import Role
+from automation.accounts.service import create_user
+from automation.contacts.models import (
+    ConsentRecord,
+    Contact,
+    ContactStatus,
+    CustomField,
+    Event,
+    FieldType,
+)
+from automation.email.sender import Sending, send_due
+from automation.email.transport import SmtpSettings, SmtpTransport
+from automation.tracking.tokens import TokenSigner
+from automation.workflows import service as workflows
+from automation.workflows.models import Enrollment
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+site_app = sitekit.site_app
+smtp_server = emailkit.smtp_server
+FORM = {
+    "name": "Newsletter",
+    "fields": [
+        {"name": "email", "label": "Email", "required": True},
+        {"name": "first_name", "label": "First name"},
+        {"name": "plan", "label": "Plan"},
+    ],
+    "consent_text": "Yes, send me the monthly newsletter.",
+    "tags": ["newsletter"],
+    "success_message": "Welcome aboard!",
+}
+
+
+def setup_form(app: Any, **overrides: Any) -> dict[str, Any]:
+    with app.extensions["nurture"].sessions() as s:
+        s.add(
+            CustomField(
+                name="plan",
+                label="Plan",
+                type=FieldType.CHOICE,
+                options=["free", "pro"],
+                created_at=clock.now(),
+            )
+        )
+        s.commit()
+    response = app.test_client().post(
+        "/api/v1/forms", json={**FORM, **overrides}, headers=admin_headers(app, "marketer")
+    )
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def submit(client: Any, form: dict[str, Any], data: dict[str, str], **headers: str) -> Any:
+    headers.setdefault("Origin", SHOP)
+    headers.setdefault("Accept", "application/json")
+    return client.post(
+        f"/f/{form['public_id']}",
+        data=data,
+        headers=headers,
+        environ_base={"REMOTE_ADDR": headers.pop("ip", "203.0.113.7")},
+    )
+
+
+def contact(app: Any, email: str) -> Contact | None:
+    with app.extensions["nurture"].sessions() as s:
+        found = s.scalar(select(Contact).where(Contact.email == email))
+        if found is not None:
+            found.tags  # noqa: B018  # load before the session closes
+        return found
+
+
+def events(app: Any, name: str) -> list[dict[str, Any]]:
+    with app.extensions["nurture"].sessions() as s:
+        return list(s.scalars(select(Event.properties).where(Event.name == name)))
+
+
+def test_form_definitions_are_validated_naming_the_field(site_app):
+    client = site_app.test_client()
+    marketer = admin_headers(site_app, "marketer")
+    bad = {
+        **FORM,
+        "fields": [{"name": "first_name", "label": "Name"}, {"name": "shoe_size", "label": "S"}],
+        "redirect_url": "javascript:alert(1)",
+    }
+    response = client.post("/api/v1/forms", json=bad, headers=marketer)
+    assert response.status_code == 422
+    paths = {d["path"] for d in response.json["error"]["details"]}
+    assert paths == {"fields", "fields[1].name", "redirect_url"}
+    viewer = admin_headers(site_app, "viewer")
+    assert client.post("/api/v1/forms", json=FORM, headers=viewer).status_code == 403
+    form = setup_form(site_app)
+    assert form["action_url"] == f"http://nurture.test/f/{form['public_id']}"
+    embed = form["embed_html"]
+    assert 'name="nurture_website"' in embed and 'name="consent"' in embed
+    assert '<option value="pro">pro</option>' in embed and "/t/nurture.js" in embed
+
+
+def test_single_opt_in_creates_the_contact_with_consent_an_event_and_its_site_history(site_app):
+    from test_site_tracking import drain, post
+
+    client = site_app.test_client()
+    form = setup_form(site_app)
+    with site_app.extensions["nurture"].sessions() as s:
+        workflow = workflows.create_workflow(
+            s,
+            {
+                "name": "Welcome",
+                "trigger": {"type": "event", "event": "form.submitted"},
+                "start": "end",
+                "nodes": [{"id": "end", "type": "exit"}],
+            },
+        )
+        workflows.publish(s, workflow.id)
+        s.commit()
+    visitor = "a" * 24
+    post(client, {"visitor_id": visitor, "events": [{"name": "pricing_viewed"}]})
+    assert drain(site_app).anonymous == 1
+    data = {
+        "email": "Ada@Example.com",
+        "first_name": "Ada",
+        "plan": "pro",
+        "consent": "true",
+        "nurture_visitor": visitor,
+    }
+    response = submit(client, form, data)
+    assert response.status_code == 200, response.json
+    assert response.json == {"status": "confirmed", "message": "Welcome aboard!"}
+    assert response.headers["Access-Control-Allow-Origin"] == SHOP
+    ada = contact(site_app, "ada@example.com")
+    assert ada is not None and ada.status is ContactStatus.SUBSCRIBED
+    assert (ada.first_name, ada.attributes) == ("Ada", {"plan": "pro"})
+    assert [t.name for t in ada.tags] == ["newsletter"]
+    with site_app.extensions["nurture"].sessions() as s:
+        consent = s.scalar(select(ConsentRecord).where(ConsentRecord.contact_id == ada.id))
+        assert consent.consent_text == FORM["consent_text"] and consent.ip == "203.0.113.7"
+        names = list(s.scalars(select(Event.name).where(Event.contact_id == ada.id)))
+        enrolled = s.scalar(
+            select(Enrollment.contact_id).where(Enrollment.workflow_id == workflow.id)
+        )
+    assert sorted(names) == ["form.submitted", "pricing_viewed"]
+    [submitted] = events(site_app, "form.submitted")
+    assert submitted["values"]["plan"] == "pro" and submitted["form_name"] == "Newsletter"
+    assert enrolled == ada.id  # workflows trigger on it
+    # posting again for the same address updates the contact and records consent again
+    again = submit(client, form, {**data, "first_name": "Ada L."}, ip="203.0.113.8")
+    assert again.status_code == 200
+    assert contact(site_app, "ada@example.com").first_name == "Ada L."
+    assert len(events(site_app, "form.submitted")) == 2
+
+
+def test_bad_posts_are_refused_naming_the_field_and_write_nothing(site_app):
+    client = site_app.test_client()
+    form = setup_form(site_app)
+    response = submit(client, form, {"email": "not-an-email", "plan": "gold"})
+    assert response.status_code == 422
+    paths = {d["path"] for d in response.json["error"]["details"]}
+    assert paths == {"email", "plan", "consent"}
+    html = submit(client, form, {"email": ""}, Accept="text/html", ip="198.51.100.1")
+    assert html.status_code == 422 and "email: Email is required" in html.get_data(as_text=True)
+    # a bot filling the hidden field is told "thank you" and nothing is stored
+    bot = {"email": "bot@example.com", "consent": "on", "nurture_website": "http://spam"}
+    assert submit(client, form, bot, ip="198.51.100.2").json["status"] == "ignored"
+    assert contact(site_app, "bot@example.com") is None
+    evil = submit(
+        client, form, {"email": "x@example.com", "consent": "on"}, Origin="https://evil.example"
+    )
+    assert evil.status_code == 403 and "Access-Control-Allow-Origin" not in evil.headers
+    assert contact(site_app, "x@example.com") is None
+    preflight = client.options(f"/f/{form['public_id']}", headers={"Origin": SHOP})
+    assert preflight.status_code == 204
+    assert client.post("/f/nosuchform", data={"email": "a@b.example"}).status_code == 404
+
+
+def test_form_posts_are_rate_limited_per_address(site_app):
+    client = site_app.test_client()
+    form = setup_form(site_app)
+    statuses = [submit(client, form, {"email": ""}).status_code for _ in range(4)]
+    assert statuses == [422, 422, 422, 429]  # NURTURE_FORM_RATE_LIMIT=3 in this app
+    limited = submit(client, form, {"email": ""})
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert submit(client, form, {"email": ""}, ip="203.0.113.99").status_code == 422
+
+
+def test_double_opt_in_confirms_by_email_before_anything_counts(site_app, smtp_server):
+    client = site_app.test_client()
+    form = setup_form(site_app, double_opt_in=True)
+    data = {"email": "zoe@example.com", "first_name": "Zoe", "consent": "on"}
+    response = submit(client, form, data)
+    assert response.json["status"] == "pending"
+    zoe = contact(site_app, "zoe@example.com")
+    assert zoe.status is ContactStatus.PENDING and zoe.tags == []
+    assert events(site_app, "form.submitted") == []
+    runtime = site_app.extensions["nurture"]
+    transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
+    try:
+        send_due(
+            runtime.sessions,
+            Sending(runtime.settings, transport, TokenSigner.from_settings(runtime.settings)),
+        )
+    finally:
+        transport.close()
+    [mail] = smtp_server.received
+    assert mail.recipients == ["zoe@example.com"]
+    assert "List-Unsubscribe" not in mail.message  # transactional
+    text = mail.message.get_body(("plain",)).get_content()
+    path = re.search(r"http://nurture\.test(/f/confirm/[A-Za-z0-9_-]+)", text).group(1)
+    page = client.get(path)  # what a link scanner does: nothing changes
+    assert page.status_code == 200 and "Yes, subscribe me" in page.get_data(as_text=True)
+    assert contact(site_app, "zoe@example.com").status is ContactStatus.PENDING
+    assert client.post(path).status_code == 200
+    assert client.post(path).status_code == 200  # twice: still one confirmation
+    zoe = contact(site_app, "zoe@example.com")
+    assert zoe.status is ContactStatus.SUBSCRIBED and zoe.confirmed_at is not None
+    assert [t.name for t in zoe.tags] == ["newsletter"]
+    assert len(events(site_app, "form.submitted")) == 1
+    with runtime.sessions() as s:
+        sources = list(
+            s.scalars(select(ConsentRecord.source).where(ConsentRecord.contact_id == zoe.id))
+        )
+    assert "form_confirmation" in sources
+    tampered = path[:-2] + ("AA" if not path.endswith("AA") else "BB")
+    assert client.get(tampered).status_code == 404
+
+
+def test_forms_page_creates_a_form_and_names_the_bad_line(site_app):
+    client = site_app.test_client()
+    with site_app.extensions["nurture"].sessions() as s:
+        create_user(s, "mia@example.com", "correct horse battery", role=Role.MARKETER)
+        s.commit()
+    login(client, "mia@example.com", "correct horse battery")
+    page = client.get("/forms/new").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    base = {"csrf_token": token, "name": "Webinar", "success_message": "See you there"}
+    bad = client.post(
+        "/forms/new", data={**base, "fields": "email | Email | required\nshoe | Shoe"}
+    )
+    assert bad.status_code == 422 and "line 2:" in bad.get_data(as_text=True)
+    good = client.post(
+        "/forms/new", data={**base, "fields": "email | Email | required", "tags": "webinar"}
+    )
+    assert good.status_code == 302
+    shown = client.get(good.headers["Location"]).get_data(as_text=True)
+    assert "data-nurture-form=" in shown and "Webinar" in client.get("/forms").get_data(
+        as_text=True
+    )
