@@ -58,6 +58,28 @@ def test_racing_schedulers_run_a_singleton_job_once(postgres_url):
     engine.dispose()
 
 
+def test_a_singleton_job_is_free_for_the_next_worker_once_a_run_ends(settings):
+    from automation.db import make_engine, make_session_factory
+    from automation.ops.leases import lease_holder
+
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+
+    def run(holder: str, work=lambda: "ran"):
+        return run_exclusively(sessions, "drain", timedelta(minutes=2), work, holder=holder)
+
+    def inside() -> str:
+        assert run("worker-b") is None  # held while worker-a runs it
+        return "ran"
+
+    assert run("worker-a", inside) == "ran"
+    # Worker A finished: worker B takes the next tick at once, not after the two minutes.
+    assert run("worker-b") == "ran"
+    with sessions() as s:
+        assert lease_holder(s, "drain") is None
+    engine.dispose()
+
+
 def test_health_endpoints(client, settings):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
