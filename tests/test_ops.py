@@ -183,6 +183,7 @@ def test_metrics_count_real_sends_render_errors_batches_and_lag(app, client, smt
     assert _value(after, "nurture_tick_lag_seconds", queue="outbox") == 0.0
     assert _value(after, "nurture_tick_lag_seconds", queue="workflow") == 0.0
     assert _value(after, "nurture_outbox_messages", status="queued") == 0.0
+    assert ("nurture_queue_depth", (("queue", "hits"),)) in after
 
 
 def test_readiness_reports_tick_lag_and_outbox(app, client):
@@ -192,13 +193,14 @@ def test_readiness_reports_tick_lag_and_outbox(app, client):
 
     sessions = app.extensions["nurture"].sessions
     start = clock.now()
-    with sessions() as s:
-        contact = make_contact(s, "late@example.com")
-        version = make_template(s).version.id
-        queue_message(s, dedupe_key="late", contact_id=contact, template_version_id=version)
-        s.commit()
-    clock.set_source(lambda: start + timedelta(hours=1))
+    clock.set_source(lambda: start)
     try:
+        with sessions() as s:
+            contact = make_contact(s, "late@example.com")
+            version = make_template(s).version.id
+            queue_message(s, dedupe_key="late", contact_id=contact, template_version_id=version)
+            s.commit()
+        clock.set_source(lambda: start + timedelta(hours=1))
         checks = {c["name"]: c for c in client.get("/readyz").json["checks"]}
     finally:
         clock.set_source(None)

@@ -440,6 +440,7 @@ def test_kills_and_a_flushed_broker_mid_run_send_every_email_exactly_once(
     sent_metric = scraped.get(("nurture_messages_total", (("status", "sent"),)), 0.0)
     assert statuses[MessageStatus.SENT] - 200 <= sent_metric <= statuses[MessageStatus.SENT]
     assert scraped[("nurture_outbox_messages", (("status", "queued"),))] == 0
+    assert ("nurture_queue_depth", (("queue", "send"),)) in scraped
     print(
         f"\nsystem: {CONTACTS:,} contacts, {expected_total:,} emails in {elapsed:.0f} s; "
         f"killed a worker and a beat after {killed_at:,} deliveries; "

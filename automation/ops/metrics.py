@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
+from automation.config import Settings
 from automation.contacts.models import Contact, ImportJob
 from automation.ops.lag import outbox_backlog, outbox_lag, workflow_lag
 
@@ -97,7 +98,40 @@ class DatabaseCollector(Collector):
                 yield family
 
 
-def render_metrics(sessions: sessionmaker[Session]) -> tuple[bytes, str]:
+class QueueCollector(Collector):
+    """Work waiting in the broker, read at scrape time: Celery tasks per queue (Redis
+    broker) and tracking hits not yet ingested. A broker that does not answer leaves the
+    gauge out rather than failing the scrape."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterable[Metric]:
+        from automation.queueing import QUEUES
+        from automation.tracking.hits import make_hit_queue
+
+        family = GaugeMetricFamily(
+            "nurture_queue_depth", "Tasks or tracking hits waiting in the broker", labels=["queue"]
+        )
+        try:
+            family.add_metric(["hits"], float(make_hit_queue(self.settings).depth()))
+            if self.settings.broker_url.startswith("redis"):
+                import redis
+
+                client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=2)
+                try:
+                    for queue in QUEUES:
+                        family.add_metric([queue], float(client.llen(queue)))
+                finally:
+                    client.close()
+        except Exception:  # noqa: S110  # the scrape reports what it could read
+            pass
+        yield family
+
+
+def render_metrics(
+    sessions: sessionmaker[Session], settings: Settings | None = None
+) -> tuple[bytes, str]:
     """The exposition text for this process (or all processes in multiprocess mode)."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -106,4 +140,6 @@ def render_metrics(sessions: sessionmaker[Session]) -> tuple[bytes, str]:
         for collector in (MESSAGES, HELD, TRACKING_HITS, RENDER_ERRORS, BATCH_SECONDS, BATCH_SIZE):
             registry.register(collector)
     registry.register(DatabaseCollector(sessions))
+    if settings is not None:
+        registry.register(QueueCollector(settings))
     return generate_latest(registry), CONTENT_TYPE_LATEST
