@@ -8,7 +8,9 @@ one ``email.send_due`` per worker (as beat does) whenever the queue runs dry, an
 clock runs from the first of those to the last message marked sent. The SMTP server is
 postfix's ``smtp-sink`` (C) as in bench/send.py, or an aiosmtpd sink without it.
 
-The baseline is the 1-worker run of the same invocation. On a 2-core machine the third
+The baseline for efficiency is the 1-worker run of the same invocation; the floor is
+one in-process sender calling ``send_due`` directly (what bench/send.py measures), so
+the cost of Celery and of separate processes shows. On a 2-core machine the third
 worker oversubscribes the cores (PostgreSQL and the sink run there too).
 
     nice .venv/bin/python bench/scale.py --url postgresql+psycopg://root@127.0.0.1:5432/nurture_ops
@@ -36,7 +38,10 @@ from automation.contacts.models import Contact
 from automation.db import make_engine, make_session_factory
 from automation.email.models import Message, MessageStatus
 from automation.email.outbox import queue_for_contacts
+from automation.email.sender import Sending, send_due
+from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.queueing import make_celery
+from automation.tracking.tokens import TokenSigner
 
 DEFAULT_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 DEFAULT_BROKER = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -178,6 +183,17 @@ def main() -> None:
         for k, name in enumerate(workers.queues):
             sent += _queue(sessions, version_id, f"warm{k}:", limit=20)
             workers.wait_for(sessions, [name], sent, 600)
+        # Floor: the same send in this process, send_due called directly (no Celery).
+        sent += _queue(sessions, version_id, "floor:")
+        settings = load_settings(workers.env)
+        transport = SmtpTransport(SmtpSettings("127.0.0.1", sink.port))
+        sending = Sending(settings, transport, TokenSigner.from_settings(settings))
+        started = time.perf_counter()
+        send_due(sessions, sending, budget_seconds=3600)
+        floor = args.messages / (time.perf_counter() - started)
+        transport.close()
+        assert _sent(sessions) == sent
+        print(f"  floor, one in-process sender (send_due, no Celery): {floor:7,.0f} msg/s")
         base: float | None = None
         for k in counts:
             time.sleep(2)  # the last ticks return (nothing left to claim)
@@ -202,7 +218,8 @@ def main() -> None:
             print(
                 f"  {k} worker(s): {args.messages / elapsed:7,.0f} msg/s end to end "
                 f"({elapsed:.1f} s), steady {steady:7,.0f} msg/s, {steady / k:6,.0f} per "
-                f"worker, efficiency {steady / (k * base):.2f}  (load {os.getloadavg()[0]:.1f})"
+                f"worker, efficiency {steady / (k * base):.2f}, {steady / floor:.2f} of the "
+                f"floor  (load {os.getloadavg()[0]:.1f})"
             )
     finally:
         workers.stop()
