@@ -136,7 +136,7 @@ class Workers:
             if time.monotonic() > deadline:
                 raise SystemExit(f"only {done} of {count} sent after {timeout} s: {self.logs}")
             self.kick(queues)
-            time.sleep(0.05)
+            time.sleep(0.2)  # each poll is a count over the messages table
 
     def stop(self) -> None:
         for process in self.processes:
