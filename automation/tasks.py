@@ -4,6 +4,7 @@ outbox), ``tracking`` (hit ingestion)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from automation.policy import effective_settings
@@ -75,7 +76,10 @@ celery_app.conf.update(
         **(celery_app.conf.beat_schedule or {}),
         # Due messages are rows; these ticks only wake the senders. Stale ticks expire.
         "email.send_due": {"task": "email.send_due", "schedule": 5.0, "options": {"expires": 10}},
-        "email.expire_leases": {"task": "email.expire_leases", "schedule": 30.0},
+        "email.expire_leases": {
+            "task": "email.expire_leases",
+            "schedule": float(os.environ.get("NURTURE_LEASE_EXPIRY_SECONDS", "30")),
+        },
     }
 )
 
@@ -104,8 +108,6 @@ def workflows_scan_dates() -> int:
 
 
 def _seconds(name: str, default: float) -> float:
-    import os
-
     return float(os.environ.get(name, default))
 
 

@@ -69,9 +69,13 @@ class Stack:
                 str(self.tmp / "beat-schedule"),
             ],
         }
+        self.spawn(name, commands[name])
+
+    def spawn(self, name: str, command: list[str]) -> None:
+        """Run ``command`` with the stack's environment; output goes to ``<name>.log``."""
         log = (self.tmp / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            commands[name], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            command, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
 
     def kill(self, name: str) -> None:

@@ -5,7 +5,9 @@ import logging
 import threading
 from datetime import timedelta
 
+import emailkit
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from automation import clock
 from automation.ops.leases import acquire_lease, run_exclusively
@@ -56,6 +58,28 @@ def test_racing_schedulers_run_a_singleton_job_once(postgres_url):
     engine.dispose()
 
 
+def test_a_singleton_job_is_free_for_the_next_worker_once_a_run_ends(settings):
+    from automation.db import make_engine, make_session_factory
+    from automation.ops.leases import lease_holder
+
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+
+    def run(holder: str, work=lambda: "ran"):
+        return run_exclusively(sessions, "drain", timedelta(minutes=2), work, holder=holder)
+
+    def inside() -> str:
+        assert run("worker-b") is None  # held while worker-a runs it
+        return "ran"
+
+    assert run("worker-a", inside) == "ran"
+    # Worker A finished: worker B takes the next tick at once, not after the two minutes.
+    assert run("worker-b") == "ran"
+    with sessions() as s:
+        assert lease_holder(s, "drain") is None
+    engine.dispose()
+
+
 def test_health_endpoints(client, settings):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
@@ -72,6 +96,117 @@ def test_metrics_exposes_database_gauges(client, api):
     body = client.get("/metrics").get_data(as_text=True)
     assert 'nurture_contacts{status="subscribed"} 1.0' in body
     assert "nurture_messages_total" in body
+
+
+smtp_server = emailkit.smtp_server
+
+
+def _scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body = client.get("/metrics").get_data(as_text=True)
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def _value(scraped, name: str, **labels: str) -> float:
+    return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_real_sends_render_errors_batches_and_lag(app, client, smtp_server):
+    from emailkit import make_contact, make_template
+    from sqlalchemy import update
+    from workflows_support import doc
+
+    from automation.contacts.events import ingest_events
+    from automation.contacts.models import Contact
+    from automation.email.outbox import queue_message
+    from automation.email.sender import Sending, send_due
+    from automation.email.transport import SmtpSettings, SmtpTransport
+    from automation.tracking.tokens import TokenSigner
+    from automation.workflows import service
+    from automation.workflows.engine import run_due
+
+    sessions = app.extensions["nurture"].sessions
+    settings = app.extensions["nurture"].settings
+    start = clock.now()
+    clock.set_source(lambda: start)
+    try:
+        with sessions() as s:
+            version = make_template(s).version.id
+            ok = make_contact(s, "ok@example.com")
+            huge = make_contact(s, "huge@example.com")
+            # Data that makes the render fail (larger than the render limit).
+            s.execute(
+                update(Contact).where(Contact.id == huge).values(attributes={"plan": "x" * 10**6})
+            )
+            for contact_id in (ok, huge):
+                queue_message(
+                    s,
+                    dedupe_key=f"m{contact_id}",
+                    contact_id=contact_id,
+                    template_version_id=version,
+                )
+            workflow = service.create_workflow(
+                s, doc([{"id": "tag", "type": "update_contact", "add_tags": ["seen"]}])
+            )
+            service.publish(s, workflow.id)
+            ingest_events(s, [{"name": "signed_up", "email": "ok@example.com"}], source="api")
+            s.commit()
+        clock.set_source(lambda: start + timedelta(seconds=90))
+        before = _scrape(client)
+        # Nothing has run yet: both the message and the enrolment wait 90 s.
+        assert _value(before, "nurture_tick_lag_seconds", queue="outbox") == 90.0
+        assert _value(before, "nurture_tick_lag_seconds", queue="workflow") == 90.0
+        assert _value(before, "nurture_outbox_messages", status="queued") == 2.0
+
+        run_due(sessions)
+        transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
+        send_due(sessions, Sending(settings, transport, TokenSigner.from_settings(settings)))
+        transport.close()
+        after = _scrape(client)
+    finally:
+        clock.set_source(None)
+
+    def grew(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert len(smtp_server.received) == 1
+    assert grew("nurture_messages_total", status="sent") == 1
+    assert grew("nurture_messages_total", status="failed") == 1
+    assert grew("nurture_render_errors_total") == 1
+    assert grew("nurture_batch_size_count", job="send") == 1
+    assert grew("nurture_batch_size_sum", job="send") == 2
+    assert grew("nurture_batch_size_count", job="workflow") == 1
+    assert grew("nurture_batch_seconds_count", job="workflow") == 1
+    assert _value(after, "nurture_tick_lag_seconds", queue="outbox") == 0.0
+    assert _value(after, "nurture_tick_lag_seconds", queue="workflow") == 0.0
+    assert _value(after, "nurture_outbox_messages", status="queued") == 0.0
+    assert ("nurture_queue_depth", (("queue", "hits"),)) in after
+
+
+def test_readiness_reports_tick_lag_and_outbox(app, client):
+    from emailkit import make_contact, make_template
+
+    from automation.email.outbox import queue_message
+
+    sessions = app.extensions["nurture"].sessions
+    start = clock.now()
+    clock.set_source(lambda: start)
+    try:
+        with sessions() as s:
+            contact = make_contact(s, "late@example.com")
+            version = make_template(s).version.id
+            queue_message(s, dedupe_key="late", contact_id=contact, template_version_id=version)
+            s.commit()
+        clock.set_source(lambda: start + timedelta(hours=1))
+        checks = {c["name"]: c for c in client.get("/readyz").json["checks"]}
+    finally:
+        clock.set_source(None)
+    assert checks["tick_lag"]["ok"] is False
+    assert "outbox 3600 s behind" in checks["tick_lag"]["detail"]
+    assert checks["outbox"]["detail"].startswith("1 queued, 0 deferred, 0 sending, 0 unknown")
 
 
 def test_metrics_token_is_enforced(tmp_path, sqlite_url):

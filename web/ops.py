@@ -39,5 +39,5 @@ def metrics() -> Any:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given, token):
             abort(401)
-    payload, content_type = render_metrics(nurture().sessions)
+    payload, content_type = render_metrics(nurture().sessions, nurture().settings)
     return Response(payload, content_type=content_type)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,6 +50,7 @@ from automation.email.transport import (
     pooled_transport,
 )
 from automation.errors import FieldError, InvalidInput
+from automation.ops.metrics import BATCH_SECONDS, BATCH_SIZE, HELD, MESSAGES, RENDER_ERRORS
 from automation.tracking.tokens import MessageTokens, TokenSigner, message_id_header
 
 S = DeliveryStatus
@@ -224,9 +226,25 @@ def deliver(sending: Sending, batch: Batch) -> list[Outcome]:
     return outcomes
 
 
+def count_batch(batch: Batch, outcomes: list[Outcome], seconds: float) -> None:
+    """Metrics for one recorded batch (after its commit, so they count what the
+    database says happened)."""
+    by_status = Counter(o.status.value for o in outcomes if o.status is not MessageStatus.QUEUED)
+    for status, count in by_status.items():
+        MESSAGES.labels(status).inc(count)
+    for reason, count in batch.held.items():
+        HELD.labels(reason).inc(count)
+    render_errors = sum(1 for o in outcomes if o.reason == "render_error")
+    if render_errors:
+        RENDER_ERRORS.inc(render_errors)
+    BATCH_SIZE.labels("send").observe(len(batch.messages) + sum(batch.held.values()))
+    BATCH_SECONDS.labels("send").observe(seconds)
+
+
 def send_batch(
     sessions: sessionmaker[Session], sending: Sending, *, limit: int | None = None
 ) -> tuple[int, list[Outcome], Batch]:
+    started = time.perf_counter()
     with transaction(sessions) as session:
         batch = claim_batch(session, settings=sending.settings, cache=sending.cache, limit=limit)
     outcomes = deliver(sending, batch) if batch.messages else []
@@ -234,6 +252,8 @@ def send_batch(
         with transaction(sessions) as session:
             record_outcomes(session, batch.owner, outcomes)
     claimed = len(batch.messages) + sum(batch.held.values())
+    if claimed:
+        count_batch(batch, outcomes, time.perf_counter() - started)
     return claimed, outcomes, batch
 
 

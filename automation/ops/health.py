@@ -96,3 +96,38 @@ def check_hit_queue(_session: Session) -> Check:
 
 
 DOMAIN_PROBES.append(check_hit_queue)
+
+
+LAG_LIMIT_SECONDS = 600.0
+
+
+def check_tick_lag(session: Session) -> Check:
+    """Due enrolments and messages nobody has picked up: no engine or send worker, or
+    no scheduler, is running (or they cannot keep up)."""
+
+    def probe() -> str:
+        from automation import clock
+        from automation.ops.lag import outbox_lag, workflow_lag
+
+        now = clock.now()
+        lags = {"workflow": workflow_lag(session, now), "outbox": outbox_lag(session, now)}
+        detail = ", ".join(f"{name} {seconds:.0f} s behind" for name, seconds in lags.items())
+        if max(lags.values()) > LAG_LIMIT_SECONDS:
+            raise RuntimeError(f"{detail} (are the workers and a scheduler running?)")
+        return detail
+
+    return _timed("tick_lag", probe)
+
+
+def check_outbox(session: Session) -> Check:
+    """The outbox by open state; `unknown` messages wait for an operator's decision."""
+
+    def probe() -> str:
+        from automation.ops.lag import outbox_backlog
+
+        return ", ".join(f"{count} {state}" for state, count in outbox_backlog(session).items())
+
+    return _timed("outbox", probe)
+
+
+DOMAIN_PROBES.extend([check_tick_lag, check_outbox])

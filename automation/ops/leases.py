@@ -58,15 +58,29 @@ def lease_holder(session: Session, name: str) -> Lease | None:
 
 
 def run_exclusively(
-    sessions: sessionmaker[Session], name: str, ttl: timedelta, work: Callable[[], T]
+    sessions: sessionmaker[Session],
+    name: str,
+    ttl: timedelta,
+    work: Callable[[], T],
+    *,
+    holder: str | None = None,
 ) -> T | None:
     """Run ``work`` only if this process holds (or takes) lease ``name``; None otherwise.
 
-    For periodic jobs that must not run twice at once however many schedulers fire them.
-    The lease is kept until it expires, so the same process keeps the job while alive.
+    For periodic jobs that must not run twice at once however many schedulers fire them
+    and however many workers take their ticks. The lease is released when the work ends,
+    so the next tick runs on whichever worker takes it; ``ttl`` only bounds how long a
+    worker that died mid-run blocks the others, so it must outlast one run.
     """
-    holder = process_holder()
+    holder = holder or process_holder()
     with sessions() as session:
         won = acquire_lease(session, name, holder, ttl)
         session.commit()
-    return work() if won else None
+    if not won:
+        return None
+    try:
+        return work()
+    finally:
+        with sessions() as session:
+            release_lease(session, name, holder)
+            session.commit()

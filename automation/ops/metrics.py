@@ -24,9 +24,17 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from automation import clock
+from automation.config import Settings
 from automation.contacts.models import Contact, ImportJob
+from automation.ops.lag import outbox_backlog, outbox_lag, workflow_lag
 
 MESSAGES = Counter("nurture_messages_total", "Messages finished by the sender", ["status"])
+HELD = Counter(
+    "nurture_messages_held_total",
+    "Messages held back at claim time (suppressed, capped, template deleted)",
+    ["reason"],
+)
 TRACKING_HITS = Counter("nurture_tracking_hits_total", "Tracking hits", ["kind", "verdict"])
 RENDER_ERRORS = Counter("nurture_render_errors_total", "Template renders that failed")
 BATCH_SECONDS = Histogram("nurture_batch_seconds", "Duration of a batch job", ["job"])
@@ -62,6 +70,21 @@ def _imports(session: Session) -> Iterable[tuple[tuple[str, ...], float]]:
     return [((status.value,), float(count)) for status, count in rows]
 
 
+@database_gauge(
+    "nurture_tick_lag_seconds",
+    "Seconds the oldest due row has waited for its tick (workflow) or a sender (outbox)",
+    ["queue"],
+)
+def _lag(session: Session) -> Iterable[tuple[tuple[str, ...], float]]:
+    now = clock.now()
+    return [(("workflow",), workflow_lag(session, now)), (("outbox",), outbox_lag(session, now))]
+
+
+@database_gauge("nurture_outbox_messages", "Messages not yet final, by state", ["status"])
+def _outbox(session: Session) -> Iterable[tuple[tuple[str, ...], float]]:
+    return [((status,), float(count)) for status, count in outbox_backlog(session).items()]
+
+
 class DatabaseCollector(Collector):
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
@@ -75,13 +98,48 @@ class DatabaseCollector(Collector):
                 yield family
 
 
-def render_metrics(sessions: sessionmaker[Session]) -> tuple[bytes, str]:
+class QueueCollector(Collector):
+    """Work waiting in the broker, read at scrape time: Celery tasks per queue (Redis
+    broker) and tracking hits not yet ingested. A broker that does not answer leaves the
+    gauge out rather than failing the scrape."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterable[Metric]:
+        from automation.queueing import QUEUES
+        from automation.tracking.hits import make_hit_queue
+
+        family = GaugeMetricFamily(
+            "nurture_queue_depth", "Tasks or tracking hits waiting in the broker", labels=["queue"]
+        )
+        try:
+            family.add_metric(["hits"], float(make_hit_queue(self.settings).depth()))
+            if self.settings.broker_url.startswith("redis"):
+                import redis
+
+                client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=2)
+                try:
+                    for queue in QUEUES:
+                        family.add_metric([queue], float(client.llen(queue)))
+                finally:
+                    client.close()
+        except Exception:  # noqa: S110  # the scrape reports what it could read
+            pass
+        yield family
+
+
+def render_metrics(
+    sessions: sessionmaker[Session], settings: Settings | None = None
+) -> tuple[bytes, str]:
     """The exposition text for this process (or all processes in multiprocess mode)."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:
-        for collector in (MESSAGES, TRACKING_HITS, RENDER_ERRORS, BATCH_SECONDS, BATCH_SIZE):
+        for collector in (MESSAGES, HELD, TRACKING_HITS, RENDER_ERRORS, BATCH_SECONDS, BATCH_SIZE):
             registry.register(collector)
     registry.register(DatabaseCollector(sessions))
+    if settings is not None:
+        registry.register(QueueCollector(settings))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,7 +16,7 @@ from automation.db import dialect_insert
 from automation.email.models import Message
 from automation.errors import NotFound
 from automation.ops.leases import run_exclusively
-from automation.ops.metrics import TRACKING_HITS
+from automation.ops.metrics import BATCH_SECONDS, BATCH_SIZE, TRACKING_HITS
 from automation.reactions import IngestedEvent, react_to_events
 from automation.tracking.hits import HitQueue, decode_all
 from automation.tracking.ingest import IngestReport, ingest_hits
@@ -38,6 +39,7 @@ def drain_hits(
     def work() -> IngestReport:
         total = IngestReport()
         for _ in range(max_batches):
+            started = time.perf_counter()
             lines, receipt = queue.take(batch_size)
             if not lines:
                 break
@@ -54,6 +56,8 @@ def drain_hits(
             total.machine += report.machine
             for cls, n in report.classes.items():
                 TRACKING_HITS.labels("ingested", cls).inc(n)
+            BATCH_SIZE.labels("tracking").observe(len(lines))
+            BATCH_SECONDS.labels("tracking").observe(time.perf_counter() - started)
         return total
 
     result = run_exclusively(sessions, DRAIN_LEASE, timedelta(minutes=2), work)

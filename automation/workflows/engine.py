@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from automation import clock
 from automation.bulk import insert_rows, update_rows
 from automation.db import UTCDateTime, one_of
+from automation.ops import metrics
 from automation.workflows import nodes
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.goals import Open, goal_conversions
@@ -485,6 +486,7 @@ def run_due(
     report = RunReport()
     deadline = time.monotonic() + budget_seconds
     while True:
+        started = time.perf_counter()
         with sessions() as session:
             now = clock.now()
             claim = claim_batch(session, now, batch_size)
@@ -493,6 +495,8 @@ def run_due(
                 return report
             moved = advance_claimed(session, claim, now, http=http)
             session.commit()
+        metrics.BATCH_SIZE.labels("workflow").observe(len(claim.ids))
+        metrics.BATCH_SECONDS.labels("workflow").observe(time.perf_counter() - started)
         report.batches += 1
         report.enrollments += moved.enrollments
         report.steps += moved.steps
