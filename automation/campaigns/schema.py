@@ -11,6 +11,7 @@ from automation.campaigns.models import (
     CampaignStatus,
     ScheduleMode,
     WinnerFallback,
+    WinnerMethod,
     WinnerMetric,
 )
 
@@ -43,6 +44,10 @@ class AbTestIn(Strict):
     test_percent: int = Field(20, description="share of the audience in the test, 1-100")
     test_minutes: int = Field(240, description="test duration before the winner is chosen")
     winner_metric: WinnerMetric = WinnerMetric.OPEN_RATE
+    winner_method: WinnerMethod = Field(
+        WinnerMethod.Z_TEST,
+        description="z_test: p < 1 - confidence; bayesian: P(leader beats runner-up) >= confidence",
+    )
     min_sample: int = Field(100, ge=1, description="minimum delivered per variant")
     confidence: float = Field(0.95, gt=0.5, lt=1)
     fallback: WinnerFallback = WinnerFallback.LEADER
@@ -79,6 +84,7 @@ class CampaignOut(BaseModel):
     test_percent: int
     test_minutes: int
     winner_metric: WinnerMetric
+    winner_method: WinnerMethod
     min_sample: int
     confidence: float
     fallback: WinnerFallback
