@@ -38,6 +38,7 @@ def can(role: str) -> bool:
 def _load_views() -> Any:
     from web.ui import (
         accounts,
+        campaigns,
         contacts,
         dashboard,
         email_templates,
@@ -50,6 +51,7 @@ def _load_views() -> Any:
 
     return (
         accounts,
+        campaigns,
         contacts,
         dashboard,
         imports,
