@@ -261,9 +261,12 @@ def user_factory(app: Any) -> Any:
     return make
 
 
-def start_worker(settings: Settings, broker_url: str | None = None) -> Any:
-    """A real Celery worker process (engine queue) on the settings' database and broker;
-    its output goes to worker.log beside the var directory. Terminate it when done."""
+def start_worker(
+    settings: Settings, broker_url: str | None = None, queues: str = "engine", **env: str
+) -> Any:
+    """A real Celery worker process (the engine queue unless told) on the settings'
+    database and broker, with extra NURTURE_* variables in ``env``; its output goes to
+    worker.log beside the var directory. Terminate it when done."""
     import subprocess
     import sys
 
@@ -273,8 +276,9 @@ def start_worker(settings: Settings, broker_url: str | None = None) -> Any:
         "NURTURE_BROKER_URL": broker_url or settings.broker_url,
         "NURTURE_VAR_DIR": str(settings.var_dir),
         "NURTURE_SECRET_KEY": settings.secret_key,
+        **env,
     }
-    command = [sys.executable, "-m", "celery", "-A", "automation.tasks", "worker", "-Q", "engine"]
+    command = [sys.executable, "-m", "celery", "-A", "automation.tasks", "worker", "-Q", queues]
     return subprocess.Popen(
         [*command, "--pool", "solo", "--loglevel", "WARNING"],
         env=env,
