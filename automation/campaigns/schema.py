@@ -162,3 +162,44 @@ class ReportOut(BaseModel):
     variants: list[VariantReportOut]
     links: list[LinkReportOut]
     over_time: list[TimePointOut]
+
+
+class SplitPathOut(BaseModel):
+    path: str
+    contacts: int
+    sent: int
+    delivered: int
+    human_unique_opens: int
+    human_unique_clicks: int
+    open_rate: float
+    click_rate: float
+
+
+class SplitArmOut(BaseModel):
+    path: str
+    successes: int
+    trials: int
+    rate: float
+    ci_low: float
+    ci_high: float
+    p_value_vs_leader: float
+    probability_to_beat_control: float | None
+
+
+class SplitTestOut(BaseModel):
+    leader: str
+    variants: list[SplitArmOut]
+    z: float
+    p_value: float
+    probability_leader_beats_runner_up: float
+    confidence: float
+    significant: bool
+
+
+class SplitReportOut(BaseModel):
+    """A workflow split node's A/B report (automation.workflows.splits)."""
+
+    workflow_id: int
+    node_id: str
+    paths: list[SplitPathOut]
+    tests: dict[str, SplitTestOut]

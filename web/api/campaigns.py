@@ -20,9 +20,11 @@ from automation.campaigns.schema import (
     CampaignOut,
     ReportOut,
     ScheduleIn,
+    SplitReportOut,
     VariantOut,
     WinnerIn,
 )
+from automation.workflows.splits import split_report
 from web.api.routing import ApiBlueprint
 from web.database import db
 
@@ -187,3 +189,14 @@ def click_map(campaign_id: int, query: ClickMapQuery) -> Response:
     service.get_campaign(db(), campaign_id)
     page = reports.click_map_html(db(), campaign_id, query.variant_id)
     return Response(page, mimetype="text/html")
+
+
+@bp.operation(
+    "/workflows/<int:workflow_id>/splits/<node_id>",
+    "GET",
+    summary="A/B report of a workflow split node: per path sends, human opens and clicks, "
+    "rates with intervals and significance",
+    response=SplitReportOut,
+)
+def workflow_split_report(workflow_id: int, node_id: str) -> SplitReportOut:
+    return SplitReportOut.model_validate(split_report(db(), workflow_id, node_id))

@@ -481,3 +481,20 @@ def campaign_delete(campaign_id: int) -> Any:
     db().commit()
     flash("Draft deleted.", "success")
     return redirect(url_for("ui.campaigns"))
+
+
+# --- workflow split nodes ----------------------------------------------------------------
+
+
+@bp.route("/workflows/<int:workflow_id>/splits/<node_id>")
+@login_required()
+def workflow_split(workflow_id: int, node_id: str) -> Any:
+    """A standalone A/B report of one split node (the canvas links here)."""
+    from automation.workflows.service import get_workflow
+    from automation.workflows.splits import split_report
+
+    return render_template(
+        "campaigns/split.html",
+        workflow=get_workflow(db(), workflow_id),
+        report=split_report(db(), workflow_id, node_id),
+    )
