@@ -81,7 +81,7 @@ def split_report(
         .group_by(step.exit)
     ).all()
     counts = {label: (int(s), int(d), int(o), int(c)) for label, s, d, o, c in rows}
-    out_paths = []
+    out_paths: list[dict[str, Any]] = []
     for label in paths:
         s, d, o, c = counts.get(label, (0, 0, 0, 0))
         out_paths.append(
@@ -96,7 +96,7 @@ def split_report(
                 "click_rate": c / d if d else 0.0,
             }
         )
-    tests = {}
+    tests: dict[str, Any] = {}
     for metric, key in (("open_rate", "human_unique_opens"), ("click_rate", "human_unique_clicks")):
         arms = [Arm(n, p["path"], p[key], p["delivered"]) for n, p in enumerate(out_paths)]
         result = decide(arms, confidence=confidence, min_sample=1)
