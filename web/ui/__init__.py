@@ -18,7 +18,7 @@ NAV: list[tuple[str, str]] = [
     ("ui.templates", "Templates"),
     ("ui.workflows", "Workflows"),
     ("ui.campaigns", "Campaigns"),
-    ("ui.outbox", "Outbox"),
+    ("ui.outbox", "Operations"),
     ("ui.settings", "Settings"),
     ("ui.sent_mail", "Sent mail (local)"),
 ]
