@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from campaignkit import bulk_contacts, make_list
-from conftest import make_settings, screenshot, start_worker
+from conftest import ARTIFACTS, make_settings, screenshot, start_worker
 from emailkit import make_template
 from playwright.sync_api import expect
 from test_browser_ui import PASSWORD, log_in
@@ -108,3 +108,5 @@ def test_marketer_creates_and_starts_an_ab_campaign_and_sees_its_results(
     assert "clicks" in frame.locator("body").inner_text()
     assert page.get_attribute("#click-map-frame", "sandbox") == ""
     screenshot(page, "campaign-results")
+    page.locator("#click-map-frame").scroll_into_view_if_needed()
+    page.locator("#click-map-frame").screenshot(path=str(ARTIFACTS / "campaign-click-map.png"))
