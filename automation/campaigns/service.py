@@ -80,6 +80,32 @@ def list_campaigns(session: Session) -> list[Campaign]:
     return list(session.scalars(select(Campaign).order_by(Campaign.id.desc())))
 
 
+RUNNING = (CampaignStatus.SCHEDULED, CampaignStatus.TESTING, CampaignStatus.SENDING)
+
+
+def campaign_progress(session: Session, campaign: Campaign) -> dict[str, Any]:
+    """Message counts by status and the share of recipients with an outcome: what the
+    campaign page polls while it runs (one indexed GROUP BY on the campaign's messages)."""
+    counts = dict.fromkeys([s.value for s in MessageStatus], 0)
+    for status, n in session.execute(
+        select(Message.status, func.count())
+        .where(Message.campaign_id == campaign.id)
+        .group_by(Message.status)
+    ):
+        counts[MessageStatus(status).value] = int(n)
+    done = sum(counts[s.value] for s in DONE)
+    audience = campaign.audience_count or 0
+    return {
+        "status": campaign.status.value,
+        "audience": audience,
+        "counts": counts,
+        "done": done,
+        "percent": round(100 * done / audience, 1) if audience else 0.0,
+        "running": campaign.status in RUNNING,
+        "next_run_at": campaign.next_run_at.isoformat() if campaign.next_run_at else None,
+    }
+
+
 def variants_of(session: Session, campaign_id: int) -> list[CampaignVariant]:
     return list(
         session.scalars(

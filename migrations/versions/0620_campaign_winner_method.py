@@ -1,4 +1,4 @@
-"""campaigns: winner method (z-test or Bayesian)
+"""campaigns: winner method (z-test or Bayesian), messages by campaign index
 
 Revision ID: 0620
 Revises: 0400
@@ -25,8 +25,12 @@ def upgrade() -> None:
                 server_default='z_test',
             )
         )
+    with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.create_index('ix_messages_campaign_status', ['campaign_id', 'status'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.drop_index('ix_messages_campaign_status')
     with op.batch_alter_table('campaigns', schema=None) as batch_op:
         batch_op.drop_column('winner_method')

@@ -35,7 +35,6 @@ from web.ui import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, parse
 
 VARIANT_SLOTS = service.MAX_VARIANTS
-RUNNING = (CampaignStatus.SCHEDULED, CampaignStatus.TESTING, CampaignStatus.SENDING)
 METRIC_LABELS = {
     WinnerMetric.OPEN_RATE.value: "Human unique open rate",
     WinnerMetric.CLICK_RATE.value: "Human unique click rate",
@@ -298,25 +297,7 @@ def _after_save(campaign: Campaign) -> None:
 
 
 def progress_of(campaign: Campaign) -> dict[str, Any]:
-    """Message counts by status: what the page shows and polls while a campaign runs."""
-    counts = dict.fromkeys([s.value for s in MessageStatus], 0)
-    for status, n in db().execute(
-        select(Message.status, func.count())
-        .where(Message.campaign_id == campaign.id)
-        .group_by(Message.status)
-    ):
-        counts[MessageStatus(status).value] = int(n)
-    done = sum(counts[s.value] for s in service.DONE)
-    audience = campaign.audience_count or 0
-    return {
-        "status": campaign.status.value,
-        "audience": audience,
-        "counts": counts,
-        "done": done,
-        "percent": round(100 * done / audience, 1) if audience else 0.0,
-        "running": campaign.status in RUNNING,
-        "next_run_at": campaign.next_run_at.isoformat() if campaign.next_run_at else None,
-    }
+    return service.campaign_progress(db(), campaign)
 
 
 @bp.route("/campaigns", endpoint="campaigns")
