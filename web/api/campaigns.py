@@ -71,6 +71,23 @@ def get_campaign(campaign_id: int) -> CampaignOut:
 
 @bp.operation(
     "/campaigns/<int:campaign_id>",
+    "PUT",
+    summary="Replace a campaign that has not started (draft or scheduled): audience, "
+    "variants and A/B settings; the schedule is kept",
+    role=Role.MARKETER,
+    body=CampaignIn,
+    response=CampaignOut,
+)
+def update_campaign(campaign_id: int, body: CampaignIn) -> CampaignOut:
+    campaign = service.update_campaign(
+        db(), campaign_id, body, user_id=getattr(g.principal, "user_id", None)
+    )
+    db().commit()
+    return _out(campaign)
+
+
+@bp.operation(
+    "/campaigns/<int:campaign_id>",
     "DELETE",
     summary="Delete a draft campaign",
     role=Role.MARKETER,
