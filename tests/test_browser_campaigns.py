@@ -68,7 +68,8 @@ def test_marketer_creates_and_starts_an_ab_campaign_and_sees_its_results(
     expect(page.locator("#audience-count")).to_have_text("8")
     assert page.is_hidden("#ab-test")  # one variant: no test settings
     page.select_option("[name='variants[0].template_version_id']", label="Autumn letter (v1)")
-    page.click("#add-variant")
+    assert page.is_hidden("[name='send_at']")  # "now" needs no time
+    assert page.is_visible("[data-variant='1']") and page.is_hidden("[data-variant='2']")
     page.select_option("[name='variants[1].template_version_id']", label="Autumn letter (v1)")
     page.fill("[name='variants[1].subject']", "Last days of autumn")
     assert page.is_visible("#ab-test")
