@@ -255,6 +255,20 @@ def test_the_test_period_starts_at_the_last_test_send(session, setup, frozen):
     assert campaign.status is CampaignStatus.SENDING
 
 
+def test_a_message_capped_for_days_does_not_hold_the_test_back(session, setup, frozen):
+    campaign = _ab(session, setup, test_minutes=60)
+    service.schedule_campaign(session, campaign.id, ScheduleIn())
+    service.run_due(session)
+    first, *rest = _messages(session, campaign.id)
+    for m in rest:
+        m.status, m.sent_at = MessageStatus.SENT, NOW
+    first.status, first.reason = MessageStatus.DEFERRED, "frequency_cap"
+    first.next_attempt_at = NOW + timedelta(days=3)
+    session.flush()
+    frozen.advance(minutes=60)
+    assert service.run_due(session)["decided"] == 1
+
+
 def test_bayesian_winner_is_stored_like_the_z_test(session, setup, frozen):
     campaign = _ab(session, setup, winner_method="bayesian", fallback=WinnerFallback.MANUAL)
     service.schedule_campaign(session, campaign.id, ScheduleIn())

@@ -547,14 +547,18 @@ TEST_RECHECK = timedelta(minutes=1)
 
 def test_ends_at(session: Session, campaign: Campaign, now: datetime) -> datetime | None:
     """When the test period ends: ``test_minutes`` after the last test message went out,
-    or None while some are still waiting or sending (the period has not begun). Before
-    the winner is picked every message of the campaign is a test message."""
+    or None while some are still being sent or due to go soon (the period has not begun).
+    A message held further out than one test period (a frequency-cap deferral of days, a
+    long retry backoff) does not hold the test back. Before the winner is picked every
+    message of the campaign is a test message."""
+    horizon = now + timedelta(minutes=campaign.test_minutes)
     waiting = session.scalar(
         select(func.count())
         .select_from(Message)
         .where(
             Message.campaign_id == campaign.id,
-            Message.status.in_((*WAITING, MessageStatus.SENDING)),
+            (Message.status == MessageStatus.SENDING)
+            | (Message.status.in_(WAITING) & (Message.next_attempt_at <= horizon)),
         )
     )
     if waiting:
