@@ -324,6 +324,11 @@ def test_probability_to_beat_matches_numerical_integration(s1, n1, s2, n2):
     assert got + probability_to_beat(s2, n2, s1, n1) == pytest.approx(1.0, abs=1e-9)
 
 
+def test_probability_to_beat_survives_more_successes_than_trials():
+    # Opens of messages counted as bounced can outnumber the delivered ones.
+    assert probability_to_beat(12, 10, 3, 10) == probability_to_beat(10, 10, 3, 10)
+
+
 def test_manual_pick_before_the_test_ends(session, setup):
     campaign = _ab(session, setup, fallback=WinnerFallback.MANUAL)
     service.schedule_campaign(session, campaign.id, ScheduleIn())

@@ -54,8 +54,11 @@ def probability_to_beat(s1: int, n1: int, s2: int, n2: int) -> float:
     """P(rate 1 > rate 2) with posteriors Beta(1 + s, 1 + n - s): the closed form
     sum_{i<a1} B(a2 + i, b1 + b2) / ((b1 + i) B(1 + i, b1) B(a2, b2)) (Evan Miller),
     one term per success of arm 1, each in log space so large counts do not overflow."""
-    a1, b1 = 1 + s1, 1 + n1 - s1
-    a2, b2 = 1 + s2, 1 + n2 - s2
+    # Successes are clamped to the trials: an open of a message counted as bounced, or
+    # not yet marked sent, must not make a posterior parameter zero or negative.
+    s1, s2 = min(max(s1, 0), max(n1, 0)), min(max(s2, 0), max(n2, 0))
+    a1, b1 = 1 + s1, 1 + max(n1, 0) - s1
+    a2, b2 = 1 + s2, 1 + max(n2, 0) - s2
     # The sum runs over the smaller of the two success counts, using the symmetry
     # P(x1 > x2) = 1 - P(x2 > x1) (ties have probability zero for continuous posteriors).
     if a1 > a2:
