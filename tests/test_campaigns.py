@@ -21,7 +21,7 @@ from automation.campaigns.models import (
     WinnerFallback,
 )
 from automation.campaigns.schema import AbTestIn, CampaignIn, ScheduleIn, VariantIn
-from automation.campaigns.stats import probability_to_beat, two_proportion_p_value
+from automation.campaigns.stats import probability_to_beat, two_proportion_p_value, wilson_interval
 from automation.contacts.models import Contact
 from automation.email.models import Message, MessageStatus
 from automation.errors import Conflict, InvalidInput
@@ -327,6 +327,7 @@ def test_probability_to_beat_matches_numerical_integration(s1, n1, s2, n2):
 def test_probability_to_beat_survives_more_successes_than_trials():
     # Opens of messages counted as bounced can outnumber the delivered ones.
     assert probability_to_beat(12, 10, 3, 10) == probability_to_beat(10, 10, 3, 10)
+    assert wilson_interval(12, 10) == wilson_interval(10, 10)
 
 
 def test_manual_pick_before_the_test_ends(session, setup):

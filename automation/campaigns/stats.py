@@ -24,10 +24,10 @@ def _z_for(confidence: float) -> float:
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    if n == 0:
+    if n <= 0:
         return 0.0, 0.0
     z = _z_for(confidence)
-    p = successes / n
+    p = min(max(successes, 0), n) / n  # see probability_to_beat: successes may exceed n
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
