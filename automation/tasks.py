@@ -136,7 +136,10 @@ def campaigns_tick() -> dict[str, int]:
     from automation.db import transaction
 
     with transaction(runtime().sessions) as session:
-        return run_due(session)
+        report = run_due(session)
+    if report["started"] or report["decided"]:
+        runtime().enqueue(send_due)  # the emails just queued go out now, not at the next beat
+    return report
 
 
 celery_app.conf.beat_schedule["campaigns.tick"] = {

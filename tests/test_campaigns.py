@@ -5,6 +5,7 @@ and every bad input naming its field."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from campaignkit import bulk_contacts, engage, make_list, write_events
@@ -20,7 +21,7 @@ from automation.campaigns.models import (
     WinnerFallback,
 )
 from automation.campaigns.schema import AbTestIn, CampaignIn, ScheduleIn, VariantIn
-from automation.campaigns.stats import two_proportion_p_value
+from automation.campaigns.stats import probability_to_beat, two_proportion_p_value, wilson_interval
 from automation.contacts.models import Contact
 from automation.email.models import Message, MessageStatus
 from automation.errors import Conflict, InvalidInput
@@ -122,15 +123,32 @@ def test_pause_parks_waiting_messages_and_resume_restores_them(session, setup, f
     assert campaign.status is CampaignStatus.SENDING
 
 
-def test_cancel_removes_unsent_messages_and_keeps_sent_ones(session, setup):
+def test_cancel_removes_untaken_messages_keeps_sent_and_attempted_ones(session, setup):
     campaign = _campaign(session, setup)
     service.schedule_campaign(session, campaign.id, ScheduleIn())
     service.run_due(session)
-    first = _messages(session, campaign.id)[0]
-    first.status = MessageStatus.SENT
+    sent, capped, retried, held = _messages(session, campaign.id)[:4]
+    sent.status = MessageStatus.SENT
+    # Deferred by the frequency cap: never handed to a relay.
+    capped.status, capped.reason = MessageStatus.DEFERRED, "frequency_cap"
+    # Deferred after a 4xx: an SMTP conversation happened, its record stays.
+    retried.status, retried.attempts = MessageStatus.DEFERRED, 1
+    retried.reason, retried.smtp_response = "temporary_failure", "451 try later"
+    held.status = MessageStatus.SENDING  # a sender holds it while the campaign is cancelled
     session.flush()
     service.cancel_campaign(session, campaign.id)
-    assert [m.id for m in _messages(session, campaign.id)] == [first.id]
+    session.expire_all()
+    left = {m.id: m for m in _messages(session, campaign.id)}
+    assert set(left) == {sent.id, retried.id, held.id}
+    assert (left[retried.id].status, left[retried.id].reason) == (MessageStatus.FAILED, "withdrawn")
+    assert left[retried.id].smtp_response == "451 try later"
+    # The held one comes back deferred after the cancel: the tick withdraws it, never resent.
+    left[held.id].status, left[held.id].attempts = MessageStatus.DEFERRED, 1
+    session.flush()
+    assert service.run_due(session)["withdrawn"] == 1
+    session.expire_all()
+    assert left[held.id].status is MessageStatus.FAILED
+    assert left[sent.id].status is MessageStatus.SENT
     with pytest.raises(Conflict):
         service.resume_campaign(session, campaign.id)
 
@@ -211,6 +229,105 @@ def test_ab_split_is_even_and_deterministic_and_the_winner_goes_to_the_rest(sess
     assert campaign.winner_variant_id != b.id
     assert len(_messages(session, campaign.id)) == 35
     assert campaign.status is CampaignStatus.SENDING
+
+
+def test_the_test_period_starts_at_the_last_test_send(session, setup, frozen):
+    campaign = _ab(session, setup, test_minutes=60)
+    service.schedule_campaign(session, campaign.id, ScheduleIn())
+    service.run_due(session)
+    test_messages = _messages(session, campaign.id)
+    # An hour passes and one test message still waits (throttled): no decision yet.
+    for m in test_messages[1:]:
+        m.status, m.sent_at = MessageStatus.SENT, NOW + timedelta(minutes=5)
+    session.flush()
+    frozen.advance(minutes=61)
+    assert service.run_due(session)["decided"] == 0
+    assert campaign.status is CampaignStatus.TESTING
+    # It goes out at 10:40; the test ends at 11:40, not 11:00.
+    last = NOW + timedelta(minutes=40)
+    test_messages[0].status, test_messages[0].sent_at = MessageStatus.SENT, last
+    session.flush()
+    frozen.now = last + timedelta(minutes=59)
+    assert service.run_due(session)["decided"] == 0
+    assert campaign.next_run_at == last + timedelta(minutes=60)
+    frozen.now = last + timedelta(minutes=60)
+    assert service.run_due(session)["decided"] == 1
+    assert campaign.status is CampaignStatus.SENDING
+
+
+def test_a_message_capped_for_days_does_not_hold_the_test_back(session, setup, frozen):
+    campaign = _ab(session, setup, test_minutes=60)
+    service.schedule_campaign(session, campaign.id, ScheduleIn())
+    service.run_due(session)
+    first, *rest = _messages(session, campaign.id)
+    for m in rest:
+        m.status, m.sent_at = MessageStatus.SENT, NOW
+    first.status, first.reason = MessageStatus.DEFERRED, "frequency_cap"
+    first.next_attempt_at = NOW + timedelta(days=3)
+    session.flush()
+    frozen.advance(minutes=60)
+    assert service.run_due(session)["decided"] == 1
+
+
+def test_bayesian_winner_is_stored_like_the_z_test(session, setup, frozen):
+    campaign = _ab(session, setup, winner_method="bayesian", fallback=WinnerFallback.MANUAL)
+    service.schedule_campaign(session, campaign.id, ScheduleIn())
+    service.run_due(session)
+    a, b = service.variants_of(session, campaign.id)
+    messages = _messages(session, campaign.id)
+    for m in messages:
+        m.status, m.sent_at = MessageStatus.SENT, NOW
+    b_messages = [m for m in messages if m.campaign_variant_id == b.id]
+    write_events(session, [engage(session, m, "email.opened", machine=False) for m in b_messages])
+    session.flush()
+    frozen.advance(minutes=61)
+    assert service.run_due(session)["decided"] == 1
+    result = campaign.test_result
+    assert result["method"] == "bayesian"
+    n_a = sum(1 for m in messages if m.campaign_variant_id == a.id)
+    expected = _beat_by_integration(len(b_messages), len(b_messages), 0, n_a)
+    assert result["probability_leader_beats_runner_up"] == pytest.approx(expected, abs=1e-4)
+    assert result["leader_id"] == b.id and result["significant"] is True
+    assert campaign.winner_variant_id == b.id and campaign.winner_source == "test"
+    rows = {r["variant_id"]: r for r in result["variants"]}
+    assert rows[a.id]["probability_to_beat_control"] is None
+    assert rows[b.id]["probability_to_beat_control"] == pytest.approx(expected, abs=1e-4)
+
+
+def _beat_by_integration(s1: int, n1: int, s2: int, n2: int, steps: int = 50_000) -> float:
+    """P(x1 > x2) for x ~ Beta(1 + s, 1 + n - s) by the midpoint rule on
+    integral of pdf1(x) * cdf2(x) dx: an independent check of the closed form."""
+    import math
+
+    def density(a: int, b: int) -> Any:
+        log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+        return lambda x: math.exp(log_norm + (a - 1) * math.log(x) + (b - 1) * math.log1p(-x))
+
+    pdf1, pdf2 = density(1 + s1, 1 + n1 - s1), density(1 + s2, 1 + n2 - s2)
+    h = 1.0 / steps
+    cdf2 = total = 0.0
+    for k in range(steps):
+        x = (k + 0.5) * h
+        p2 = pdf2(x) * h
+        total += pdf1(x) * h * (cdf2 + p2 / 2)
+        cdf2 += p2
+    return total
+
+
+@pytest.mark.parametrize(
+    ("s1", "n1", "s2", "n2"),
+    [(10, 100, 5, 100), (5, 100, 10, 100), (0, 0, 0, 0), (30, 50, 28, 60), (120, 400, 100, 380)],
+)
+def test_probability_to_beat_matches_numerical_integration(s1, n1, s2, n2):
+    got = probability_to_beat(s1, n1, s2, n2)
+    assert got == pytest.approx(_beat_by_integration(s1, n1, s2, n2), abs=1e-4)
+    assert got + probability_to_beat(s2, n2, s1, n1) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_probability_to_beat_survives_more_successes_than_trials():
+    # Opens of messages counted as bounced can outnumber the delivered ones.
+    assert probability_to_beat(12, 10, 3, 10) == probability_to_beat(10, 10, 3, 10)
+    assert wilson_interval(12, 10) == wilson_interval(10, 10)
 
 
 def test_manual_pick_before_the_test_ends(session, setup):

@@ -106,3 +106,32 @@ def test_viewers_read_but_do_not_send(api, ready):
     assert viewer.get(f"/campaigns/{campaign['id']}/report").status_code == 200
     assert viewer.post(f"/campaigns/{campaign['id']}/schedule", {}).status_code == 403
     assert api.delete(f"/campaigns/{campaign['id']}").status_code == 204
+
+
+def test_update_and_winner_method_name_bad_fields(api, ready):
+    two = [
+        {"template_version_id": ready["version"]},
+        {"template_version_id": ready["version"], "subject": "Other"},
+    ]
+    bad = _create(api, ready, variants=two, ab_test={"winner_method": "coin_flip"})
+    assert bad.status_code == 422
+    assert [d["path"] for d in bad.json["error"]["details"]] == ["ab_test.winner_method"]
+    made = _create(api, ready, variants=two, ab_test={"winner_method": "bayesian"}).json
+    assert made["winner_method"] == "bayesian"
+    other = _create(api, ready, name="Other").json
+    clash = api.put(f"/campaigns/{made['id']}", {**_body(ready), "name": "Other"})
+    assert clash.status_code == 422 and clash.json["error"]["details"][0]["path"] == "name"
+    ok = api.put(f"/campaigns/{made['id']}", {**_body(ready), "name": "Renamed"})
+    assert ok.status_code == 200 and len(ok.json["variants"]) == 1
+    assert ok.json["name"] == "Renamed" and ok.json["test_percent"] == 0
+    api.post(f"/campaigns/{other['id']}/schedule", {})
+    api.post(f"/campaigns/{other['id']}/cancel")
+    assert api.put(f"/campaigns/{other['id']}", _body(ready)).status_code == 409
+
+
+def _body(ready):
+    return {
+        "name": "Spring",
+        "include_segment_ids": [ready["list"]],
+        "variants": [{"template_version_id": ready["version"]}],
+    }

@@ -8,17 +8,21 @@ import re
 
 import pytest
 from conftest import login
+from sqlalchemy import select
 
 from automation.accounts.models import Role
 from automation.accounts.service import create_api_key, create_user
+from automation.campaigns.schema import CampaignIn, VariantIn
+from automation.campaigns.service import create_campaign
 from automation.contacts.jobs import draft_import_job, run_import_job
 from automation.contacts.models import CustomField, FieldType
 from automation.contacts.schema import ContactIn
 from automation.contacts.service import create_contact
 from automation.email.identities import create_sender_identity
+from automation.email.models import TemplateVersion
 from automation.email.schema import SenderIdentityIn, TemplateIn
 from automation.email.templates import create_template
-from automation.segments.models import SegmentKind
+from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import SegmentIn
 from automation.segments.service import create_segment
 from automation.workflows.service import create_workflow
@@ -71,6 +75,15 @@ def seeded(app):
                 "start": "end",
                 "nodes": [{"id": "end", "name": XSS, "type": "exit"}],
             },
+        )
+        segment_id = s.scalar(select(Segment.id))
+        create_campaign(
+            s,
+            CampaignIn(
+                name=XSS,
+                include_segment_ids=[segment_id],
+                variants=[VariantIn(template_version_id=s.scalar(select(TemplateVersion.id)))],
+            ),
         )
         job, _ = draft_import_job(
             s, f"{XSS}.csv", f"Email,{XSS}\nnot-an-email,x\n".encode(), created_by_id=1

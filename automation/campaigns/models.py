@@ -34,6 +34,11 @@ class WinnerMetric(enum.StrEnum):
     CLICK_TO_OPEN = "click_to_open"  # human unique clickers / human unique openers
 
 
+class WinnerMethod(enum.StrEnum):
+    Z_TEST = "z_test"  # pooled two-proportion z-test of the leader against the runner-up
+    BAYESIAN = "bayesian"  # probability to beat control from Beta posteriors (exact)
+
+
 class WinnerFallback(enum.StrEnum):
     LEADER = "leader"  # not significant: send the leader anyway
     CONTROL = "control"  # not significant: send variant A
@@ -66,6 +71,9 @@ class Campaign(Base):
     test_minutes: Mapped[int] = mapped_column(Integer, default=0)
     winner_metric: Mapped[WinnerMetric] = mapped_column(
         str_enum(WinnerMetric), default=WinnerMetric.OPEN_RATE
+    )
+    winner_method: Mapped[WinnerMethod] = mapped_column(
+        str_enum(WinnerMethod), default=WinnerMethod.Z_TEST
     )
     min_sample: Mapped[int] = mapped_column(Integer, default=100)
     confidence: Mapped[float] = mapped_column(default=0.95)
@@ -125,5 +133,6 @@ __all__ = [
     "CampaignVariant",
     "ScheduleMode",
     "WinnerFallback",
+    "WinnerMethod",
     "WinnerMetric",
 ]

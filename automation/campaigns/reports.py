@@ -203,7 +203,12 @@ def test_result(session: Session, campaign: Campaign) -> dict[str, Any]:
         else:
             successes, trials = c["human_unique_clicks"], c["human_unique_opens"]
         arms.append(Arm(variant.id, variant.name, successes, trials))
-    result = decide(arms, confidence=campaign.confidence, min_sample=campaign.min_sample)
+    result = decide(
+        arms,
+        confidence=campaign.confidence,
+        min_sample=campaign.min_sample,
+        method=campaign.winner_method.value,
+    )
     result["metric"] = campaign.winner_metric.value
     return result
 

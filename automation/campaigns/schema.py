@@ -11,6 +11,7 @@ from automation.campaigns.models import (
     CampaignStatus,
     ScheduleMode,
     WinnerFallback,
+    WinnerMethod,
     WinnerMetric,
 )
 
@@ -46,6 +47,10 @@ class AbTestIn(Strict):
     test_percent: int = Field(20, description="share of the audience in the test, 1-100")
     test_minutes: int = Field(240, description="test duration before the winner is chosen")
     winner_metric: WinnerMetric = WinnerMetric.OPEN_RATE
+    winner_method: WinnerMethod = Field(
+        WinnerMethod.Z_TEST,
+        description="z_test: p < 1 - confidence; bayesian: P(leader beats runner-up) >= confidence",
+    )
     min_sample: int = Field(100, ge=1, description="minimum delivered per variant")
     confidence: float = Field(0.95, gt=0.5, lt=1)
     fallback: WinnerFallback = WinnerFallback.LEADER
@@ -98,6 +103,7 @@ class CampaignOut(BaseModel):
     test_percent: int
     test_minutes: int
     winner_metric: WinnerMetric
+    winner_method: WinnerMethod
     min_sample: int
     confidence: float
     fallback: WinnerFallback
@@ -175,3 +181,44 @@ class ReportOut(BaseModel):
     variants: list[VariantReportOut]
     links: list[LinkReportOut]
     over_time: list[TimePointOut]
+
+
+class SplitPathOut(BaseModel):
+    path: str
+    contacts: int
+    sent: int
+    delivered: int
+    human_unique_opens: int
+    human_unique_clicks: int
+    open_rate: float
+    click_rate: float
+
+
+class SplitArmOut(BaseModel):
+    path: str
+    successes: int
+    trials: int
+    rate: float
+    ci_low: float
+    ci_high: float
+    p_value_vs_leader: float
+    probability_to_beat_control: float | None
+
+
+class SplitTestOut(BaseModel):
+    leader: str
+    variants: list[SplitArmOut]
+    z: float
+    p_value: float
+    probability_leader_beats_runner_up: float
+    confidence: float
+    significant: bool
+
+
+class SplitReportOut(BaseModel):
+    """A workflow split node's A/B report (automation.workflows.splits)."""
+
+    workflow_id: int
+    node_id: str
+    paths: list[SplitPathOut]
+    tests: dict[str, SplitTestOut]

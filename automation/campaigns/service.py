@@ -26,7 +26,7 @@ from automation.campaigns.schema import AbTestIn, CampaignIn, ScheduleIn, Varian
 from automation.contacts.addresses import known_time_zones
 from automation.contacts.models import Contact
 from automation.email.models import Message, MessageStatus, Template, TemplateVersion
-from automation.email.outbox import queue_for_contacts
+from automation.email.outbox import queue_for_contacts, withdraw_waiting
 from automation.email.schema import TemplateContent
 from automation.email.templates import add_version
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -78,6 +78,32 @@ def get_campaign(session: Session, campaign_id: int, *, lock: bool = False) -> C
 
 def list_campaigns(session: Session) -> list[Campaign]:
     return list(session.scalars(select(Campaign).order_by(Campaign.id.desc())))
+
+
+RUNNING = (CampaignStatus.SCHEDULED, CampaignStatus.TESTING, CampaignStatus.SENDING)
+
+
+def campaign_progress(session: Session, campaign: Campaign) -> dict[str, Any]:
+    """Message counts by status and the share of recipients with an outcome: what the
+    campaign page polls while it runs (one indexed GROUP BY on the campaign's messages)."""
+    counts = dict.fromkeys([s.value for s in MessageStatus], 0)
+    for status, n in session.execute(
+        select(Message.status, func.count())
+        .where(Message.campaign_id == campaign.id)
+        .group_by(Message.status)
+    ):
+        counts[MessageStatus(status).value] = int(n)
+    done = sum(counts[s.value] for s in DONE)
+    audience = campaign.audience_count or 0
+    return {
+        "status": campaign.status.value,
+        "audience": audience,
+        "counts": counts,
+        "done": done,
+        "percent": round(100 * done / audience, 1) if audience else 0.0,
+        "running": campaign.status in RUNNING,
+        "next_run_at": campaign.next_run_at.isoformat() if campaign.next_run_at else None,
+    }
 
 
 def variants_of(session: Session, campaign_id: int) -> list[CampaignVariant]:
@@ -159,7 +185,11 @@ def _variant_version(
         ) from None
 
 
-def create_campaign(session: Session, data: CampaignIn, *, user_id: int | None = None) -> Campaign:
+def _checked_versions(
+    session: Session, data: CampaignIn, user_id: int | None, *, campaign_id: int | None = None
+) -> list[TemplateVersion]:
+    """Every check of a campaign's input, then each variant's template version (an override
+    of subject, preheader or sender is saved as a new version)."""
     errors = _check_segments(session, "include_segment_ids", data.include_segment_ids)
     errors += _check_segments(session, "exclude_segment_ids", data.exclude_segment_ids)
     if not data.include_segment_ids:
@@ -167,8 +197,11 @@ def create_campaign(session: Session, data: CampaignIn, *, user_id: int | None =
     errors += _check_ab(data.ab_test, len(data.variants))
     if errors:
         raise InvalidInput(errors)
-    if session.scalar(select(Campaign.id).where(Campaign.name == data.name)) is not None:
-        raise Conflict(f"a campaign named {data.name!r} already exists")
+    same_name = select(Campaign.id).where(Campaign.name == data.name)
+    if campaign_id is not None:
+        same_name = same_name.where(Campaign.id != campaign_id)
+    if session.scalar(same_name) is not None:
+        raise InvalidInput(FieldError("name", f"a campaign named {data.name!r} already exists"))
     versions = [_variant_version(session, n, v, user_id) for n, v in enumerate(data.variants)]
     seen: dict[tuple[Any, ...], int] = {}
     for n, version in enumerate(versions):
@@ -184,26 +217,26 @@ def create_campaign(session: Session, data: CampaignIn, *, user_id: int | None =
         seen.setdefault(key, n)
     if errors:
         raise InvalidInput(errors)
-    now = clock.now()
+    return versions
+
+
+def _apply(
+    session: Session, campaign: Campaign, data: CampaignIn, versions: list[TemplateVersion]
+) -> None:
     ab = data.ab_test
-    campaign = Campaign(
-        name=data.name,
-        status=CampaignStatus.DRAFT,
-        include_segment_ids=list(data.include_segment_ids),
-        exclude_segment_ids=list(data.exclude_segment_ids),
-        schedule_mode=ScheduleMode.NOW,
-        fallback_time_zone="UTC",
-        utm=dict(data.utm),
-        test_percent=ab.test_percent if ab else 0,
-        test_minutes=ab.test_minutes if ab else 0,
-        min_sample=ab.min_sample if ab else 0,
-        confidence=ab.confidence if ab else 0.95,
-        created_at=now,
-        updated_at=now,
-    )
+    campaign.name = data.name
+    campaign.include_segment_ids = list(data.include_segment_ids)
+    campaign.exclude_segment_ids = list(data.exclude_segment_ids)
+    campaign.utm = dict(data.utm)
+    campaign.test_percent = ab.test_percent if ab else 0
+    campaign.test_minutes = ab.test_minutes if ab else 0
+    campaign.min_sample = ab.min_sample if ab else 0
+    campaign.confidence = ab.confidence if ab else 0.95
     if ab:
         campaign.winner_metric = ab.winner_metric
+        campaign.winner_method = ab.winner_method
         campaign.fallback = ab.fallback
+    campaign.updated_at = clock.now()
     session.add(campaign)
     session.flush()
     for n, version in enumerate(versions):
@@ -216,6 +249,32 @@ def create_campaign(session: Session, data: CampaignIn, *, user_id: int | None =
             )
         )
     session.flush()
+
+
+def create_campaign(session: Session, data: CampaignIn, *, user_id: int | None = None) -> Campaign:
+    versions = _checked_versions(session, data, user_id)
+    now = clock.now()
+    campaign = Campaign(
+        status=CampaignStatus.DRAFT,
+        schedule_mode=ScheduleMode.NOW,
+        fallback_time_zone="UTC",
+        created_at=now,
+    )
+    _apply(session, campaign, data, versions)
+    return campaign
+
+
+def update_campaign(
+    session: Session, campaign_id: int, data: CampaignIn, *, user_id: int | None = None
+) -> Campaign:
+    """Change a campaign that has not started (draft or scheduled): audience, variants and
+    A/B settings are replaced as a whole; its schedule is kept."""
+    campaign = get_campaign(session, campaign_id, lock=True)
+    if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
+        raise Conflict(f"a {campaign.status.value} campaign cannot be edited")
+    versions = _checked_versions(session, data, user_id, campaign_id=campaign.id)
+    session.execute(delete(CampaignVariant).where(CampaignVariant.campaign_id == campaign.id))
+    _apply(session, campaign, data, versions)
     return campaign
 
 
@@ -468,7 +527,13 @@ def start_campaign(session: Session, campaign: Campaign, now: datetime) -> None:
         campaign.finished_at = now
         move(campaign, CampaignStatus.FINISHED)
     elif len(variants) > 1:
-        campaign.next_run_at = now + timedelta(minutes=campaign.test_minutes)
+        # The test period runs from the last test send; the tick checks it again then.
+        last = session.scalar(
+            select(func.max(CampaignRecipient.send_at)).where(
+                CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.test.is_(True)
+            )
+        )
+        campaign.next_run_at = max(last or now, now) + timedelta(minutes=campaign.test_minutes)
         move(campaign, CampaignStatus.TESTING)
     else:
         campaign.next_run_at = None
@@ -476,6 +541,33 @@ def start_campaign(session: Session, campaign: Campaign, now: datetime) -> None:
 
 
 # --- the A/B winner ------------------------------------------------------------------------
+
+# While test messages still wait (throttled, deferred, far time zones), look again this often.
+TEST_RECHECK = timedelta(minutes=1)
+
+
+def test_ends_at(session: Session, campaign: Campaign, now: datetime) -> datetime | None:
+    """When the test period ends: ``test_minutes`` after the last test message went out,
+    or None while some are still being sent or due to go soon (the period has not begun).
+    A message held further out than one test period (a frequency-cap deferral of days, a
+    long retry backoff) does not hold the test back. Before the winner is picked every
+    message of the campaign is a test message."""
+    horizon = now + timedelta(minutes=campaign.test_minutes)
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(Message)
+        .where(
+            Message.campaign_id == campaign.id,
+            (Message.status == MessageStatus.SENDING)
+            | (Message.status.in_(WAITING) & (Message.next_attempt_at <= horizon)),
+        )
+    )
+    if waiting:
+        return None
+    last = session.scalar(
+        select(func.max(Message.sent_at)).where(Message.campaign_id == campaign.id)
+    )
+    return (last or campaign.started_at or now) + timedelta(minutes=campaign.test_minutes)
 
 
 def decide_winner(session: Session, campaign: Campaign, now: datetime) -> None:
@@ -587,16 +679,14 @@ def resume_campaign(session: Session, campaign_id: int) -> Campaign:
 
 
 def cancel_campaign(session: Session, campaign_id: int) -> Campaign:
-    """Stop for good: messages not yet handed to a sender are removed from the outbox;
-    messages already sent stay in the report."""
+    """Stop for good (outbox.withdraw_waiting): waiting messages never handed to a relay
+    are removed, deferred ones that already had an SMTP attempt end `failed`/`withdrawn`
+    (kept as the record of the attempt), sent ones stay in the report. Messages a sender
+    holds right now finish; if one comes back deferred, the tick withdraws it."""
     campaign = get_campaign(session, campaign_id, lock=True)
     move(campaign, CampaignStatus.CANCELLED)
     campaign.next_run_at = None
-    session.execute(
-        delete(Message)
-        .where(Message.campaign_id == campaign.id, Message.status.in_(WAITING))
-        .execution_options(synchronize_session=False)
-    )
+    withdraw_waiting(session, Message.campaign_id == campaign.id)
     return campaign
 
 
@@ -629,7 +719,7 @@ def _finish_sent(session: Session, now: datetime) -> int:
 def run_due(session: Session, *, now: datetime | None = None) -> dict[str, int]:
     """The beat tick: start due campaigns, decide due tests, finish completed sends."""
     now = now or clock.now()
-    report = {"started": 0, "decided": 0, "finished": 0, "reparked": 0}
+    report = {"started": 0, "decided": 0, "finished": 0, "reparked": 0, "withdrawn": 0}
     due = session.scalars(
         select(Campaign)
         .where(
@@ -645,11 +735,31 @@ def run_due(session: Session, *, now: datetime | None = None) -> dict[str, int]:
             start_campaign(session, campaign, now)
             report["started"] += 1
         else:
+            ends = test_ends_at(session, campaign, now)
+            if ends is None or ends > now:
+                campaign.next_run_at = ends or now + TEST_RECHECK
+                continue
             decide_winner(session, campaign, now)
             report["decided"] += 1
     report["finished"] = _finish_sent(session, now)
     report["reparked"] = _repark(session)
+    report["withdrawn"] = _withdraw_cancelled(session, now)
     return report
+
+
+# A message leased when its campaign was cancelled comes back within the lease time
+# (an expired lease turns it `unknown`, not waiting); look back well past that.
+CANCEL_SWEEP = timedelta(hours=1)
+
+
+def _withdraw_cancelled(session: Session, now: datetime) -> int:
+    """Messages a sender held during a cancel and that came back deferred are withdrawn
+    like the rest (the tick runs more often than the shortest backoff)."""
+    recent = select(Campaign.id).where(
+        Campaign.status == CampaignStatus.CANCELLED, Campaign.updated_at >= now - CANCEL_SWEEP
+    )
+    deleted, withdrawn = withdraw_waiting(session, Message.campaign_id.in_(recent))
+    return deleted + withdrawn
 
 
 def _repark(session: Session) -> int:

@@ -125,6 +125,9 @@ class Message(Base):
         # Frequency cap and a contact's history.
         Index("ix_messages_contact_sent", "contact_id", "sent_at"),
         Index("ix_messages_lease", "status", "lease_expires_at"),
+        # A campaign's messages: its progress (polled by the campaign page), cancel and
+        # report read them by campaign, not by status.
+        Index("ix_messages_campaign_status", "campaign_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -67,8 +67,9 @@ from automation.policy import effective_settings
 
 S = MessageStatus
 ALLOWED: dict[MessageStatus, frozenset[MessageStatus]] = {
-    S.QUEUED: frozenset({S.SENDING}),
-    S.DEFERRED: frozenset({S.SENDING}),
+    # FAILED without a lease: withdrawn (a cancelled campaign) after an earlier SMTP attempt.
+    S.QUEUED: frozenset({S.SENDING, S.FAILED}),
+    S.DEFERRED: frozenset({S.SENDING, S.FAILED}),
     # From a lease: the outcome, or back to queued for rows never handed to the relay.
     S.SENDING: frozenset({S.SENT, S.FAILED, S.DEFERRED, S.SUPPRESSED, S.UNKNOWN, S.QUEUED}),
     # An operator's resend; or the late lease holder reporting what really happened.
@@ -916,6 +917,31 @@ def expire_leases(session: Session, *, now: datetime | None = None) -> int:
     )
     session.execute(delete(SendWindow).where(SendWindow.window_start < now - timedelta(hours=1)))
     return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult
+
+
+def withdraw_waiting(session: Session, scope: ColumnElement[bool]) -> tuple[int, int]:
+    """Take back the waiting (queued or deferred) messages matching ``scope``, e.g. those
+    of a cancelled campaign. A row never handed to a relay (no attempt yet; a frequency
+    cap deferral is not an attempt) is deleted: nothing was sent, nothing to keep. A row
+    that already had an SMTP conversation (a temporary failure, or an operator's resend
+    of an `unknown` one) is kept as the record of it and ends `failed` with reason
+    ``withdrawn``, never retried. Rows a sender holds are untouched; they finish as they
+    are (call again after they come back). Returns (deleted, withdrawn)."""
+    waiting = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
+    for old in waiting:
+        check_transition(old, MessageStatus.FAILED)
+    deleted = session.execute(
+        delete(Message)
+        .where(scope, Message.status.in_(waiting), Message.attempts == 0)
+        .execution_options(synchronize_session=False)
+    )
+    stopped = session.execute(
+        update(Message)
+        .where(scope, Message.status.in_(waiting), Message.attempts > 0)
+        .values(status=MessageStatus.FAILED, reason="withdrawn")
+        .execution_options(synchronize_session=False)
+    )
+    return int(deleted.rowcount), int(stopped.rowcount)  # type: ignore[attr-defined]
 
 
 def resend_message(session: Session, message_id: int) -> Message:

@@ -1,7 +1,7 @@
 """site tracking, forms, preference topics, campaign UTM
 
 Revision ID: 0630
-Revises: 0400
+Revises: 0620
 Create Date: 2026-11-27 21:53:32.226029
 """
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 import automation.db
 
 revision: str = '0630'
-down_revision: str | Sequence[str] | None = '0400'
+down_revision: str | Sequence[str] | None = '0620'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

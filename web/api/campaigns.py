@@ -20,9 +20,11 @@ from automation.campaigns.schema import (
     CampaignOut,
     ReportOut,
     ScheduleIn,
+    SplitReportOut,
     VariantOut,
     WinnerIn,
 )
+from automation.workflows.splits import split_report
 from web.api.routing import ApiBlueprint
 from web.database import db
 
@@ -65,6 +67,23 @@ def create_campaign(body: CampaignIn) -> CampaignOut:
 @bp.operation("/campaigns/<int:campaign_id>", "GET", summary="Get a campaign", response=CampaignOut)
 def get_campaign(campaign_id: int) -> CampaignOut:
     return _out(service.get_campaign(db(), campaign_id))
+
+
+@bp.operation(
+    "/campaigns/<int:campaign_id>",
+    "PUT",
+    summary="Replace a campaign that has not started (draft or scheduled): audience, "
+    "variants and A/B settings; the schedule is kept",
+    role=Role.MARKETER,
+    body=CampaignIn,
+    response=CampaignOut,
+)
+def update_campaign(campaign_id: int, body: CampaignIn) -> CampaignOut:
+    campaign = service.update_campaign(
+        db(), campaign_id, body, user_id=getattr(g.principal, "user_id", None)
+    )
+    db().commit()
+    return _out(campaign)
 
 
 @bp.operation(
@@ -187,3 +206,14 @@ def click_map(campaign_id: int, query: ClickMapQuery) -> Response:
     service.get_campaign(db(), campaign_id)
     page = reports.click_map_html(db(), campaign_id, query.variant_id)
     return Response(page, mimetype="text/html")
+
+
+@bp.operation(
+    "/workflows/<int:workflow_id>/splits/<node_id>",
+    "GET",
+    summary="A/B report of a workflow split node: per path sends, human opens and clicks, "
+    "rates with intervals and significance",
+    response=SplitReportOut,
+)
+def workflow_split_report(workflow_id: int, node_id: str) -> SplitReportOut:
+    return SplitReportOut.model_validate(split_report(db(), workflow_id, node_id))

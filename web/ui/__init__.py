@@ -19,7 +19,7 @@ NAV: list[tuple[str, str]] = [
     ("ui.workflows", "Workflows"),
     ("ui.campaigns", "Campaigns"),
     ("ui.lead_forms", "Forms"),
-    ("ui.outbox", "Outbox"),
+    ("ui.outbox", "Operations"),
     ("ui.settings", "Settings"),
     ("ui.sent_mail", "Sent mail (local)"),
 ]
@@ -39,6 +39,7 @@ def can(role: str) -> bool:
 def _load_views() -> Any:
     from web.ui import (
         accounts,
+        campaigns,
         contacts,
         dashboard,
         email_templates,
@@ -53,6 +54,7 @@ def _load_views() -> Any:
 
     return (
         accounts,
+        campaigns,
         contacts,
         dashboard,
         imports,

@@ -1,5 +1,7 @@
-"""The outbox for operators: messages by status, `unknown` ones resent by hand (they may
-have been delivered once already), deferred ones with their reason and next attempt."""
+"""Operations: the outbox backlog and tick lag, sender identities paused by the complaint
+guard (resumed by an admin), then the outbox itself: messages by status, `unknown` ones
+resent by hand (they may have been delivered once already), deferred ones with their
+reason and next attempt."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from automation.accounts.models import Role
 from automation.contacts.models import Contact
 from automation.email import outbox
 from automation.email.models import MessageStatus
+from automation.ops.backlog import outbox_backlog, paused_senders, tick_lag
+from automation.tracking.bounces import resume_identity
 from web.auth import login_required
 from web.database import db
 from web.ui import bp
@@ -30,7 +34,7 @@ def outbox_list() -> Any:
     messages, total = outbox.search_messages(db(), status=status, page=page, per_page=PER_PAGE)
     ids = {m.contact_id for m in messages}
     emails = (
-        dict(db().execute(select(Contact.id, Contact.email).where(Contact.id.in_(ids))))
+        dict(db().execute(select(Contact.id, Contact.email).where(Contact.id.in_(ids))).all())
         if ids
         else {}
     )
@@ -45,7 +49,19 @@ def outbox_list() -> Any:
         status=status.value if status else "",
         statuses=[s.value for s in MessageStatus],
         invalid_status=bool(raw) and status is None,
+        backlog=outbox_backlog(db()),
+        lag=tick_lag(db()),
+        paused=paused_senders(db()),
     )
+
+
+@bp.route("/outbox/senders/<int:identity_id>/resume", methods=["POST"])
+@login_required(Role.ADMIN)
+def outbox_resume_sender(identity_id: int) -> Any:
+    identity = resume_identity(db(), identity_id)
+    db().commit()
+    flash(f"Sender identity {identity.name} resumed: its waiting messages go out again.", "success")
+    return redirect(url_for("ui.outbox"))
 
 
 @bp.route("/outbox/<int:message_id>/resend", methods=["POST"])

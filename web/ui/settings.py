@@ -14,7 +14,7 @@ from automation.contacts.schema import CustomFieldIn
 from automation.email import identities
 from automation.email.models import SenderIdentity
 from web.auth import login_required
-from web.database import db
+from web.database import db, nurture
 from web.ui import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, parse, rejected
 
@@ -140,3 +140,26 @@ def field_delete(name: str) -> Any:
     db().commit()
     flash(f"Custom field {name} deleted; values already stored on contacts are kept.", "success")
     return redirect(url_for("ui.fields"))
+
+
+# --- sending policy (read-only: these live in NURTURE_* environment variables) -----------
+
+
+@bp.route("/settings/sending", endpoint="sending_settings")
+@login_required(Role.ADMIN)
+def sending_settings() -> Any:
+    """SMTP relay, frequency cap, sunset policy, bot filtering and quiet hours as this
+    installation runs them. They are environment settings (every worker must agree), so
+    the page shows them with the variable to change and the doctor's SMTP check; what the
+    database holds (sender identities, their pause) is edited on its own pages."""
+    from automation.ops.doctor import check_smtp_settings
+    from automation.tracking import classify
+
+    runtime = nurture()
+    return render_template(
+        "settings/sending.html",
+        s=runtime.settings,
+        smtp_check=check_smtp_settings(runtime),
+        classify=classify,
+        paused=[i for i in identities.list_sender_identities(db()) if i.paused_at is not None],
+    )
