@@ -66,7 +66,7 @@ FROM segment_memberships WHERE segment_id = 1
 ENGAGE = """
 INSERT INTO events (contact_id, name, properties, occurred_at, received_at, source)
 SELECT m.contact_id, CASE WHEN g % 3 = 0 THEN 'email.clicked' ELSE 'email.opened' END,
-       jsonb_build_object('message_id', m.id, 'machine', g % 4 = 0, 'link', g % 2),
+       jsonb_build_object('message_id', m.id, 'machine', g % 4 = 0, 'link_index', g % 2),
        now(), now(), 'bench'
 FROM messages m, generate_series(1, 2) AS g
 WHERE m.campaign_id = :campaign AND m.id % 3 = 0;

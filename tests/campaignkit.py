@@ -59,7 +59,7 @@ def engage(
     """One tracking event row as the tracking worker writes it (returned for bulk insert)."""
     properties: dict[str, Any] = {"message_id": message.id, "machine": machine}
     if link is not None:
-        properties["link"] = link
+        properties["link_index"] = link
     return {
         "contact_id": message.contact_id,
         "name": name,

@@ -344,6 +344,34 @@ def test_manual_pick_before_the_test_ends(session, setup):
     assert len(_messages(session, campaign.id)) == 35 and len(rest) > 10
 
 
+def test_a_click_ingested_by_the_tracking_worker_counts_on_its_link(session, setup, frozen):
+    """The report reads the events the tracking worker writes (not a hand-made shape)."""
+    from automation.tracking.hits import Hit
+    from automation.tracking.ingest import ingest_hits
+
+    campaign = _campaign(session, setup)
+    service.schedule_campaign(session, campaign.id, ScheduleIn())
+    service.run_due(session)
+    message = _messages(session, campaign.id)[0]
+    message.status, message.sent_at = MessageStatus.SENT, frozen.now - timedelta(hours=1)
+    session.flush()
+    human = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 Thunderbird"
+    hit = Hit(
+        id="hit-1",
+        kind="click",
+        message_id=message.id,
+        nonce=message.token_nonce & 0xFFFFFFFF,
+        template_version_id=message.template_version_id,
+        link_index=0,
+        at=frozen.now.timestamp(),
+        ip="203.0.113.9",
+        user_agent=human,
+    )
+    assert ingest_hits(session, [hit]).human == 1
+    links = {link["index"]: link for link in reports.campaign_report(session, campaign.id)["links"]}
+    assert links[0]["human_clicks"] == 1
+
+
 def test_report_separates_human_and_machine_and_counts_links(session, setup, frozen):
     campaign = _campaign(session, setup)
     service.schedule_campaign(session, campaign.id, ScheduleIn())

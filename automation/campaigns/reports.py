@@ -217,7 +217,7 @@ def _links(session: Session, campaign_id: int) -> list[dict[str, Any]]:
     """Human clicks per (template version, link index), with each link's share of the
     version's human clicks."""
     m, e = Message, Event
-    link = cast(e.properties["link"].as_integer(), Integer)
+    link = cast(e.properties["link_index"].as_integer(), Integer)
     rows = session.execute(
         select(
             m.template_version_id,
