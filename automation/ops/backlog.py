@@ -1,14 +1,15 @@
 """What an operator watches: the outbox backlog (due messages nobody has claimed yet, the
 oldest one's wait), tick lag (how long the oldest due enrolment or campaign step has been
 waiting for a tick) and the sender identities the complaint guard paused. Plain reads;
-all figures are computed from rows, so every process sees the same truth."""
+all figures are computed from rows, so every process sees the same truth. The Operations
+page, /readyz and the /metrics gauges all read them here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from automation import clock
@@ -17,6 +18,8 @@ from automation.email.models import Message, MessageStatus, SenderIdentity
 from automation.workflows.models import Enrollment, EnrollmentStatus
 
 WAITING = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
+# Rows the outbox still owes an outcome for (final states only grow).
+OPEN_STATES = (*WAITING, MessageStatus.SENDING, MessageStatus.UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,10 @@ class Backlog:
     due: int  # queued or deferred with next_attempt_at <= now: a sender should take them
     oldest_due_seconds: float  # how long the oldest due message has waited (0: none)
     paused_identity_messages: int  # waiting behind a paused sender identity
+
+    @property
+    def open_states(self) -> dict[str, int]:
+        return {state.value: self.by_status[state.value] for state in OPEN_STATES}
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,10 @@ def tick_lag(session: Session, *, now: datetime | None = None) -> TickLag:
     now = now or clock.now()
     w_due, w_oldest = session.execute(
         select(func.count(), func.min(Enrollment.next_run_at)).where(
-            Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.next_run_at <= now
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.next_run_at <= now,
+            # A leased enrolment is in a worker's hands right now: not lag.
+            or_(Enrollment.lease_until.is_(None), Enrollment.lease_until < now),
         )
     ).one()
     c_due, c_oldest = session.execute(
@@ -88,4 +98,4 @@ def paused_senders(session: Session) -> list[tuple[SenderIdentity, int]]:
     return [(identity, int(n)) for identity, n in rows]
 
 
-__all__ = ["Backlog", "TickLag", "outbox_backlog", "paused_senders", "tick_lag"]
+__all__ = ["OPEN_STATES", "Backlog", "TickLag", "outbox_backlog", "paused_senders", "tick_lag"]

@@ -107,10 +107,13 @@ def check_tick_lag(session: Session) -> Check:
 
     def probe() -> str:
         from automation import clock
-        from automation.ops.lag import outbox_lag, workflow_lag
+        from automation.ops.backlog import outbox_backlog, tick_lag
 
         now = clock.now()
-        lags = {"workflow": workflow_lag(session, now), "outbox": outbox_lag(session, now)}
+        lags = {
+            "workflow": tick_lag(session, now=now).workflows_seconds,
+            "outbox": outbox_backlog(session, now=now).oldest_due_seconds,
+        }
         detail = ", ".join(f"{name} {seconds:.0f} s behind" for name, seconds in lags.items())
         if max(lags.values()) > LAG_LIMIT_SECONDS:
             raise RuntimeError(f"{detail} (are the workers and a scheduler running?)")
@@ -123,9 +126,10 @@ def check_outbox(session: Session) -> Check:
     """The outbox by open state; `unknown` messages wait for an operator's decision."""
 
     def probe() -> str:
-        from automation.ops.lag import outbox_backlog
+        from automation.ops.backlog import outbox_backlog
 
-        return ", ".join(f"{count} {state}" for state, count in outbox_backlog(session).items())
+        states = outbox_backlog(session).open_states
+        return ", ".join(f"{count} {state}" for state, count in states.items())
 
     return _timed("outbox", probe)
 

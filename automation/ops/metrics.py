@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from automation import clock
 from automation.config import Settings
 from automation.contacts.models import Contact, ImportJob
-from automation.ops.lag import outbox_backlog, outbox_lag, workflow_lag
+from automation.ops.backlog import outbox_backlog, tick_lag
 
 MESSAGES = Counter("nurture_messages_total", "Messages finished by the sender", ["status"])
 HELD = Counter(
@@ -77,12 +77,18 @@ def _imports(session: Session) -> Iterable[tuple[tuple[str, ...], float]]:
 )
 def _lag(session: Session) -> Iterable[tuple[tuple[str, ...], float]]:
     now = clock.now()
-    return [(("workflow",), workflow_lag(session, now)), (("outbox",), outbox_lag(session, now))]
+    lag = tick_lag(session, now=now)
+    return [
+        (("workflow",), lag.workflows_seconds),
+        (("campaign",), lag.campaigns_seconds),
+        (("outbox",), outbox_backlog(session, now=now).oldest_due_seconds),
+    ]
 
 
 @database_gauge("nurture_outbox_messages", "Messages not yet final, by state", ["status"])
 def _outbox(session: Session) -> Iterable[tuple[tuple[str, ...], float]]:
-    return [((status,), float(count)) for status, count in outbox_backlog(session).items()]
+    states = outbox_backlog(session).open_states
+    return [((status,), float(count)) for status, count in states.items()]
 
 
 class DatabaseCollector(Collector):
