@@ -79,3 +79,39 @@ def test_a_saved_cap_is_applied_by_the_sender_without_a_restart(app, api, smtp_s
         statuses = [s.get(Message, i).status for i in ids]
     assert statuses == [MessageStatus.SENT, MessageStatus.DEFERRED]
     assert len(smtp_server.received) == 1
+
+
+def test_the_settings_page_saves_the_policy_and_names_bad_fields(app, client, user_factory):
+    from conftest import login
+    from test_ui_forms import Form
+
+    user_factory("admin@example.com", "correct horse battery", "admin")
+    user_factory("m@example.com", "correct horse battery", "marketer")
+    login(client, "m@example.com", "correct horse battery")
+    assert Form(client).post("/settings/sending", {"frequency_cap": "2"}).status_code == 403
+    client.post("/logout", data={"csrf_token": Form(client).token})
+    login(client, "admin@example.com", "correct horse battery")
+
+    bad = Form(client).post(
+        "/settings/sending", {"frequency_cap": "-3", "frequency_cap_days": "", "sunset_days": "x"}
+    )
+    assert bad.status_code == 422
+    html = bad.get_data(as_text=True)
+    assert 'id="e-frequency_cap"' in html and 'id="e-sunset_days"' in html
+    assert 'value="-3"' in html  # what was typed stays in the form
+    runtime = app.extensions["nurture"]
+    from automation.policy import get_policy
+
+    with runtime.sessions() as s:
+        assert get_policy(s, runtime.settings).saved == []  # nothing half-saved
+
+    done = Form(client).post(
+        "/settings/sending",
+        {"frequency_cap": "4", "frequency_cap_days": "7", "frequency_cap_action": "skip"},
+    )
+    assert done.status_code == 302
+    page = client.get("/settings/sending").get_data(as_text=True)
+    assert "at most <strong>4</strong> marketing emails" in page and "skipped" in page
+    with runtime.sessions() as s:
+        current = get_policy(s, runtime.settings)
+    assert (current.frequency_cap, current.frequency_cap_action) == (4, "skip")

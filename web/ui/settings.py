@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, g, redirect, render_template, request, url_for
 
+from automation import policy
 from automation.accounts.models import Role
 from automation.contacts import service as contacts
 from automation.contacts.models import FieldType
@@ -142,24 +143,65 @@ def field_delete(name: str) -> Any:
     return redirect(url_for("ui.fields"))
 
 
-# --- sending policy (read-only: these live in NURTURE_* environment variables) -----------
+# --- sending policy ------------------------------------------------------------------------
+
+POLICY_FORM_FIELDS = (
+    "frequency_cap",
+    "frequency_cap_days",
+    "frequency_cap_action",
+    "sunset_sends",
+    "sunset_days",
+    "engagement_half_life_days",
+)
+
+
+def _sending_page(values: dict[str, Any] | None, errors: dict[str, str], status: int = 200):
+    """The SMTP relay and bot filtering as the environment sets them (every worker must
+    agree on those), and the policy an admin edits here (frequency cap, sunset, engagement
+    half-life: saved in the database, applied by every process on its next batch)."""
+    from automation.ops.doctor import check_smtp_settings
+    from automation.tracking import classify
+
+    runtime = nurture()
+    current = policy.get_policy(db(), runtime.settings)
+    if values is None:  # the form shows what is saved; empty fields follow the environment
+        values = {
+            name: ("" if name not in current.saved else getattr(current, name))
+            for name in POLICY_FORM_FIELDS
+        }
+    return (
+        render_template(
+            "settings/sending.html",
+            s=runtime.settings,
+            policy=current,
+            values=values,
+            errors=errors,
+            smtp_check=check_smtp_settings(runtime),
+            classify=classify,
+            paused=[i for i in identities.list_sender_identities(db()) if i.paused_at is not None],
+        ),
+        status,
+    )
 
 
 @bp.route("/settings/sending", endpoint="sending_settings")
 @login_required(Role.ADMIN)
 def sending_settings() -> Any:
-    """SMTP relay, frequency cap, sunset policy, bot filtering and quiet hours as this
-    installation runs them. They are environment settings (every worker must agree), so
-    the page shows them with the variable to change and the doctor's SMTP check; what the
-    database holds (sender identities, their pause) is edited on its own pages."""
-    from automation.ops.doctor import check_smtp_settings
-    from automation.tracking import classify
+    return _sending_page(None, {})
 
-    runtime = nurture()
-    return render_template(
-        "settings/sending.html",
-        s=runtime.settings,
-        smtp_check=check_smtp_settings(runtime),
-        classify=classify,
-        paused=[i for i in identities.list_sender_identities(db()) if i.paused_at is not None],
+
+@bp.route("/settings/sending", methods=["POST"])
+@login_required(Role.ADMIN)
+def sending_policy_save() -> Any:
+    values = {name: request.form.get(name, "").strip() for name in POLICY_FORM_FIELDS}
+    try:
+        data = parse(policy.PolicyIn, {k: (v or None) for k, v in values.items()})
+        policy.save_policy(db(), data, nurture().settings, user_id=g.user.id)
+    except FORM_ERRORS as exc:
+        db().rollback()
+        return _sending_page(values, errors_of(exc), INVALID)
+    db().commit()
+    flash(
+        "Sending policy saved: every sender and worker applies it from its next batch.", "success"
     )
+    return redirect(url_for("ui.sending_settings"))
