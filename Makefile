@@ -34,8 +34,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check automation web tests bench migrations/env.py
 	$(BIN)/mypy automation
 
+# Two pytest-xdist workers (one per core here): each gets its own PostgreSQL and Redis
+# database (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: lint $(VENDOR_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # SQLite only, no servers: the quick loop while editing.
 fast: $(STAMP)

@@ -47,9 +47,9 @@ INSERT INTO template_versions (template_id, number, kind, subject, preheader, mj
 VALUES (1, 1, 'marketing', 's', '', '', '', '', '[]', 0, now());
 INSERT INTO campaigns (name, status, include_segment_ids, exclude_segment_ids, schedule_mode,
     fallback_time_zone, test_percent, test_minutes, winner_metric, winner_method, min_sample,
-    confidence, fallback, audience_count, created_at, updated_at)
+    confidence, fallback, audience_count, utm, created_at, updated_at)
 SELECT 'Campaign ' || k, 'sending', '[]', '[]', 'now', 'UTC', 0, 0, 'open_rate', 'z_test',
-       0, 0.95, 'leader', :per, now(), now()
+       0, 0.95, 'leader', :per, '{}', now(), now()
 FROM generate_series(1, :campaigns) AS k;
 INSERT INTO messages (dedupe_key, contact_id, template_version_id, marketing, status, attempts,
     next_attempt_at, token_nonce, created_at, opens, clicks, campaign_id)
