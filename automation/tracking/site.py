@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from automation import clock
 from automation.contacts.addresses import normalize_email
 from automation.contacts.events import ingest_events
 from automation.contacts.models import Contact
@@ -273,7 +274,7 @@ def link_visitors(session: Session, links: dict[str, tuple[int, str]]) -> list[s
     changed = [v for v, (c, _) in links.items() if current.get(v) != c]
     if not changed:
         return []
-    now = datetime.now(UTC)
+    now = clock.now()
     stmt = dialect_insert(session, SiteVisitor)
     stmt = stmt.on_conflict_do_update(
         index_elements=["visitor_id"],
@@ -448,7 +449,7 @@ def ingest_site_records(session: Session, records: Sequence[SiteRecord]) -> Site
 
 def expire_anonymous(session: Session, older_than_days: int = 90) -> int:
     """Anonymous events of visitors who never identified are kept ``older_than_days``."""
-    cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+    cutoff = clock.now() - timedelta(days=older_than_days)
     result = session.execute(delete(AnonymousEvent).where(AnonymousEvent.occurred_at < cutoff))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
