@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,9 +14,9 @@ from automation.contacts.models import Contact, ContactStatus, Event
 from automation.db import dialect_insert
 from automation.email.models import Message
 from automation.errors import NotFound
-from automation.ops.leases import run_exclusively
 from automation.ops.metrics import BATCH_SECONDS, BATCH_SIZE, TRACKING_HITS
 from automation.reactions import IngestedEvent, react_to_events
+from automation.tracking.draining import drain_in_batches
 from automation.tracking.hits import HitQueue, decode_all
 from automation.tracking.ingest import IngestReport, ingest_hits
 from automation.tracking.tokens import TokenClaims, TokenSigner
@@ -33,35 +32,32 @@ def drain_hits(
     max_batches: int = 50,
     half_life_days: float = 30.0,
 ) -> IngestReport:
-    """Ingest queued hits batch by batch; a batch leaves the queue only after its commit,
-    so a crash replays it (idempotent). One drainer at a time (a lease)."""
+    """Ingest queued hits (see automation/tracking/draining.py for the batching rules)."""
+    total = IngestReport()
 
-    def work() -> IngestReport:
-        total = IngestReport()
-        for _ in range(max_batches):
-            started = time.perf_counter()
-            lines, receipt = queue.take(batch_size)
-            if not lines:
-                break
-            hits = decode_all(lines)
-            with sessions() as session:
-                report = ingest_hits(session, hits, half_life_days=half_life_days)
-                session.commit()
-            queue.ack(receipt)
-            total.received += report.received
-            total.stored += report.stored
-            total.duplicates += report.duplicates
-            total.dropped += report.dropped
-            total.human += report.human
-            total.machine += report.machine
-            for cls, n in report.classes.items():
-                TRACKING_HITS.labels("ingested", cls).inc(n)
-            BATCH_SIZE.labels("tracking").observe(len(lines))
-            BATCH_SECONDS.labels("tracking").observe(time.perf_counter() - started)
-        return total
+    def ingest(session: Session, lines: list[bytes]) -> None:
+        started = time.perf_counter()
+        report = ingest_hits(session, decode_all(lines), half_life_days=half_life_days)
+        total.received += report.received
+        total.stored += report.stored
+        total.duplicates += report.duplicates
+        total.dropped += report.dropped
+        total.human += report.human
+        total.machine += report.machine
+        for cls, n in report.classes.items():
+            TRACKING_HITS.labels("ingested", cls).inc(n)
+        BATCH_SIZE.labels("tracking").observe(len(lines))
+        BATCH_SECONDS.labels("tracking").observe(time.perf_counter() - started)
 
-    result = run_exclusively(sessions, DRAIN_LEASE, timedelta(minutes=2), work)
-    return result if result is not None else IngestReport()
+    drain_in_batches(
+        sessions,
+        queue,
+        ingest,
+        lease=DRAIN_LEASE,
+        batch_size=batch_size,
+        max_batches=max_batches,
+    )
+    return total
 
 
 @dataclass(frozen=True)

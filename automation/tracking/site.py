@@ -32,7 +32,7 @@ from automation.contacts.events import ingest_events
 from automation.contacts.models import Contact
 from automation.db import dialect_insert, one_of
 from automation.errors import FieldError, InvalidInput
-from automation.ops.leases import run_exclusively
+from automation.tracking.draining import drain_in_batches
 from automation.tracking.hits import HitQueue
 from automation.tracking.models import AnonymousEvent, SiteVisitor
 
@@ -464,22 +464,19 @@ def drain_site_events(
     batch_size: int = 2000,
     max_batches: int = 50,
 ) -> SiteReport:
-    """Ingest queued site records batch by batch; a batch leaves the queue only after its
-    commit, so a crash replays it (every record has an idempotency key)."""
+    """Ingest queued site records (see automation/tracking/draining.py)."""
+    total = SiteReport()
 
-    def work() -> SiteReport:
-        total = SiteReport()
-        for _ in range(max_batches):
-            lines, receipt = queue.take(batch_size)
-            if not lines:
-                break
-            records = [r for r in (SiteRecord.decode(line) for line in lines) if r is not None]
-            with sessions() as session:
-                report = ingest_site_records(session, records)
-                session.commit()
-            queue.ack(receipt)
-            total.add(report)
-        return total
+    def ingest(session: Session, lines: list[bytes]) -> None:
+        records = [r for r in (SiteRecord.decode(line) for line in lines) if r is not None]
+        total.add(ingest_site_records(session, records))
 
-    result = run_exclusively(sessions, DRAIN_LEASE, timedelta(minutes=2), work)
-    return result if result is not None else SiteReport()
+    drain_in_batches(
+        sessions,
+        queue,
+        ingest,
+        lease=DRAIN_LEASE,
+        batch_size=batch_size,
+        max_batches=max_batches,
+    )
+    return total
