@@ -209,13 +209,19 @@ class SpoolHitQueue:
         return total
 
 
-def make_hit_queue(settings: Any, name: str = "hits") -> HitQueue:
-    """Redis when NURTURE_HIT_QUEUE_URL (or a redis broker) is set, else the local spool.
-    ``name`` picks the queue: "hits" (email opens and clicks) or "site" (site events)."""
+def tracking_redis_url(settings: Any) -> str:
+    """NURTURE_HIT_QUEUE_URL, else the broker when it is Redis, else "" (no Redis)."""
     url = settings.hit_queue_url or (
         settings.broker_url if settings.broker_url.startswith("redis") else ""
     )
-    if url.startswith("redis"):
+    return str(url) if url.startswith("redis") else ""
+
+
+def make_hit_queue(settings: Any, name: str = "hits") -> HitQueue:
+    """Redis when NURTURE_HIT_QUEUE_URL (or a redis broker) is set, else the local spool.
+    ``name`` picks the queue: "hits" (email opens and clicks) or "site" (site events)."""
+    url = tracking_redis_url(settings)
+    if url:
         return RedisHitQueue(url, f"nurture:{name}")
     return SpoolHitQueue(Path(settings.var_dir) / name)
 

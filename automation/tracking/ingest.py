@@ -43,6 +43,15 @@ class IngestReport:
     machine: int = 0
     classes: Counter[str] = field(default_factory=Counter)
 
+    def add(self, other: IngestReport) -> None:
+        self.received += other.received
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.dropped += other.dropped
+        self.human += other.human
+        self.machine += other.machine
+        self.classes.update(other.classes)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "received": self.received,

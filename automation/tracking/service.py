@@ -38,12 +38,7 @@ def drain_hits(
     def ingest(session: Session, lines: list[bytes]) -> None:
         started = time.perf_counter()
         report = ingest_hits(session, decode_all(lines), half_life_days=half_life_days)
-        total.received += report.received
-        total.stored += report.stored
-        total.duplicates += report.duplicates
-        total.dropped += report.dropped
-        total.human += report.human
-        total.machine += report.machine
+        total.add(report)
         for cls, n in report.classes.items():
             TRACKING_HITS.labels("ingested", cls).inc(n)
         BATCH_SIZE.labels("tracking").observe(len(lines))
