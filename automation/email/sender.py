@@ -4,7 +4,6 @@ talks."""
 
 from __future__ import annotations
 
-import gc
 import re
 import time
 from collections import Counter
@@ -51,6 +50,7 @@ from automation.email.transport import (
 )
 from automation.errors import FieldError, InvalidInput
 from automation.ops.metrics import BATCH_SECONDS, BATCH_SIZE, HELD, MESSAGES, RENDER_ERRORS
+from automation.runtime import keep_out_of_collector
 from automation.tracking.tokens import MessageTokens, TokenSigner, message_id_header
 
 S = DeliveryStatus
@@ -323,8 +323,7 @@ def process_sending(settings: Settings) -> Sending:
     global _process_sending
     if _process_sending is None or _process_sending.settings != settings:
         if _process_sending is None:
-            # Everything imported so far lives as long as the process: keep it out of the
-            # collector's full passes (about a tenth of the per-message cost when sending).
-            gc.freeze()
+            # Everything imported so far lives as long as the process.
+            keep_out_of_collector()
         _process_sending = Sending.from_settings(settings)
     return _process_sending
