@@ -14,6 +14,7 @@ import enum
 import json
 from collections.abc import Sequence
 from datetime import UTC
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Table, bindparam, text, update
@@ -95,9 +96,11 @@ def insert_rows(
     *,
     returning: Sequence[str] = (),
     skip_conflicts: bool = False,
+    new_ids: bool = False,
 ) -> list[Any]:
     """INSERT every row (all with the same columns); ``skip_conflicts`` adds ON CONFLICT
-    DO NOTHING. Returns the ``returning`` columns of the inserted rows (order not kept)."""
+    DO NOTHING. Returns the ``returning`` columns of the inserted rows (order not kept),
+    or with ``new_ids`` the ``id`` each row got, in the order of ``rows``."""
     if not rows:
         return []
     table = _table(target)
@@ -106,6 +109,9 @@ def insert_rows(
         from sqlalchemy.dialects import sqlite
 
         stmt: Any = sqlite.insert(table)
+        if new_ids:
+            stmt = stmt.returning(table.c.id, sort_by_parameter_order=True)
+            return list(session.scalars(stmt, list(rows)))
         if skip_conflicts:
             stmt = stmt.on_conflict_do_nothing()
         if returning:
@@ -114,29 +120,41 @@ def insert_rows(
         session.execute(stmt, list(rows))
         return []
     # Inserts travel as one JSON document of row arrays: json.dumps escapes text at C
-    # speed, where psycopg would escape every element of a text array in Python.
+    # speed, where psycopg would escape every element of a text array in Python. Only
+    # timestamps need converting first; enum members are written as their values.
     reads = []
-    converters: list[Any] = []
+    converted: list[tuple[int, Any]] = []
     for i, name in enumerate(columns):
         column = table.c[name]
         if isinstance(column.type, JSON):
             reads.append(f"r->{i}")
-            converters.append(None)
-        else:
-            sql_type = (
-                "TIMESTAMP"
-                if isinstance(column.type, UTCDateTime)
-                else column.type.compile(dialect=postgresql.dialect())
-            )
-            reads.append(f"CAST(r->>{i} AS {sql_type})")
-            converters.append(_json_value(column))
-    document = json.dumps(
-        [
-            [row[n] if c is None else c(row[n]) for n, c in zip(columns, converters, strict=True)]
-            for row in rows
-        ],
-        separators=(",", ":"),
-    )
+            continue
+        sql_type = (
+            "TIMESTAMP"
+            if isinstance(column.type, UTCDateTime)
+            else column.type.compile(dialect=postgresql.dialect())
+        )
+        reads.append(f"CAST(r->>{i} AS {sql_type})")
+        if isinstance(column.type, UTCDateTime):
+            converted.append((i, _instants()))
+    cells = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
+    values = []
+    for row in rows:
+        cell = list(cells(row))
+        for i, convert in converted:
+            cell[i] = convert(cell[i])
+        values.append(cell)
+    document = json.dumps(values, separators=(",", ":"), default=_enum_value)
+    if new_ids:
+        # Ids drawn from the sequence in a CTE (evaluated once per row), then returned in
+        # the document's order: RETURNING alone promises no order.
+        sql = (
+            f"WITH d AS (SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) AS id, "  # noqa: S608  # identifiers from metadata
+            "r, n FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS x(r, n)), "
+            f"i AS (INSERT INTO {table.name} (id, {', '.join(columns)}) "
+            f"SELECT id, {', '.join(reads)} FROM d) SELECT id FROM d ORDER BY n"
+        )
+        return list(session.scalars(text(sql), {"rows": document}))
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608  # identifiers from metadata
         f"SELECT {', '.join(reads)} FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r"
@@ -150,17 +168,22 @@ def insert_rows(
     return []
 
 
-def _json_value(column: Any) -> Any:
-    """How a value of ``column`` is written into the JSON document."""
-    if isinstance(column.type, UTCDateTime):
-        seen: dict[Any, Any] = {}  # a batch repeats the same few instants
+def _instants() -> Any:
+    """Timestamps as naive UTC text; a batch repeats the same few instants."""
+    seen: dict[Any, Any] = {}
 
-        def instant(value: Any) -> Any:
-            if value is None:
-                return None
-            if value not in seen:
-                seen[value] = value.astimezone(UTC).replace(tzinfo=None).isoformat()
-            return seen[value]
+    def instant(value: Any) -> Any:
+        if value is None:
+            return None
+        if value not in seen:
+            seen[value] = value.astimezone(UTC).replace(tzinfo=None).isoformat()
+        return seen[value]
 
-        return instant
-    return lambda v: v.value if isinstance(v, enum.Enum) else v
+    return instant
+
+
+def _enum_value(value: Any) -> Any:
+    """json.dumps' fallback: an enum member is written as its value."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.bulk import insert_rows
 from automation.contacts.models import Contact, ContactStatus, Event
 from automation.contacts.schema import EventIn
-from automation.db import dialect_insert, is_postgres, one_of
+from automation.db import dialect_insert, one_of
 from automation.errors import FieldError, join_path
 from automation.reactions import IngestedEvent, react_to_events
 
@@ -199,21 +199,6 @@ def ingest_events(session: Session, raw_items: Sequence[Any], *, source: str) ->
     return BatchResult([results[i] for i in sorted(results)])
 
 
-def _new_event_ids(session: Session, count: int) -> list[int] | None:
-    """Ids for ``count`` new events taken from the sequence in one query (PostgreSQL), so
-    the rows can go in as arrays without RETURNING having to keep their order."""
-    if not is_postgres(session):
-        return None
-    return list(
-        session.scalars(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, :n)"
-            ),
-            {"n": count},
-        )
-    )
-
-
 def _insert_events(
     session: Session, rows: list[tuple[int, dict[str, Any]]], results: dict[int, ItemResult]
 ) -> list[IngestedEvent]:
@@ -257,19 +242,7 @@ def _insert_events(
                         contact_id=row["contact_id"],
                     )
     if plain:
-        allocated = _new_event_ids(session, len(plain))
-        if allocated is None:
-            ids = list(
-                session.scalars(
-                    insert(Event).returning(Event.id, sort_by_parameter_order=True),
-                    [r for _, r in plain],
-                )
-            )
-        else:
-            ids = allocated
-            insert_rows(
-                session, table, [{"id": i, **r} for i, (_, r) in zip(ids, plain, strict=True)]
-            )
+        ids = insert_rows(session, table, [r for _, r in plain], new_ids=True)
         created.extend(
             (index, event_id, row) for (index, row), event_id in zip(plain, ids, strict=True)
         )

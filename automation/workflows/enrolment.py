@@ -58,11 +58,11 @@ def active_graphs(
     if workflow_ids is not None:
         query = query.where(Workflow.id.in_(workflow_ids))
     if trigger_events is not None:
-        query = query.where(WorkflowVersion.trigger_event.in_(trigger_events))
+        # One array parameter: a batch's event names vary, the statement text does not.
+        query = query.where(one_of(session, WorkflowVersion.trigger_event, trigger_events))
     if trigger_types is not None:
         query = query.where(WorkflowVersion.trigger_type.in_(trigger_types))
-    ids = list(session.scalars(query))
-    graphs = load_graphs(session, ids)
+    graphs = load_graphs(session, query)
     return [graphs[i] for i in sorted(graphs)]
 
 
@@ -133,7 +133,11 @@ def enroll_many(
     enrolled: dict[int, list[int]] = {}
     for start in range(0, len(wanted), CHUNK):
         chunk = wanted[start : start + CHUNK]
-        earlier = _earlier_enrollments(session, chunk, now)
+        earlier = (
+            _earlier_enrollments(session, chunk, now)
+            if any(_may_be_blocked(graph, c) for graph, c in chunk)
+            else {}
+        )
         rows = [
             _row(graph, c.contact_id, now, c.context, c.trigger_key)
             for graph, c in chunk
@@ -188,6 +192,12 @@ def _earlier_enrollments(
     for row in rows:
         out.setdefault((row.workflow_id, row.contact_id), []).append(row)
     return out
+
+
+def _may_be_blocked(graph: Graph, candidate: Candidate) -> bool:
+    """Whether an earlier enrolment could forbid this one beyond an open one in the same
+    workflow, which the partial unique index already turns away (ON CONFLICT DO NOTHING)."""
+    return candidate.trigger_key is not None or graph.settings.reentry.mode != "always"
 
 
 def _blocked(graph: Graph, candidate: Candidate, earlier: Sequence[Any], now: datetime) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from automation.errors import NotFound
@@ -60,16 +60,19 @@ def graph_from(version: WorkflowVersion) -> Graph:
     )
 
 
-def load_graphs(session: Session, version_ids: Iterable[int]) -> dict[int, Graph]:
-    """Parsed graphs by version id. Versions never change, but a process may outlive a
-    database (tests, a restore): the cache is keyed by id and content digest."""
-    wanted = set(version_ids)
-    if not wanted:
-        return {}
+def load_graphs(session: Session, version_ids: Iterable[int] | Select[Any]) -> dict[int, Graph]:
+    """Parsed graphs by version id (``version_ids``: ids, or a query selecting them, which
+    saves a round trip). Versions never change, but a process may outlive a database
+    (tests, a restore): the cache is keyed by id and content digest."""
+    if isinstance(version_ids, Select):
+        chosen = WorkflowVersion.id.in_(version_ids.scalar_subquery())
+    else:
+        wanted = set(version_ids)
+        if not wanted:
+            return {}
+        chosen = WorkflowVersion.id.in_(wanted)
     current = dict(
-        session.execute(
-            select(WorkflowVersion.id, WorkflowVersion.digest).where(WorkflowVersion.id.in_(wanted))
-        ).all()
+        session.execute(select(WorkflowVersion.id, WorkflowVersion.digest).where(chosen)).all()
     )
     out = {v: _cache[(v, d)] for v, d in current.items() if (v, d) in _cache}
     missing = set(current) - set(out)

@@ -126,7 +126,7 @@ class Listeners:
 def listeners(session: Session) -> Listeners:
     """From the versions of active and paused workflows (a small table, parsed graphs
     cached): the events waits wait for, the goal events, whether any goal is a condition."""
-    version_ids = session.scalars(
+    version_ids = (
         select(WorkflowVersion.id)
         .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
         .where(Workflow.status.in_([WorkflowStatus.ACTIVE, WorkflowStatus.PAUSED]))
@@ -134,7 +134,7 @@ def listeners(session: Session) -> Listeners:
     waits: set[str] = set()
     goals: set[str] = set()
     condition = False
-    for graph in load_graphs(session, list(version_ids)).values():
+    for graph in load_graphs(session, version_ids).values():
         waits |= {n.event for n in graph.definition.nodes if isinstance(n, WaitEventNode)}
         goal = graph.settings.goal
         if goal is not None:
