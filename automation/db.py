@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Engine,
+    Enum,
     Index,
     Integer,
     MetaData,
@@ -137,6 +138,12 @@ def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:
             return column == any_(
                 cast(literal(int_array(items), type_=NullType()), postgresql.ARRAY(BigInteger))
             )
+        if items and not isinstance(column.type, Enum) and all(type(v) is str for v in items):
+            # Text likewise, as one array literal: quoting is two str.replace calls per
+            # value, where psycopg dumps a list element by element.
+            return column == any_(
+                cast(literal(text_array(items), type_=NullType()), postgresql.ARRAY(column.type))
+            )
         return column == any_(literal(items, postgresql.ARRAY(column.type)))
     return column.in_(items)
 
@@ -144,3 +151,12 @@ def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:
 def int_array(values: Iterable[int]) -> str:
     """PostgreSQL's text form of an integer array: ``{1,2,3}``."""
     return "{" + ",".join(map(str, values)) + "}"
+
+
+def text_array(values: Iterable[str]) -> str:
+    """PostgreSQL's text form of a text array, every element quoted: ``{"a","b \\"c\\""}``."""
+    return (
+        "{"
+        + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        + "}"
+    )
