@@ -101,6 +101,10 @@ class Batch:
     graphs: dict[int, Graph]
     http: HttpClient
     items: list[Item] = field(default_factory=list)
+    # New journal rows: those without detail grouped by (round, version, node, entered_at,
+    # left_at, exit) -> enrolment ids, since a batch mostly moves together; the others
+    # one dict each.
+    visits: dict[tuple[Any, ...], list[int]] = field(default_factory=dict)
     step_inserts: list[dict[str, Any]] = field(default_factory=list)
     step_closes: list[tuple[int, str, dict[str, Any] | None]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -158,24 +162,18 @@ class Batch:
     # --- the journal ---------------------------------------------------------------------
 
     def open_visit(self, item: Item, node_id: str) -> None:
-        self.step_inserts.append(
-            {
-                "enrollment_id": item.id,
-                "workflow_version_id": item.version_id,
-                "node_id": node_id,
-                "entered_at": self.now,
-                "left_at": None,
-                "exit": None,
-                "detail": None,
-                "round": self.round,
-            }
-        )
+        key = (self.round, item.version_id, node_id, self.now, None, None)
+        self.visits.setdefault(key, []).append(item.id)
 
     def close_visit(
         self, item: Item, node_id: str, label: str, detail: dict[str, Any] | None
     ) -> None:
         if item.open_visit:
             self.step_closes.append((item.id, label, detail))
+            return
+        if detail is None:
+            key = (self.round, item.version_id, node_id, self.now, self.now, label)
+            self.visits.setdefault(key, []).append(item.id)
             return
         self.step_inserts.append(
             {
@@ -189,3 +187,22 @@ class Batch:
                 "round": self.round,
             }
         )
+
+    def visit_rows(self) -> list[dict[str, Any]]:
+        """Every new journal row, one dict each."""
+        rows = [
+            {
+                "enrollment_id": enrollment_id,
+                "workflow_version_id": version_id,
+                "node_id": node_id,
+                "entered_at": entered_at,
+                "left_at": left_at,
+                "exit": label,
+                "detail": None,
+                "round": number,
+            }
+            for key, ids in self.visits.items()
+            for number, version_id, node_id, entered_at, left_at, label in [key]
+            for enrollment_id in ids
+        ]
+        return rows + self.step_inserts

@@ -231,8 +231,10 @@ def _run(batch: Batch) -> int:
         for (version_id, node_id), group in groups.items():
             graph = batch.graphs.get(version_id)
             steps += len(group)
+            # Where each exit leads, looked up once for the group.
+            exits = graph.node(node_id).exits() if graph and node_id in graph.nodes else {}
             for item, outcome in _execute(batch, graph, node_id, group):
-                if _apply(batch, graph, item, outcome):
+                if _apply(batch, exits, item, outcome):
                     pending.append(item)
     return steps
 
@@ -255,7 +257,7 @@ def _execute(
         return [(i, End(EnrollmentStatus.FAILED, "failed", detail)) for i in items]
 
 
-def _apply(batch: Batch, graph: Graph | None, item: Item, outcome: Outcome) -> bool:
+def _apply(batch: Batch, exits: dict[str, str | None], item: Item, outcome: Outcome) -> bool:
     """Record ``outcome`` for ``item``; True when it moved on to another node."""
     node_id = item.node or ""
     if isinstance(outcome, Park):
@@ -277,8 +279,8 @@ def _apply(batch: Batch, graph: Graph | None, item: Item, outcome: Outcome) -> b
     if isinstance(outcome, End):
         _finish(batch, item, outcome.status)
         return False
-    assert isinstance(outcome, Leave) and graph is not None
-    target = graph.follow(node_id, outcome.label)
+    assert isinstance(outcome, Leave)
+    target = exits.get(outcome.label)
     if target is None:
         status = EnrollmentStatus.CONVERTED if item.converted_at else EnrollmentStatus.COMPLETED
         _finish(batch, item, status)
@@ -350,7 +352,7 @@ def _write_back_portable(batch: Batch, token: str) -> None:
             .values(left_at=now, exit=label, detail=detail)
             .execution_options(synchronize_session=False)
         )
-    _insert_visits(session, batch.step_inserts)
+    _insert_visits(session, batch.visit_rows())
 
     rows = []
     with_context = []
@@ -427,24 +429,24 @@ def _write_back_postgres(batch: Batch, token: str) -> None:
             close_groups.append([label, [enrollment_id], detail])
     close_groups += [[label, ids] for label, ids in closes.items()]
 
-    rounds: dict[int, dict[tuple[Any, ...], list[int]]] = defaultdict(dict)
-    visit_groups: list[list[Any]] = []
-    detailed_visits: dict[int, list[list[Any]]] = defaultdict(list)
-    for row in batch.step_inserts:
-        key = (
-            row["workflow_version_id"],
-            row["node_id"],
-            _instant(row["entered_at"]),
-            _instant(row["left_at"]),
-            row["exit"],
+    rounds: dict[int, list[list[Any]]] = defaultdict(list)
+    for (number, version_id, node_id, entered_at, left_at, label), ids in batch.visits.items():
+        rounds[number].append(
+            [version_id, node_id, _instant(entered_at), _instant(left_at), label, ids]
         )
-        if row["detail"] is None:
-            rounds[row["round"]].setdefault(key, []).append(row["enrollment_id"])
-        else:
-            detailed_visits[row["round"]].append([*key, [row["enrollment_id"]], row["detail"]])
-    for number in sorted(rounds.keys() | detailed_visits.keys()):
-        visit_groups += [[*key, ids] for key, ids in rounds.get(number, {}).items()]
-        visit_groups += detailed_visits.get(number, [])
+    for row in batch.step_inserts:
+        rounds[row["round"]].append(
+            [
+                row["workflow_version_id"],
+                row["node_id"],
+                _instant(row["entered_at"]),
+                _instant(row["left_at"]),
+                row["exit"],
+                [row["enrollment_id"]],
+                row["detail"],
+            ]
+        )
+    visit_groups = [group for number in sorted(rounds) for group in rounds[number]]
 
     states: dict[tuple[Any, ...], list[int]] = {}
     state_groups: list[list[Any]] = []
