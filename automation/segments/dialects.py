@@ -30,7 +30,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.types import NullType
 
+from automation.db import int_array
 from automation.segments.schema import ValueType
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -176,6 +178,11 @@ class Sql:
 
     def ids_in(self, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
         """``column`` is one of ``ids``, with one bound parameter however many ids."""
+        if self.pg and all(type(i) is int for i in ids):
+            # One array literal, parsed once by PostgreSQL (see automation.db.one_of).
+            return column == any_(
+                cast(literal(int_array(ids), type_=NullType()), ARRAY(BigInteger))
+            )
         if self.pg:
             return column == any_(bindparam(None, list(ids), ARRAY(BigInteger)))
         listed = func.json_each(literal(json.dumps(list(ids)), Text)).table_valued("value")
