@@ -74,6 +74,12 @@ def load_graphs(session: Session, version_ids: Iterable[int] | Select[Any]) -> d
     current = dict(
         session.execute(select(WorkflowVersion.id, WorkflowVersion.digest).where(chosen)).all()
     )
+    return graphs_for(session, current)
+
+
+def graphs_for(session: Session, current: dict[int, str]) -> dict[int, Graph]:
+    """Parsed graphs of versions whose content digests are known: from the cache, the
+    others read and parsed."""
     out = {v: _cache[(v, d)] for v, d in current.items() if (v, d) in _cache}
     missing = set(current) - set(out)
     if missing:

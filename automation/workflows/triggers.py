@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from automation.workflows import conditions
 from automation.workflows.engine import finish_enrollments
 from automation.workflows.enrolment import Candidate, active_graphs, enroll_contacts, enroll_many
 from automation.workflows.goals import Open, SeenEvent, goal_conversions
-from automation.workflows.graph import Graph, load_graphs
+from automation.workflows.graph import Graph, graphs_for, load_graphs
 from automation.workflows.models import (
     OPEN_STATUSES,
     ContactFieldSnapshot,
@@ -84,8 +84,23 @@ def on_events(session: Session, events: Sequence[IngestedEvent]) -> None:
     by_name: dict[str, list[IngestedEvent]] = defaultdict(list)
     for event in events:
         by_name[event.name].append(event)
+    # One query for the versions of running workflows: which of them new contacts enter
+    # by one of these events (what active_graphs selects), and what all of them listen for.
+    rows = session.execute(
+        select(
+            WorkflowVersion.id,
+            WorkflowVersion.digest,
+            (Workflow.status == WorkflowStatus.ACTIVE)
+            & (Workflow.active_version_id == WorkflowVersion.id)
+            & one_of(session, WorkflowVersion.trigger_event, list(by_name)),
+        )
+        .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
+        .where(Workflow.status.in_([WorkflowStatus.ACTIVE, WorkflowStatus.PAUSED]))
+        .order_by(WorkflowVersion.id)
+    ).all()
+    graphs = graphs_for(session, {version_id: digest for version_id, digest, _ in rows})
     plans = []
-    for graph in active_graphs(session, trigger_events=list(by_name)):
+    for graph in [graphs[version_id] for version_id, _, enters in rows if enters]:
         trigger = graph.definition.trigger
         matches = trigger_matcher(trigger)
         candidates = [
@@ -107,7 +122,7 @@ def on_events(session: Session, events: Sequence[IngestedEvent]) -> None:
             plans.append((graph, candidates))
     if plans:
         enroll_many(session, plans, now)
-    heard = listeners(session)
+    heard = _listening(graphs.values())
     if heard.wait_events & set(by_name):
         wake_waiting(session, events, now)
     if heard.goal_condition or heard.goal_events & set(by_name):
@@ -131,10 +146,14 @@ def listeners(session: Session) -> Listeners:
         .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
         .where(Workflow.status.in_([WorkflowStatus.ACTIVE, WorkflowStatus.PAUSED]))
     )
+    return _listening(load_graphs(session, version_ids).values())
+
+
+def _listening(graphs: Iterable[Graph]) -> Listeners:
     waits: set[str] = set()
     goals: set[str] = set()
     condition = False
-    for graph in load_graphs(session, version_ids).values():
+    for graph in graphs:
         waits |= {n.event for n in graph.definition.nodes if isinstance(n, WaitEventNode)}
         goal = graph.settings.goal
         if goal is not None:
