@@ -154,7 +154,7 @@ def insert_rows(
             f"i AS (INSERT INTO {table.name} (id, {', '.join(columns)}) "
             f"SELECT id, {', '.join(reads)} FROM d) SELECT id FROM d ORDER BY n"
         )
-        return list(session.scalars(text(sql), {"rows": document}))
+        return list(session.scalars(text(sql), {"rows": document}).all())
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608  # identifiers from metadata
         f"SELECT {', '.join(reads)} FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r"

@@ -64,8 +64,8 @@ def _contact_ids_by_email(session: Session, emails: set[str]) -> dict[str, int]:
         return {}
     rows = session.execute(
         select(Contact.email, Contact.id).where(one_of(session, Contact.email, sorted(emails)))
-    )
-    return {email: contact_id for email, contact_id in rows}
+    ).all()  # fetched at once: iterating the result fetches row by row
+    return dict(rows)
 
 
 def _resolve_contacts(
