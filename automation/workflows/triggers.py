@@ -84,23 +84,11 @@ def on_events(session: Session, events: Sequence[IngestedEvent]) -> None:
     by_name: dict[str, list[IngestedEvent]] = defaultdict(list)
     for event in events:
         by_name[event.name].append(event)
-    # One query for the versions of running workflows: which of them new contacts enter
-    # by one of these events (what active_graphs selects), and what all of them listen for.
-    rows = session.execute(
-        select(
-            WorkflowVersion.id,
-            WorkflowVersion.digest,
-            (Workflow.status == WorkflowStatus.ACTIVE)
-            & (Workflow.active_version_id == WorkflowVersion.id)
-            & one_of(session, WorkflowVersion.trigger_event, list(by_name)),
-        )
-        .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
-        .where(Workflow.status.in_([WorkflowStatus.ACTIVE, WorkflowStatus.PAUSED]))
-        .order_by(WorkflowVersion.id)
-    ).all()
-    graphs = graphs_for(session, {version_id: digest for version_id, digest, _ in rows})
+    entering, heard = _running(
+        session, one_of(session, WorkflowVersion.trigger_event, list(by_name))
+    )
     plans = []
-    for graph in [graphs[version_id] for version_id, _, enters in rows if enters]:
+    for graph in entering:
         trigger = graph.definition.trigger
         matches = trigger_matcher(trigger)
         candidates = [
@@ -122,11 +110,31 @@ def on_events(session: Session, events: Sequence[IngestedEvent]) -> None:
             plans.append((graph, candidates))
     if plans:
         enroll_many(session, plans, now)
-    heard = _listening(graphs.values())
     if heard.wait_events & set(by_name):
         wake_waiting(session, events, now)
     if heard.goal_condition or heard.goal_events & set(by_name):
         convert_goals(session, sorted({e.contact_id for e in events}), now, events=events)
+
+
+def _running(session: Session, enters: Any) -> tuple[list[Graph], Listeners]:
+    """One query over the versions of active and paused workflows: the graphs new contacts
+    enter (active workflows' current versions for which ``enters`` holds, as
+    ``active_graphs`` selects them) and what all of them listen for."""
+    rows = session.execute(
+        select(
+            WorkflowVersion.id,
+            WorkflowVersion.digest,
+            (Workflow.status == WorkflowStatus.ACTIVE)
+            & (Workflow.active_version_id == WorkflowVersion.id)
+            & enters,
+        )
+        .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
+        .where(Workflow.status.in_([WorkflowStatus.ACTIVE, WorkflowStatus.PAUSED]))
+        .order_by(WorkflowVersion.id)
+    ).all()
+    graphs = graphs_for(session, {version_id: digest for version_id, digest, _ in rows})
+    entering = [graphs[version_id] for version_id, _, chosen in rows if chosen]
+    return entering, _listening(graphs.values())
 
 
 @dataclass(frozen=True)
@@ -138,18 +146,9 @@ class Listeners:
     goal_condition: bool
 
 
-def listeners(session: Session) -> Listeners:
-    """From the versions of active and paused workflows (a small table, parsed graphs
-    cached): the events waits wait for, the goal events, whether any goal is a condition."""
-    version_ids = (
-        select(WorkflowVersion.id)
-        .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
-        .where(Workflow.status.in_([WorkflowStatus.ACTIVE, WorkflowStatus.PAUSED]))
-    )
-    return _listening(load_graphs(session, version_ids).values())
-
-
 def _listening(graphs: Iterable[Graph]) -> Listeners:
+    """What the versions of active and paused workflows listen for: the events waits wait
+    for, the goal events, whether any goal is a condition."""
     waits: set[str] = set()
     goals: set[str] = set()
     condition = False
@@ -354,8 +353,9 @@ def on_contact_changes(session: Session, contact_ids: Sequence[int]) -> None:
     if not contact_ids:
         return
     now = clock.now()
+    entering, heard = _running(session, WorkflowVersion.trigger_type == "field_changed")
     watchers: dict[str, list[Graph]] = defaultdict(list)
-    for graph in active_graphs(session, trigger_types=["field_changed"]):
+    for graph in entering:
         trigger = graph.definition.trigger
         assert isinstance(trigger, FieldChangedTrigger)
         watchers[trigger.field].append(graph)
@@ -389,7 +389,7 @@ def on_contact_changes(session: Session, contact_ids: Sequence[int]) -> None:
                 if candidates:
                     plans.append((graph, candidates))
             enroll_many(session, plans, now)
-    if listeners(session).goal_condition:
+    if heard.goal_condition:
         convert_goals(session, ids, now)
 
 
