@@ -18,14 +18,19 @@ def ensure_tags(session: Session, names: Iterable[str]) -> dict[str, int]:
     wanted = sorted({n.strip() for n in names if n.strip()})
     if not wanted:
         return {}
+    # Usually every tag exists already: one SELECT, and the INSERT only for the others.
+    found = dict(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(wanted))).all())
+    missing = [n for n in wanted if n not in found]
+    if not missing:
+        return found
     now = clock.now()
     session.execute(
         dialect_insert(session, Tag)
-        .values([{"name": n, "created_at": now} for n in wanted])
+        .values([{"name": n, "created_at": now} for n in missing])
         .on_conflict_do_nothing(index_elements=["name"])
     )
-    rows = session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(wanted)))
-    return {name: tag_id for name, tag_id in rows}
+    rows = session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(missing)))
+    return {**found, **{name: tag_id for name, tag_id in rows}}
 
 
 def add_tags(session: Session, contact_ids: Iterable[int], names: Iterable[str]) -> None:

@@ -33,11 +33,12 @@ from automation.ops import metrics
 from automation.workflows import nodes
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.goals import Open, goal_conversions
-from automation.workflows.graph import Graph, load_graphs
+from automation.workflows.graph import Graph, graphs_for
 from automation.workflows.models import (
     Enrollment,
     EnrollmentStatus,
     EnrollmentStep,
+    WorkflowVersion,
     enrollment_sources,
 )
 from automation.workflows.webhooks import HttpClient, UrllibClient
@@ -118,7 +119,9 @@ def claim_batch(session: Session, now: datetime, limit: int = BATCH_SIZE) -> Cla
     return Claim(token, sorted(ids))
 
 
-def _load_items(session: Session, claim: Claim) -> list[Item]:
+def _load_items(session: Session, claim: Claim) -> tuple[list[Item], dict[int, str]]:
+    """The claimed enrolments still leased and active, locked; and their versions' content
+    digests (read in the same query, so cached graphs need no lookup of their own)."""
     rows = session.execute(
         select(
             Enrollment.id,
@@ -134,16 +137,18 @@ def _load_items(session: Session, claim: Claim) -> list[Item]:
             Enrollment.context,
             Enrollment.enrolled_at,
             Enrollment.converted_at,
+            WorkflowVersion.digest,
         )
+        .outerjoin(WorkflowVersion, WorkflowVersion.id == Enrollment.workflow_version_id)
         .where(
             one_of(session, Enrollment.id, claim.ids),
             Enrollment.lease_token == claim.token,  # not taken over meanwhile
             Enrollment.status == EnrollmentStatus.ACTIVE,  # not paused or converted meanwhile
         )
         .order_by(Enrollment.id)
-        .with_for_update()
-    )
-    return [
+        .with_for_update(of=Enrollment)
+    ).all()
+    items = [
         Item(
             id=r.id,
             workflow_id=r.workflow_id,
@@ -161,6 +166,7 @@ def _load_items(session: Session, claim: Claim) -> list[Item]:
         )
         for r in rows
     ]
+    return items, {r.workflow_version_id: r.digest for r in rows if r.digest is not None}
 
 
 # --- moving a batch ----------------------------------------------------------------------
@@ -170,10 +176,10 @@ def advance_claimed(
     session: Session, claim: Claim, now: datetime, *, http: HttpClient | None = None
 ) -> BatchReport:
     """Move every enrolment of the claim as far as it can go now."""
-    items = _load_items(session, claim)
+    items, digests = _load_items(session, claim)
     report = BatchReport(enrollments=len(items))
     if items:
-        graphs = load_graphs(session, {i.version_id for i in items})
+        graphs = graphs_for(session, digests)
         batch = Batch(session, now, graphs, http or _default_http, items)
         _convert_goal_met(batch)
         report.steps = _run(batch)
