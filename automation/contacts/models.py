@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from automation.db import Base, BigId, JSONDoc, UTCDateTime
+from automation.db import HOT_UPDATES, Base, BigId, JSONDoc, UTCDateTime
 from automation.enums import str_enum
 
 
@@ -38,6 +38,7 @@ class FieldType(enum.StrEnum):
 
 class Contact(Base):
     __tablename__ = "contacts"
+    __table_args__ = HOT_UPDATES
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)

@@ -124,26 +124,26 @@ def _targets(session: Session, message_ids: set[int]) -> dict[int, _Target]:
         v.id: _Version(v.template_id, v.links, sum(not link.get("honeypot") for link in v.links))
         for v in session.execute(
             select(TemplateVersion.id, TemplateVersion.template_id, TemplateVersion.links).where(
-                TemplateVersion.id.in_(sorted({r.template_version_id for r in rows}))
+                TemplateVersion.id.in_(sorted({r[2] for r in rows}))
             )
         )
     }
     targets = {}
-    for r in rows:
-        version = versions[r.template_version_id]
+    for message_id, nonce, version_id, contact_id, sent_at, *origin in rows:
+        version = versions[version_id]
         properties = {
-            "message_id": r.id,
+            "message_id": message_id,
             "template_id": version.template_id,
-            "template_version_id": r.template_version_id,
+            "template_version_id": version_id,
         }
-        for key, value in zip(_ORIGIN, r[5:], strict=True):
+        for key, value in zip(_ORIGIN, origin, strict=True):
             if value is not None:
                 properties[key] = value
-        targets[r.id] = _Target(
-            r.token_nonce & 0xFFFFFFFF,
-            r.template_version_id,
-            r.contact_id,
-            r.sent_at.timestamp() if r.sent_at else None,
+        targets[message_id] = _Target(
+            nonce & 0xFFFFFFFF,
+            version_id,
+            contact_id,
+            sent_at.timestamp() if sent_at else None,
             version,
             properties,
         )
