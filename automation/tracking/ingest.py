@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
@@ -160,8 +161,43 @@ def ingest_hits(
         return report
     targets = _targets(session, {h.message_id for h in unique})
     bursts = burst_hits(unique, {m: t.version.visible_links for m, t in targets.items()})
+    parts = (
+        _events(unique[start : start + STATEMENT_ROWS], targets, bursts, report)
+        for start in range(0, len(unique), STATEMENT_ROWS)
+    )
+    stored: list[tuple[_Row, int]] = []
+    if is_postgres(session):
+        # Each part is one statement (events, message counters, contact engagement),
+        # run while the next part is classified.
+        for new in _overlapped(lambda rows: _pg_store(session, rows, half_life_days), parts):
+            stored += new
+    else:
+        for rows in parts:
+            stored += _insert_events(session, rows)
+        _write_back(session, [row for row, _ in stored], half_life_days)
+    report.stored = len(stored)
+    report.duplicates += report.classes.total() - report.stored
+    report.human = sum(1 for row, _ in stored if row.human)
+    report.machine = report.stored - report.human
+    react_to_events(
+        session,
+        [IngestedEvent(id_, r.contact_id, r.name, r.properties, r.at) for r, id_ in stored],
+    )
+    return report
+
+
+# Hits per statement: big enough that a statement's fixed costs (planning, the hash
+# tables of its joins) stay small, small enough that classifying the next part hides
+# behind this one's database time.
+STATEMENT_ROWS = 1000
+
+
+def _events(
+    hits: Sequence[Hit], targets: dict[int, _Target], bursts: set[str], report: IngestReport
+) -> list[_Row]:
+    """The events of hits whose token matches its message, classified."""
     rows: list[_Row] = []
-    for hit in unique:
+    for hit in hits:
         m = targets.get(hit.message_id)
         if m is None or m.nonce != hit.nonce or m.template_version_id != hit.template_version_id:
             report.dropped += 1
@@ -201,26 +237,26 @@ def ingest_hits(
                 at,
             )
         )
-    if not rows:
-        return report
-    if is_postgres(session):
-        # One statement: events, message counters and contact engagement (below).
-        inserted = _pg_store(session, rows, half_life_days)
-    else:
-        inserted = _insert_events(session, rows)
-    new_ids = dict(inserted)
-    report.duplicates += len(rows) - len(new_ids)
-    stored = [r for r in rows if r.key in new_ids]
-    report.stored = len(stored)
-    report.human = sum(1 for r in stored if r.human)
-    report.machine = report.stored - report.human
-    if not is_postgres(session):
-        _write_back(session, stored, half_life_days)
-    react_to_events(
-        session,
-        [IngestedEvent(new_ids[r.key], r.contact_id, r.name, r.properties, r.at) for r in stored],
-    )
-    return report
+    return rows
+
+
+def _overlapped(
+    store: Callable[[list[_Row]], list[tuple[_Row, int]]], parts: Iterable[list[_Row]]
+) -> Iterator[list[tuple[_Row, int]]]:
+    """``store(part)`` for each part, in order and one at a time, each in a second thread
+    while this one computes the next part: the database works on one statement while
+    Python prepares the next (psycopg waits without holding the GIL). The session is used
+    by one thread at a time."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as pool:
+        pending: Future[list[tuple[_Row, int]]] | None = None
+        for part in parts:
+            if pending is not None:
+                yield pending.result()
+                pending = None
+            if part:
+                pending = pool.submit(store, part)
+        if pending is not None:
+            yield pending.result()
 
 
 _NO_LINK: dict[str, Any] = {}
@@ -297,41 +333,43 @@ _PG_STORE = text(
 )
 
 
-def _pg_store(session: Session, rows: list[_Row], half_life_days: float) -> list[Any]:
-    return list(
-        session.execute(
-            _PG_STORE,
+def _pg_store(session: Session, rows: list[_Row], half_life_days: float) -> list[tuple[_Row, int]]:
+    """The new events (a replayed hit's is not) with their ids."""
+    result = session.execute(
+        _PG_STORE,
+        {
+            "rows": json.dumps([r[:7] for r in rows]),
+            "half": half_life_days,
+            "open_weight": OPEN_WEIGHT,
+            "click_weight": CLICK_WEIGHT,
+        },
+    )
+    inserted = {key: id_ for key, id_ in result}
+    return [(r, inserted[r.key]) for r in rows if r.key in inserted]
+
+
+def _insert_events(session: Session, rows: list[_Row]) -> list[tuple[_Row, int]]:
+    """SQLite (the embedded default, small volumes): the portable executemany INSERT; the
+    new events with their ids."""
+    result = session.execute(
+        dialect_insert(session, Event)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Event.idempotency_key, Event.id),
+        [
             {
-                "rows": json.dumps([r[:7] for r in rows]),
-                "half": half_life_days,
-                "open_weight": OPEN_WEIGHT,
-                "click_weight": CLICK_WEIGHT,
-            },
-        )
+                "contact_id": r.contact_id,
+                "name": r.name,
+                "properties": r.properties,
+                "occurred_at": r.at,
+                "received_at": r.at,
+                "source": "tracking",
+                "idempotency_key": r.key,
+            }
+            for r in rows
+        ],
     )
-
-
-def _insert_events(session: Session, rows: list[_Row]) -> list[Any]:
-    """SQLite (the embedded default, small volumes): the portable executemany INSERT."""
-    return list(
-        session.execute(
-            dialect_insert(session, Event)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(Event.idempotency_key, Event.id),
-            [
-                {
-                    "contact_id": r.contact_id,
-                    "name": r.name,
-                    "properties": r.properties,
-                    "occurred_at": r.at,
-                    "received_at": r.at,
-                    "source": "tracking",
-                    "idempotency_key": r.key,
-                }
-                for r in rows
-            ],
-        )
-    )
+    inserted = {key: id_ for key, id_ in result}
+    return [(r, inserted[r.key]) for r in rows if r.key in inserted]
 
 
 _messages = cast(Table, Message.__table__)
