@@ -1,11 +1,12 @@
 """Batch ingestion of tracking hits: events, message engagement, contact engagement.
 
-One batch is a handful of statements whatever its size: one SELECT of the messages, one
-INSERT … ON CONFLICT DO NOTHING RETURNING of the events (a hit's random id is its
-idempotency key, so a replayed batch inserts nothing and counts nothing), one executemany
-UPDATE of the messages and one of the contacts. Only hits that are new *and* human move
-counters and scores; machine hits are stored as events with ``machine: true`` so reports
-can show both.
+A batch is a few statements whatever its size: one SELECT of its messages, one of their
+template versions, then per 1,000 hits the store: on PostgreSQL one statement (events
+INSERT … ON CONFLICT DO NOTHING RETURNING, message counters, contact engagement) run
+while the next 1,000 are classified; on SQLite an executemany INSERT, then the UPDATEs.
+A hit's random id is its event's idempotency key, so a replayed batch inserts nothing
+and counts nothing. Only hits that are new *and* human move counters and scores; machine
+hits are stored as events with ``machine: true`` so reports can show both.
 """
 
 from __future__ import annotations
