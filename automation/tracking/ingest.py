@@ -263,14 +263,15 @@ def _overlapped(
 _NO_LINK: dict[str, Any] = {}
 
 
-# PostgreSQL: the whole batch in one round trip, as one JSON document of one array per
-# event (``_Row``'s first seven fields): one parameter, a statement text that is the same
-# for any batch size, no per-row adaptation in Python (json.dumps is C). All parts of a
-# WITH statement see the same snapshot, so `firsts` reads each message as it was before
-# `message_counts` updated it: a contact's "messages opened" grows only for a message
-# opened for the first time (a flood on one message counts once). Only new events (not
-# conflicting: a replayed hit inserts nothing) of human hits move counters. The score
-# decays from the contact's last engagement to the batch's latest, by the half-life, then
+# PostgreSQL: a part of a batch (STATEMENT_ROWS hits) in one round trip, as one JSON
+# document of one array per event (``_Row``'s first seven fields): one parameter, the
+# same statement text for any part, no per-row adaptation in Python (json.dumps is C).
+# The CTEs of a WITH statement see the same snapshot, so `firsts` reads each message as
+# it was before `message_counts` updated it: a contact's "messages opened" grows only for
+# a message opened for the first time (a flood on one message counts once; a later
+# statement sees what earlier ones wrote). Only new events (not conflicting: a replayed
+# hit inserts nothing) of human hits move counters. The score
+# decays from the contact's last engagement to the part's latest, by the half-life, then
 # gains 1 per newly opened and 3 per newly clicked message: the same rule as `decayed`
 # (SQLite's path, `_write_back`).
 _PG_STORE = text(
