@@ -270,10 +270,10 @@ _NO_LINK: dict[str, Any] = {}
 # it was before `message_counts` updated it: a contact's "messages opened" grows only for
 # a message opened for the first time (a flood on one message counts once; a later
 # statement sees what earlier ones wrote). Only new events (not conflicting: a replayed
-# hit inserts nothing) of human hits move counters. The score
-# decays from the contact's last engagement to the part's latest, by the half-life, then
-# gains 1 per newly opened and 3 per newly clicked message: the same rule as `decayed`
-# (SQLite's path, `_write_back`).
+# hit inserts nothing) of human hits move counters. The score decays from the contact's
+# last engagement to the part's latest hit, by the half-life, then gains 1 per newly
+# opened and 3 per newly clicked message: the same rule as `decayed` (SQLite's path,
+# `_write_back`).
 _PG_STORE = text(
     """
     WITH v AS (
