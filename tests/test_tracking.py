@@ -365,3 +365,25 @@ def test_an_inactive_contact_gets_no_marketing_email(app):
         s.commit()
         reasons = s.scalars(select(Message.reason).where(Message.dedupe_key == "second")).all()
         assert reasons == ["inactive"]
+
+
+def test_the_drain_turns_garbage_collection_back_on_even_when_a_batch_fails(app):
+    import gc
+
+    from automation.tracking.draining import drain_in_batches
+
+    queue = queue_of(app)
+    queue.push_line(b"one")
+    seen = []
+
+    def failing(session: Any, lines: list[bytes]) -> None:
+        seen.append(gc.isenabled())
+        raise RuntimeError("the database went away")
+
+    runtime = app.extensions["nurture"]
+    with pytest.raises(RuntimeError):
+        drain_in_batches(
+            runtime.sessions, queue, failing, lease="test.drain", batch_size=10, max_batches=1
+        )
+    assert seen == [False] and gc.isenabled()
+    assert queue.depth() == 1  # not acknowledged: the next drain replays it
