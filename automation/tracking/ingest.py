@@ -170,7 +170,8 @@ def ingest_hits(
     if is_postgres(session):
         # Each part is one statement (events, message counters, contact engagement),
         # run while the next part is classified.
-        for new in _overlapped(lambda rows: _pg_store(session, rows, half_life_days), parts):
+        documents = (_Part(rows, _document(rows)) for rows in parts if rows)
+        for new in _overlapped(lambda part: _pg_store(session, part, half_life_days), documents):
             stored += new
     else:
         for rows in parts:
@@ -241,21 +242,28 @@ def _events(
     return rows
 
 
+class _Part(NamedTuple):
+    rows: list[_Row]
+    document: str  # `_PG_STORE`'s JSON document of the rows
+
+
+def _document(rows: list[_Row]) -> str:
+    return json.dumps([r[:7] for r in rows])
+
+
 def _overlapped(
-    store: Callable[[list[_Row]], list[tuple[_Row, int]]], parts: Iterable[list[_Row]]
+    store: Callable[[_Part], list[tuple[_Row, int]]], parts: Iterable[_Part]
 ) -> Iterator[list[tuple[_Row, int]]]:
     """``store(part)`` for each part, in order and one at a time, each in a second thread
-    while this one computes the next part: the database works on one statement while
-    Python prepares the next (psycopg waits without holding the GIL). The session is used
-    by one thread at a time."""
+    while this one computes (classifies, encodes) the next part: the database works on
+    one statement while Python prepares the next (psycopg waits without holding the GIL).
+    The session is used by one thread at a time."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as pool:
         pending: Future[list[tuple[_Row, int]]] | None = None
         for part in parts:
             if pending is not None:
                 yield pending.result()
-                pending = None
-            if part:
-                pending = pool.submit(store, part)
+            pending = pool.submit(store, part)
         if pending is not None:
             yield pending.result()
 
@@ -335,19 +343,19 @@ _PG_STORE = text(
 )
 
 
-def _pg_store(session: Session, rows: list[_Row], half_life_days: float) -> list[tuple[_Row, int]]:
+def _pg_store(session: Session, part: _Part, half_life_days: float) -> list[tuple[_Row, int]]:
     """The new events (a replayed hit's is not) with their ids."""
     result = session.execute(
         _PG_STORE,
         {
-            "rows": json.dumps([r[:7] for r in rows]),
+            "rows": part.document,
             "half": half_life_days,
             "open_weight": OPEN_WEIGHT,
             "click_weight": CLICK_WEIGHT,
         },
     )
     inserted = {key: id_ for key, id_ in result}
-    return [(r, inserted[r.key]) for r in rows if r.key in inserted]
+    return [(r, inserted[r.key]) for r in part.rows if r.key in inserted]
 
 
 def _insert_events(session: Session, rows: list[_Row]) -> list[tuple[_Row, int]]:
