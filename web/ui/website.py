@@ -4,9 +4,11 @@ and the preference topics contacts may choose (marketers). The API offers the sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
+from sqlalchemy.orm import Session
 
 from automation.accounts.models import Role
 from automation.errors import NotFound
@@ -46,6 +48,21 @@ def website_settings() -> Any:
     return _website_page()
 
 
+def _saved(message: str) -> Any:
+    db().commit()
+    flash(message, "success")
+    return redirect(url_for("ui.website_settings"))
+
+
+def _removed(remove: Callable[[Session, int], None], row_id: int, message: str) -> Any:
+    try:
+        remove(db(), row_id)
+    except NotFound:
+        flash("That was already removed.", "error")
+        return redirect(url_for("ui.website_settings"))
+    return _saved(message)
+
+
 @bp.route("/settings/website/origins", methods=["POST"])
 @login_required(Role.ADMIN)
 def site_origin_add() -> Any:
@@ -55,22 +72,14 @@ def site_origin_add() -> Any:
     except FORM_ERRORS as exc:
         db().rollback()
         return _website_page(origin_values=values, origin_errors=errors_of(exc), status=INVALID)
-    db().commit()
-    flash(f"{origin.origin} may now embed the tracking snippet and forms.", "success")
-    return redirect(url_for("ui.website_settings"))
+    return _saved(f"{origin.origin} may now embed the tracking snippet and forms.")
 
 
 @bp.route("/settings/website/origins/<int:origin_id>/delete", methods=["POST"])
 @login_required(Role.ADMIN)
 def site_origin_remove(origin_id: int) -> Any:
-    try:
-        sites.remove_site_origin(db(), origin_id)
-    except NotFound:
-        flash("That origin was already removed.", "error")
-        return redirect(url_for("ui.website_settings"))
-    db().commit()
-    flash("Origin removed: its pages can no longer post events or forms.", "success")
-    return redirect(url_for("ui.website_settings"))
+    message = "Origin removed: its pages can no longer post events or forms."
+    return _removed(sites.remove_site_origin, origin_id, message)
 
 
 @bp.route("/settings/website/topics", methods=["POST"])
@@ -82,19 +91,10 @@ def topic_add() -> Any:
     except FORM_ERRORS as exc:
         db().rollback()
         return _website_page(topic_values=values, topic_errors=errors_of(exc), status=INVALID)
-    db().commit()
-    flash(f"Topic {topic.label} is now offered on the preferences page.", "success")
-    return redirect(url_for("ui.website_settings"))
+    return _saved(f"Topic {topic.label} is now offered on the preferences page.")
 
 
 @bp.route("/settings/website/topics/<int:topic_id>/delete", methods=["POST"])
 @login_required(Role.MARKETER)
 def topic_remove(topic_id: int) -> Any:
-    try:
-        topics.remove_topic(db(), topic_id)
-    except NotFound:
-        flash("That topic was already removed.", "error")
-        return redirect(url_for("ui.website_settings"))
-    db().commit()
-    flash("Topic removed; contacts keep the tag.", "success")
-    return redirect(url_for("ui.website_settings"))
+    return _removed(topics.remove_topic, topic_id, "Topic removed; contacts keep the tag.")
