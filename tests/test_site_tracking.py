@@ -18,6 +18,7 @@ from test_tracking import HUMAN_UA, sent_message
 
 from automation.contacts.models import Contact, Event
 from automation.errors import InvalidInput
+from automation.tracking.forwarding import Forwarder
 from automation.tracking.hits import make_hit_queue
 from automation.tracking.models import AnonymousEvent, SiteVisitor
 from automation.tracking.site import (
@@ -40,7 +41,9 @@ def post(client: Any, body: Any, origin: str | None = SHOP, **headers: str) -> A
 
 
 def drain(app: Any) -> Any:
+    """What the forwarder and the tracking worker do: spool → Redis → database."""
     runtime = app.extensions["nurture"]
+    Forwarder.from_settings(runtime.settings).forward_all()
     return drain_site_events(runtime.sessions, make_hit_queue(runtime.settings, "site"))
 
 
