@@ -95,7 +95,7 @@ def _env(var_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
 
 
 def _forwarder(var_dir: Path, redis_url: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603  # our own command line
+    return subprocess.Popen(  # our own command line
         [sys.executable, "-m", "automation.cli", "tracking", "forward"],
         env=_env(var_dir, redis_url),
         cwd=ROOT,
@@ -135,7 +135,7 @@ def test_hits_from_several_writer_processes_arrive_in_redis_exactly_once(tmp_pat
     var_dir = tmp_path / "var"
     forwarder = _forwarder(var_dir, REDIS_URL)  # forwards while the writers write
     writers = [
-        subprocess.Popen(  # noqa: S603
+        subprocess.Popen(
             [sys.executable, "-c", WRITER, str(var_dir / "hits"), f"w{n}", "1500"],
             env=_env(var_dir, REDIS_URL),
             cwd=ROOT,
@@ -197,7 +197,8 @@ def test_a_forwarder_killed_mid_batch_loses_no_hit_and_none_counts_twice(trackin
         forwarder.wait()
         forwarder = _forwarder(settings.var_dir, REDIS_URL)
     try:
-        _wait_until_spool_empty(settings.var_dir, forwarder, settings.var_dir.parent / "forward.log")
+        log = settings.var_dir.parent / "forward.log"
+        _wait_until_spool_empty(settings.var_dir, forwarder, log)
     finally:
         _stop(forwarder)
     assert own_redis.llen("nurture:hits") >= 1200 + len(lines)  # the batch came twice
@@ -216,7 +217,7 @@ def _free(port: int) -> bool:
 
 
 def _redis_server(port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
@@ -267,9 +268,7 @@ def test_while_redis_is_down_hits_wait_in_the_spool_and_arrive_when_it_is_back(t
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_the_spool_backlog_shows_in_metrics_readyz_and_the_operations_page(
-    tracking_app, own_redis
-):
+def test_the_spool_backlog_shows_in_metrics_readyz_and_the_operations_page(tracking_app, own_redis):
     app = tracking_app
     msg = sent_message(app)
     client = app.test_client()
