@@ -285,6 +285,11 @@ class Forwarder:
             stdout=subprocess.DEVNULL,
         )
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the forwarder used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -346,6 +351,7 @@ def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
             shutil.rmtree(var_dir / "hits", ignore_errors=True)
             forwarder = Forwarder({**base_env, **env}) if forwarding else None
             server = Gunicorn(target, {**base_env, **env}, args.workers)
+            cpu_before = forwarder.cpu_seconds() if forwarder is not None else 0.0
             try:
                 rate, p99, done = load(server.port)
             finally:
@@ -353,7 +359,9 @@ def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
             results[label].append((rate, p99, done))
             note = ""
             if forwarder is not None:
-                note = ", " + wait_forwarded(var_dir, forwarder, redis_queue, done + WARMUP)
+                note = ", " + wait_forwarded(
+                    var_dir, forwarder, cpu_before, redis_queue, done + WARMUP
+                )
             elif queue is not None:
                 note = f", {queue.depth():,} hits queued for {done + WARMUP:,} requests"
             print(f"  {label:24s} {rate:8,.0f} req/s   p99 {p99:6.2f} ms{note}")
@@ -375,7 +383,9 @@ def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
 WARMUP = 4
 
 
-def wait_forwarded(var_dir: Path, forwarder: Forwarder, redis_queue: Any, requests: int) -> str:
+def wait_forwarded(
+    var_dir: Path, forwarder: Forwarder, cpu_before: float, redis_queue: Any, requests: int
+) -> str:
     """After the load: wait for the forwarder to empty the spool, stop it, and check that
     every completed request's hit is in Redis."""
     started = time.monotonic()
@@ -385,6 +395,7 @@ def wait_forwarded(var_dir: Path, forwarder: Forwarder, redis_queue: Any, reques
             if time.monotonic() - started > 60 or forwarder.proc.poll() is not None:
                 raise RuntimeError(f"the forwarder left {spool.backlog()} in the spool")
             time.sleep(0.05)
+        cpu = forwarder.cpu_seconds() - cpu_before
     finally:
         forwarder.stop()
     in_redis = redis_queue.depth()
@@ -392,7 +403,8 @@ def wait_forwarded(var_dir: Path, forwarder: Forwarder, redis_queue: Any, reques
         raise RuntimeError(f"{in_redis} hits reached Redis for {requests} completed requests")
     return (
         f"{in_redis:,} hits in Redis for {requests:,} requests "
-        f"(spool empty {time.monotonic() - started:.1f} s after the run)"
+        f"(spool empty {time.monotonic() - started:.1f} s after the run; forwarder CPU "
+        f"{cpu:.2f} s, {cpu / max(in_redis, 1) * 1e6:.0f} µs a hit)"
     )
 
 

@@ -33,17 +33,16 @@ REDIS_TIMEOUT = 5.0  # seconds: a Redis that hangs is retried like one that refu
 MAX_BACKOFF = 10.0
 
 
-def forward_batches(spool: SpoolHitQueue, target: RedisHitQueue, *, max_batches: int = 50) -> int:
-    """Move up to ``max_batches`` sealed batches from ``spool`` into ``target``; the lines
+def forward_batches(spool: SpoolHitQueue, target: RedisHitQueue) -> int:
+    """Seal what ``spool`` holds now and move every sealed batch into ``target``; the lines
     moved. A Redis error propagates and leaves the batch in the spool."""
+    spool.seal()
     moved = 0
-    for _ in range(max_batches):
-        lines, receipt = spool.take(0)
-        if receipt is None:
-            break
+    for batch in spool.sealed():
+        lines = spool.read(batch)
         if lines:
             target.push_lines(lines)
-        spool.ack(receipt)  # only now: a crash before this line pushes the batch again
+        spool.ack(batch)  # only now: a crash before this line pushes the batch again
         moved += len(lines)
     return moved
 
@@ -53,10 +52,10 @@ class Forwarder:
     """The spool → Redis pairs of this machine (hits and site events) and the retry loop."""
 
     pairs: list[tuple[SpoolHitQueue, RedisHitQueue]]
-    poll_seconds: float = 0.05
+    poll_seconds: float = 0.2
 
     @classmethod
-    def from_settings(cls, settings: object, *, poll_seconds: float = 0.05) -> Forwarder:
+    def from_settings(cls, settings: object, *, poll_seconds: float = 0.2) -> Forwarder:
         url = tracking_redis_url(settings)
         if not url:
             raise ValueError("no Redis hit queue configured (NURTURE_HIT_QUEUE_URL)")
@@ -69,12 +68,8 @@ class Forwarder:
         )
 
     def forward_all(self) -> int:
-        """Everything waiting now, queue by queue; raises on a Redis error."""
-        moved = 0
-        for spool, target in self.pairs:
-            while batch := forward_batches(spool, target):
-                moved += batch
-        return moved
+        """Everything spooled now, queue by queue; raises on a Redis error."""
+        return sum(forward_batches(spool, target) for spool, target in self.pairs)
 
     def run(self, stop: threading.Event) -> None:
         """Forward until ``stop`` is set, pausing 0.5 s, 1 s … up to 10 s after each failure
@@ -97,8 +92,9 @@ class Forwarder:
             else:
                 for spool, _ in self.pairs:
                     spool.seal()
-            if not moved:
-                stop.wait(self.poll_seconds)
+            # A pause even after a busy round: batches of a poll's worth of hits cost one
+            # round trip each, where a tight loop would push a handful of hits at a time.
+            stop.wait(self.poll_seconds)
 
 
 __all__ = ["Forwarder", "forward_batches"]

@@ -232,11 +232,18 @@ class SpoolHitQueue:
     def take(self, limit: int) -> tuple[list[bytes], Any]:
         """The oldest batch, whole (``limit`` is not applied: a file leaves only whole)."""
         self.seal()
-        batches = self._batches()
+        batches = self.sealed()
         if not batches:
             return [], None
-        path = batches[0]
-        fd = os.open(path, os.O_RDONLY)
+        return self.read(batches[0]), batches[0]
+
+    def sealed(self) -> list[Path]:
+        """The batch files waiting, oldest first."""
+        return self._batches()
+
+    def read(self, batch: Path) -> list[bytes]:
+        """The complete lines of a sealed batch (acknowledge it with ``ack(batch)``)."""
+        fd = os.open(batch, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # writers that still hold it finish first
             with os.fdopen(os.dup(fd), "rb") as stream:
@@ -244,8 +251,7 @@ class SpoolHitQueue:
         finally:
             os.close(fd)
         # Every write ends with a newline; a tail without one is a write torn by a crash.
-        lines = [line for line in data[: data.rfind(b"\n") + 1].split(b"\n") if line]
-        return lines, path
+        return [line for line in data[: data.rfind(b"\n") + 1].split(b"\n") if line]
 
     def ack(self, receipt: Any) -> None:
         if receipt is not None:
