@@ -282,8 +282,11 @@ class Forwarder:
             [sys.executable, "-m", "automation.cli", "tracking", "forward"],
             cwd=ROOT,
             env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
         )
+        # Ready once it says so (its imports must not compete with the measured run).
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().startswith(b"forwarding"), "forwarder failed"
 
     def cpu_seconds(self) -> float:
         """User + system CPU the forwarder used so far (Linux /proc)."""
