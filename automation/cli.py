@@ -239,9 +239,8 @@ def tracking_forward(once: bool) -> None:
 
     settings = load_settings()
     if not spool_forwarded(settings):
-        raise click.ClickException(
-            "nothing to forward: no Redis hit queue, or NURTURE_HIT_QUEUE_PUSH=redis"
-        )
+        click.echo("nothing to forward: no Redis hit queue, or NURTURE_HIT_QUEUE_PUSH=redis")
+        return
     forwarder = Forwarder.from_settings(settings)
     if once:
         click.echo(f"forwarded {forwarder.forward_all()} lines")
