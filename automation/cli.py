@@ -230,16 +230,19 @@ def tracking_forward(once: bool) -> None:
     """Move this machine's hit spools (var/hits, var/site) into the Redis hit queues.
 
     Run one on every machine that serves tracking URLs when NURTURE_HIT_QUEUE_PUSH is
-    `spool` (the default with a Redis hit queue). Safe to kill at any time."""
+    `spool` (the default with a Redis hit queue). Safe to kill at any time. With
+    NURTURE_HIT_QUEUE_PUSH=redis the spool stays empty (this only moves what an earlier
+    configuration left there)."""
     import threading
 
     from automation.ops.logs import configure_logging
     from automation.tracking.forwarding import Forwarder
-    from automation.tracking.hits import spool_forwarded
+    from automation.tracking.hits import tracking_redis_url
 
     settings = load_settings()
-    if not spool_forwarded(settings):
-        click.echo("nothing to forward: no Redis hit queue, or NURTURE_HIT_QUEUE_PUSH=redis")
+    if not tracking_redis_url(settings):
+        # The embedded default: the tracking worker drains the spool itself.
+        click.echo("nothing to forward: no Redis hit queue (NURTURE_HIT_QUEUE_URL)")
         return
     forwarder = Forwarder.from_settings(settings)
     if once:

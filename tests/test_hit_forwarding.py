@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 import redis
+import sitekit
 from conftest import REDIS_URL, login, make_settings
+from emailkit import make_contact
 from sqlalchemy import func, select
 from test_tracking import HUMAN_UA, sent_message
 
@@ -311,3 +313,43 @@ def test_operators_may_push_each_hit_to_redis_directly(tmp_path, postgres_url, o
     finally:
         app.extensions["nurture"].engine.dispose()
         use_runtime(None)
+
+
+site_app = sitekit.site_app
+
+
+def _replayed_batch(settings: Any, queue: int) -> int:
+    """The forwarder's crash window: a batch pushed to Redis, not yet unlinked (it will be
+    pushed again). Returns its size."""
+    spool, target = Forwarder.from_settings(settings).pairs[queue]
+    spool.seal()
+    [batch] = spool.sealed()
+    lines = spool.read(batch)
+    target.push_lines(lines)
+    return len(lines)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_replayed_site_batches_store_each_event_once(site_app):
+    from test_site_tracking import VISITOR, drain, events_of, post
+
+    from automation.tracking.models import AnonymousEvent
+
+    settings = site_app.extensions["nurture"].settings
+    client = site_app.test_client()
+    with site_app.extensions["nurture"].sessions() as s:
+        make_contact(s, "ada@example.com")
+        s.commit()
+    post(client, {"visitor_id": VISITOR, "events": [{"name": "page.viewed"}, {"name": "a"}]})
+    assert _replayed_batch(settings, 1) == 2
+    drain(site_app)  # forwards the same batch again, then ingests both copies
+    with site_app.extensions["nurture"].sessions() as s:
+        assert s.scalar(select(func.count()).select_from(AnonymousEvent)) == 2
+    post(client, {"visitor_id": VISITOR, "identify": {"email": "ada@example.com"}})
+    post(client, {"visitor_id": VISITOR, "events": [{"name": "b"}]})
+    assert _replayed_batch(settings, 1) == 2
+    drain(site_app)
+    drain(site_app)
+    names = sorted(n for n, _ in events_of(site_app, "ada@example.com"))
+    assert names == ["a", "b", "page.viewed", "site.identified"]
