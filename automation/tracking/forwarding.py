@@ -39,7 +39,10 @@ def forward_batches(spool: SpoolHitQueue, target: RedisHitQueue) -> int:
     spool.seal()
     moved = 0
     for batch in spool.sealed():
-        lines = spool.read(batch)
+        try:
+            lines = spool.read(batch)
+        except FileNotFoundError:
+            continue  # a second forwarder on this machine took it (harmless, if wasteful)
         if lines:
             target.push_lines(lines)
         spool.ack(batch)  # only now: a crash before this line pushes the batch again

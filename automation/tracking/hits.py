@@ -227,7 +227,10 @@ class SpoolHitQueue:
         except FileNotFoundError:
             return
         if size and (size >= self.SEAL_BYTES or not self._batches()):
-            os.rename(self.current, self.directory / f"batch-{time.time_ns():020d}.spool")
+            try:
+                os.rename(self.current, self.directory / f"batch-{time.time_ns():020d}.spool")
+            except FileNotFoundError:
+                pass  # another reader sealed it just now
 
     def take(self, limit: int) -> tuple[list[bytes], Any]:
         """The oldest batch, whole (``limit`` is not applied: a file leaves only whole)."""
