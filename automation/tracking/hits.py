@@ -18,6 +18,7 @@ What "durably queued" means here, honestly:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -227,10 +228,8 @@ class SpoolHitQueue:
         except FileNotFoundError:
             return
         if size and (size >= self.SEAL_BYTES or not self._batches()):
-            try:
+            with contextlib.suppress(FileNotFoundError):  # another reader sealed it just now
                 os.rename(self.current, self.directory / f"batch-{time.time_ns():020d}.spool")
-            except FileNotFoundError:
-                pass  # another reader sealed it just now
 
     def take(self, limit: int) -> tuple[list[bytes], Any]:
         """The oldest batch, whole (``limit`` is not applied: a file leaves only whole)."""
