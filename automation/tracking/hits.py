@@ -6,14 +6,17 @@ of the worker replays a batch (harmless: each hit has an idempotency key).
 
 What "durably queued" means here, honestly:
 
-- ``RedisHitQueue`` (production): one RPUSH per hit before the response is sent. The hit
-  survives a crash of the web process or the worker. It does NOT survive a Redis restart
-  on these machines, which keep nothing on disk (no AOF/RDB); with ``appendonly yes`` and
-  ``appendfsync everysec`` it is at most one second of hits.
-- ``SpoolHitQueue`` (embedded default, no Redis): one ``write()`` with O_APPEND to a local
-  file before the response. It survives a crash of any process (the page cache holds it)
-  but not a power loss of the machine (no fsync per hit: an fsync costs milliseconds).
-  A spool is per machine, so every machine that serves tracking URLs must run a drainer.
+- ``SpoolHitQueue``: one ``write()`` with O_APPEND to a file on the web machine's disk
+  before the response. It survives a crash of any process (the page cache holds it) but
+  not a power loss of the machine (no fsync per hit: an fsync costs milliseconds). The
+  embedded default drains it directly; with a Redis hit queue (production) it is the
+  first hop, and ``nurture tracking forward`` (automation/tracking/forwarding.py), one per
+  web machine, moves it into Redis in batches: no network call on the hot path.
+- ``RedisHitQueue``: the list the drainer reads in production; with
+  NURTURE_HIT_QUEUE_PUSH=redis also what the web process pushes to, one RPUSH per hit
+  before the response. It survives a crash of the web process or the worker, NOT a Redis
+  restart on these machines, which keep nothing on disk (no AOF/RDB); with
+  ``appendonly yes`` and ``appendfsync everysec`` it is at most one second of hits.
 """
 
 from __future__ import annotations
