@@ -353,3 +353,26 @@ def test_replayed_site_batches_store_each_event_once(site_app):
     drain(site_app)
     names = sorted(n for n, _ in events_of(site_app, "ada@example.com"))
     assert names == ["a", "b", "page.viewed", "site.identified"]
+
+
+def test_a_spool_nobody_forwards_is_flagged_by_doctor_and_readyz(tmp_path, sqlite_url):
+    from automation.ops.doctor import diagnose
+    from web import create_app
+
+    settings = make_settings(tmp_path, sqlite_url, NURTURE_HIT_QUEUE_URL="redis://127.0.0.1:1/0")
+    spool = SpoolHitQueue(settings.var_dir / "hits")
+    ten_minutes_ago = time.time_ns() - 600 * 10**9
+    (spool.directory / f"batch-{ten_minutes_ago:020d}.spool").write_bytes(
+        b"\n" + _hit("old").encode() + b"\n"
+    )
+    app = create_app(settings, {"TESTING": True})
+    use_runtime(app.extensions["nurture"])
+    try:
+        finding = {f.topic: f for f in diagnose(app.extensions["nurture"])}["hit queue"]
+        assert finding.level == "warn" and "nurture tracking forward" in finding.message
+        checks = {c["name"]: c for c in app.test_client().get("/readyz").get_json()["checks"]}
+        assert not checks["hit_spool"]["ok"]
+        assert "is `nurture tracking forward` running here" in checks["hit_spool"]["detail"]
+    finally:
+        app.extensions["nurture"].engine.dispose()
+        use_runtime(None)
