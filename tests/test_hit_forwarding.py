@@ -71,6 +71,20 @@ def test_a_hit_longer_than_an_atomic_write_stays_whole(tmp_path):
     assert decode_all(lines)[0].user_agent == "\U0001f600" * 512
 
 
+def test_a_large_batch_is_read_in_chunks_of_whole_lines(tmp_path):
+    spool = SpoolHitQueue(tmp_path / "hits")
+    hits = [_hit(f"h{i}", user_agent="x" * (i * 37 % 900)) for i in range(300)]
+    for hit in hits:
+        spool.push(hit)
+    with open(spool.current, "ab") as raw:
+        raw.write(b'\n["torn-at-the-e')
+    spool.seal()
+    [batch] = spool.sealed()
+    chunks = list(spool.read_chunks(batch, chunk_bytes=1000))
+    assert len(chunks) > 10
+    assert [line for chunk in chunks for line in chunk] == [h.encode() for h in hits]
+
+
 # --- real processes, real Redis -----------------------------------------------------------
 
 WRITER = """

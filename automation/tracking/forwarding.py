@@ -40,13 +40,12 @@ def forward_batches(spool: SpoolHitQueue, target: RedisHitQueue) -> int:
     moved = 0
     for batch in spool.sealed():
         try:
-            lines = spool.read(batch)
+            for lines in spool.read_chunks(batch):
+                target.push_lines(lines)
+                moved += len(lines)
         except FileNotFoundError:
             continue  # a second forwarder on this machine took it (harmless, if wasteful)
-        if lines:
-            target.push_lines(lines)
         spool.ack(batch)  # only now: a crash before this line pushes the batch again
-        moved += len(lines)
     return moved
 
 

@@ -28,7 +28,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -248,15 +248,27 @@ class SpoolHitQueue:
 
     def read(self, batch: Path) -> list[bytes]:
         """The complete lines of a sealed batch (acknowledge it with ``ack(batch)``)."""
+        return [line for lines in self.read_chunks(batch) for line in lines]
+
+    def read_chunks(self, batch: Path, chunk_bytes: int = SEAL_BYTES) -> Iterator[list[bytes]]:
+        """The complete lines of a sealed batch, about ``chunk_bytes`` at a time (a spool
+        nobody forwarded for a day is one large file: it is never read whole)."""
         fd = os.open(batch, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # writers that still hold it finish first
             with os.fdopen(os.dup(fd), "rb") as stream:
-                data = stream.read()
+                rest = b""
+                while data := stream.read(chunk_bytes):
+                    data = rest + data
+                    end = data.rfind(b"\n") + 1
+                    rest = data[end:]
+                    lines = [line for line in data[:end].split(b"\n") if line]
+                    if lines:
+                        yield lines
+                # Every write ends with a newline: a tail without one is a write torn by a
+                # crash, and dropped.
         finally:
             os.close(fd)
-        # Every write ends with a newline; a tail without one is a write torn by a crash.
-        return [line for line in data[: data.rfind(b"\n") + 1].split(b"\n") if line]
 
     def ack(self, receipt: Any) -> None:
         if receipt is not None:
