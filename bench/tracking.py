@@ -348,7 +348,9 @@ def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
     print(f"click redirect: gunicorn -w {args.workers} -k sync, loopback, {tool}")
     for round_ in range(1, args.rounds + 1):
         print(f" round {round_} (load {os.getloadavg()[0]:.2f})")
-        for label, target, env, queue, forwarding in runs:
+        # Each round starts one run later: none always goes first on a drifting machine.
+        shift = (round_ - 1) % len(runs)
+        for label, target, env, queue, forwarding in runs[shift:] + runs[:shift]:
             if queue is not None and queue is redis_queue:
                 redis_queue.redis.delete(redis_queue.key)
             shutil.rmtree(var_dir / "hits", ignore_errors=True)
