@@ -121,7 +121,8 @@ class QueueCollector(Collector):
             "nurture_queue_depth", "Tasks or tracking hits waiting in the broker", labels=["queue"]
         )
         try:
-            family.add_metric(["hits"], float(make_hit_queue(self.settings).depth()))
+            for name in ("hits", "site"):
+                family.add_metric([name], float(make_hit_queue(self.settings, name).depth()))
             if self.settings.broker_url.startswith("redis"):
                 import redis
 
