@@ -177,7 +177,10 @@ class SpoolHitQueue:
     site event with large properties) is written under the exclusive lock instead.
     """
 
-    ATOMIC_BYTES = 4096  # PIPE_BUF: what POSIX promises an O_APPEND write keeps whole
+    # PIPE_BUF. POSIX promises atomic writes of this size to pipes only; for O_APPEND to a
+    # local Linux file system a whole write() runs under the inode lock. Beyond this size
+    # we do not lean on that: the writer takes the exclusive lock.
+    ATOMIC_BYTES = 4096
     SEAL_BYTES = 4 << 20  # while a batch waits (Redis down), seal current past this size
 
     def __init__(self, directory: Path) -> None:
@@ -297,8 +300,8 @@ class SpoolHitQueue:
             files += 1
             size += st.st_size
             if path == self.current:
-                # current.spool was created at the directory's last change at the latest
-                # (a seal, or its own creation): exact when no reader is running.
+                # current.spool is at least as old as the directory's last change (its
+                # creation, or a later seal or unlink): exact when no reader is running.
                 since = self.directory.stat().st_mtime
             else:
                 since = int(path.name[len("batch-") : -len(".spool")]) / 1e9  # sealed
