@@ -79,11 +79,9 @@ class Forwarder:
         backoff = 0.0
         retry_at = 0.0
         while not stop.is_set():
-            moved = 0
             if time.monotonic() >= retry_at:
                 try:
-                    for spool, target in self.pairs:
-                        moved += forward_batches(spool, target)
+                    self.forward_all()
                     if backoff:
                         log.info("hit forwarder: Redis reachable again")
                     backoff = 0.0
