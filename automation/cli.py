@@ -309,7 +309,7 @@ def _is_empty_embedded() -> bool:
 @click.option("--port", default=8000, show_default=True)
 @click.option("--no-demo", is_flag=True, help="Do not load demo data into an empty database")
 def run(host: str, port: int, no_demo: bool) -> None:
-    """Migrate, then run web, worker, beat (and the SMTP catcher) until Ctrl-C."""
+    """Migrate, then run web, worker, beat (the SMTP catcher, the hit forwarder) until Ctrl-C."""
     from automation.accounts.service import ensure_admin
     from automation.demo import load_demo
     from automation.migrate import upgrade
