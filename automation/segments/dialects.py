@@ -107,6 +107,26 @@ class Sql:
             value = func.json_extract(doc, self._lite_path(path))
         return case((guard, value), else_=None)
 
+    def indexed_attribute(self, doc: Any, key: str, kind: ValueType) -> ColumnElement[Any]:
+        """PostgreSQL: the value of the top-level attribute ``key``, typed as ``json_value``
+        types it, spelled with constants only. It is both the expression of an indexed
+        field's index (automation/segments/field_indexes.py) and what the compiler emits
+        for that field, so the planner matches the two: it matches an index expression only
+        against constants, never a bound parameter. The constants are rendered by
+        SQLAlchemy's literal quoting, and ``key`` is a declared field name (``[a-z][a-z0-9_]*``).
+        Dates compare in byte order (``COLLATE "C"``), as ``ordered_text`` does."""
+        assert self.pg
+
+        def const(value: str) -> Any:
+            return literal(value, Text, literal_execute=True)
+
+        name = {ValueType.NUMBER: "number", ValueType.BOOLEAN: "boolean"}.get(kind, "string")
+        guard = func.jsonb_typeof(doc.op("->", return_type=JSONB)(const(key))) == const(name)
+        raw = doc.op("->>", return_type=Text)(const(key))
+        value: Any = cast(raw, Numeric) if kind is ValueType.NUMBER else raw
+        typed = case((guard, value), else_=None)
+        return collate(typed, "C") if kind is ValueType.DATE else typed
+
     def json_equals_any(
         self, doc: Any, path: JsonPath, kind: ValueType, values: Sequence[Any]
     ) -> ColumnElement[bool]:
