@@ -35,11 +35,7 @@ from automation.db import Base, make_engine, make_session_factory
 from automation.segments.compiler import condition, count_matching
 from automation.segments.context import load_catalog
 from automation.segments.field_indexes import sync_field_indexes
-from automation.segments.membership import (
-    DIFFERENCE_WORK_MEM_KB,
-    refresh_contacts,
-    refresh_segment,
-)
+from automation.segments.membership import refresh_contacts, refresh_segment
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import parse_filter
 
@@ -450,8 +446,6 @@ def main() -> None:
     def hand_full() -> int:
         with sessions() as s:
             apply_jit(s)
-            # The work_mem the application's difference statement runs with: same footing.
-            s.execute(text(f"SET LOCAL work_mem = '{DIFFERENCE_WORK_MEM_KB}kB'"))
             n = len(
                 s.execute(
                     text(HAND_REFRESH.format(among="", among_m="")),

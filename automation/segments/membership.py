@@ -12,8 +12,7 @@ first, so a full refresh and an incremental one never decide from different snap
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,7 +27,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     true,
 )
 from sqlalchemy.orm import Session
@@ -55,7 +53,6 @@ ENTERED = "segment.entered"
 LEFT = "segment.left"
 EVENT_SOURCE = "segment"
 CHUNK = 20_000  # contacts per incremental statement (one bound array either way)
-DIFFERENCE_WORK_MEM_KB = 64 * 1024
 
 
 @dataclass
@@ -97,8 +94,7 @@ def _apply(
     so no other refresh of it runs in between.
     """
     sql = Sql(session.get_bind().dialect.name)
-    with _hash_memory(session, sql, among_ids is None):
-        entered_ids, left_ids = _difference(session, sql, segment.id, matching, among_ids)
+    entered_ids, left_ids = _difference(session, sql, segment.id, matching, among_ids)
     result = RefreshResult(segment.id)
     for chunk in _chunks(left_ids):
         result.left.extend(
@@ -129,34 +125,6 @@ def _apply(
         recorded = _record_events(session, sql, result, properties, now)
         react_to_events(session, recorded)
     return result
-
-
-@contextmanager
-def _hash_memory(session: Session, sql: Sql, whole_segment: bool) -> Iterator[None]:
-    """PostgreSQL: enough ``work_mem`` for the difference of a whole segment to hash its
-    members in memory. With the default 4 MB the hash of 470,000 members spills to disk in
-    batches, and the full refresh's difference takes a third longer. Only raised, and only
-    for that one statement."""
-    if not (sql.pg and whole_segment):
-        yield
-        return
-    current, kilobytes = session.execute(
-        text(
-            "SELECT current_setting('work_mem'), setting::bigint FROM pg_settings "
-            "WHERE name = 'work_mem'"
-        )
-    ).one()
-    if kilobytes >= DIFFERENCE_WORK_MEM_KB:
-        yield
-        return
-    session.execute(
-        text("SELECT set_config('work_mem', :value, true)"),
-        {"value": f"{DIFFERENCE_WORK_MEM_KB}kB"},
-    )
-    try:
-        yield
-    finally:
-        session.execute(text("SELECT set_config('work_mem', :value, true)"), {"value": current})
 
 
 def _chunks(ids: Sequence[int], size: int = 50_000) -> list[Sequence[int]]:
