@@ -22,7 +22,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Table, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from automation.contacts.models import CustomField, IndexStatus
+from automation.contacts.models import CustomField, FieldType, IndexStatus
 from automation.segments.compiler import contacts
 from automation.segments.dialects import Sql
 from automation.segments.schema import CUSTOM_TYPES
@@ -48,7 +48,7 @@ def index_name(field_id: int) -> str:
     return f"{PREFIX}{field_id}"
 
 
-def index_ddl(engine: Engine, field_id: int, name: str, kind: Any) -> str:
+def index_ddl(engine: Engine, field_id: int, name: str, kind: FieldType) -> str:
     """CREATE INDEX CONCURRENTLY for one field, its expression compiled by SQLAlchemy."""
     expression = Sql("postgresql").indexed_attribute(
         contacts.c.attributes, name, CUSTOM_TYPES[kind]
