@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Numeric,
     Text,
@@ -31,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from automation.db import id_array
 from automation.segments.schema import ValueType
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -186,24 +186,16 @@ class Sql:
 
     # --- id lists ----------------------------------------------------------------------
 
-    @staticmethod
-    def _pg_id_array(ids: Sequence[int]) -> ColumnElement[Any]:
-        """The ids as one bound parameter: the array's text form (``{1,2,3}``) cast to
-        bigint[]. Bound as a list, psycopg adapts each of thousands of ints one by one
-        (5 ms per 10,000 ids, a tenth of an incremental refresh)."""
-        text = "{" + ",".join(str(int(i)) for i in ids) + "}"
-        return cast(bindparam(None, text, Text), ARRAY(BigInteger))
-
     def id_rows(self, ids: Sequence[int]) -> Any:
         """A FROM clause with one row per id, in column ``id``, from one bound parameter."""
         if self.pg:
-            return func.unnest(self._pg_id_array(ids)).table_valued("id").render_derived()
+            return func.unnest(id_array(ids)).table_valued("id").render_derived()
         rows = func.json_each(literal(json.dumps(list(ids)), Text)).table_valued("value")
         return select(rows.c.value.label("id")).subquery()
 
     def ids_in(self, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
         """``column`` is one of ``ids``, with one bound parameter however many ids."""
         if self.pg:
-            return column == any_(self._pg_id_array(ids))
+            return column == any_(id_array(ids))
         listed = func.json_each(literal(json.dumps(list(ids)), Text)).table_valued("value")
         return column.in_(select(listed.c.value))
