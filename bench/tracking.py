@@ -2,17 +2,23 @@
 
 1. Click redirect under gunicorn (2 sync workers, loopback, wrk): the real click endpoint
    (token verified, destination from the compiled version, hit appended to the queue)
-   against a bare Flask route answering the same 302, same gunicorn settings. Both hit
-   queues are measured: Redis (one RPUSH per hit) and the local spool (one append per hit).
-   After each run the queue depth is compared with the requests wrk completed.
+   against a bare Flask route answering the same 302, same gunicorn settings. Three ways
+   of queueing the hit: one Redis RPUSH per hit (NURTURE_HIT_QUEUE_PUSH=redis), the
+   production default spool+forward (an append to the local spool per hit, with `nurture
+   tracking forward` running beside gunicorn and moving batches into Redis), and the
+   embedded spool alone. After each run the queue is compared with the requests wrk
+   completed (spool+forward: once the forwarder emptied the spool, every completed
+   request's hit must be in Redis). ``--rounds N`` interleaves N runs of each and reports
+   the median ratio (the machine is shared: neighbours' load moves single runs).
 2. Ingestion of queued hits into PostgreSQL with engagement write-back (events, message
    counters, contact engagement), through the real drainer. Floors: the same event rows
    stored by hand with nothing else, each way measured in the same run (executemany
    INSERT, INSERT … SELECT from one JSON document per batch, COPY); the fastest is the
-   floor.
+   floor. ``--rounds N`` repeats it on fresh data and reports the median ratio.
 
     .venv/bin/python bench/tracking.py --url postgresql+psycopg://root@127.0.0.1:5432/x
     .venv/bin/python bench/tracking.py --smoke --url …      # seconds (CI)
+    NURTURE_BENCH_PORTS=8100-8199 .venv/bin/python bench/tracking.py --rounds 3 --click-only …
 
 wrk comes from Debian (``apt-get install wrk``); without it a small Python load generator
 is used (its figures are far lower and only fit for the smoke run).
@@ -177,9 +183,16 @@ def prepare(url: str, messages: int) -> tuple[int, list[tuple[int, int]]]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port; from NURTURE_BENCH_PORTS ("8100-8199") when set (shared machines)."""
+    first, _, last = os.environ.get("NURTURE_BENCH_PORTS", "0-0").partition("-")
+    for port in range(int(first), int(last) + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return int(sock.getsockname()[1])
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
 
 
 class Gunicorn:
@@ -265,6 +278,33 @@ def run_python_load(url: str, count: int, threads: int = 4) -> tuple[float, floa
     return len(latencies) / elapsed, p99, len(latencies)
 
 
+class Forwarder:
+    """`nurture tracking forward` as operators run it: its own process beside gunicorn."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "automation.cli", "tracking", "forward"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+        )
+        # Ready once it says so (its imports must not compete with the measured run).
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().startswith(b"forwarding"), "forwarder failed"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the forwarder used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
     var_dir = Path(tempfile.mkdtemp(prefix="nurture-bench-tracking-"))
     base_env = {
@@ -278,7 +318,7 @@ def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
     def load(port: int) -> tuple[float, float, int]:
         target = f"http://127.0.0.1:{port}/t/c/{token}"
         # Warm up (imports, the version's links read once per worker).
-        for _ in range(4):
+        for _ in range(WARMUP):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             conn.request("GET", f"/t/c/{token}")
             assert conn.getresponse().status == 302
@@ -290,43 +330,91 @@ def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
     # The app pushes to the default key of the bench's Redis db (emptied before and after).
     redis_queue = RedisHitQueue(REDIS_URL) if redis_available() else None
     spool_queue = SpoolHitQueue(var_dir / "hits")
-    runs: list[tuple[str, str, dict[str, str], Any]] = [
-        ("bare Flask 302 (floor)", "bench.tracking:bare_app()", {}, None),
+    on_redis = {"NURTURE_HIT_QUEUE_URL": REDIS_URL}
+    # (label, gunicorn target, environment, where the hits end up, forwarder running)
+    runs: list[tuple[str, str, dict[str, str], Any, bool]] = [
+        ("bare Flask 302 (floor)", "bench.tracking:bare_app()", {}, None, False),
         (
-            "click, Redis queue",
+            "click, RPUSH per hit",
             "bench.tracking:tracking_app()",
-            {"NURTURE_HIT_QUEUE_URL": REDIS_URL},
+            {**on_redis, "NURTURE_HIT_QUEUE_PUSH": "redis"},
             redis_queue,
+            False,
         ),
-        ("click, local spool", "bench.tracking:tracking_app()", {}, spool_queue),
+        ("click, spool+forward", "bench.tracking:tracking_app()", on_redis, redis_queue, True),
+        ("click, spool only", "bench.tracking:tracking_app()", {}, spool_queue, False),
     ]
     if redis_queue is None:
-        print("  (Redis not reachable: the Redis run is skipped)")
-        runs = [r for r in runs if r[3] is not None or r[1].endswith("bare_app()")]
-    results: dict[str, tuple[float, float, int]] = {}
+        print("  (Redis not reachable: the Redis runs are skipped)")
+        runs = [r for r in runs if r[3] is not redis_queue or r[1].endswith("bare_app()")]
+    results: dict[str, list[tuple[float, float, int]]] = {r[0]: [] for r in runs}
     tool = f"wrk -t2 -c{args.connections} -d{args.seconds}s" if wrk else "python load generator"
     print(f"click redirect: gunicorn -w {args.workers} -k sync, loopback, {tool}")
-    for label, target, env, queue in runs:
-        if queue is not None and queue is redis_queue:
-            redis_queue.redis.delete(redis_queue.key)
-        server = Gunicorn(target, {**base_env, **env}, args.workers)
-        try:
-            rate, p99, done = load(server.port)
-        finally:
-            server.stop()
-        results[label] = (rate, p99, done)
-        queued = f", {queue.depth():,} hits queued for {done + 4:,} requests" if queue else ""
-        print(f"  {label:24s} {rate:8,.0f} req/s   p99 {p99:6.2f} ms{queued}")
-    floor = results["bare Flask 302 (floor)"][0]
+    for round_ in range(1, args.rounds + 1):
+        print(f" round {round_} (load {os.getloadavg()[0]:.2f})")
+        # Each round starts one run later: none always goes first on a drifting machine.
+        shift = (round_ - 1) % len(runs)
+        for label, target, env, queue, forwarding in runs[shift:] + runs[:shift]:
+            if queue is not None and queue is redis_queue:
+                redis_queue.redis.delete(redis_queue.key)
+            shutil.rmtree(var_dir / "hits", ignore_errors=True)
+            forwarder = Forwarder({**base_env, **env}) if forwarding else None
+            server = Gunicorn(target, {**base_env, **env}, args.workers)
+            cpu_before = forwarder.cpu_seconds() if forwarder is not None else 0.0
+            try:
+                rate, p99, done = load(server.port)
+            finally:
+                server.stop()
+            results[label].append((rate, p99, done))
+            note = ""
+            if forwarder is not None:
+                note = ", " + wait_forwarded(
+                    var_dir, forwarder, cpu_before, redis_queue, done + WARMUP
+                )
+            elif queue is not None:
+                note = f", {queue.depth():,} hits queued for {done + WARMUP:,} requests"
+            print(f"  {label:24s} {rate:8,.0f} req/s   p99 {p99:6.2f} ms{note}")
+    floors = [rate for rate, _, _ in results["bare Flask 302 (floor)"]]
     for label in [r[0] for r in runs[1:]]:
-        rate, p99, _ = results[label]
+        pairs = zip(results[label], floors, strict=True)
+        ratios = sorted(rate / floor for (rate, _, _), floor in pairs)
+        p99s = sorted(p99 for _, p99, _ in results[label])
         print(
-            f"  {label}: {rate / floor:.2f} of the bare route (target >= 0.8), "
-            f"p99 {p99:.2f} ms (target <= 15)"
+            f"  {label}: {ratios[len(ratios) // 2]:.2f} of the bare route "
+            f"(median of {len(ratios)}: {', '.join(f'{r:.2f}' for r in ratios)}; "
+            f"target >= 0.8), p99 {p99s[len(p99s) // 2]:.2f} ms (target <= 15)"
         )
     if redis_queue is not None:
         redis_queue.redis.delete(redis_queue.key)
     shutil.rmtree(var_dir, ignore_errors=True)
+
+
+WARMUP = 4
+
+
+def wait_forwarded(
+    var_dir: Path, forwarder: Forwarder, cpu_before: float, redis_queue: Any, requests: int
+) -> str:
+    """After the load: wait for the forwarder to empty the spool, stop it, and check that
+    every completed request's hit is in Redis."""
+    started = time.monotonic()
+    spool = SpoolHitQueue(var_dir / "hits")
+    try:
+        while spool.backlog().files:
+            if time.monotonic() - started > 60 or forwarder.proc.poll() is not None:
+                raise RuntimeError(f"the forwarder left {spool.backlog()} in the spool")
+            time.sleep(0.05)
+        cpu = forwarder.cpu_seconds() - cpu_before
+    finally:
+        forwarder.stop()
+    in_redis = redis_queue.depth()
+    if in_redis < requests:
+        raise RuntimeError(f"{in_redis} hits reached Redis for {requests} completed requests")
+    return (
+        f"{in_redis:,} hits in Redis for {requests:,} requests "
+        f"(spool empty {time.monotonic() - started:.1f} s after the run; forwarder CPU "
+        f"{cpu:.2f} s, {cpu / max(in_redis, 1) * 1e6:.0f} µs a hit)"
+    )
 
 
 # --- ingestion ---------------------------------------------------------------------------
@@ -479,32 +567,10 @@ def store_by_hand(engine: Any, rows: list[Any]) -> dict[str, float]:
     return seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default=DEFAULT_URL)
-    parser.add_argument("--hits", type=int, default=200_000, help="hits to ingest")
-    parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per run")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--requests", type=int, default=2000, help="python load generator")
-    parser.add_argument("--python-load", action="store_true", help="do not use wrk")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
-    parser.add_argument("--ingest-only", action="store_true", help="skip the HTTP part")
-    parser.add_argument("--rounds", type=int, default=1, help="ingestion rounds (medians)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.hits, args.messages, args.seconds, args.requests = 2000, 200, 1, 200
-    print(
-        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
-    )
-    version_id, pairs = prepare(args.url, args.messages)
-    signer = TokenSigner(SECRET)
-    message_id, nonce = pairs[0]
-    token = signer.make(TokenKind.CLICK, message_id, nonce, version_id, link_index=0)
-    if not args.ingest_only:
-        bench_http(args.url, token, args)
+def bench_ingest_rounds(
+    args: argparse.Namespace, version_id: int, pairs: list[tuple[int, int]]
+) -> None:
+    """``--rounds`` ingestion measurements, each on fresh data, and their medians."""
     results = [bench_ingest(args.url, version_id, pairs, args.hits)]
     for _ in range(args.rounds - 1):
         results.append(bench_ingest(args.url, *prepare(args.url, args.messages), args.hits))
@@ -519,6 +585,39 @@ def main() -> None:
             f" floor per round {', '.join(f'{r:.2f}' for r in ratios)}, median"
             f" {statistics.median(ratios):.2f}"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--hits", type=int, default=200_000, help="hits to ingest")
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=2000, help="python load generator")
+    parser.add_argument("--python-load", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="click runs interleaved, ingestion repeated"
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
+    parser.add_argument("--ingest-only", action="store_true", help="skip the HTTP part")
+    parser.add_argument("--click-only", action="store_true", help="skip the ingestion part")
+    args = parser.parse_args()
+    if args.smoke:
+        args.hits, args.messages, args.seconds, args.requests = 2000, 200, 1, 200
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
+    )
+    version_id, pairs = prepare(args.url, args.messages)
+    signer = TokenSigner(SECRET)
+    message_id, nonce = pairs[0]
+    token = signer.make(TokenKind.CLICK, message_id, nonce, version_id, link_index=0)
+    if not args.ingest_only:
+        bench_http(args.url, token, args)
+    if not args.click_only:
+        bench_ingest_rounds(args, version_id, pairs)
     sys.stdout.flush()
 
 

@@ -61,7 +61,6 @@ def queue_of(app: Any) -> Any:
 
     with app.app_context():
         queue = tracking().queue
-    queue.GRACE_SECONDS = 0
     return queue
 
 

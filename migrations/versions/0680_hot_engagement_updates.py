@@ -1,7 +1,7 @@
 """messages and contacts: fillfactor 80, so engagement counter updates are HOT
 
-Revision ID: 0670
-Revises: 0660
+Revision ID: 0680
+Revises: 0670
 Create Date: 2026-11-28 01:00:00
 """
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0670"
-down_revision: str | Sequence[str] | None = "0660"
+revision: str = "0680"
+down_revision: str | Sequence[str] | None = "0670"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
