@@ -433,7 +433,6 @@ def bench_ingest(
         queue.redis.delete(queue.key)
     else:
         queue = SpoolHitQueue(spool_dir)
-        queue.GRACE_SECONDS = 0
     now = time.time()
     hits = []
     for i in range(count):
