@@ -219,6 +219,43 @@ def workflow_export(workflow_id: int, version: int | None) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
+@main.group("tracking")
+def tracking_group() -> None:
+    """Tracking queues on this machine."""
+
+
+@tracking_group.command("forward")
+@click.option("--once", is_flag=True, help="Forward what is spooled now, then exit")
+def tracking_forward(once: bool) -> None:
+    """Move this machine's hit spools (var/hits, var/site) into the Redis hit queues.
+
+    Run one on every machine that serves tracking URLs when NURTURE_HIT_QUEUE_PUSH is
+    `spool` (the default with a Redis hit queue). Safe to kill at any time. With
+    NURTURE_HIT_QUEUE_PUSH=redis the spool stays empty (this only moves what an earlier
+    configuration left there)."""
+    import threading
+
+    from automation.ops.logs import configure_logging
+    from automation.tracking.forwarding import Forwarder
+    from automation.tracking.hits import tracking_redis_url
+
+    settings = load_settings()
+    if not tracking_redis_url(settings):
+        # The embedded default: the tracking worker drains the spool itself.
+        click.echo("nothing to forward: no Redis hit queue (NURTURE_HIT_QUEUE_URL)")
+        return
+    forwarder = Forwarder.from_settings(settings)
+    if once:
+        click.echo(f"forwarded {forwarder.forward_all()} lines")
+        return
+    configure_logging()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    click.echo(f"forwarding {settings.var_dir}/{{hits,site}} to Redis (Ctrl-C stops)")
+    forwarder.run(stop)
+
+
 @main.command()
 @click.option("--contacts", "count", default=3000, show_default=True)
 @click.option("--force", is_flag=True, help="Load even if the database already has contacts")
@@ -272,10 +309,11 @@ def _is_empty_embedded() -> bool:
 @click.option("--port", default=8000, show_default=True)
 @click.option("--no-demo", is_flag=True, help="Do not load demo data into an empty database")
 def run(host: str, port: int, no_demo: bool) -> None:
-    """Migrate, then run web, worker, beat (and the SMTP catcher) until Ctrl-C."""
+    """Migrate, then run web, worker, beat (the SMTP catcher, the hit forwarder) until Ctrl-C."""
     from automation.accounts.service import ensure_admin
     from automation.demo import load_demo
     from automation.migrate import upgrade
+    from automation.tracking.hits import spool_forwarded
 
     settings = runtime().settings
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -334,6 +372,9 @@ def run(host: str, port: int, no_demo: bool) -> None:
             str(settings.var_dir / "celerybeat-schedule"),
         ],
     }
+    if spool_forwarded(settings):
+        # The web process spools hits on this machine; this moves them to Redis.
+        children["forward"] = [py, "-m", "automation.cli", "tracking", "forward"]
     if settings.catcher_enabled:
         children["catcher"] = [
             py,

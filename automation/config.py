@@ -47,6 +47,9 @@ class Settings:
     # Tracking: the hit queue (a redis:// URL; empty = the broker if it is Redis, else a
     # local spool under var/hits), the engagement score's half-life, the bounce webhook key.
     hit_queue_url: str = ""
+    # How a web process queues a hit when the queue is Redis: "spool" (append to var/hits;
+    # `nurture tracking forward` moves it to Redis) or "redis" (one RPUSH per hit).
+    hit_queue_push: str = "spool"
     engagement_half_life_days: float = 30.0
     webhook_secret: str = ""
     # Sunset: no human engagement over this many sends or days → inactive (0 = off).
@@ -92,6 +95,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     catcher = not smtp_host
     if env.get("NURTURE_FREQUENCY_CAP_ACTION", "defer") not in ("defer", "skip"):
         raise ValueError("NURTURE_FREQUENCY_CAP_ACTION must be defer or skip")
+    if env.get("NURTURE_HIT_QUEUE_PUSH", "spool") not in ("spool", "redis"):
+        raise ValueError("NURTURE_HIT_QUEUE_PUSH must be spool or redis")
     return Settings(
         var_dir=var_dir,
         database_url=database_url,
@@ -117,6 +122,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         unsubscribe_mailto=env.get("NURTURE_UNSUBSCRIBE_MAILTO", ""),
         metrics_token=env.get("NURTURE_METRICS_TOKEN", ""),
         hit_queue_url=env.get("NURTURE_HIT_QUEUE_URL", ""),
+        hit_queue_push=env.get("NURTURE_HIT_QUEUE_PUSH", "spool"),
         engagement_half_life_days=float(env.get("NURTURE_ENGAGEMENT_HALF_LIFE_DAYS", "30")),
         webhook_secret=env.get("NURTURE_WEBHOOK_SECRET", ""),
         sunset_sends=int(env.get("NURTURE_SUNSET_SENDS", "0")),

@@ -35,13 +35,24 @@ def refresh_segment(segment_id: int) -> dict[str, Any]:
         return {"segment_id": segment_id, "skipped": exc.message}
 
 
+@celery_app.task(name="segments.sync_field_indexes", queue="engine")
+def sync_field_indexes() -> dict[str, Any]:
+    """Build / drop the expression indexes of indexed custom fields (after a flag change,
+    a field's deletion, and with the periodic reconciliation)."""
+    from automation.segments.field_indexes import sync_field_indexes as sync
+
+    return sync(runtime().engine).as_dict()
+
+
 @celery_app.task(name="segments.reconcile", queue="engine")
 def reconcile_segments() -> int:
-    """Periodic full refresh of every dynamic segment (catches time-relative conditions)."""
+    """Periodic full refresh of every dynamic segment (catches time-relative conditions),
+    and of the indexed fields' indexes (one dropped behind our back is rebuilt)."""
     from automation.segments.membership import due_segment_ids
 
     with runtime().sessions() as session:
         ids = due_segment_ids(session)
+    runtime().enqueue(sync_field_indexes)
     for segment_id in ids:
         runtime().enqueue(refresh_segment, segment_id)
     return len(ids)

@@ -2,15 +2,23 @@
 
 1. Click redirect under gunicorn (2 sync workers, loopback, wrk): the real click endpoint
    (token verified, destination from the compiled version, hit appended to the queue)
-   against a bare Flask route answering the same 302, same gunicorn settings. Both hit
-   queues are measured: Redis (one RPUSH per hit) and the local spool (one append per hit).
-   After each run the queue depth is compared with the requests wrk completed.
+   against a bare Flask route answering the same 302, same gunicorn settings. Three ways
+   of queueing the hit: one Redis RPUSH per hit (NURTURE_HIT_QUEUE_PUSH=redis), the
+   production default spool+forward (an append to the local spool per hit, with `nurture
+   tracking forward` running beside gunicorn and moving batches into Redis), and the
+   embedded spool alone. After each run the queue is compared with the requests wrk
+   completed (spool+forward: once the forwarder emptied the spool, every completed
+   request's hit must be in Redis). ``--rounds N`` interleaves N runs of each and reports
+   the median ratio (the machine is shared: neighbours' load moves single runs).
 2. Ingestion of queued hits into PostgreSQL with engagement write-back (events, message
-   counters, contact engagement), through the real drainer. Floor: a bare executemany
-   INSERT of the same event rows.
+   counters, contact engagement), through the real drainer. Floors: the same event rows
+   stored by hand with nothing else, each way measured in the same run (executemany
+   INSERT, INSERT … SELECT from one JSON document per batch, COPY); the fastest is the
+   floor. ``--rounds N`` repeats it on fresh data and reports the median ratio.
 
     .venv/bin/python bench/tracking.py --url postgresql+psycopg://root@127.0.0.1:5432/x
     .venv/bin/python bench/tracking.py --smoke --url …      # seconds (CI)
+    NURTURE_BENCH_PORTS=8100-8199 .venv/bin/python bench/tracking.py --rounds 3 --click-only …
 
 wrk comes from Debian (``apt-get install wrk``); without it a small Python load generator
 is used (its figures are far lower and only fit for the smoke run).
@@ -20,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import platform
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,9 +183,16 @@ def prepare(url: str, messages: int) -> tuple[int, list[tuple[int, int]]]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port; from NURTURE_BENCH_PORTS ("8100-8199") when set (shared machines)."""
+    first, _, last = os.environ.get("NURTURE_BENCH_PORTS", "0-0").partition("-")
+    for port in range(int(first), int(last) + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return int(sock.getsockname()[1])
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
 
 
 class Gunicorn:
@@ -261,6 +278,33 @@ def run_python_load(url: str, count: int, threads: int = 4) -> tuple[float, floa
     return len(latencies) / elapsed, p99, len(latencies)
 
 
+class Forwarder:
+    """`nurture tracking forward` as operators run it: its own process beside gunicorn."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "automation.cli", "tracking", "forward"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+        )
+        # Ready once it says so (its imports must not compete with the measured run).
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().startswith(b"forwarding"), "forwarder failed"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the forwarder used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
     var_dir = Path(tempfile.mkdtemp(prefix="nurture-bench-tracking-"))
     base_env = {
@@ -274,7 +318,7 @@ def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
     def load(port: int) -> tuple[float, float, int]:
         target = f"http://127.0.0.1:{port}/t/c/{token}"
         # Warm up (imports, the version's links read once per worker).
-        for _ in range(4):
+        for _ in range(WARMUP):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             conn.request("GET", f"/t/c/{token}")
             assert conn.getresponse().status == 302
@@ -286,49 +330,100 @@ def bench_http(url: str, token: str, args: argparse.Namespace) -> None:
     # The app pushes to the default key of the bench's Redis db (emptied before and after).
     redis_queue = RedisHitQueue(REDIS_URL) if redis_available() else None
     spool_queue = SpoolHitQueue(var_dir / "hits")
-    runs: list[tuple[str, str, dict[str, str], Any]] = [
-        ("bare Flask 302 (floor)", "bench.tracking:bare_app()", {}, None),
+    on_redis = {"NURTURE_HIT_QUEUE_URL": REDIS_URL}
+    # (label, gunicorn target, environment, where the hits end up, forwarder running)
+    runs: list[tuple[str, str, dict[str, str], Any, bool]] = [
+        ("bare Flask 302 (floor)", "bench.tracking:bare_app()", {}, None, False),
         (
-            "click, Redis queue",
+            "click, RPUSH per hit",
             "bench.tracking:tracking_app()",
-            {"NURTURE_HIT_QUEUE_URL": REDIS_URL},
+            {**on_redis, "NURTURE_HIT_QUEUE_PUSH": "redis"},
             redis_queue,
+            False,
         ),
-        ("click, local spool", "bench.tracking:tracking_app()", {}, spool_queue),
+        ("click, spool+forward", "bench.tracking:tracking_app()", on_redis, redis_queue, True),
+        ("click, spool only", "bench.tracking:tracking_app()", {}, spool_queue, False),
     ]
     if redis_queue is None:
-        print("  (Redis not reachable: the Redis run is skipped)")
-        runs = [r for r in runs if r[3] is not None or r[1].endswith("bare_app()")]
-    results: dict[str, tuple[float, float, int]] = {}
+        print("  (Redis not reachable: the Redis runs are skipped)")
+        runs = [r for r in runs if r[3] is not redis_queue or r[1].endswith("bare_app()")]
+    results: dict[str, list[tuple[float, float, int]]] = {r[0]: [] for r in runs}
     tool = f"wrk -t2 -c{args.connections} -d{args.seconds}s" if wrk else "python load generator"
     print(f"click redirect: gunicorn -w {args.workers} -k sync, loopback, {tool}")
-    for label, target, env, queue in runs:
-        if queue is not None and queue is redis_queue:
-            redis_queue.redis.delete(redis_queue.key)
-        server = Gunicorn(target, {**base_env, **env}, args.workers)
-        try:
-            rate, p99, done = load(server.port)
-        finally:
-            server.stop()
-        results[label] = (rate, p99, done)
-        queued = f", {queue.depth():,} hits queued for {done + 4:,} requests" if queue else ""
-        print(f"  {label:24s} {rate:8,.0f} req/s   p99 {p99:6.2f} ms{queued}")
-    floor = results["bare Flask 302 (floor)"][0]
+    for round_ in range(1, args.rounds + 1):
+        print(f" round {round_} (load {os.getloadavg()[0]:.2f})")
+        # Each round starts one run later: none always goes first on a drifting machine.
+        shift = (round_ - 1) % len(runs)
+        for label, target, env, queue, forwarding in runs[shift:] + runs[:shift]:
+            if queue is not None and queue is redis_queue:
+                redis_queue.redis.delete(redis_queue.key)
+            shutil.rmtree(var_dir / "hits", ignore_errors=True)
+            forwarder = Forwarder({**base_env, **env}) if forwarding else None
+            server = Gunicorn(target, {**base_env, **env}, args.workers)
+            cpu_before = forwarder.cpu_seconds() if forwarder is not None else 0.0
+            try:
+                rate, p99, done = load(server.port)
+            finally:
+                server.stop()
+            results[label].append((rate, p99, done))
+            note = ""
+            if forwarder is not None:
+                note = ", " + wait_forwarded(
+                    var_dir, forwarder, cpu_before, redis_queue, done + WARMUP
+                )
+            elif queue is not None:
+                note = f", {queue.depth():,} hits queued for {done + WARMUP:,} requests"
+            print(f"  {label:24s} {rate:8,.0f} req/s   p99 {p99:6.2f} ms{note}")
+    floors = [rate for rate, _, _ in results["bare Flask 302 (floor)"]]
     for label in [r[0] for r in runs[1:]]:
-        rate, p99, _ = results[label]
+        pairs = zip(results[label], floors, strict=True)
+        ratios = sorted(rate / floor for (rate, _, _), floor in pairs)
+        p99s = sorted(p99 for _, p99, _ in results[label])
         print(
-            f"  {label}: {rate / floor:.2f} of the bare route (target >= 0.8), "
-            f"p99 {p99:.2f} ms (target <= 15)"
+            f"  {label}: {ratios[len(ratios) // 2]:.2f} of the bare route "
+            f"(median of {len(ratios)}: {', '.join(f'{r:.2f}' for r in ratios)}; "
+            f"target >= 0.8), p99 {p99s[len(p99s) // 2]:.2f} ms (target <= 15)"
         )
     if redis_queue is not None:
         redis_queue.redis.delete(redis_queue.key)
     shutil.rmtree(var_dir, ignore_errors=True)
 
 
+WARMUP = 4
+
+
+def wait_forwarded(
+    var_dir: Path, forwarder: Forwarder, cpu_before: float, redis_queue: Any, requests: int
+) -> str:
+    """After the load: wait for the forwarder to empty the spool, stop it, and check that
+    every completed request's hit is in Redis."""
+    started = time.monotonic()
+    spool = SpoolHitQueue(var_dir / "hits")
+    try:
+        while spool.backlog().files:
+            if time.monotonic() - started > 60 or forwarder.proc.poll() is not None:
+                raise RuntimeError(f"the forwarder left {spool.backlog()} in the spool")
+            time.sleep(0.05)
+        cpu = forwarder.cpu_seconds() - cpu_before
+    finally:
+        forwarder.stop()
+    in_redis = redis_queue.depth()
+    if in_redis < requests:
+        raise RuntimeError(f"{in_redis} hits reached Redis for {requests} completed requests")
+    return (
+        f"{in_redis:,} hits in Redis for {requests:,} requests "
+        f"(spool empty {time.monotonic() - started:.1f} s after the run; forwarder CPU "
+        f"{cpu:.2f} s, {cpu / max(in_redis, 1) * 1e6:.0f} µs a hit)"
+    )
+
+
 # --- ingestion ---------------------------------------------------------------------------
 
 
-def bench_ingest(url: str, version_id: int, pairs: list[tuple[int, int]], count: int) -> None:
+def bench_ingest(
+    url: str, version_id: int, pairs: list[tuple[int, int]], count: int
+) -> tuple[float, dict[str, float]]:
+    """(Nurture's hits/s, each floor's rows/s), printed as they are measured."""
     engine = make_engine(url)
     sessions = make_session_factory(engine)
     spool_dir = Path(tempfile.mkdtemp(prefix="nurture-bench-ingest-"))
@@ -338,7 +433,6 @@ def bench_ingest(url: str, version_id: int, pairs: list[tuple[int, int]], count:
         queue.redis.delete(queue.key)
     else:
         queue = SpoolHitQueue(spool_dir)
-        queue.GRACE_SECONDS = 0
     now = time.time()
     hits = []
     for i in range(count):
@@ -364,6 +458,10 @@ def bench_ingest(url: str, version_id: int, pairs: list[tuple[int, int]], count:
         pipe.execute()
     else:
         (spool_dir / "batch-0.spool").write_bytes(b"".join(h.encode() + b"\n" for h in hits))
+    # A worker has imported what react_to_events imports on first use (0.3 s, once).
+    import automation.segments.membership
+    import automation.workflows.triggers  # noqa: F401
+
     started = time.perf_counter()
     report = drain_hits(sessions, queue, batch_size=5000, max_batches=10_000)
     elapsed = time.perf_counter() - started
@@ -379,33 +477,113 @@ def bench_ingest(url: str, version_id: int, pairs: list[tuple[int, int]], count:
         f"(target ≥ 20,000); message opens {message_opens:,}, contacts: "
         f"{opens:,} messages opened, {clicks:,} clicked"
     )
-    # Floor: the same event rows, one executemany INSERT, no classification or write-back.
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM events"))
-    rows = [
-        {
-            "contact_id": 1,
-            "name": "email.opened",
-            "properties": {"message_id": h.message_id, "machine": False},
-            "occurred_at": datetime.now(UTC),
-            "received_at": datetime.now(UTC),
-            "source": "floor",
-            "idempotency_key": f"floor:{h.id}",
-        }
-        for h in hits
-    ]
-    started = time.perf_counter()
+    # Floors: the very event rows the drain stored, read back and stored again by hand
+    # (same table, indexes and foreign key; nothing else), batches of 5,000, each way
+    # from an empty table.
     with sessions() as s:
-        for start in range(0, len(rows), 5000):
-            s.execute(insert(Event), rows[start : start + 5000])
-        s.commit()
-    floor = count / (time.perf_counter() - started)
-    print(f"  floor (bare executemany INSERT of the event rows): {floor:9,.0f} rows/s")
-    print(f"  ratio: {count / elapsed / floor:.2f} of the floor")
+        stored = s.execute(
+            select(
+                Event.contact_id,
+                Event.name,
+                Event.properties,
+                Event.occurred_at,
+                Event.received_at,
+                Event.source,
+                Event.idempotency_key,
+            ).order_by(Event.id)
+        ).all()
+    rates = {label: count / seconds for label, seconds in store_by_hand(engine, stored).items()}
+    rate = count / elapsed
+    best = max(rates, key=lambda label: rates[label])
+    for label, floor in rates.items():
+        mark = "  <- floor" if label == best else ""
+        print(f"  {label:50s} {floor:9,.0f} rows/s   Nurture {rate / floor:.2f}x{mark}")
+    print(f"  load average after the run: {os.getloadavg()[0]:.2f}")
     if isinstance(queue, RedisHitQueue):
         queue.redis.delete(queue.key)
     shutil.rmtree(spool_dir, ignore_errors=True)
     engine.dispose()
+    return rate, rates
+
+
+FLOOR_BATCH = 5000
+_EVENT_COLUMNS = "contact_id, name, properties, occurred_at, received_at, source, idempotency_key"
+# One JSON document per batch, one array per event: what the drain's statement reads.
+_INSERT_FROM_DOCUMENT = text(
+    f"""
+    INSERT INTO events ({_EVENT_COLUMNS})
+    SELECT CAST(e->>0 AS bigint), e->>1, e->2, CAST(e->>3 AS timestamp),
+           CAST(e->>4 AS timestamp), e->>5, e->>6
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e
+    """
+)
+
+
+def store_by_hand(engine: Any, rows: list[Any]) -> dict[str, float]:
+    """Seconds each hand-written way takes to store ``rows`` (event tuples) into the empty
+    events table, in one transaction: the old executemany floor, one INSERT … SELECT from
+    a JSON document per batch, and COPY."""
+
+    def naive(value: datetime) -> str:
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+    def executemany(conn: Any) -> None:
+        names = _EVENT_COLUMNS.split(", ")
+        dicts = [dict(zip(names, r, strict=True)) for r in rows]
+        for start in range(0, len(dicts), FLOOR_BATCH):
+            conn.execute(insert(Event), dicts[start : start + FLOOR_BATCH])
+
+    def document(conn: Any) -> None:
+        for start in range(0, len(rows), FLOOR_BATCH):
+            doc = [
+                [c, n, p, naive(o), naive(r), s, k]
+                for c, n, p, o, r, s, k in rows[start : start + FLOOR_BATCH]
+            ]
+            conn.execute(_INSERT_FROM_DOCUMENT, {"rows": json.dumps(doc)})
+
+    def copy(conn: Any) -> None:
+        cursor = conn.connection.driver_connection.cursor()
+        for start in range(0, len(rows), FLOOR_BATCH):
+            with cursor.copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as out:
+                for c, n, p, o, r, s, k in rows[start : start + FLOOR_BATCH]:
+                    out.write_row((c, n, json.dumps(p), naive(o), naive(r), s, k))
+
+    ways = {
+        "floor: executemany INSERT (the old floor)": executemany,
+        "floor: INSERT … SELECT from one JSON document": document,
+        "floor: COPY": copy,
+    }
+    seconds = {}
+    for label, way in ways.items():
+        with engine.begin() as conn:
+            conn.execute(text("TRUNCATE events"))
+        with engine.begin() as conn:
+            started = time.perf_counter()
+            way(conn)
+        seconds[label] = time.perf_counter() - started
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM events")) == len(rows), label
+    return seconds
+
+
+def bench_ingest_rounds(
+    args: argparse.Namespace, version_id: int, pairs: list[tuple[int, int]]
+) -> None:
+    """``--rounds`` ingestion measurements, each on fresh data, and their medians."""
+    results = [bench_ingest(args.url, version_id, pairs, args.hits)]
+    for _ in range(args.rounds - 1):
+        results.append(bench_ingest(args.url, *prepare(args.url, args.messages), args.hits))
+    if len(results) > 1:
+        # On a shared machine one round's figures swing: the median ratio is the figure.
+        best = [max(rates.values()) for _, rates in results]
+        ratios = sorted(rate / floor for (rate, _), floor in zip(results, best, strict=True))
+        nurture = statistics.median(rate for rate, _ in results)
+        print(
+            f"ingestion, {len(results)} rounds: Nurture {nurture:,.0f}"
+            f" hits/s, floor {statistics.median(best):,.0f} rows/s (medians); ratio to the"
+            f" floor per round {', '.join(f'{r:.2f}' for r in ratios)}, median"
+            f" {statistics.median(ratios):.2f}"
+        )
 
 
 def main() -> None:
@@ -418,8 +596,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--requests", type=int, default=2000, help="python load generator")
     parser.add_argument("--python-load", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="click runs interleaved, ingestion repeated"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (CI)")
     parser.add_argument("--ingest-only", action="store_true", help="skip the HTTP part")
+    parser.add_argument("--click-only", action="store_true", help="skip the ingestion part")
     args = parser.parse_args()
     if args.smoke:
         args.hits, args.messages, args.seconds, args.requests = 2000, 200, 1, 200
@@ -433,7 +615,8 @@ def main() -> None:
     token = signer.make(TokenKind.CLICK, message_id, nonce, version_id, link_index=0)
     if not args.ingest_only:
         bench_http(args.url, token, args)
-    bench_ingest(args.url, version_id, pairs, args.hits)
+    if not args.click_only:
+        bench_ingest_rounds(args, version_id, pairs)
     sys.stdout.flush()
 
 

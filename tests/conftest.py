@@ -92,6 +92,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        # A test that asks for PostgreSQL is an integration test (`make fast` leaves it out).
+        if "postgres_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
         if item.get_closest_marker("redis"):
             item.fixturenames.insert(0, "_needs_redis")
 

@@ -62,3 +62,9 @@ def test_first_admin_is_created_once(session):
     password = ensure_admin(session, ADMIN_EMAIL)
     assert password and len(password) >= 10
     assert ensure_admin(session, ADMIN_EMAIL) is None
+
+
+@pytest.mark.parametrize("address", ["0@00--0.aa", "x@ab--c.com", "x@xn--b.com"])
+def test_reserved_double_dash_labels_are_refused_like_email_validator_does(address):
+    with pytest.raises(ValueError):
+        normalize_email(address)

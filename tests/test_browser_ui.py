@@ -321,3 +321,27 @@ def test_pages_fit_laptop_and_tablet_widths(page, app, api, user_factory, width,
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, (path, width, overflow)
         screenshot(page, f"{name}-{width}")
+
+
+def test_admin_allows_a_site_origin_and_offers_a_topic(page, app, user_factory, console_errors):
+    user_factory("admin@example.com", PASSWORD, "admin")
+    log_in(page, "admin@example.com")
+    page.click("nav >> text=Settings")
+    page.click(".subnav >> text=Website")
+    assert "No origin is allowed yet" in page.content()
+    page.fill("#f-origin", "https://shop.example/cart")
+    page.click("text=Allow origin")
+    assert "no path" in page.inner_text("#e-origin")  # named under the field, not saved
+    page.fill("#f-origin", "https://Shop.Example")
+    page.click("text=Allow origin")
+    assert "https://shop.example" in page.inner_text("#site-origins")
+    assert "/t/nurture.js" in page.input_value("#tracking-snippet")
+    page.fill("#f-label", "Product news")
+    page.fill("#f-tag", "product-news")
+    page.click("text=Add topic")
+    assert "product-news" in page.inner_text("#topics")
+    screenshot(page, "settings-website")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button[aria-label='Remove origin https://shop.example']")
+    assert "Origin removed" in page.get_by_role("status").inner_text()
+    assert page.locator("#site-origins").count() == 0

@@ -111,3 +111,50 @@ def test_children_stop_when_nurture_run_is_killed(tmp_path):
     finally:
         for child in children:
             subprocess.run(["pkill", "-KILL", "-s", child], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_nurture_run_with_a_redis_hit_queue_starts_the_forwarder(tmp_path):
+    from conftest import REDIS_URL
+
+    from automation.tracking.hits import SpoolHitQueue
+
+    port, smtp_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    env.update(
+        {
+            "NURTURE_VAR_DIR": str(tmp_path / "var"),
+            "NURTURE_SMTP_PORT": str(smtp_port),
+            "NURTURE_HIT_QUEUE_URL": REDIS_URL,
+        }
+    )
+    log = (tmp_path / "run.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "automation.cli", "run", "--port", str(port), "--no-demo"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    children: list[str] = []
+    try:
+        spool = SpoolHitQueue(tmp_path / "var" / "hits")
+        spool.push_line(b'["a hit the web process spooled"]')
+        deadline = time.monotonic() + 90
+        while spool.backlog().files:  # gone only once Redis took it
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+            time.sleep(0.5)
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 5  # web, worker, beat, catcher and the forwarder
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for child in children:
+            subprocess.run(["pkill", "-KILL", "-s", child], check=False)

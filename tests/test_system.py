@@ -287,6 +287,8 @@ def test_kills_and_a_flushed_broker_mid_run_send_every_email_exactly_once(
                 "web.wsgi:app",
             ],
         )
+    # Both web processes spool tracking hits on this machine; its forwarder moves them on.
+    stack.spawn("forward", [sys.executable, "-m", "automation.cli", "tracking", "forward"])
     for n in (1, 2, 3):
         stack.spawn(
             f"worker-{n}",

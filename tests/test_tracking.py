@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from emailkit import make_contact, make_identity, make_template
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,7 +47,13 @@ def sent_message(app: Any, email: str = "zoe@example.com", minutes_ago: int = 30
         s.commit()
     signer = TokenSigner.from_settings(app.extensions["nurture"].settings)
     tokens = signer.for_message(message_id, nonce, version_id)
-    return {"id": message_id, "contact_id": contact_id, "tokens": tokens, "version_id": version_id}
+    return {
+        "id": message_id,
+        "contact_id": contact_id,
+        "tokens": tokens,
+        "version_id": version_id,
+        "nonce": nonce & 0xFFFFFFFF,
+    }
 
 
 def queue_of(app: Any) -> Any:
@@ -54,7 +61,6 @@ def queue_of(app: Any) -> Any:
 
     with app.app_context():
         queue = tracking().queue
-    queue.GRACE_SECONDS = 0
     return queue
 
 
@@ -128,6 +134,49 @@ def test_replayed_hits_and_a_flood_do_not_inflate_counts(app, client):
         assert contact.opens == 1  # messages opened: unique
         assert contact.engagement_score == 1.0
         assert len(s.scalars(select(Event.id)).all()) == 30
+
+
+def test_a_batch_larger_than_one_statement_counts_each_hit_once(app):
+    """Hits of one message spread over the statements of one batch, then replayed whole."""
+    from automation.tracking import ingest
+
+    msg = sent_message(app)
+    at = clock.now().timestamp()
+    count = ingest.STATEMENT_ROWS * 2 + 7
+    hits = [
+        Hit(
+            id=f"{i:016x}",
+            kind="click" if i % 5 == 0 else "open",
+            message_id=msg["id"],
+            nonce=msg["nonce"],
+            template_version_id=msg["version_id"],
+            link_index=0 if i % 5 == 0 else None,
+            at=at + i / 1000,
+            ip="10.0.0.1",
+            user_agent=HUMAN_UA,
+        )
+        for i in range(count)
+    ]
+    runtime = app.extensions["nurture"]
+    for expected in (count, 0):  # the same batch twice: a crash before the ack replays it
+        with runtime.sessions() as s:
+            report = ingest_hits(s, hits)
+            s.commit()
+        assert (report.stored, report.duplicates, report.human) == (
+            expected,
+            count - expected,
+            expected,
+        )
+    with runtime.sessions() as s:
+        assert len(s.scalars(select(Event.id)).all()) == count
+        message = s.get(Message, msg["id"])
+        assert (message.opens, message.clicks) == (count - len(hits[::5]), len(hits[::5]))
+        assert message.first_open_at == datetime.fromtimestamp(hits[1].at, UTC)
+        assert message.last_open_at == datetime.fromtimestamp(hits[-1].at, UTC)
+        contact = s.get(Contact, msg["contact_id"])
+        assert (contact.opens, contact.clicks) == (1, 1)  # messages, not hits
+        # 1 + 3; a later statement of the batch finds it seconds old, so decayed a little
+        assert contact.engagement_score == pytest.approx(4.0, abs=1e-5)
 
 
 def test_machine_hits_are_stored_as_machine_and_move_no_engagement(app, client):
@@ -315,3 +364,25 @@ def test_an_inactive_contact_gets_no_marketing_email(app):
         s.commit()
         reasons = s.scalars(select(Message.reason).where(Message.dedupe_key == "second")).all()
         assert reasons == ["inactive"]
+
+
+def test_the_drain_turns_garbage_collection_back_on_even_when_a_batch_fails(app):
+    import gc
+
+    from automation.tracking.draining import drain_in_batches
+
+    queue = queue_of(app)
+    queue.push_line(b"one")
+    seen = []
+
+    def failing(session: Any, lines: list[bytes]) -> None:
+        seen.append(gc.isenabled())
+        raise RuntimeError("the database went away")
+
+    runtime = app.extensions["nurture"]
+    with pytest.raises(RuntimeError):
+        drain_in_batches(
+            runtime.sessions, queue, failing, lease="test.drain", batch_size=10, max_batches=1
+        )
+    assert seen == [False] and gc.isenabled()
+    assert queue.depth() == 1  # not acknowledged: the next drain replays it

@@ -545,3 +545,31 @@ def test_a_created_api_key_is_shown_once_and_works(app, admin):
         fresh.get("/api/v1/contacts", headers={"Authorization": f"Bearer {token}"}).status_code
         == 401
     )
+
+
+def test_custom_fields_page_indexes_a_field_and_shows_its_status(app, admin, db_url):
+    from automation.contacts.models import IndexStatus
+    from automation.segments.field_indexes import sync_field_indexes
+
+    form = Form(admin)
+    assert form.post("/settings/fields/plan/index", {"indexed": "1"}).status_code == 302
+    sync_field_indexes(app.extensions["nurture"].engine)  # the queued task's work
+    expected = "ready" if db_url.startswith("postgresql") else "unsupported"
+    page = admin.get("/settings/fields").get_data(as_text=True)
+    row = re.search(r"<tr><td>Plan</td>.*?</tr>", page, re.S).group(0)
+    assert f'<span class="status {expected}">{expected}</span>' in row
+    assert "Drop index" in row
+    ok = form.post(
+        "/settings/fields",
+        {"name": "region", "label": "Region", "type": "text", "indexed": "1"},
+    )
+    assert ok.status_code == 302
+    with app.extensions["nurture"].sessions() as s:
+        region = s.scalar(select(CustomField).where(CustomField.name == "region"))
+        assert region.indexed and region.index_status is not IndexStatus.NONE
+    assert form.post("/settings/fields/plan/index", {"indexed": "0"}).status_code == 302
+    assert form.post("/settings/fields/region/index", {"indexed": "0"}).status_code == 302
+    sync_field_indexes(app.extensions["nurture"].engine)  # drops what it built
+    page = admin.get("/settings/fields").get_data(as_text=True)
+    row = re.search(r"<tr><td>Plan</td>.*?</tr>", page, re.S).group(0)
+    assert "—" in row and ">Index<" in row

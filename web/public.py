@@ -22,7 +22,7 @@ from automation.errors import NotFound
 from automation.ops.metrics import TRACKING_HITS
 from automation.runtime import build_runtime
 from automation.tracking import service, topics
-from automation.tracking.hits import Hit, HitQueue, make_hit_queue, new_hit_id, now_epoch
+from automation.tracking.hits import Hit, HitQueue, make_hit_writer, new_hit_id, now_epoch
 from automation.tracking.tokens import TokenClaims, TokenKind, TokenSigner
 from web.auth import public
 
@@ -40,7 +40,7 @@ class _Tracking:
 
     def __init__(self, settings: Settings) -> None:
         self.signer = TokenSigner.from_settings(settings)
-        self.queue: HitQueue = make_hit_queue(settings)
+        self.queue: HitQueue = make_hit_writer(settings)
         self._links: dict[int, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         # Hit ids: a random per-process prefix and a counter (no syscall per hit).

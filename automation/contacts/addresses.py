@@ -27,6 +27,8 @@ def normalize_email(value: str) -> str:
         and _PLAIN.fullmatch(candidate)
         and len(candidate.partition("@")[0]) <= 64
         and candidate.rpartition(".")[2] not in _SPECIAL
+        # "ab--" labels are reserved (IDNA: only valid punycode "xn--"): the validator decides.
+        and "--" not in candidate
     ):
         return candidate
     try:

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from automation.db import Base, BigId, JSONDoc, UTCDateTime
+from automation.db import HOT_UPDATES, Base, BigId, JSONDoc, UTCDateTime
 from automation.enums import str_enum
 
 
@@ -36,8 +36,19 @@ class FieldType(enum.StrEnum):
     CHOICE = "choice"
 
 
+class IndexStatus(enum.StrEnum):
+    """Where the expression index of an indexed custom field stands (docs/segments.md)."""
+
+    NONE = "none"  # not indexed
+    BUILDING = "building"  # queued, or CREATE INDEX CONCURRENTLY running
+    READY = "ready"  # built and valid: segment conditions compile to its expression
+    FAILED = "failed"  # the build failed; index_error says why, nothing is left behind
+    UNSUPPORTED = "unsupported"  # SQLite: expression indexes are built on PostgreSQL only
+
+
 class Contact(Base):
     __tablename__ = "contacts"
+    __table_args__ = HOT_UPDATES
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
@@ -104,6 +115,13 @@ class CustomField(Base):
     type: Mapped[FieldType] = mapped_column(str_enum(FieldType))
     options: Mapped[list[str]] = mapped_column(JSONDoc, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Asked for by an admin: PostgreSQL gets an expression index on this attribute, built
+    # outside any transaction by automation/segments/field_indexes.py.
+    indexed: Mapped[bool] = mapped_column(default=False)
+    index_status: Mapped[IndexStatus] = mapped_column(
+        str_enum(IndexStatus), default=IndexStatus.NONE
+    )
+    index_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Event(Base):

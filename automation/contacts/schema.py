@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from automation.contacts.addresses import normalize_email, validate_time_zone
-from automation.contacts.models import ContactStatus, FieldType, LifecycleStage
+from automation.contacts.models import ContactStatus, FieldType, IndexStatus, LifecycleStage
 
 Email = Annotated[str, AfterValidator(normalize_email)]
 TimeZone = Annotated[str, AfterValidator(validate_time_zone)]
@@ -111,6 +111,18 @@ class CustomFieldIn(Strict):
     label: str = Field(..., min_length=1, max_length=100)
     type: FieldType
     options: list[str] = Field(default_factory=list, max_length=200)
+    indexed: bool = Field(
+        False,
+        description="Build a database index on this attribute for segment conditions "
+        "(PostgreSQL; see docs/segments.md)",
+    )
+
+
+class CustomFieldPatch(Strict):
+    indexed: bool = Field(
+        ...,
+        description="Build (true) or drop (false) this attribute's index; true retries a failure",
+    )
 
 
 class CustomFieldOut(BaseModel):
@@ -121,6 +133,12 @@ class CustomFieldOut(BaseModel):
     label: str
     type: FieldType
     options: list[str]
+    indexed: bool
+    index_status: IndexStatus = Field(
+        description="none, building, ready (segments use it), failed (see index_error), "
+        "or unsupported (SQLite)"
+    )
+    index_error: str | None
 
 
 class StatusChange(Strict):

@@ -17,9 +17,11 @@ from automation.contacts.models import (
     ContactStatus,
     ContactTag,
     CustomField,
+    IndexStatus,
     Tag,
 )
 from automation.contacts.schema import ContactIn, ContactPatch, ContactSearch, CustomFieldIn
+from automation.db import is_postgres
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 from automation.reactions import react_to_contact_changes
 
@@ -183,8 +185,32 @@ def declare_field(session: Session, data: CustomFieldIn) -> CustomField:
         created_at=clock.now(),
     )
     session.add(field)
+    _mark_indexed(session, field, data.indexed)
     session.flush()
     return field
+
+
+def set_field_indexed(session: Session, name: str, indexed: bool) -> CustomField:
+    """Ask for (or give up) the expression index of a custom field. The index itself is
+    built or dropped outside the transaction, by the ``segments.sync_field_indexes`` task
+    the caller queues after commit; asking again retries a failed build."""
+    field = session.scalar(select(CustomField).where(CustomField.name == name))
+    if field is None:
+        raise NotFound(f"custom field {name!r} not found")
+    _mark_indexed(session, field, indexed)
+    session.flush()
+    return field
+
+
+def _mark_indexed(session: Session, field: CustomField, indexed: bool) -> None:
+    field.indexed = indexed
+    field.index_error = None
+    if not indexed:
+        field.index_status = IndexStatus.NONE
+    elif not is_postgres(session):
+        field.index_status = IndexStatus.UNSUPPORTED
+    elif field.index_status is not IndexStatus.READY:
+        field.index_status = IndexStatus.BUILDING
 
 
 def list_fields(session: Session) -> list[CustomField]:

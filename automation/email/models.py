@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from automation.db import Base, BigId, JSONDoc, UTCDateTime
+from automation.db import HOT_UPDATES, Base, BigId, JSONDoc, UTCDateTime
 from automation.enums import str_enum
 
 
@@ -128,6 +128,7 @@ class Message(Base):
         # A campaign's messages: its progress (polled by the campaign page), cancel and
         # report read them by campaign, not by status.
         Index("ix_messages_campaign_status", "campaign_id", "status"),
+        HOT_UPDATES,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -91,12 +91,25 @@ def _new_version(
     result: CompileResult,
     user_id: int | None,
 ) -> TemplateVersion:
-    assert result.compiled is not None
     template.latest_version += 1
     template.updated_at = clock.now()
-    version = TemplateVersion(
+    version = _version_row(
+        content,
+        result,
         template_id=template.id,
         number=template.latest_version,
+        created_at=clock.now(),
+        created_by_id=user_id,
+    )
+    session.add(version)
+    session.flush()
+    return version
+
+
+def _version_row(content: TemplateContent, result: CompileResult, **row: Any) -> TemplateVersion:
+    """A version holding ``content`` and what it compiled to (``row`` gives ids, number…)."""
+    assert result.compiled is not None
+    return TemplateVersion(
         kind=content.kind,
         sender_identity_id=content.sender_identity_id,
         subject=content.subject,
@@ -106,12 +119,8 @@ def _new_version(
         text=result.compiled.text,
         links=result.compiled.links,
         html_bytes=result.compiled.html_bytes,
-        created_at=clock.now(),
-        created_by_id=user_id,
+        **row,
     )
-    session.add(version)
-    session.flush()
-    return version
 
 
 @dataclass(frozen=True)
@@ -275,20 +284,7 @@ def preview_draft(
     result = validate_template(session, content, base_url=base_url)
     if result.errors or result.compiled is None:
         return result, None
-    draft = TemplateVersion(
-        id=0,
-        template_id=0,
-        number=0,
-        kind=content.kind,
-        sender_identity_id=content.sender_identity_id,
-        subject=content.subject,
-        preheader=content.preheader,
-        mjml=content.mjml,
-        html=result.compiled.html,
-        text=result.compiled.text,
-        links=result.compiled.links,
-        html_bytes=result.compiled.html_bytes,
-    )
+    draft = _version_row(content, result, id=0, template_id=0, number=0)
     if contact_id is None:
         contact = sample_contact(session)
     else:

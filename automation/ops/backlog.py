@@ -1,8 +1,9 @@
 """What an operator watches: the outbox backlog (due messages nobody has claimed yet, the
 oldest one's wait), tick lag (how long the oldest due enrolment or campaign step has been
-waiting for a tick) and the sender identities the complaint guard paused. Plain reads;
-all figures are computed from rows, so every process sees the same truth. The Operations
-page, /readyz and the /metrics gauges all read them here."""
+waiting for a tick), the sender identities the complaint guard paused, and the tracking
+spools of this machine. Plain reads; the database figures are computed from rows, so every
+process sees the same truth, while a spool is per machine (each web machine reports its
+own). The Operations page, /readyz and the /metrics gauges all read them here."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.campaigns.models import Campaign, CampaignStatus
+from automation.config import Settings
 from automation.email.models import Message, MessageStatus, SenderIdentity
+from automation.tracking.hits import QUEUES, SpoolBacklog, hit_spool
 from automation.workflows.models import Enrollment, EnrollmentStatus
 
 WAITING = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
@@ -98,4 +101,20 @@ def paused_senders(session: Session) -> list[tuple[SenderIdentity, int]]:
     return [(identity, int(n)) for identity, n in rows]
 
 
-__all__ = ["OPEN_STATES", "Backlog", "TickLag", "outbox_backlog", "paused_senders", "tick_lag"]
+def spool_backlogs(settings: Settings) -> dict[str, SpoolBacklog]:
+    """Tracking records spooled on this machine and not yet forwarded to Redis (or, in the
+    embedded default, drained), by queue: "hits" (opens, clicks) and "site" (site events).
+    A growing one means no forwarder runs here, or Redis is unreachable."""
+    return {name: hit_spool(settings, name).backlog() for name in QUEUES}
+
+
+__all__ = [
+    "OPEN_STATES",
+    "Backlog",
+    "SpoolBacklog",
+    "TickLag",
+    "outbox_backlog",
+    "paused_senders",
+    "spool_backlogs",
+    "tick_lag",
+]

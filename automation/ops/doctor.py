@@ -107,6 +107,34 @@ def check_migrations(runtime: Runtime) -> Finding:
     return Finding("ok", "migrations", "current")
 
 
+def check_hit_queue(runtime: Runtime) -> Finding:
+    """How this machine queues tracking hits, and whether its spool is moving."""
+    from automation.ops.backlog import spool_backlogs
+    from automation.tracking.hits import tracking_redis_url
+
+    s = runtime.settings
+    if not tracking_redis_url(s):
+        return Finding("ok", "hit queue", "local spool, drained by the tracking worker")
+    waiting = {n: b for n, b in spool_backlogs(s).items() if b.oldest_seconds > 60}
+    if waiting:
+        what = ", ".join(
+            f"{n}: {b.bytes} bytes for {b.oldest_seconds:.0f} s" for n, b in waiting.items()
+        )
+        return Finding(
+            "warn",
+            "hit queue",
+            f"spooled on this machine and not forwarded ({what}): run `nurture tracking forward`",
+        )
+    if s.hit_queue_push == "redis":
+        return Finding("ok", "hit queue", "one RPUSH to Redis per hit")
+    return Finding(
+        "ok",
+        "hit queue",
+        "spooled on each web machine and moved to Redis by `nurture tracking forward` "
+        "(one per web machine)",
+    )
+
+
 def diagnose(runtime: Runtime) -> list[Finding]:
     database = check_database(runtime)
     if not database.ok:
@@ -124,6 +152,7 @@ def diagnose(runtime: Runtime) -> list[Finding]:
         check_smtp_settings,
         check_clock,
         check_migrations,
+        check_hit_queue,
     ):
         findings.append(check(runtime))
     return findings

@@ -95,7 +95,37 @@ def check_hit_queue(_session: Session) -> Check:
     return _timed("hit_queue", probe)
 
 
-DOMAIN_PROBES.append(check_hit_queue)
+SPOOL_AGE_LIMIT_SECONDS = 300.0
+
+
+def check_hit_spool(_session: Session) -> Check:
+    """Tracking records spooled on this machine: old ones mean nothing moves them on (no
+    forwarder here, Redis unreachable, or in the embedded default no tracking worker)."""
+
+    def probe() -> str:
+        from automation.ops.backlog import spool_backlogs
+        from automation.runtime import runtime
+        from automation.tracking.hits import spool_forwarded
+
+        settings = runtime().settings
+        backlogs = spool_backlogs(settings)
+        detail = ", ".join(
+            f"{name}: {b.files} files, {b.bytes} bytes, oldest {b.oldest_seconds:.0f} s"
+            for name, b in backlogs.items()
+        )
+        if max(b.oldest_seconds for b in backlogs.values()) > SPOOL_AGE_LIMIT_SECONDS:
+            hint = (
+                "is `nurture tracking forward` running here, and Redis reachable?"
+                if spool_forwarded(settings)
+                else "is the tracking worker running?"
+            )
+            raise RuntimeError(f"{detail} ({hint})")
+        return detail
+
+    return _timed("hit_spool", probe)
+
+
+DOMAIN_PROBES.extend([check_hit_queue, check_hit_spool])
 
 
 LAG_LIMIT_SECONDS = 600.0

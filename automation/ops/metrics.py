@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from automation import clock
 from automation.config import Settings
 from automation.contacts.models import Contact, ImportJob
-from automation.ops.backlog import outbox_backlog, tick_lag
+from automation.ops.backlog import outbox_backlog, spool_backlogs, tick_lag
 
 MESSAGES = Counter("nurture_messages_total", "Messages finished by the sender", ["status"])
 HELD = Counter(
@@ -116,11 +116,13 @@ class QueueCollector(Collector):
         from automation.queueing import QUEUES
         from automation.tracking.hits import make_hit_queue
 
+        yield from _spool_families(self.settings)
         family = GaugeMetricFamily(
             "nurture_queue_depth", "Tasks or tracking hits waiting in the broker", labels=["queue"]
         )
         try:
-            family.add_metric(["hits"], float(make_hit_queue(self.settings).depth()))
+            for name in ("hits", "site"):
+                family.add_metric([name], float(make_hit_queue(self.settings, name).depth()))
             if self.settings.broker_url.startswith("redis"):
                 import redis
 
@@ -133,6 +135,30 @@ class QueueCollector(Collector):
         except Exception:  # noqa: S110  # the scrape reports what it could read
             pass
         yield family
+
+
+def _spool_families(settings: Settings) -> Iterable[Metric]:
+    """This machine's tracking spools (automation/ops/backlog.py: spool_backlogs)."""
+    files = GaugeMetricFamily(
+        "nurture_spool_files", "Tracking spool files on this machine", labels=["queue"]
+    )
+    size = GaugeMetricFamily(
+        "nurture_spool_bytes", "Bytes of tracking records spooled on this machine", labels=["queue"]
+    )
+    oldest = GaugeMetricFamily(
+        "nurture_spool_oldest_seconds",
+        "Age of the oldest record spooled on this machine (not yet forwarded or drained)",
+        labels=["queue"],
+    )
+    try:
+        backlogs = spool_backlogs(settings)
+    except OSError:
+        return
+    for name, backlog in backlogs.items():
+        files.add_metric([name], float(backlog.files))
+        size.add_metric([name], float(backlog.bytes))
+        oldest.add_metric([name], backlog.oldest_seconds)
+    yield from (files, size, oldest)
 
 
 def render_metrics(

@@ -84,6 +84,12 @@ EMAIL_EVENTS = {
     EmailActivity.CLICKED: ("email.clicked",),
 }
 EMAIL_FILTERS = ("template_id", "campaign_id", "workflow_id")
+RELATIVE_DATES = (
+    Operator.WITHIN_LAST_DAYS,
+    Operator.MORE_THAN_DAYS_AGO,
+    Operator.IN_NEXT_DAYS,
+    Operator.ANNIVERSARY_TODAY,
+)
 
 
 # --- a small boolean algebra whose negation is pushed to the leaves --------------------
@@ -250,6 +256,17 @@ class Compiler:
         return self.sql.json_value(contacts.c.attributes, (spec.attribute,), json_kind(spec.type))
 
     def _field(self, spec: FieldSpec, op: Operator, value: Any) -> Pred:
+        if (
+            spec.attribute is not None
+            and spec.indexed
+            and self.sql.pg
+            and spec.type is not ValueType.DATETIME
+            and op not in RELATIVE_DATES
+        ):
+            # An indexed field: exactly its index's expression, which PostgreSQL can scan
+            # (and combine with other indexes) instead of rechecking the GIN candidates.
+            indexed = self.sql.indexed_attribute(contacts.c.attributes, spec.attribute, spec.type)
+            return Atom(self._compare(indexed, spec.type, op, value, in_json=True, collated=True))
         expr = self._field_expr(spec)
         if (
             spec.attribute is not None
@@ -263,22 +280,25 @@ class Compiler:
                     contacts.c.attributes, (spec.attribute,), json_kind(spec.type), values
                 )
             )
-        if spec.type is ValueType.DATE and op in (
-            Op.WITHIN_LAST_DAYS,
-            Op.MORE_THAN_DAYS_AGO,
-            Op.IN_NEXT_DAYS,
-            Op.ANNIVERSARY_TODAY,
-        ):
+        if spec.type is ValueType.DATE and op in RELATIVE_DATES:
             return Atom(self._local_date(expr, op, value))
         if spec.type is ValueType.DATETIME:
             return Atom(self._instant(expr, op, value))
         return Atom(self._compare(expr, spec.type, op, value, in_json=spec.attribute is not None))
 
     def _compare(
-        self, expr: Any, kind: ValueType, op: Operator, value: Any, *, in_json: bool
+        self,
+        expr: Any,
+        kind: ValueType,
+        op: Operator,
+        value: Any,
+        *,
+        in_json: bool,
+        collated: bool = False,
     ) -> Any:
         """A positive comparison of a typed value (text, choice, number, boolean, date);
-        ``in_json`` when ``expr`` was read from a JSON document."""
+        ``in_json`` when ``expr`` was read from a JSON document, ``collated`` when it
+        already compares in byte order."""
         if op is Op.IS_SET:
             if kind in (ValueType.TEXT, ValueType.CHOICE, ValueType.DATE):
                 return and_(expr.is_not(None), expr != "")
@@ -295,7 +315,7 @@ class Compiler:
             return expr == bind(value)
         if op is Op.IN:
             return expr.in_([bind(v) for v in value])
-        ordered = expr if kind is ValueType.NUMBER else self.sql.ordered_text(expr)
+        ordered = expr if kind is ValueType.NUMBER or collated else self.sql.ordered_text(expr)
         if op is Op.BETWEEN:
             return and_(ordered >= bind(value[0]), ordered <= bind(value[1]))
         return _order(op, ordered, bind(value))

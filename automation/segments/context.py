@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from automation.contacts.models import CustomField, Tag
+from automation.contacts.models import CustomField, IndexStatus, Tag
 from automation.errors import FieldError, InvalidInput
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import (
@@ -30,7 +30,12 @@ def load_catalog(session: Session, tree: Filter | None = None) -> Catalog:
     """Core and custom fields, plus every segment the tree refers to, transitively."""
     fields = dict(CORE_FIELDS)
     for custom in session.scalars(select(CustomField)):
-        spec = attribute_spec(custom.name, custom.type, custom.options or [])
+        spec = attribute_spec(
+            custom.name,
+            custom.type,
+            custom.options or [],
+            indexed=custom.index_status is IndexStatus.READY,
+        )
         fields[spec.name] = spec
     catalog = Catalog(fields)
     if tree is not None:

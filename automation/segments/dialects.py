@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Numeric,
     Text,
@@ -30,9 +29,8 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.types import NullType
 
-from automation.db import int_array
+from automation.db import id_array
 from automation.segments.schema import ValueType
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -109,6 +107,26 @@ class Sql:
             value = func.json_extract(doc, self._lite_path(path))
         return case((guard, value), else_=None)
 
+    def indexed_attribute(self, doc: Any, key: str, kind: ValueType) -> ColumnElement[Any]:
+        """PostgreSQL: the value of the top-level attribute ``key``, typed as ``json_value``
+        types it, spelled with constants only. It is both the expression of an indexed
+        field's index (automation/segments/field_indexes.py) and what the compiler emits
+        for that field, so the planner matches the two: it matches an index expression only
+        against constants, never a bound parameter. The constants are rendered by
+        SQLAlchemy's literal quoting, and ``key`` is a declared field name (``[a-z][a-z0-9_]*``).
+        Dates compare in byte order (``COLLATE "C"``), as ``ordered_text`` does."""
+        assert self.pg
+
+        def const(value: str) -> Any:
+            return literal(value, Text, literal_execute=True)
+
+        name = {ValueType.NUMBER: "number", ValueType.BOOLEAN: "boolean"}.get(kind, "string")
+        guard = func.jsonb_typeof(doc.op("->", return_type=JSONB)(const(key))) == const(name)
+        raw = doc.op("->>", return_type=Text)(const(key))
+        value: Any = cast(raw, Numeric) if kind is ValueType.NUMBER else raw
+        typed = case((guard, value), else_=None)
+        return collate(typed, "C") if kind is ValueType.DATE else typed
+
     def json_equals_any(
         self, doc: Any, path: JsonPath, kind: ValueType, values: Sequence[Any]
     ) -> ColumnElement[bool]:
@@ -171,19 +189,13 @@ class Sql:
     def id_rows(self, ids: Sequence[int]) -> Any:
         """A FROM clause with one row per id, in column ``id``, from one bound parameter."""
         if self.pg:
-            array = bindparam(None, list(ids), ARRAY(BigInteger))
-            return func.unnest(array).table_valued("id").render_derived()
+            return func.unnest(id_array(ids)).table_valued("id").render_derived()
         rows = func.json_each(literal(json.dumps(list(ids)), Text)).table_valued("value")
         return select(rows.c.value.label("id")).subquery()
 
     def ids_in(self, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
         """``column`` is one of ``ids``, with one bound parameter however many ids."""
-        if self.pg and all(type(i) is int for i in ids):
-            # One array literal, parsed once by PostgreSQL (see automation.db.one_of).
-            return column == any_(
-                cast(literal(int_array(ids), type_=NullType()), ARRAY(BigInteger))
-            )
         if self.pg:
-            return column == any_(bindparam(None, list(ids), ARRAY(BigInteger)))
+            return column == any_(id_array(ids))
         listed = func.json_each(literal(json.dumps(list(ids)), Text)).table_valued("value")
         return column.in_(select(listed.c.value))

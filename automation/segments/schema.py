@@ -111,6 +111,9 @@ class FieldSpec:
     column: str | None = None  # contacts column; None for custom attributes
     attribute: str | None = None  # key in contacts.attributes
     options: tuple[str, ...] = ()
+    # A custom attribute whose expression index is built (PostgreSQL): the compiler then
+    # emits that index's expression (automation/segments/field_indexes.py).
+    indexed: bool = False
 
 
 def _core(name: str, kind: ValueType, options: tuple[str, ...] = ()) -> FieldSpec:
@@ -150,9 +153,15 @@ CUSTOM_TYPES = {
 }
 
 
-def attribute_spec(name: str, kind: FieldType, options: list[str] | tuple[str, ...]) -> FieldSpec:
+def attribute_spec(
+    name: str, kind: FieldType, options: list[str] | tuple[str, ...], *, indexed: bool = False
+) -> FieldSpec:
     return FieldSpec(
-        ATTRIBUTE_PREFIX + name, CUSTOM_TYPES[kind], attribute=name, options=tuple(options)
+        ATTRIBUTE_PREFIX + name,
+        CUSTOM_TYPES[kind],
+        attribute=name,
+        options=tuple(options),
+        indexed=indexed,
     )
 
 

@@ -77,9 +77,18 @@ class Verdict:
         self.reasons.append(reason)
 
 
+# The first octets of every range above as text: an IPv4 address starting otherwise is in
+# none of them (nor is an IPv6 one), and is not worth parsing.
+_FIRST_OCTETS = frozenset(
+    str(n.network_address).split(".")[0] for n in [*APPLE_NETWORKS, *SCANNER_NETWORKS]
+)
+
+
 @functools.lru_cache(maxsize=65536)
 def _networks_of(ip: str) -> tuple[bool, bool]:
     """(Apple, security gateway) for an address; cached, a batch repeats addresses."""
+    if ip.partition(".")[0] not in _FIRST_OCTETS:
+        return False, False
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

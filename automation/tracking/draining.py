@@ -4,7 +4,9 @@ crash replays it; every record carries an idempotency key), one drainer at a tim
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,10 +34,25 @@ def drain_in_batches(
             lines, receipt = queue.take(batch_size)
             if not lines:
                 break
-            with sessions() as session:
+            with collector_paused(), sessions() as session:
                 ingest(session, lines)
                 session.commit()
             queue.ack(receipt)
         return True
 
     return run_exclusively(sessions, lease, LEASE_FOR, work) is not None
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is ingested. A batch allocates tens of
+    thousands of objects that all live until it ends and form no reference cycles, and
+    their allocation kept triggering full collections, each walking every object of the
+    process: a fifth of a drain's time. Reference counting frees the batch as before."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

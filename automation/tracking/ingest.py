@@ -1,11 +1,12 @@
 """Batch ingestion of tracking hits: events, message engagement, contact engagement.
 
-One batch is a handful of statements whatever its size: one SELECT of the messages, one
-INSERT … ON CONFLICT DO NOTHING RETURNING of the events (a hit's random id is its
-idempotency key, so a replayed batch inserts nothing and counts nothing), one executemany
-UPDATE of the messages and one of the contacts. Only hits that are new *and* human move
-counters and scores; machine hits are stored as events with ``machine: true`` so reports
-can show both.
+A batch is a few statements whatever its size: one SELECT of its messages, one of their
+template versions, then per 1,000 hits the store: on PostgreSQL one statement (events
+INSERT … ON CONFLICT DO NOTHING RETURNING, message counters, contact engagement) run
+while the next 1,000 are classified; on SQLite an executemany INSERT, then the UPDATEs.
+A hit's random id is its event's idempotency key, so a replayed batch inserts nothing
+and counts nothing. Only hits that are new *and* human move counters and scores; machine
+hits are stored as events with ``machine: true`` so reports can show both.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
@@ -67,16 +69,87 @@ class IngestReport:
 _ORIGIN = ("campaign_id", "campaign_variant_id", "enrollment_id", "workflow_id", "workflow_node_id")
 
 
-def _at(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
-
-
 def decayed(score: float, since: datetime | None, now: datetime, half_life_days: float) -> float:
     """``score`` as it stands at ``now`` after halving every ``half_life_days``."""
     if since is None or score == 0:
         return score
     days = max((now - since).total_seconds(), 0) / 86400
     return score * math.pow(0.5, days / half_life_days)
+
+
+class _Row(NamedTuple):
+    """One event of a batch. Its first seven fields, in this order, are the PostgreSQL
+    statement's document (a JSON array per event: ``e->>0`` …)."""
+
+    contact_id: int
+    name: str
+    properties: dict[str, Any]
+    occurred_at: str  # naive UTC, ISO 8601
+    key: str
+    message_id: int
+    human: bool
+    at: datetime
+
+
+class _Version(NamedTuple):
+    template_id: int
+    links: list[dict[str, Any]]
+    visible_links: int  # the honeypot is no link a person could click
+
+
+class _Target(NamedTuple):
+    """A message hits may name: what their tokens must match, what their events copy."""
+
+    nonce: int
+    template_version_id: int
+    contact_id: int
+    sent_at: float | None
+    version: _Version
+    properties: dict[str, Any]  # the message's part of each of its events' properties
+
+
+def _targets(session: Session, message_ids: set[int]) -> dict[int, _Target]:
+    """The batch's messages. Versions (links) are read once each, not with every message:
+    a batch's messages share a few versions, and decoding their links row by row was a
+    third of the drain."""
+    rows = session.execute(
+        select(
+            Message.id,
+            Message.token_nonce,
+            Message.template_version_id,
+            Message.contact_id,
+            Message.sent_at,
+            *(getattr(Message, key) for key in _ORIGIN),
+        ).where(one_of(session, Message.id, message_ids))
+    ).all()
+    versions = {
+        v.id: _Version(v.template_id, v.links, sum(not link.get("honeypot") for link in v.links))
+        for v in session.execute(
+            select(TemplateVersion.id, TemplateVersion.template_id, TemplateVersion.links).where(
+                TemplateVersion.id.in_(sorted({r[2] for r in rows}))
+            )
+        )
+    }
+    targets = {}
+    for message_id, nonce, version_id, contact_id, sent_at, *origin in rows:
+        version = versions[version_id]
+        properties = {
+            "message_id": message_id,
+            "template_id": version.template_id,
+            "template_version_id": version_id,
+        }
+        for key, value in zip(_ORIGIN, origin, strict=True):
+            if value is not None:
+                properties[key] = value
+        targets[message_id] = _Target(
+            nonce & 0xFFFFFFFF,
+            version_id,
+            contact_id,
+            sent_at.timestamp() if sent_at else None,
+            version,
+            properties,
+        )
+    return targets
 
 
 def ingest_hits(
@@ -87,174 +160,141 @@ def ingest_hits(
     report.duplicates += len(hits) - len(unique)
     if not unique:
         return report
-    rows = session.execute(
-        select(
-            Message.id,
-            Message.token_nonce,
-            Message.template_version_id,
-            Message.contact_id,
-            Message.sent_at,
-            Message.campaign_id,
-            Message.campaign_variant_id,
-            Message.enrollment_id,
-            Message.workflow_id,
-            Message.workflow_node_id,
-            Message.first_open_at,
-            Message.first_click_at,
-            TemplateVersion.template_id,
-            TemplateVersion.links,
-        )
-        .join(TemplateVersion, TemplateVersion.id == Message.template_version_id)
-        .where(one_of(session, Message.id, {h.message_id for h in unique}))
-    ).all()
-    messages = {r.id: r for r in rows}
-    # The honeypot is no link a person could click: "all links" means the visible ones.
-    bursts = burst_hits(
-        unique, {r.id: sum(1 for link in r.links if not link.get("honeypot")) for r in rows}
+    targets = _targets(session, {h.message_id for h in unique})
+    bursts = burst_hits(unique, {m: t.version.visible_links for m, t in targets.items()})
+    parts = (
+        _events(unique[start : start + STATEMENT_ROWS], targets, bursts, report)
+        for start in range(0, len(unique), STATEMENT_ROWS)
     )
-    events: list[dict[str, Any]] = []
-    verdicts: dict[str, bool] = {}
-    for hit in unique:
-        m = messages.get(hit.message_id)
-        if (
-            m is None
-            or (m.token_nonce & 0xFFFFFFFF) != hit.nonce
-            or m.template_version_id != hit.template_version_id
-        ):
-            report.dropped += 1
-            continue
-        link: dict[str, Any] = {}
-        if hit.kind == "click":
-            if hit.link_index is None or hit.link_index >= len(m.links):
-                report.dropped += 1
-                continue
-            link = m.links[hit.link_index]
-        sent = m.sent_at.timestamp() if m.sent_at else None
-        verdict = classify(hit, sent, honeypot=bool(link.get("honeypot")), burst=hit.id in bursts)
-        properties: dict[str, Any] = {
-            "message_id": m.id,
-            "template_id": m.template_id,
-            "template_version_id": m.template_version_id,
-            "machine": verdict.machine,
-            "classification": verdict.cls.value,
-            "reasons": verdict.reasons,
-            "user_agent": hit.user_agent,
-            "ip": hit.ip,
-        }
-        for key in _ORIGIN:
-            if getattr(m, key) is not None:
-                properties[key] = getattr(m, key)
-        if hit.kind == "click":
-            properties["url"] = link.get("url")
-            properties["link_index"] = hit.link_index
-        verdicts[hit.id] = verdict.machine
-        report.classes[verdict.cls.value] += 1
-        events.append(
-            {
-                "contact_id": m.contact_id,
-                "name": EVENT_NAMES[hit.kind],
-                "properties": properties,
-                "occurred_at": _at(hit.at),
-                "received_at": _at(hit.at),
-                "source": "tracking",
-                "idempotency_key": f"hit:{hit.id}",
-            }
-        )
-    if not events:
-        return report
+    stored: list[tuple[_Row, int]] = []
     if is_postgres(session):
-        # One statement: events, message counters and contact engagement (below).
-        inserted = _pg_store(session, events, half_life_days)
+        # Each part is one statement (events, message counters, contact engagement),
+        # run while the next part is classified.
+        documents = (_Part(rows, _document(rows)) for rows in parts if rows)
+        for new in _overlapped(lambda part: _pg_store(session, part, half_life_days), documents):
+            stored += new
     else:
-        inserted = _insert_events(session, events)
-    new_ids = {key: event_id for event_id, key in inserted}
-    report.duplicates += len(events) - len(new_ids)
-    stored = [e for e in events if e["idempotency_key"] in new_ids]
+        for rows in parts:
+            stored += _insert_events(session, rows)
+        _write_back(session, [row for row, _ in stored], half_life_days)
     report.stored = len(stored)
-    if is_postgres(session):
-        report.machine = sum(1 for e in stored if e["properties"]["machine"])
-        report.human = len(stored) - report.machine
-    else:
-        _write_back(session, stored, messages, half_life_days, report)
+    report.duplicates += report.classes.total() - report.stored
+    report.human = sum(1 for row, _ in stored if row.human)
+    report.machine = report.stored - report.human
     react_to_events(
         session,
-        [
-            IngestedEvent(
-                new_ids[e["idempotency_key"]],
-                e["contact_id"],
-                e["name"],
-                e["properties"],
-                e["occurred_at"],
-            )
-            for e in stored
-        ],
+        [IngestedEvent(id_, r.contact_id, r.name, r.properties, r.at) for r, id_ in stored],
     )
     return report
 
 
-def _naive(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC).replace(tzinfo=None) if value is not None else None
+# Hits per statement: big enough that a statement's fixed costs (planning, the hash
+# tables of its joins) stay small, small enough that classifying the next part hides
+# behind this one's database time.
+STATEMENT_ROWS = 1000
 
 
-# PostgreSQL: each batch statement takes the whole batch as one JSON document
-# (jsonb_to_recordset): one parameter, a statement text that is the same for any batch
-# size, and no per-row or per-element adaptation in Python (json.dumps is C). SQLite (the
-# embedded default, small volumes) uses the portable executemany forms below.
-_PG_INSERT_EVENTS = text(
-    """
-    INSERT INTO events (contact_id, name, properties, occurred_at, received_at, source,
-                        idempotency_key)
-    SELECT v.c, v.n, v.p, v.o, v.o, 'tracking', v.k
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-         AS v(c bigint, n text, p jsonb, o timestamp, k text)
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id, idempotency_key
-    """
-)
-_PG_UPDATE_MESSAGES = text(
-    """
-    UPDATE messages AS m
-    SET opens = m.opens + v.ao, clicks = m.clicks + v.ac,
-        first_open_at = coalesce(m.first_open_at, v.fo),
-        last_open_at = greatest(m.last_open_at, v.lo),
-        first_click_at = coalesce(m.first_click_at, v.fc),
-        last_click_at = greatest(m.last_click_at, v.lc)
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-         AS v(id bigint, ao int, ac int, fo timestamp, lo timestamp, fc timestamp,
-              lc timestamp)
-    WHERE m.id = v.id
-    """
-)
-_PG_UPDATE_CONTACTS = text(
-    """
-    UPDATE contacts AS c
-    SET opens = c.opens + v.ao, clicks = c.clicks + v.ac, last_open_at = v.lo,
-        last_click_at = v.lc, engagement_score = v.s, inactive_since = NULL
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-         AS v(id bigint, ao int, ac int, lo timestamp, lc timestamp, s float8)
-    WHERE c.id = v.id
-    """
-)
+def _events(
+    hits: Sequence[Hit], targets: dict[int, _Target], bursts: set[str], report: IngestReport
+) -> list[_Row]:
+    """The events of hits whose token matches its message, classified."""
+    rows: list[_Row] = []
+    for hit in hits:
+        m = targets.get(hit.message_id)
+        if m is None or m.nonce != hit.nonce or m.template_version_id != hit.template_version_id:
+            report.dropped += 1
+            continue
+        link: dict[str, Any] = _NO_LINK
+        if hit.kind == "click":
+            if hit.link_index is None or hit.link_index >= len(m.version.links):
+                report.dropped += 1
+                continue
+            link = m.version.links[hit.link_index]
+        verdict = classify(
+            hit, m.sent_at, honeypot=bool(link.get("honeypot")), burst=hit.id in bursts
+        )
+        cls = verdict.cls.value
+        properties = {
+            **m.properties,
+            "machine": verdict.machine,
+            "classification": cls,
+            "reasons": verdict.reasons,
+            "user_agent": hit.user_agent,
+            "ip": hit.ip,
+        }
+        if hit.kind == "click":
+            properties["url"] = link.get("url")
+            properties["link_index"] = hit.link_index
+        report.classes[cls] += 1
+        at = datetime.fromtimestamp(hit.at, UTC)
+        rows.append(
+            _Row(
+                m.contact_id,
+                EVENT_NAMES[hit.kind],
+                properties,
+                at.isoformat(),
+                f"hit:{hit.id}",
+                hit.message_id,
+                not verdict.machine,
+                at,
+            )
+        )
+    return rows
 
 
-# The whole batch in one round trip (PostgreSQL). All parts of a WITH statement see the
-# same snapshot, so `firsts` reads each message as it was before `message_counts` updated
-# it: a contact's "messages opened" grows only for a message opened for the first time
-# (a flood on one message counts once). Only new events (not conflicting: a replayed hit
-# inserts nothing) of human hits move counters. The score decays from the contact's last
-# engagement to the batch's latest, by the half-life, then gains 1 per newly opened and 3
-# per newly clicked message: the same rule as `decayed` below (SQLite's path).
+class _Part(NamedTuple):
+    rows: list[_Row]
+    document: str  # `_PG_STORE`'s JSON document of the rows
+
+
+def _document(rows: list[_Row]) -> str:
+    return json.dumps([r[:7] for r in rows])
+
+
+def _overlapped(
+    store: Callable[[_Part], list[tuple[_Row, int]]], parts: Iterable[_Part]
+) -> Iterator[list[tuple[_Row, int]]]:
+    """``store(part)`` for each part, in order and one at a time, each in a second thread
+    while this one computes (classifies, encodes) the next part: the database works on
+    one statement while Python prepares the next (psycopg waits without holding the GIL).
+    The session is used by one thread at a time."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as pool:
+        pending: Future[list[tuple[_Row, int]]] | None = None
+        for part in parts:
+            if pending is not None:
+                yield pending.result()
+            pending = pool.submit(store, part)
+        if pending is not None:
+            yield pending.result()
+
+
+_NO_LINK: dict[str, Any] = {}
+
+
+# PostgreSQL: a part of a batch (STATEMENT_ROWS hits) in one round trip, as one JSON
+# document of one array per event (``_Row``'s first seven fields): one parameter, the
+# same statement text for any part, no per-row adaptation in Python (json.dumps is C).
+# The CTEs of a WITH statement see the same snapshot, so `firsts` reads each message as
+# it was before `message_counts` updated it: a contact's "messages opened" grows only for
+# a message opened for the first time (a flood on one message counts once; a later
+# statement sees what earlier ones wrote). Only new events (not conflicting: a replayed
+# hit inserts nothing) of human hits move counters. The score decays from the contact's
+# last engagement to the part's latest hit, by the half-life, then gains 1 per newly
+# opened and 3 per newly clicked message: the same rule as `decayed` (SQLite's path,
+# `_write_back`).
 _PG_STORE = text(
     """
     WITH v AS (
-        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-            AS v(c bigint, n text, p jsonb, o timestamp, k text, m bigint, h boolean)
+        SELECT CAST(e->>0 AS bigint) AS c, e->>1 AS n, e->2 AS p,
+               CAST(e->>3 AS timestamp) AS o, e->>4 AS k, CAST(e->>5 AS bigint) AS m,
+               CAST(e->>6 AS boolean) AS h
+        FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e
     ), ins AS (
         INSERT INTO events (contact_id, name, properties, occurred_at, received_at, source,
                             idempotency_key)
         SELECT c, n, p, o, o, 'tracking', k FROM v
         ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING id, idempotency_key
+        RETURNING idempotency_key, id
     ), human AS (
         SELECT v.m, v.c, v.n = 'email.opened' AS is_open, v.o
         FROM v JOIN ins ON ins.idempotency_key = v.k
@@ -298,106 +338,83 @@ _PG_STORE = text(
         WHERE ct.id = f.c
         RETURNING ct.id
     )
-    SELECT id, idempotency_key FROM ins
+    SELECT idempotency_key, id FROM ins
     """
 )
 
 
-def _pg_store(session: Session, events: list[dict[str, Any]], half_life_days: float) -> list[Any]:
-    rows = [
+def _pg_store(session: Session, part: _Part, half_life_days: float) -> list[tuple[_Row, int]]:
+    """The new events (a replayed hit's is not) with their ids."""
+    result = session.execute(
+        _PG_STORE,
         {
-            "c": e["contact_id"],
-            "n": e["name"],
-            "p": e["properties"],
-            "o": _naive(e["occurred_at"]).isoformat(),  # type: ignore[union-attr]
-            "k": e["idempotency_key"],
-            "m": e["properties"]["message_id"],
-            "h": not e["properties"]["machine"],
-        }
-        for e in events
-    ]
-    return list(
-        session.execute(
-            _PG_STORE,
+            "rows": part.document,
+            "half": half_life_days,
+            "open_weight": OPEN_WEIGHT,
+            "click_weight": CLICK_WEIGHT,
+        },
+    )
+    inserted = {key: id_ for key, id_ in result}
+    return [(r, inserted[r.key]) for r in part.rows if r.key in inserted]
+
+
+def _insert_events(session: Session, rows: list[_Row]) -> list[tuple[_Row, int]]:
+    """SQLite (the embedded default, small volumes): the portable executemany INSERT; the
+    new events with their ids."""
+    result = session.execute(
+        dialect_insert(session, Event)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Event.idempotency_key, Event.id),
+        [
             {
-                "rows": json.dumps(rows),
-                "half": half_life_days,
-                "open_weight": OPEN_WEIGHT,
-                "click_weight": CLICK_WEIGHT,
-            },
-        ).all()
+                "contact_id": r.contact_id,
+                "name": r.name,
+                "properties": r.properties,
+                "occurred_at": r.at,
+                "received_at": r.at,
+                "source": "tracking",
+                "idempotency_key": r.key,
+            }
+            for r in rows
+        ],
     )
-
-
-def _insert_events(session: Session, events: list[dict[str, Any]]) -> list[Any]:
-    if is_postgres(session):
-        return list(
-            session.execute(
-                _PG_INSERT_EVENTS,
-                _rows(
-                    events,
-                    {
-                        "c": "contact_id",
-                        "n": "name",
-                        "p": "properties",
-                        "o": "occurred_at",
-                        "k": "idempotency_key",
-                    },
-                ),
-            ).all()
-        )
-    return list(
-        session.execute(
-            dialect_insert(session, Event)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(Event.id, Event.idempotency_key),
-            events,
-        ).all()
-    )
-
-
-def _rows(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, str]:
-    """``{"rows": <JSON array>}`` with the columns renamed; times as naive UTC ISO text."""
-
-    def value(v: Any) -> Any:
-        return _naive(v).isoformat() if isinstance(v, datetime) else v  # type: ignore[union-attr]
-
-    return {"rows": json.dumps([{s: value(r[k]) for s, k in names.items()} for r in rows])}
+    inserted = {key: id_ for key, id_ in result}
+    return [(r, inserted[r.key]) for r in rows if r.key in inserted]
 
 
 _messages = cast(Table, Message.__table__)
 _contacts = cast(Table, Contact.__table__)
 
 
-def _write_back(
-    session: Session,
-    stored: list[dict[str, Any]],
-    messages: dict[int, Any],
-    half_life_days: float,
-    report: IngestReport,
-) -> None:
-    """Human hits onto the message (total counts, first/last) and the contact (messages
-    opened/clicked, last open/click, decayed score)."""
+def _write_back(session: Session, stored: list[_Row], half_life_days: float) -> None:
+    """SQLite: human hits onto the message (total counts, first/last) and the contact
+    (messages opened/clicked, last open/click, decayed score); PostgreSQL does this in
+    ``_PG_STORE``."""
     per_message: dict[int, dict[str, Any]] = {}
-    for e in stored:
-        p = e["properties"]
-        if p["machine"]:
-            report.machine += 1
+    for r in stored:
+        if not r.human:
             continue
-        report.human += 1
-        kind = "open" if e["name"] == "email.opened" else "click"
+        kind = "open" if r.name == "email.opened" else "click"
         agg = per_message.setdefault(
-            p["message_id"], {"open": [], "click": [], "contact_id": e["contact_id"]}
+            r.message_id, {"open": [], "click": [], "contact_id": r.contact_id}
         )
-        agg[kind].append(e["occurred_at"])
+        agg[kind].append(r.at)
     if not per_message:
         return
+    firsts = {
+        m.id: m
+        for m in session.execute(
+            select(Message.id, Message.first_open_at, Message.first_click_at).where(
+                one_of(session, Message.id, per_message)
+            )
+        )
+    }
     message_rows = []
     per_contact: dict[int, dict[str, Any]] = defaultdict(
         lambda: {"opens": 0, "clicks": 0, "last_open": None, "last_click": None, "add": 0.0}
     )
     for message_id, agg in per_message.items():
-        m = messages[message_id]
+        m = firsts[message_id]
         opens, clicks = sorted(agg["open"]), sorted(agg["click"])
         message_rows.append(
             {
@@ -421,25 +438,8 @@ def _write_back(
         for key, times in (("last_open", opens), ("last_click", clicks)):
             if times and (c[key] is None or times[-1] > c[key]):
                 c[key] = times[-1]
-    if is_postgres(session):
-        session.execute(
-            _PG_UPDATE_MESSAGES,
-            _rows(
-                message_rows,
-                {
-                    "id": "m_id",
-                    "ao": "add_opens",
-                    "ac": "add_clicks",
-                    "fo": "first_open",
-                    "lo": "last_open",
-                    "fc": "first_click",
-                    "lc": "last_click",
-                },
-            ),
-        )
-    else:
-        _update_messages(session, message_rows)
-    _update_contacts(session, per_contact, messages, half_life_days)
+    _update_messages(session, message_rows)
+    _update_contacts(session, per_contact, half_life_days)
 
 
 def _update_messages(session: Session, message_rows: list[dict[str, Any]]) -> None:
@@ -469,10 +469,7 @@ def _update_messages(session: Session, message_rows: list[dict[str, Any]]) -> No
 
 
 def _update_contacts(
-    session: Session,
-    per_contact: dict[int, dict[str, Any]],
-    messages: dict[int, Any],
-    half_life_days: float,
+    session: Session, per_contact: dict[int, dict[str, Any]], half_life_days: float
 ) -> None:
     current = session.execute(
         select(
@@ -497,22 +494,6 @@ def _update_contacts(
                 "new_score": round(score, 6),
             }
         )
-    if is_postgres(session):
-        session.execute(
-            _PG_UPDATE_CONTACTS,
-            _rows(
-                contact_rows,
-                {
-                    "id": "c_id",
-                    "ao": "add_opens",
-                    "ac": "add_clicks",
-                    "lo": "new_last_open",
-                    "lc": "new_last_click",
-                    "s": "new_score",
-                },
-            ),
-        )
-        return
     ct = _contacts.c
     session.execute(
         update(_contacts)

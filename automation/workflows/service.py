@@ -109,6 +109,20 @@ def has_unpublished_changes(session: Session, workflow: Workflow) -> bool:
     return version is None or version.definition != workflow.draft
 
 
+def summarize(session: Session, workflow: Workflow) -> dict[str, Any]:
+    """What the list, the API and the canvas show of a workflow (WorkflowSummary's fields)."""
+    version = active_version(session, workflow)
+    return {
+        "id": workflow.id,
+        "name": workflow.name,
+        "status": workflow.status.value,
+        "trigger_type": workflow.trigger_type,
+        "active_version": version.number if version else None,
+        "created_at": workflow.created_at,
+        "updated_at": workflow.updated_at,
+    }
+
+
 def publish(
     session: Session, workflow_id: int, *, published_by_id: int | None = None
 ) -> WorkflowVersion:

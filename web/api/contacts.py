@@ -22,10 +22,11 @@ from automation.contacts.schema import (
     ContactSearch,
     CustomFieldIn,
     CustomFieldOut,
+    CustomFieldPatch,
     StatusChange,
 )
 from automation.errors import FieldError, InvalidInput
-from automation.tasks import run_import_job
+from automation.tasks import run_import_job, sync_field_indexes
 from web.api.routing import ApiBlueprint
 from web.database import db, nurture
 
@@ -196,6 +197,23 @@ def list_fields() -> list[CustomFieldOut]:
 def declare_field(body: CustomFieldIn) -> CustomFieldOut:
     field = contacts.declare_field(db(), body)
     db().commit()
+    if field.indexed:
+        nurture().enqueue(sync_field_indexes)
+    return CustomFieldOut.model_validate(field)
+
+
+@bp.operation(
+    "/fields/<name>",
+    "PATCH",
+    summary="Index a custom field for segments, or drop its index",
+    role=Role.ADMIN,
+    body=CustomFieldPatch,
+    response=CustomFieldOut,
+)
+def patch_field(name: str, body: CustomFieldPatch) -> CustomFieldOut:
+    field = contacts.set_field_indexed(db(), name, body.indexed)
+    db().commit()
+    nurture().enqueue(sync_field_indexes)
     return CustomFieldOut.model_validate(field)
 
 
@@ -205,6 +223,7 @@ def declare_field(body: CustomFieldIn) -> CustomFieldOut:
 def delete_field(name: str) -> None:
     contacts.delete_field(db(), name)
     db().commit()
+    nurture().enqueue(sync_field_indexes)  # drops its index, if it had one
 
 
 class TagOut(BaseModel):

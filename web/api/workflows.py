@@ -42,22 +42,9 @@ from web.database import db
 bp = ApiBlueprint("workflows", __name__)
 
 
-def _summary(workflow: Workflow) -> dict[str, Any]:
-    version = service.active_version(db(), workflow)
-    return {
-        "id": workflow.id,
-        "name": workflow.name,
-        "status": workflow.status.value,
-        "trigger_type": workflow.trigger_type,
-        "active_version": version.number if version else None,
-        "created_at": workflow.created_at,
-        "updated_at": workflow.updated_at,
-    }
-
-
 def _out(workflow: Workflow) -> WorkflowOut:
     return WorkflowOut(
-        **_summary(workflow),
+        **service.summarize(db(), workflow),
         definition=workflow.draft,
         webhook_secret=workflow.webhook_secret,
         has_unpublished_changes=service.has_unpublished_changes(db(), workflow),
@@ -81,7 +68,7 @@ def _user_id() -> int | None:
 
 @bp.operation("/workflows", "GET", summary="List workflows", response=list[WorkflowSummary])
 def list_workflows() -> list[WorkflowSummary]:
-    return [WorkflowSummary(**_summary(w)) for w in service.list_workflows(db())]
+    return [WorkflowSummary(**service.summarize(db(), w)) for w in service.list_workflows(db())]
 
 
 @bp.operation(

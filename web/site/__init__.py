@@ -18,7 +18,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, redirect, re
 from automation.errors import FieldError, InvalidInput, NotFound
 from automation.forms import service as forms
 from automation.forms.ratelimit import RateLimiter
-from automation.tracking.hits import HitQueue, make_hit_queue, tracking_redis_url
+from automation.tracking.hits import HitQueue, make_hit_writer, tracking_redis_url
 from automation.tracking.site import MAX_BODY_BYTES, VISITOR_ID, parse_collect, records_of
 from automation.tracking.sites import ORIGINS, allowed_origins, origin_of
 from automation.tracking.tokens import TokenKind, verify_identity
@@ -36,7 +36,7 @@ class _Site:
     """Per-app pieces built once: the site queue and the form rate limiter."""
 
     def __init__(self, settings: Any) -> None:
-        self.queue: HitQueue = make_hit_queue(settings, "site")
+        self.queue: HitQueue = make_hit_writer(settings, "site")
         self.limiter = RateLimiter(tracking_redis_url(settings), limit=settings.form_rate_limit)
 
 

@@ -49,6 +49,7 @@ def _load_views() -> Any:
         segments,
         sent_mail,
         settings,
+        website,
         workflows,
     )
 
@@ -64,6 +65,7 @@ def _load_views() -> Any:
         sent_mail,
         settings,
         email_templates,
+        website,
         workflows,
     )
 

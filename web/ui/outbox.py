@@ -1,7 +1,7 @@
-"""Operations: the outbox backlog and tick lag, sender identities paused by the complaint
-guard (resumed by an admin), then the outbox itself: messages by status, `unknown` ones
-resent by hand (they may have been delivered once already), deferred ones with their
-reason and next attempt."""
+"""Operations: the outbox backlog and tick lag, this host's tracking spools, sender
+identities paused by the complaint guard (resumed by an admin), then the outbox itself:
+messages by status, `unknown` ones resent by hand (they may have been delivered once
+already), deferred ones with their reason and next attempt."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from automation.accounts.models import Role
 from automation.contacts.models import Contact
 from automation.email import outbox
 from automation.email.models import MessageStatus
-from automation.ops.backlog import outbox_backlog, paused_senders, tick_lag
+from automation.ops.backlog import outbox_backlog, paused_senders, spool_backlogs, tick_lag
 from automation.tracking.bounces import resume_identity
 from web.auth import login_required
-from web.database import db
+from web.database import db, nurture
 from web.ui import bp
 from web.ui.forms import FORM_ERRORS, errors_of
 
@@ -52,6 +52,7 @@ def outbox_list() -> Any:
         backlog=outbox_backlog(db()),
         lag=tick_lag(db()),
         paused=paused_senders(db()),
+        spools=spool_backlogs(nurture().settings),
     )
 
 

@@ -10,10 +10,11 @@ from flask import flash, g, redirect, render_template, request, url_for
 from automation import policy
 from automation.accounts.models import Role
 from automation.contacts import service as contacts
-from automation.contacts.models import FieldType
+from automation.contacts.models import FieldType, IndexStatus
 from automation.contacts.schema import CustomFieldIn
 from automation.email import identities
 from automation.email.models import SenderIdentity
+from automation.tasks import sync_field_indexes
 from web.auth import login_required
 from web.database import db, nurture
 from web.ui import bp
@@ -123,6 +124,7 @@ def field_create() -> Any:
         "label": request.form.get("label", "").strip(),
         "type": request.form.get("type", ""),
         "options": [o.strip() for o in raw_options if o.strip()],
+        "indexed": request.form.get("indexed") == "1",
     }
     try:
         field = contacts.declare_field(db(), parse(CustomFieldIn, data))
@@ -130,7 +132,28 @@ def field_create() -> Any:
         db().rollback()
         return _fields_page(request.form, errors_of(exc)), INVALID
     db().commit()
+    if field.indexed:
+        nurture().enqueue(sync_field_indexes)
     flash(f"Custom field {field.name} declared.", "success")
+    return redirect(url_for("ui.fields"))
+
+
+@bp.route("/settings/fields/<name>/index", methods=["POST"])
+@login_required(Role.ADMIN)
+def field_index(name: str) -> Any:
+    indexed = request.form.get("indexed") == "1"
+    field = contacts.set_field_indexed(db(), name, indexed)
+    db().commit()
+    nurture().enqueue(sync_field_indexes)
+    if not indexed:
+        flash(f"The index of {field.name} is being dropped.", "success")
+    elif field.index_status is IndexStatus.UNSUPPORTED:
+        flash(f"{field.name} is marked indexed; indexes are built on PostgreSQL only.", "success")
+    else:
+        flash(
+            f"The index of {field.name} is being built; its status shows when it is ready.",
+            "success",
+        )
     return redirect(url_for("ui.fields"))
 
 
@@ -139,6 +162,7 @@ def field_create() -> Any:
 def field_delete(name: str) -> Any:
     contacts.delete_field(db(), name)
     db().commit()
+    nurture().enqueue(sync_field_indexes)
     flash(f"Custom field {name} deleted; values already stored on contacts are kept.", "success")
     return redirect(url_for("ui.fields"))
 

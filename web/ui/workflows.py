@@ -17,7 +17,7 @@ from automation.email import templates as email_templates
 from automation.errors import FieldError, InvalidInput
 from automation.segments import service as segments
 from automation.workflows import service
-from automation.workflows.models import Workflow, WorkflowStatus
+from automation.workflows.models import WorkflowStatus
 from automation.workflows.stats import open_by_version, totals_by_workflow
 from automation.workflows.validation import check_definition
 from web.auth import login_required
@@ -107,17 +107,6 @@ def canvas_catalog() -> dict[str, Any]:
     }
 
 
-def _summary(workflow: Workflow) -> dict[str, Any]:
-    version = service.active_version(db(), workflow)
-    return {
-        "id": workflow.id,
-        "name": workflow.name,
-        "status": workflow.status.value,
-        "active_version": version.number if version else None,
-        "has_unpublished_changes": service.has_unpublished_changes(db(), workflow),
-    }
-
-
 @bp.route("/workflows/<int:workflow_id>")
 @login_required()
 def workflow_detail(workflow_id: int) -> Any:
@@ -139,7 +128,10 @@ def workflow_detail(workflow_id: int) -> Any:
         "workflows/canvas.html",
         workflow=workflow,
         canvas={
-            "workflow": _summary(workflow),
+            "workflow": {
+                **service.summarize(session, workflow),
+                "has_unpublished_changes": service.has_unpublished_changes(session, workflow),
+            },
             "definition": workflow.draft,
             "problems": [e.as_dict() for e in problems],
             "versions": versions,
