@@ -15,19 +15,30 @@ import pytest
 from automation.email.catcher import free_port
 
 
-@pytest.mark.slow
-def test_nurture_run_serves_login_loads_demo_and_stops_on_ctrl_c(tmp_path):
+def start_run(
+    tmp_path, *args: str, session: bool = True, **env: str
+) -> tuple[subprocess.Popen, int]:
+    """`nurture run --port P *args` with a clean NURTURE_ environment (var under tmp_path,
+    its own SMTP port, then ``env``), logging to tmp_path/run.log. Returns (process, P)."""
     port, smtp_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
-    env.update({"NURTURE_VAR_DIR": str(tmp_path / "var"), "NURTURE_SMTP_PORT": str(smtp_port)})
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    environment.update(
+        {"NURTURE_VAR_DIR": str(tmp_path / "var"), "NURTURE_SMTP_PORT": str(smtp_port), **env}
+    )
     log = (tmp_path / "run.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "automation.cli", "run", "--port", str(port)],
-        env=env,
+        [sys.executable, "-m", "automation.cli", "run", "--port", str(port), *args],
+        env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=session,
     )
+    return proc, port
+
+
+@pytest.mark.slow
+def test_nurture_run_serves_login_loads_demo_and_stops_on_ctrl_c(tmp_path):
+    proc, port = start_run(tmp_path)
     children: list[str] = []
     try:
         deadline = time.monotonic() + 90
@@ -69,15 +80,7 @@ def test_nurture_run_serves_login_loads_demo_and_stops_on_ctrl_c(tmp_path):
 @pytest.mark.slow
 def test_children_stop_when_nurture_run_is_killed(tmp_path):
     """SIGKILL of the supervisor (no chance to clean up) still leaves no orphan behind."""
-    port, smtp_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
-    env.update({"NURTURE_VAR_DIR": str(tmp_path / "var"), "NURTURE_SMTP_PORT": str(smtp_port)})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "automation.cli", "run", "--port", str(port), "--no-demo"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, _ = start_run(tmp_path, "--no-demo", session=False)
     children: list[str] = []
     try:
         deadline = time.monotonic() + 60
@@ -120,23 +123,7 @@ def test_nurture_run_with_a_redis_hit_queue_starts_the_forwarder(tmp_path):
 
     from automation.tracking.hits import SpoolHitQueue
 
-    port, smtp_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
-    env.update(
-        {
-            "NURTURE_VAR_DIR": str(tmp_path / "var"),
-            "NURTURE_SMTP_PORT": str(smtp_port),
-            "NURTURE_HIT_QUEUE_URL": REDIS_URL,
-        }
-    )
-    log = (tmp_path / "run.log").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "automation.cli", "run", "--port", str(port), "--no-demo"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc, _ = start_run(tmp_path, "--no-demo", NURTURE_HIT_QUEUE_URL=REDIS_URL)
     children: list[str] = []
     try:
         spool = SpoolHitQueue(tmp_path / "var" / "hits")
