@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -222,7 +220,3 @@ def delete_field(session: Session, name: str) -> None:
     result = session.execute(delete(CustomField).where(CustomField.name == name))
     if not result.rowcount:  # type: ignore[attr-defined]  # CursorResult has rowcount
         raise NotFound(f"custom field {name!r} not found")
-
-
-def contact_summary(contact: Contact) -> dict[str, Any]:
-    return {"id": contact.id, "email": contact.email, "status": contact.status.value}

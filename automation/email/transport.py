@@ -369,9 +369,3 @@ def pooled_transport(config: SmtpSettings) -> SmtpTransport:
     if transport is None:
         transport = _pool[config] = SmtpTransport(config)
     return transport
-
-
-def close_pool() -> None:
-    while _pool:
-        _config, transport = _pool.popitem()
-        transport.close()
