@@ -543,8 +543,14 @@ def condition(
     catalog: Catalog | None = None,
     now: datetime | None = None,
     negated: bool = False,
+    restrict_to_among: bool = True,
 ) -> ColumnElement[bool]:
     """The tree as a WHERE clause over the ``contacts`` table.
+
+    ``among_ids`` narrows the subqueries (events, tags, memberships) to those contacts and,
+    unless ``restrict_to_among`` is False, the clause itself too. A caller that already
+    restricts ``contacts.id`` passes False: PostgreSQL walks the primary key once per pair
+    of values of two ``id = ANY(...)`` conditions (48 ms instead of 3 ms for 1,000 ids).
 
     The clause may be NULL (not false) for a contact with missing values, which a WHERE
     treats as false; so do not wrap it in NOT to get the complement: ask for
@@ -554,7 +560,7 @@ def condition(
     dialect = session.get_bind().dialect.name
     compiler = Compiler(catalog, dialect, now or clock.now(), among_ids)
     clause = compiler.tree(parsed).sql(negated)
-    if among_ids is not None:
+    if among_ids is not None and restrict_to_among:
         clause = and_(compiler.sql.ids_in(contacts.c.id, among_ids), clause)
     return clause
 

@@ -278,7 +278,8 @@ def _clause(
         return one_of(session, Contact.id, sorted(ids)) if ids else false()
     if not any(True for _ in workflow_leaves(node, "")):
         tree = node if "conditions" in node else {"conditions": [node]}
-        return condition(session, tree, among_ids=among, now=now)
+        # matching_contacts restricts contacts.id to the batch once, for the whole tree.
+        return condition(session, tree, among_ids=among, now=now, restrict_to_among=False)
     if "conditions" in node or "all" in node:
         children: list[Any] = node.get("conditions") or node.get("all") or []
         return and_(*[_clause(session, c, members, among, now) for c in children])
