@@ -242,7 +242,7 @@ WITH claimed AS (
     UNION ALL SELECT id, workflow_version_id, 'end', :now, :now, 'exit' FROM judged
 )
 UPDATE enrollments SET status = 'completed', current_node = 'end', waiting_since = NULL,
-    next_run_at = NULL, finished_at = :now, lease_token = NULL, lease_until = NULL
+    next_run_at = NULL, finished_at = :now
 WHERE id IN (SELECT id FROM claimed)
 """
 
@@ -489,7 +489,7 @@ def explain_claim(url: str) -> list[str]:
         rows = conn.execute(
             text(
                 "EXPLAIN SELECT id FROM enrollments WHERE status = 'active' "
-                "AND next_run_at <= now() AND (lease_until IS NULL OR lease_until < now()) "
+                "AND next_run_at <= now() "
                 "ORDER BY next_run_at LIMIT 1000 FOR UPDATE SKIP LOCKED"
             )
         ).scalars()

@@ -16,12 +16,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+import redis
+from sqlalchemy import func, or_, select, text
 from werkzeug.serving import make_server
 
 from automation import clock
 from automation.clock import file_source, write_clock_file
 from automation.workflows.models import Enrollment, EnrollmentStatus
+
+# A worker moving a workflow batch holds row locks on enrollments, in a transaction with an id.
+HOLDING_A_BATCH = text(
+    "SELECT a.backend_xid::text FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
+    " WHERE l.relation = 'enrollments'::regclass AND l.mode = 'RowShareLock'"
+    " AND a.backend_xid IS NOT NULL AND l.pid <> pg_backend_pid() LIMIT 1"
+)
+XACT_STATUS = text("SELECT pg_xact_status(CAST(:xid AS xid8))")
 
 
 @dataclass
@@ -84,6 +93,26 @@ class Stack:
         process.send_signal(signal.SIGKILL)
         process.wait(10)
 
+    def kill_mid_batch(self, broker_url: str) -> None:
+        """SIGKILL the worker while it moves a workflow batch (its transaction holds row
+        locks on enrollments), check the batch was rolled back, flush Redis and start a new
+        worker."""
+        deadline = time.monotonic() + 30
+        xid = None
+        while xid is None and time.monotonic() < deadline:
+            with self.sessions() as s:
+                xid = s.scalar(HOLDING_A_BATCH)
+            time.sleep(0.002)
+        assert xid, "no worker was seen moving a batch"
+        self.kill("worker")
+        with self.sessions() as s:
+            while (outcome := s.scalar(XACT_STATUS, {"xid": xid})) == "in progress":
+                time.sleep(0.01)
+                s.rollback()  # a fresh snapshot each look
+        assert outcome == "aborted", "the worker was meant to die in the middle of a batch"
+        redis.Redis.from_url(broker_url).flushdb()
+        self.start("worker")
+
     def stop(self) -> None:
         for process in self.processes.values():
             process.terminate()
@@ -133,7 +162,7 @@ class Stack:
                         .select_from(Enrollment)
                         .where(
                             Enrollment.status == EnrollmentStatus.ACTIVE,
-                            or_(Enrollment.next_run_at <= now, Enrollment.lease_token.is_not(None)),
+                            Enrollment.next_run_at <= now,
                         )
                     )
                     or 0

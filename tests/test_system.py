@@ -249,7 +249,6 @@ def test_kills_and_a_flushed_broker_mid_run_send_every_email_exactly_once(
         "NURTURE_SMTP_PORT": str(PORTS["smtp"]),
         "NURTURE_SMTP_TLS": "none",
         "NURTURE_SEND_LEASE_SECONDS": str(LEASE_SECONDS),
-        "NURTURE_WORKFLOW_LEASE_SECONDS": "10",
         "NURTURE_WORKFLOW_TICK_SECONDS": "0.5",
         "NURTURE_LEASE_EXPIRY_SECONDS": "2",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
@@ -415,9 +414,6 @@ def test_kills_and_a_flushed_broker_mid_run_send_every_email_exactly_once(
                 Message.status,
             )
         ).all()
-        leased = s.scalar(
-            select(func.count()).select_from(Enrollment).where(Enrollment.lease_token.is_not(None))
-        )
     assert max(received.values()) == 1, "a message arrived twice"
     assert set(received) == {r.id for r in rows}, "every message arrived"
     got: dict[int, list[str]] = {}
@@ -436,7 +432,6 @@ def test_kills_and_a_flushed_broker_mid_run_send_every_email_exactly_once(
     assert set(statuses) <= {MessageStatus.SENT, MessageStatus.UNKNOWN}, statuses
     assert statuses[MessageStatus.SENT] + statuses[MessageStatus.UNKNOWN] == len(deliveries_list)
     assert len(deliveries_list) == expected_total
-    assert leased == 0
     # Sent counters of all processes (the killed worker's too) add up to the database's,
     # less at most the batch the killed worker sent without recording.
     sent_metric = scraped.get(("nurture_messages_total", (("status", "sent"),)), 0.0)

@@ -19,9 +19,9 @@ from automation.contacts.models import Contact, ContactTag, CustomField, FieldTy
 from automation.contacts.schema import ContactIn, ContactPatch
 from automation.contacts.service import create_contact, update_contact
 from automation.workflows import service
-from automation.workflows.engine import advance_claimed, claim_batch
+from automation.workflows.engine import advance, claim_due
 from automation.workflows.enrolment import enroll_manually
-from automation.workflows.models import EnrollmentStatus, Workflow
+from automation.workflows.models import EnrollmentStatus, EnrollmentStep, Workflow
 from automation.workflows.moves import apply_migration, plan_migration
 from automation.workflows.nodes import split_path
 from automation.workflows.schema import SplitNode
@@ -272,34 +272,59 @@ def test_archive_exits_everyone_where_they_stand(harness):
     assert next(n for n in stats["nodes"] if n["node_id"] == "w")["exited"] == 1
 
 
-def test_a_dead_workers_batch_is_taken_again_after_its_lease(harness):
+def test_a_worker_that_dies_holding_a_batch_leaves_it_due_for_the_next_tick(harness):
     wf = harness.publish(doc([wait("w", "end", hours=1), EXIT]))
     harness.events(*[{"name": "signed_up", "email": f"l{i}@example.com"} for i in range(5)])
-    with harness.sessions() as s:  # a worker claims, commits the lease, then dies
-        claim = claim_batch(s, clock.now())
-        s.commit()
-    assert len(claim.ids) == 5
-    assert harness.tick().enrollments == 0  # leased: nobody else takes them
-    harness.clock.advance(minutes=6)  # the lease (5 minutes) has run out
-    assert harness.tick().enrollments == 5
-    assert {e.current_node for e in harness.enrollments(wf)} == {"w"}
-    assert all(e.lease_token is None for e in harness.enrollments(wf))
+    with harness.sessions() as s:  # a worker claims and starts moving, then dies
+        items, digests = claim_due(s, clock.now())
+        assert len(items) == 5
+        advance(s, items, digests, clock.now())
+        s.rollback()  # what PostgreSQL does when the worker's connection closes
+    assert {e.waiting_since for e in harness.enrollments(wf)} == {None}  # not moved
+    assert harness.tick().enrollments == 5  # at once: no lease to wait out
+    assert None not in {e.waiting_since for e in harness.enrollments(wf)}
+    assert harness.path(harness.enrollments(wf)[0].id) == [("w", None)]
 
 
-def test_a_batch_claimed_twice_moves_once(harness):
-    """A worker whose lease expired while it was slow finds its rows taken: it moves none."""
+@pytest.mark.postgres
+def test_concurrent_ticks_take_disjoint_batches(harness, db_url):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL (SQLite runs one tick at a time)")
     harness.publish(doc([{"id": "u", "type": "update_contact", "score_change": 1, "next": None}]))
-    harness.events({"name": "signed_up", "email": "once@example.com"})
+    harness.events(*[{"name": "signed_up", "email": f"d{i}@example.com"} for i in range(5)])
+    with harness.sessions() as first:
+        held, digests = claim_due(first, clock.now(), limit=3)
+        with harness.sessions() as second:  # another worker, while the first holds its rows
+            other, other_digests = claim_due(second, clock.now())
+            assert len(held) == 3 and len(other) == 2
+            assert not {i.id for i in held} & {i.id for i in other}
+            advance(second, other, other_digests, clock.now())
+            second.commit()
+        advance(first, held, digests, clock.now())
+        first.commit()
+    assert harness.tick().enrollments == 0
     with harness.sessions() as s:
-        slow = claim_batch(s, clock.now())
-        s.commit()
-    harness.clock.advance(minutes=6)
+        assert s.scalars(select(Contact.score)).all() == [1] * 5  # each moved exactly once
+
+
+def test_erasing_or_deleting_a_contact_takes_its_journal_with_it(harness):
+    from automation.contacts.gdpr import erase_contact
+    from automation.contacts.service import delete_contact
+
+    wf = harness.publish(doc([wait("w", "end", hours=1), EXIT]))
+    emails = ("erased@example.com", "deleted@example.com", "kept@example.com")
+    harness.events(*[{"name": "signed_up", "email": e} for e in emails])
     harness.tick()
+    harness.clock.advance(hours=2)
+    harness.tick()
+    ids = {e.contact_id: e.id for e in harness.enrollments(wf)}
+    assert all(harness.path(i) == [("w", "next"), ("end", "exit")] for i in ids.values())
     with harness.sessions() as s:
-        report = advance_claimed(s, slow, clock.now())
+        erase_contact(s, harness.contact_id("erased@example.com"))
+        delete_contact(s, harness.contact_id("deleted@example.com"))
         s.commit()
-        assert report.enrollments == 0
-        assert s.scalar(select(Contact.score)) == 1
+        remaining = set(s.scalars(select(EnrollmentStep.enrollment_id)))
+    assert remaining == {ids[harness.contact_id("kept@example.com")]}
 
 
 def test_manual_enrolment_respects_reentry(harness):

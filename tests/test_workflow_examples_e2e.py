@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,7 +64,6 @@ def world(tmp_path, postgres_url):
         postgres_url,
         REDIS_URL,
         datetime(2026, 3, 1, tzinfo=UTC),
-        NURTURE_WORKFLOW_LEASE_SECONDS="1",
         NURTURE_SMTP_HOST=smtp.host,
         NURTURE_SMTP_PORT=str(smtp.port),
         NURTURE_SMTP_TLS="none",
@@ -157,29 +155,11 @@ def drive(
         stack.set_time(due + STEP)
         if crash and not crashed and (backlog or 0) >= 100:
             crashed = True
-            kill_holding_a_batch(stack)
-            stack.set_time(due + 2 * STEP)  # the dead worker's lease (1 s) runs out
+            stack.kill_mid_batch(REDIS_URL)
         stack.settle()
     assert crashed or not crash, "no batch was big enough to crash in"
     stack.set_time(until)
     stack.settle()
-
-
-def kill_holding_a_batch(stack) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with stack.sessions() as s:
-            if s.scalar(select(Enrollment.id).where(Enrollment.lease_token.is_not(None)).limit(1)):
-                break
-        time.sleep(0.005)
-    stack.kill("worker")
-    with stack.sessions() as s:
-        abandoned = s.scalar(
-            select(func.count()).select_from(Enrollment).where(Enrollment.lease_token.is_not(None))
-        )
-    assert abandoned, "the worker was meant to die holding a claimed batch"
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    stack.start("worker")
 
 
 def mail_log(stack, smtp, document: dict[str, Any]) -> list[tuple[str, str, str]]:

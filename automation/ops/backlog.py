@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from automation import clock
@@ -73,8 +73,6 @@ def tick_lag(session: Session, *, now: datetime | None = None) -> TickLag:
         select(func.count(), func.min(Enrollment.next_run_at)).where(
             Enrollment.status == EnrollmentStatus.ACTIVE,
             Enrollment.next_run_at <= now,
-            # A leased enrolment is in a worker's hands right now: not lag.
-            or_(Enrollment.lease_until.is_(None), Enrollment.lease_until < now),
         )
     ).one()
     c_due, c_oldest = session.execute(

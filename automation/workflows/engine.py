@@ -1,13 +1,18 @@
 """The engine: claim due enrolments in batches and move each batch node by node, set-wise,
 until every contact in it waits, has sent, or has finished (ARCHITECTURE.md, "Tick").
 
-Claiming and moving are two transactions. The claim stamps ``lease_token`` and
-``lease_until`` on up to ``batch_size`` due rows (``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL, so concurrent workers take disjoint batches) and commits. Moving the batch
-locks the rows that still carry the token, does all its work, and writes the new states
-in the same transaction as the journal, the contact updates and the queued messages. A
-worker that dies after claiming leaves rows whose lease expires: the next tick takes them
-again. One that dies while moving leaves nothing behind (the transaction rolls back).
+A batch is claimed and moved in one transaction. On PostgreSQL the claim locks up to
+``batch_size`` due rows (``FOR UPDATE SKIP LOCKED``, so concurrent workers take disjoint
+batches); the new states are written with the journal, the contact updates and the queued
+messages, and the commit releases the rows. A worker that dies mid-batch leaves nothing
+behind: its connection closes, PostgreSQL rolls the transaction back, and the rows are due
+again at once. One that hangs holding a batch loses it after ``HOLD_LIMIT`` idle in its
+transaction (PostgreSQL ends the session). On SQLite a write takes the database's one write
+lock first, so ticks run one after another.
+
+The batch used to be leased in a transaction of its own (a token and an expiry stamped on
+each row, committed, then moved): every row was written twice per batch, and a dead
+worker's rows waited out the lease.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, any_, func, insert, literal, or_, select, text, update
+from sqlalchemy import String, false, insert, literal, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
@@ -46,9 +50,9 @@ from automation.workflows.webhooks import HttpClient, UrllibClient
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
-# How long a claimed batch is reserved for its worker; a dead worker's rows are taken again
-# after it. Tests that kill workers shorten it.
-LEASE = timedelta(seconds=float(os.environ.get("NURTURE_WORKFLOW_LEASE_SECONDS", "300")))
+# The longest a worker may sit idle inside a batch's transaction before PostgreSQL ends its
+# session and the batch is due again (a worker stuck between statements).
+HOLD_LIMIT = timedelta(seconds=float(os.environ.get("NURTURE_WORKFLOW_HOLD_SECONDS", "300")))
 MAX_STEPS_PER_BATCH = 200  # validation forbids loops without a wait; this is a backstop
 _default_http: HttpClient = UrllibClient()
 
@@ -82,46 +86,21 @@ class RunReport:
 # --- claiming ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Claim:
-    token: str
-    ids: list[int]
-
-
-def claim_batch(session: Session, now: datetime, limit: int = BATCH_SIZE) -> Claim:
-    """Lease up to ``limit`` due enrolments: the lease token and the ids it covers."""
-    token = secrets.token_hex(8)
-    due = (
-        select(Enrollment.id)
-        .where(
-            Enrollment.status == EnrollmentStatus.ACTIVE,
-            Enrollment.next_run_at <= now,
-            or_(Enrollment.lease_until.is_(None), Enrollment.lease_until < now),
-        )
-        .order_by(Enrollment.next_run_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+def claim_due(
+    session: Session, now: datetime, limit: int = BATCH_SIZE
+) -> tuple[list[Item], dict[int, str]]:
+    """Lock up to ``limit`` due enrolments for the rest of this transaction: the items, and
+    their versions' content digests (read in the same query, so cached graphs need no
+    lookup of their own)."""
     if is_postgres(session):
-        # ``= ANY(ARRAY(subquery))``: the ids are probed in the primary key. With
-        # ``IN (subquery)`` PostgreSQL hash-joins the subquery against a sequential scan of
-        # the whole table, on every claim.
-        chosen = Enrollment.id == any_(func.array(due.scalar_subquery()))
+        session.execute(
+            text("SELECT set_config('idle_in_transaction_session_timeout', :limit, true)"),
+            {"limit": f"{int(HOLD_LIMIT.total_seconds() * 1000)}ms"},
+        )
     else:
-        chosen = Enrollment.id.in_(due.scalar_subquery())
-    ids = session.scalars(
-        update(Enrollment)
-        .where(chosen)
-        .values(lease_token=token, lease_until=now + LEASE)
-        .returning(Enrollment.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    return Claim(token, sorted(ids))
-
-
-def _load_items(session: Session, claim: Claim) -> tuple[list[Item], dict[int, str]]:
-    """The claimed enrolments still leased and active, locked; and their versions' content
-    digests (read in the same query, so cached graphs need no lookup of their own)."""
+        # No row locks: an empty write takes the database's write lock now, so a concurrent
+        # tick waits until this one commits and then reads what it wrote.
+        session.execute(update(Enrollment).where(false()).values(attempts=Enrollment.attempts))
     rows = session.execute(
         select(
             Enrollment.id,
@@ -140,13 +119,10 @@ def _load_items(session: Session, claim: Claim) -> tuple[list[Item], dict[int, s
             WorkflowVersion.digest,
         )
         .outerjoin(WorkflowVersion, WorkflowVersion.id == Enrollment.workflow_version_id)
-        .where(
-            one_of(session, Enrollment.id, claim.ids),
-            Enrollment.lease_token == claim.token,  # not taken over meanwhile
-            Enrollment.status == EnrollmentStatus.ACTIVE,  # not paused or converted meanwhile
-        )
-        .order_by(Enrollment.id)
-        .with_for_update(of=Enrollment)
+        .where(Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.next_run_at <= now)
+        .order_by(Enrollment.next_run_at)
+        .limit(limit)
+        .with_for_update(of=Enrollment, skip_locked=True)
     ).all()
     items = [
         Item(
@@ -164,7 +140,7 @@ def _load_items(session: Session, claim: Claim) -> tuple[list[Item], dict[int, s
             enrolled_at=r.enrolled_at,
             converted_at=r.converted_at,
         )
-        for r in rows
+        for r in sorted(rows, key=lambda r: r.id)
     ]
     return items, {r.workflow_version_id: r.digest for r in rows if r.digest is not None}
 
@@ -172,11 +148,15 @@ def _load_items(session: Session, claim: Claim) -> tuple[list[Item], dict[int, s
 # --- moving a batch ----------------------------------------------------------------------
 
 
-def advance_claimed(
-    session: Session, claim: Claim, now: datetime, *, http: HttpClient | None = None
+def advance(
+    session: Session,
+    items: list[Item],
+    digests: dict[int, str],
+    now: datetime,
+    *,
+    http: HttpClient | None = None,
 ) -> BatchReport:
-    """Move every enrolment of the claim as far as it can go now."""
-    items, digests = _load_items(session, claim)
+    """Move every claimed enrolment as far as it can go now."""
     report = BatchReport(enrollments=len(items))
     if items:
         graphs = graphs_for(session, digests)
@@ -185,19 +165,7 @@ def advance_claimed(
         report.steps = _run(batch)
         report.messages = len(batch.messages)
         report.finished = sum(1 for i in items if i.finished)
-        _write_back(batch, claim.token)
-    if len(items) < len(claim.ids):
-        # Rows leased but not moved (paused or finished meanwhile) give their lease back.
-        moved = {i.id for i in items}
-        session.execute(
-            update(Enrollment)
-            .where(
-                one_of(session, Enrollment.id, [i for i in claim.ids if i not in moved]),
-                Enrollment.lease_token == claim.token,
-            )
-            .values(lease_token=None, lease_until=None)
-            .execution_options(synchronize_session=False)
-        )
+        _write_back(batch)
     return report
 
 
@@ -309,12 +277,12 @@ def _finish(batch: Batch, item: Item, status: EnrollmentStatus) -> None:
         item.converted_at = batch.now
 
 
-def _write_back(batch: Batch, token: str) -> None:
+def _write_back(batch: Batch) -> None:
     session, now = batch.session, batch.now
     if is_postgres(session):
-        _write_back_postgres(batch, token)
+        _write_back_postgres(batch)
     else:
-        _write_back_portable(batch, token)
+        _write_back_portable(batch)
     if batch.messages:
         from automation.workflows.sending import queue_workflow_messages
 
@@ -336,12 +304,10 @@ def _state(item: Item) -> dict[str, Any]:
         "attempts": item.attempts,
         "converted_at": item.converted_at,
         "finished_at": item.finished_at,
-        "lease_token": None,
-        "lease_until": None,
     }
 
 
-def _write_back_portable(batch: Batch, token: str) -> None:
+def _write_back_portable(batch: Batch) -> None:
     session, now = batch.session, batch.now
     # Close open visits before inserting new ones: a contact may leave a wait and enter
     # another in the same batch, and the close matches on "left_at IS NULL".
@@ -371,8 +337,8 @@ def _write_back_portable(batch: Batch, token: str) -> None:
             with_context.append({**row, "context": item.context})
         else:
             rows.append(row)
-    _update_states(session, rows, token)
-    update_rows(session, Enrollment, with_context, guard={"lease_token": token})
+    _update_states(session, rows)
+    update_rows(session, Enrollment, with_context)
 
 
 # The journal closes and inserts and the enrolments' new states of a batch as one
@@ -412,13 +378,13 @@ SET status = s.g->>0, current_node = s.g->>1, waiting_since = CAST(s.g->>2 AS ti
     next_run_at = CAST(s.g->>3 AS timestamp), waiting_event = s.g->>4,
     resume_exit = s.g->>5, attempts = CAST(s.g->>6 AS integer),
     converted_at = CAST(s.g->>7 AS timestamp), finished_at = CAST(s.g->>8 AS timestamp),
-    context = COALESCE(s.g->10, e.context), lease_token = NULL, lease_until = NULL
+    context = COALESCE(s.g->10, e.context)
 FROM states AS s
-WHERE e.id = ANY(CAST(:ids AS bigint[])) AND e.id = s.id AND e.lease_token = :token
+WHERE e.id = ANY(CAST(:ids AS bigint[])) AND e.id = s.id
 """
 
 
-def _write_back_postgres(batch: Batch, token: str) -> None:
+def _write_back_postgres(batch: Batch) -> None:
     texts: dict[datetime, str] = {}  # a batch repeats a few instants
 
     def _instant(value: datetime | None) -> str | None:
@@ -489,7 +455,6 @@ def _write_back_postgres(batch: Batch, token: str) -> None:
             "states": document(state_groups),
             "ids": int_array(i.id for i in batch.items),
             "now": batch.now.astimezone(UTC).replace(tzinfo=None),
-            "token": token,
         },
     )
 
@@ -548,19 +513,19 @@ def _insert_round(session: Session, rows: list[dict[str, Any]]) -> None:
     insert_rows(session, EnrollmentStep, detailed)
 
 
-def _update_states(session: Session, rows: list[dict[str, Any]], token: str) -> None:
+def _update_states(session: Session, rows: list[dict[str, Any]]) -> None:
     """The enrolments' new states: one UPDATE per distinct state (usually a handful: a
     batch mostly moves together), or one UPDATE from arrays when states are many."""
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for row in rows:
         groups[tuple((k, v) for k, v in row.items() if k != "id")].append(row["id"])
     if len(groups) > GROUPED_UPDATES:
-        update_rows(session, Enrollment, rows, guard={"lease_token": token})
+        update_rows(session, Enrollment, rows)
         return
     for state, ids in groups.items():
         session.execute(
             update(Enrollment)
-            .where(one_of(session, Enrollment.id, ids), Enrollment.lease_token == token)
+            .where(one_of(session, Enrollment.id, ids))
             .values(dict(state))
             .execution_options(synchronize_session=False)
         )
@@ -599,8 +564,6 @@ def finish_enrollments(
         "next_run_at": None,
         "waiting_event": None,
         "resume_exit": None,
-        "lease_token": None,
-        "lease_until": None,
     }
     if status is EnrollmentStatus.CONVERTED:
         values["converted_at"] = now
@@ -638,19 +601,18 @@ def run_due(
         started = time.perf_counter()
         with sessions() as session:
             now = clock.now()
-            claim = claim_batch(session, now, batch_size)
-            session.commit()
-            if not claim.ids:
+            items, digests = claim_due(session, now, batch_size)
+            if not items:
                 return report
-            moved = advance_claimed(session, claim, now, http=http)
+            moved = advance(session, items, digests, now, http=http)
             session.commit()
-        metrics.BATCH_SIZE.labels("workflow").observe(len(claim.ids))
+        metrics.BATCH_SIZE.labels("workflow").observe(moved.enrollments)
         metrics.BATCH_SECONDS.labels("workflow").observe(time.perf_counter() - started)
         report.batches += 1
         report.enrollments += moved.enrollments
         report.steps += moved.steps
         report.messages += moved.messages
-        if len(claim.ids) < batch_size:
+        if moved.enrollments < batch_size:
             return report
         if time.monotonic() > deadline:
             report.more = True

@@ -101,8 +101,6 @@ def _row(
         "attempts": 0,
         "context": context,
         "trigger_key": key,
-        "lease_token": None,
-        "lease_until": None,
         "enrolled_at": now,
         "converted_at": None,
         "finished_at": None,
