@@ -21,7 +21,7 @@ from automation.workflows.timing import contact_zone
 from automation.workflows.webhooks import HttpClient
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """One enrolment in the batch; mutated as it moves from node to node."""
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import DDL, ForeignKey, Index, Integer, String, UniqueConstraint, event, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from automation.db import Base, BigId, JSONDoc, UTCDateTime
+from automation.db import HOT_UPDATES, Base, BigId, JSONDoc, UTCDateTime
 from automation.enums import str_enum
 from automation.errors import Conflict
 
@@ -183,7 +183,10 @@ class EnrollmentStep(Base):
     """
 
     __tablename__ = "enrollment_steps"
-    __table_args__ = (Index("ix_enrollment_steps_version_node", "workflow_version_id", "node_id"),)
+    __table_args__ = (
+        Index("ix_enrollment_steps_version_node", "workflow_version_id", "node_id"),
+        HOT_UPDATES,  # closing a wait's visit updates left_at and exit, which no index holds
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     enrollment_id: Mapped[int] = mapped_column(BigId, index=True)

@@ -61,9 +61,13 @@ def upgrade() -> None:
             batch.drop_constraint(name, type_="foreignkey")
     for statement in TRIGGER[dialect]:
         op.execute(statement)
+    if dialect == "postgresql":  # room on each page for HOT updates (automation/db.py)
+        op.execute("ALTER TABLE enrollment_steps SET (fillfactor = 80)")
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE enrollment_steps RESET (fillfactor)")
     op.execute(
         "DROP TRIGGER IF EXISTS enrollments_delete_journal"
         + (" ON enrollments" if op.get_bind().dialect.name == "postgresql" else "")
