@@ -50,7 +50,7 @@ from automation.workflows.models import Enrollment, EnrollmentStatus  # noqa: E4
 DEFAULT_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 DEFAULT_REDIS = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/6")
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
-WORKERS = 2
+WORKERS = 2  # Celery workers / client processes, one per core; --workers changes it
 # Fresh interpreters: a forked child would inherit the parent's broker and database
 # connections (kombu's after-fork clean-up even blocks on them).
 SPAWN = multiprocessing.get_context("spawn")
@@ -497,6 +497,7 @@ def explain_claim(url: str) -> list[str]:
 
 
 def main() -> None:
+    global WORKERS
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--redis", default=DEFAULT_REDIS)
@@ -506,9 +507,16 @@ def main() -> None:
     parser.add_argument("--workflows", type=int, default=50)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=WORKERS,
+        help="Celery workers and floor/client processes (both sides get the same number)",
+    )
+    parser.add_argument(
         "--part", choices=["both", "advancement", "ingestion"], default="both", help="what to run"
     )
     args = parser.parse_args()
+    WORKERS = args.workers
     if args.smoke:
         args.enrolments, args.events, args.contacts = 600, 2000, 500
     engine = make_engine(args.url)

@@ -160,7 +160,7 @@ def claim_due(
         enrolled_at,
         converted_at,
         digest,
-    ) in sorted(rows, key=itemgetter(0)):
+    ) in sorted(rows.all(), key=itemgetter(0)):
         if context not in contexts:
             contexts[context] = json.loads(context) or {}
         if digest is not None:
