@@ -31,16 +31,21 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 REDIS_KEY = "nurture:hits"
 MAX_UA = 512
 MAX_REFERER = 512
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One request to a tracking URL, as the public endpoint saw it."""
+# One encoder for every hit (json.dumps with non-default separators builds one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+class Hit(NamedTuple):
+    """One request to a tracking URL, as the public endpoint saw it (a named tuple: made on
+    every open and click, and a tuple is several times cheaper to build than a frozen
+    dataclass)."""
 
     id: str  # random; the idempotency key of the event it becomes
     kind: str  # "open" | "click"
@@ -56,7 +61,7 @@ class Hit:
     prefetch: bool = False  # a Purpose/Sec-Purpose/X-Moz: prefetch header
 
     def encode(self) -> bytes:
-        return json.dumps(
+        return _ENCODER.encode(
             [
                 self.id,
                 self.kind,
@@ -70,8 +75,7 @@ class Hit:
                 self.head,
                 self.referer[:MAX_REFERER],
                 self.prefetch,
-            ],
-            separators=(",", ":"),
+            ]
         ).encode()
 
     @classmethod
