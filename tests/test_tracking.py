@@ -325,6 +325,11 @@ def test_bad_tokens_on_pages_get_404(client):
 def test_hit_lines_that_are_torn_are_skipped():
     hit = Hit("abc", "open", 1, 2, 3, None, 1.0, "127.0.0.1", "ua")
     assert decode_all([hit.encode(), b'["abc", "op', b"garbage"]) == [hit]
+    # Lines that are JSON but no hit, and a torn line that would swallow the next one
+    # into a valid document: each good line still comes out once.
+    other = hit._replace(id="def")
+    assert decode_all([b"[1, 2]", hit.encode(), b'{"a": 1}', other.encode()]) == [hit, other]
+    assert decode_all([hit.encode(), b'["x", "open", ' + other.encode()[:-1], b"]"]) == [hit]
 
 
 def test_sunset_marks_contacts_without_human_engagement_and_engaging_clears_it(app, client):

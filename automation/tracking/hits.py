@@ -82,7 +82,14 @@ class Hit(NamedTuple):
     def decode(cls, raw: bytes | str) -> Hit | None:
         """The hit in ``raw``; None for a line that is not one (a torn write)."""
         try:
-            v = json.loads(raw)
+            return cls.of(json.loads(raw))
+        except ValueError:
+            return None
+
+    @classmethod
+    def of(cls, v: Any) -> Hit | None:
+        """The hit of a decoded line; None for a value that is not one."""
+        try:
             return cls(
                 str(v[0]),
                 str(v[1]),
@@ -364,4 +371,13 @@ def make_hit_writer(settings: Any, name: str = "hits") -> HitQueue:
 
 
 def decode_all(lines: Sequence[bytes]) -> list[Hit]:
-    return [h for h in (Hit.decode(line) for line in lines) if h is not None]
+    """The hits of ``lines``, torn lines left out. The lines are parsed as one JSON array
+    (one parser call for the batch, not one per line); when that fails, or a torn line
+    swallowed its neighbours (fewer values than lines), line by line."""
+    try:
+        values = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        values = None
+    if values is None or len(values) != len(lines):
+        return [h for h in map(Hit.decode, lines) if h is not None]
+    return [h for h in map(Hit.of, values) if h is not None]
