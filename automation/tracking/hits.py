@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -38,8 +39,7 @@ MAX_UA = 512
 MAX_REFERER = 512
 
 
-# One encoder for every hit (json.dumps with non-default separators builds one per call).
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_JSON_TRUE = {False: "false", True: "true"}
 
 
 class Hit(NamedTuple):
@@ -61,21 +61,16 @@ class Hit(NamedTuple):
     prefetch: bool = False  # a Purpose/Sec-Purpose/X-Moz: prefetch header
 
     def encode(self) -> bytes:
-        return _ENCODER.encode(
-            [
-                self.id,
-                self.kind,
-                self.message_id,
-                self.nonce,
-                self.template_version_id,
-                self.link_index,
-                self.at,
-                self.ip,
-                self.user_agent[:MAX_UA],
-                self.head,
-                self.referer[:MAX_REFERER],
-                self.prefetch,
-            ]
+        """The JSON array ``json.dumps`` gives (compact separators), written out: this runs
+        on every open and click, and the json module's own encoder is set up per call.
+        Strings go through its C escaper; ``repr`` of a float is what it writes too."""
+        s = encode_basestring_ascii
+        link_index = "null" if self.link_index is None else int(self.link_index)
+        return (
+            f"[{s(self.id)},{s(self.kind)},{int(self.message_id)},{int(self.nonce)},"
+            f"{int(self.template_version_id)},{link_index},{float(self.at)!r},{s(self.ip)},"
+            f"{s(self.user_agent[:MAX_UA])},{_JSON_TRUE[bool(self.head)]},"
+            f"{s(self.referer[:MAX_REFERER])},{_JSON_TRUE[bool(self.prefetch)]}]"
         ).encode()
 
     @classmethod
