@@ -322,9 +322,42 @@ def test_bad_tokens_on_pages_get_404(client):
     assert client.post("/u/" + "A" * 48, data={"List-Unsubscribe": "One-Click"}).status_code == 404
 
 
+def test_a_hit_line_is_what_json_dumps_writes():
+    import json
+
+    odd = 'é"\\\n\t\x00\u2028\U0001f600</script>'
+    for hit in (
+        Hit("abc", "open", 1, 2, 3, None, 1.0, "127.0.0.1", "ua"),
+        Hit(
+            odd,
+            "click",
+            2**55,
+            2**32 - 1,
+            7,
+            2**23,
+            1764300000.123456,
+            odd,
+            odd * 200,
+            True,
+            odd * 200,
+            True,
+        ),
+    ):
+        fields = [*hit[:8], hit.user_agent[:512], hit.head, hit.referer[:512], hit.prefetch]
+        assert hit.encode() == json.dumps(fields, separators=(",", ":")).encode()
+        assert Hit.decode(hit.encode()) == hit._replace(
+            user_agent=hit.user_agent[:512], referer=hit.referer[:512]
+        )
+
+
 def test_hit_lines_that_are_torn_are_skipped():
     hit = Hit("abc", "open", 1, 2, 3, None, 1.0, "127.0.0.1", "ua")
     assert decode_all([hit.encode(), b'["abc", "op', b"garbage"]) == [hit]
+    # Lines that are JSON but no hit, and a torn line that would swallow the next one
+    # into a valid document: each good line still comes out once.
+    other = hit._replace(id="def")
+    assert decode_all([b"[1, 2]", hit.encode(), b'{"a": 1}', other.encode()]) == [hit, other]
+    assert decode_all([hit.encode(), b'["x", "open", ' + other.encode()[:-1], b"]"]) == [hit]
 
 
 def test_sunset_marks_contacts_without_human_engagement_and_engaging_clears_it(app, client):

@@ -12,10 +12,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, Flask, Response, abort, current_app, render_template_string, request
+from werkzeug.datastructures import Headers
+from werkzeug.urls import iri_to_uri
 
 from automation.config import Settings, load_settings
 from automation.errors import NotFound
@@ -36,13 +38,30 @@ PIXEL = (
 NO_STORE = "no-store, no-cache, must-revalidate, max-age=0"
 
 
+class _Link(NamedTuple):
+    """A compiled link as the click redirect uses it, worked out once per process."""
+
+    url: str  # the destination with the link's own UTM parameters (as compiled: an IRI)
+    location: str  # the same as a URI: the Location header when the click adds nothing
+    origin: str | None  # its origin: destinations on a site origin identify the visitor
+    honeypot: bool
+
+
+def _link(link: dict[str, Any]) -> _Link:
+    if link.get("honeypot"):
+        return _Link("", "", None, True)
+    # A compiled destination (http/https, checked at compile time), never the request's.
+    url = with_utm(str(link["url"]), link.get("utm"))
+    return _Link(url, iri_to_uri(url), origin_of(url), False)
+
+
 class _Tracking:
     """Per-app pieces of the hot path, built once."""
 
     def __init__(self, settings: Settings) -> None:
         self.signer = TokenSigner.from_settings(settings)
         self.queue: HitQueue = make_hit_writer(settings)
-        self._links: dict[int, list[dict[str, Any]]] = {}
+        self._links: dict[int, list[_Link]] = {}
         self._lock = threading.Lock()
         # Hit ids: a random per-process prefix and a counter (no syscall per hit).
         self._prefix = new_hit_id()
@@ -56,7 +75,7 @@ class _Tracking:
     def hit_id(self) -> str:
         return f"{self._prefix}{next(self._counter):x}"
 
-    def links(self, version_id: int) -> list[dict[str, Any]] | None:
+    def links(self, version_id: int) -> list[_Link] | None:
         links = self._links.get(version_id)
         if links is None:
             from automation.email.models import TemplateVersion
@@ -66,7 +85,7 @@ class _Tracking:
                 version = session.get(TemplateVersion, version_id)
                 if version is None:
                     return None
-                links = list(version.links)
+                links = [_link(link) for link in version.links]
             with self._lock:
                 if len(self._links) > 10_000:
                     self._links.clear()
@@ -136,7 +155,7 @@ def _client_ip() -> str:
 
 
 # The WSGI environ keys of the headers that announce a speculative (prefetch) load.
-_PREFETCH_HEADERS = ("HTTP_PURPOSE", "HTTP_SEC_PURPOSE", "HTTP_X_MOZ", "HTTP_X_PURPOSE")
+_PREFETCH_HEADERS = frozenset(("HTTP_PURPOSE", "HTTP_SEC_PURPOSE", "HTTP_X_MOZ", "HTTP_X_PURPOSE"))
 
 
 def _counted(kind: str, verdict: str) -> None:
@@ -167,7 +186,8 @@ def _hit(t: _Tracking, kind: str, claims: TokenClaims) -> Hit:
         user_agent=environ.get("HTTP_USER_AGENT", ""),
         head=environ.get("REQUEST_METHOD") == "HEAD",
         referer=environ.get("HTTP_REFERER", ""),
-        prefetch=any("prefetch" in environ.get(k, "").lower() for k in _PREFETCH_HEADERS),
+        prefetch=not _PREFETCH_HEADERS.isdisjoint(environ)
+        and any("prefetch" in environ.get(k, "").lower() for k in _PREFETCH_HEADERS),
     )
 
 
@@ -195,9 +215,38 @@ def open_pixel(token: str) -> Response:
     return Response(PIXEL, mimetype="image/gif", headers={"Cache-Control": NO_STORE})
 
 
+class _Redirect(Response):
+    """The click's 302, its headers final when made: ``get_wsgi_headers`` hands them over
+    as they are instead of copying and rescanning them, converting the Location to a URI
+    and measuring the empty body on every click (`_redirect` did that once)."""
+
+    def get_wsgi_headers(self, environ: Any) -> Headers:
+        return self.headers
+
+
+_HTML = "text/html; charset=utf-8"  # what Response would add: the content type stays as it was
+
+
+def _redirect(location: str) -> Response:
+    """A 302 to ``location``, a URI (``iri_to_uri`` applied)."""
+    headers = Headers()
+    # Set directly: building Headers from a list validates each value (no newline), two
+    # thirds of the response's cost. These are constants and a URI (iri_to_uri quotes
+    # control characters), nothing to validate.
+    headers._list = [
+        ("Cache-Control", NO_STORE),
+        ("Content-Type", _HTML),
+        ("Location", location),
+        ("Content-Length", "0"),
+    ]
+    return _Redirect(status=302, headers=headers)
+
+
 @bp.route("/t/c/<token>", methods=["GET", "HEAD"], merge_slashes=False)
 @public
 def click(token: str) -> Response:
+    from web.site import IDENTITY_COOKIE, site_origins  # web.site imports this module
+
     t = tracking()
     claims = t.signer.verify(token, TokenKind.CLICK)
     links = t.links(claims.template_version_id) if claims is not None else None
@@ -209,49 +258,33 @@ def click(token: str) -> Response:
     link = links[claims.link_index]
     t.queue.push(_hit(t, "click", claims))
     _counted("click", "queued")
-    if link.get("honeypot"):  # the compiler's hidden trap: recorded, and nowhere to go
+    if link.honeypot:  # the compiler's hidden trap: recorded, and nowhere to go
         return Response("", status=200, mimetype="text/plain", headers={"Cache-Control": NO_STORE})
-    response = Response(status=302, headers={"Cache-Control": NO_STORE})
-    # A compiled destination (http/https, checked at compile time), never the request's.
-    url = with_utm(str(link["url"]), link.get("utm"))
     by_campaign = t.campaign_utm(claims.template_version_id)
     owner = t.owner(claims) if by_campaign else None
-    if owner is not None and owner[1] in by_campaign:
-        url = with_utm(url, by_campaign[owner[1]])
-    url = _identify_visitor(t, claims, url, response, owner)
-    response.headers["Location"] = url
+    campaign_utm = by_campaign.get(owner[1]) if owner is not None and owner[1] else None
+    on_site = link.origin is not None and link.origin in site_origins()
+    if campaign_utm is None and not on_site:
+        return _redirect(link.location)
+    url = with_utm(link.url, campaign_utm)
+    identity = None
+    if on_site:  # the contact's signed identifier: the site snippet stores it first-party
+        owner = owner or t.owner(claims)
+        if owner is not None:
+            identity = make_identity(t.signer, owner[0], int(time.time() // 3600))
+            url = with_utm(url, {IDENTITY_COOKIE: identity})
+    response = _redirect(iri_to_uri(url))
+    if identity is not None:  # and a cookie, for a tracking domain on the same site
+        secure = url.startswith("https://")
+        response.set_cookie(
+            IDENTITY_COOKIE,
+            identity,
+            max_age=400 * 86400,
+            httponly=True,
+            secure=secure,
+            samesite="None" if secure else "Lax",
+        )
     return response
-
-
-def _identify_visitor(
-    t: _Tracking,
-    claims: TokenClaims,
-    url: str,
-    response: Response,
-    owner: tuple[int, int | None] | None,
-) -> str:
-    """A destination on a configured site origin gets the contact's signed identifier
-    (``nurture_id``: the snippet stores it first-party on the site) and, for a tracking
-    domain on the same site, a cookie."""
-    from web.site import IDENTITY_COOKIE, site_origins  # web.site imports this module
-
-    origins = site_origins()
-    if not origins or origin_of(url) not in origins:
-        return url
-    owner = owner or t.owner(claims)
-    if owner is None:
-        return url
-    identity = make_identity(t.signer, owner[0], int(time.time() // 3600))
-    secure = url.startswith("https://")
-    response.set_cookie(
-        IDENTITY_COOKIE,
-        identity,
-        max_age=400 * 86400,
-        httponly=True,
-        secure=secure,
-        samesite="None" if secure else "Lax",
-    )
-    return with_utm(url, {IDENTITY_COOKIE: identity})
 
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">

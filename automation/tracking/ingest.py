@@ -163,8 +163,8 @@ def ingest_hits(
     targets = _targets(session, {h.message_id for h in unique})
     bursts = burst_hits(unique, {m: t.version.visible_links for m, t in targets.items()})
     parts = (
-        _events(unique[start : start + STATEMENT_ROWS], targets, bursts, report)
-        for start in range(0, len(unique), STATEMENT_ROWS)
+        _events(unique[start:end], targets, bursts, report)
+        for start, end in _statement_bounds(len(unique))
     )
     stored: list[tuple[_Row, int]] = []
     if is_postgres(session):
@@ -192,6 +192,17 @@ def ingest_hits(
 # tables of its joins) stay small, small enough that classifying the next part hides
 # behind this one's database time.
 STATEMENT_ROWS = 1000
+# The first statement of a batch is smaller: the database waits while Python classifies
+# it, and nothing hides that wait.
+FIRST_STATEMENT_ROWS = 200
+
+
+def _statement_bounds(count: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of the hits of each statement of a batch of ``count``."""
+    start, end = 0, min(FIRST_STATEMENT_ROWS, count)
+    while start < count:
+        yield start, end
+        start, end = end, min(end + STATEMENT_ROWS, count)
 
 
 def _events(

@@ -21,14 +21,13 @@ unsubscribe, ``/p/<token>`` preferences, ``/v/<token>`` view in browser.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import enum
 import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 _INFO = b"nurture/tracking-tokens/v1"
 _PAYLOAD = 15  # message id 7 + nonce 4 + version 4
@@ -59,8 +58,7 @@ PATHS = {
 }
 
 
-@dataclass(frozen=True)
-class TokenClaims:
+class TokenClaims(NamedTuple):
     kind: TokenKind
     message_id: int
     nonce: int
@@ -90,6 +88,29 @@ def _prf(key: bytes, data: bytes, size: int) -> bytes:
     return hashlib.blake2b(data, key=key, digest_size=size).digest()
 
 
+class _Verifier(NamedTuple):
+    """A key's three PRFs as keyed BLAKE2b states, copied per token: keying a fresh state
+    costs as much again as hashing the token's few bytes (verification runs per hit)."""
+
+    link: Any  # _prf(key.link, ·, 8)
+    enc: Any  # _prf(key.enc, ·, _PAYLOAD)
+    mac: Any  # _prf(key.mac, ·, _SIV_TAG)
+
+    @classmethod
+    def of(cls, key: _Key) -> _Verifier:
+        return cls(
+            hashlib.blake2b(key=key.link, digest_size=8),
+            hashlib.blake2b(key=key.enc, digest_size=_PAYLOAD),
+            hashlib.blake2b(key=key.mac, digest_size=_SIV_TAG),
+        )
+
+
+def _keyed(state: Any, data: bytes) -> bytes:
+    h = state.copy()
+    h.update(data)
+    return bytes(h.digest())
+
+
 def _xor(data: bytes, stream: bytes) -> bytes:
     n = len(data)
     return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
@@ -100,6 +121,22 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 def _b64(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).decode("ascii")
+
+
+# "-" and "_" to the standard alphabet; "+" and "/" (not URL-safe) to a byte strict
+# decoding rejects.
+_FROM_URLSAFE = bytes.maketrans(b"-_+/", b"+/!!")
+
+
+def _unb64(token: str) -> bytes | None:
+    """The bytes of ASCII URL-safe base64 ``token`` (length a multiple of 4); None when it
+    holds any other character. For unpadded text of such a length this is the one
+    spelling ``_b64`` gives (a padded one decodes to fewer bytes: callers check the
+    length)."""
+    try:
+        return binascii.a2b_base64(token.encode().translate(_FROM_URLSAFE), strict_mode=True)
+    except binascii.Error:
+        return None
 
 
 _TAILS: dict[tuple[int, int], bytes] = {}
@@ -163,6 +200,9 @@ class TokenSigner:
             raise ValueError("a secret key is required to sign tracking links")
         self._current = _derive(secret_key)
         self._keys = [self._current] + [_derive(k) for k in old_keys if k and k != secret_key]
+        self._verifiers: dict[int, list[_Verifier]] = {}
+        for key in self._keys:
+            self._verifiers.setdefault(key.key_id, []).append(_Verifier.of(key))
 
     @classmethod
     def from_settings(cls, settings: Any) -> TokenSigner:
@@ -185,31 +225,25 @@ class TokenSigner:
         """The claims of a genuine token of ``kind``; None for anything else."""
         if not isinstance(token, str) or len(token) != TOKEN_LENGTH or not token.isascii():
             return None
-        try:
-            raw = base64.urlsafe_b64decode(token)
-        except (binascii.Error, ValueError):
+        raw = _unb64(token)
+        if raw is None or len(raw) != _BLOB + _SUFFIX:
             return None
-        if len(raw) != _BLOB + _SUFFIX or _b64(raw) != token:
-            return None  # one spelling per token
         blob, tail, tag = raw[:_BLOB], raw[_BLOB:-8], raw[-8:]
         if tail[0] != kind or (kind is not TokenKind.CLICK and tail[1:] != b"\0\0\0"):
             return None
-        for key in self._keys:
-            if key.key_id != blob[0]:
-                continue
-            expected = _prf(key.link, blob + tail, 8)
-            if not hmac.compare_digest(expected, tag):
+        for key in self._verifiers.get(blob[0], ()):
+            if not hmac.compare_digest(_keyed(key.link, blob + tail), tag):
                 continue
             siv = blob[-_SIV_TAG:]
-            payload = _xor(blob[1:-_SIV_TAG], _prf(key.enc, siv, _PAYLOAD))
-            if not hmac.compare_digest(_prf(key.mac, blob[:1] + payload, _SIV_TAG), siv):
+            payload = _xor(blob[1:-_SIV_TAG], _keyed(key.enc, siv))
+            if not hmac.compare_digest(_keyed(key.mac, blob[:1] + payload), siv):
                 continue
             return TokenClaims(
-                kind=kind,
-                message_id=int.from_bytes(payload[:7], "big"),
-                nonce=int.from_bytes(payload[7:11], "big"),
-                template_version_id=int.from_bytes(payload[11:15], "big"),
-                link_index=int.from_bytes(tail[1:], "big") if kind is TokenKind.CLICK else None,
+                kind,
+                int.from_bytes(payload[:7], "big"),
+                int.from_bytes(payload[7:11], "big"),
+                int.from_bytes(payload[11:15], "big"),
+                int.from_bytes(tail[1:], "big") if kind is TokenKind.CLICK else None,
             )
         return None
 
@@ -249,11 +283,8 @@ def verify_identity(signer: TokenSigner, token: str, now_hour: int) -> int | Non
     """The contact id of a genuine, unexpired identifier; None for anything else."""
     if not isinstance(token, str) or len(token) != IDENTITY_LENGTH or not token.isascii():
         return None
-    try:
-        raw = base64.urlsafe_b64decode(token)
-    except (binascii.Error, ValueError):
-        return None
-    if len(raw) != 24 or _b64(raw) != token:
+    raw = _unb64(token)
+    if raw is None or len(raw) != 24:
         return None
     for key in signer._keys:
         if key.key_id != raw[0]:

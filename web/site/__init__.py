@@ -49,13 +49,14 @@ def site() -> _Site:
 
 
 def site_origins() -> frozenset[str]:
+    return ORIGINS.get(_load_origins)  # every click asks: no closure or import per call
+
+
+def _load_origins() -> frozenset[str]:
     from web.database import nurture
 
-    def load() -> frozenset[str]:
-        with nurture().sessions() as session:
-            return allowed_origins(session)
-
-    return ORIGINS.get(load)
+    with nurture().sessions() as session:
+        return allowed_origins(session)
 
 
 def _origin() -> str | None:
