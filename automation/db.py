@@ -61,8 +61,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 # Table options of the rows updated in bulk without touching an index (messages' and
-# contacts' engagement counters, ``automation/tracking/ingest.py``; the workflow journal's
-# visits closed when a wait ends): pages are filled to 80 %, so an update that
+# contacts' engagement counters, ``automation/tracking/ingest.py``): pages are filled to
+# 80 %, so an update that
 # changes no indexed column can put the new row version on the same page (a HOT update:
 # no entry in any of the table's indexes). On full pages every such update inserted into
 # all six or seven indexes; a batch's two UPDATEs took 3-4 times longer.

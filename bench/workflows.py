@@ -45,7 +45,7 @@ from automation.db import Base, make_engine, make_session_factory  # noqa: E402
 from automation.workflows import service  # noqa: E402
 from automation.workflows.engine import run_due  # noqa: E402
 from automation.workflows.enrolment import active_graphs, enroll_query  # noqa: E402
-from automation.workflows.models import Enrollment, EnrollmentStatus  # noqa: E402
+from automation.workflows.models import Enrollment, EnrollmentStatus, EnrollmentStep  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 DEFAULT_REDIS = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/6")
@@ -217,14 +217,11 @@ def run_celery_advancement(url: str, broker: str, tmp: Path, count: int) -> tupl
 
 FLOOR_BATCH = """
 WITH claimed AS (
-    SELECT id, contact_id, workflow_version_id FROM enrollments
+    SELECT id, contact_id, workflow_version_id, waiting_since FROM enrollments
     WHERE status = 'active' AND next_run_at <= :now
     ORDER BY next_run_at LIMIT 1000 FOR UPDATE SKIP LOCKED
-), closed AS (
-    UPDATE enrollment_steps SET left_at = :now, exit = 'next'
-    WHERE enrollment_id IN (SELECT id FROM claimed) AND left_at IS NULL
 ), judged AS (
-    SELECT c.id, c.contact_id, c.workflow_version_id, (k.score >= 50) AS hot
+    SELECT c.id, c.contact_id, c.workflow_version_id, c.waiting_since, (k.score >= 50) AS hot
     FROM claimed c JOIN contacts k ON k.id = c.contact_id
 ), promoted AS (
     UPDATE contacts SET score = score + 5, updated_at = :now
@@ -236,7 +233,9 @@ WITH claimed AS (
 ), journal AS (
     INSERT INTO enrollment_steps
         (enrollment_id, workflow_version_id, node_id, entered_at, left_at, exit)
-    SELECT id, workflow_version_id, 'hot', :now, :now, CASE WHEN hot THEN 'yes' ELSE 'no' END
+    SELECT id, workflow_version_id, 'wait', waiting_since, :now, 'next' FROM judged
+    UNION ALL SELECT id, workflow_version_id, 'hot', :now, :now,
+                     CASE WHEN hot THEN 'yes' ELSE 'no' END
     FROM judged
     UNION ALL SELECT id, workflow_version_id, 'promote', :now, :now, 'next' FROM judged WHERE hot
     UNION ALL SELECT id, workflow_version_id, 'end', :now, :now, 'exit' FROM judged
@@ -533,6 +532,14 @@ def main() -> None:
     engine.dispose()
 
 
+def finished_and_journaled(sessions: Any) -> tuple[int, int]:
+    """(completed enrolments, journal rows)."""
+    with sessions() as s:
+        done = s.scalar(select(func.count()).where(Enrollment.status == EnrollmentStatus.COMPLETED))
+        journal = s.scalar(select(func.count()).select_from(EnrollmentStep))
+    return done or 0, journal or 0
+
+
 def advancement(args: Any, engine: Any, sessions: Any) -> None:
     reset(engine)
     make_contacts(sessions, args.enrolments)
@@ -554,15 +561,13 @@ def advancement(args: Any, engine: Any, sessions: Any) -> None:
     print("engine run ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         elapsed, steps = run_celery_advancement(args.url, args.redis, Path(tmp), args.enrolments)
-    with sessions() as s:
-        done = s.scalar(select(func.count()).where(Enrollment.status == EnrollmentStatus.COMPLETED))
-    assert done == args.enrolments, (done, args.enrolments)
+    outcome = finished_and_journaled(sessions)
+    assert outcome[0] == args.enrolments, outcome
     plan = explain_claim(args.url)
     restore_parked(args.url)
     floor = run_floor_advancement(args.url)
-    with sessions() as s:
-        done = s.scalar(select(func.count()).where(Enrollment.status == EnrollmentStatus.COMPLETED))
-    assert done == args.enrolments, (done, args.enrolments)
+    # The floor does the same work: the same enrolments finished, the same journal rows.
+    assert finished_and_journaled(sessions) == outcome, (finished_and_journaled(sessions), outcome)
     rate, floor_rate = args.enrolments / elapsed, args.enrolments / floor
     print(
         f"advancement: {args.enrolments:,} enrolments wait → branch → update → exit, "

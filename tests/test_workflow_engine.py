@@ -8,6 +8,7 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -535,6 +536,54 @@ def test_migration_preview_and_apply_keep_the_wait_start(harness):
     harness.clock.set(started + timedelta(days=3))
     harness.tick()
     assert {e.status for e in harness.enrollments(wf)} == {EnrollmentStatus.COMPLETED}
+    # The old visit ended at the migration and says where it went; the wait at the new
+    # node counted from when it began, and its row says so.
+    with harness.sessions() as s:
+        journal = s.execute(
+            select(EnrollmentStep.node_id, EnrollmentStep.entered_at, EnrollmentStep.left_at)
+            .add_columns(EnrollmentStep.exit, EnrollmentStep.detail)
+            .where(EnrollmentStep.enrollment_id == enrolments[0].id)
+            .order_by(EnrollmentStep.id)
+        ).all()
+    assert [tuple(row) for row in journal] == [
+        ("w2", started, started + timedelta(hours=12), "migrated",
+         {"migrated_to": {"version": 2, "node": "w3"}}),
+        ("w3", started, started + timedelta(days=3), "next", None),
+        ("end", started + timedelta(days=3), started + timedelta(days=3), "exit", None),
+    ]  # fmt: skip
+
+
+def test_a_wait_is_journaled_once_when_it_ends(harness):
+    wf = harness.publish(doc([wait("w", "end", hours=1), EXIT]))
+    harness.events({"name": "signed_up", "email": "once@example.com"})
+    harness.tick()
+    arrived = harness.clock.now
+    (enrolment,) = harness.enrollments(wf)
+
+    def journal() -> list[tuple[Any, ...]]:
+        with harness.sessions() as s:
+            rows = s.execute(
+                select(
+                    EnrollmentStep.node_id,
+                    EnrollmentStep.entered_at,
+                    EnrollmentStep.left_at,
+                    EnrollmentStep.exit,
+                )
+                .where(EnrollmentStep.enrollment_id == enrolment.id)
+                .order_by(EnrollmentStep.id)
+            )
+            return [tuple(row) for row in rows]
+
+    # Waiting: the enrolment is the open visit; nothing is journaled until it ends.
+    assert journal() == []
+    assert harness.path(enrolment.id) == [("w", None)]
+    harness.clock.advance(minutes=30)
+    harness.tick()  # not due: nothing changes
+    assert journal() == []
+    harness.clock.advance(minutes=30)
+    harness.tick()
+    left = harness.clock.now
+    assert journal() == [("w", arrived, left, "next"), ("end", left, left, "exit")]
 
 
 def test_stats_count_entered_waiting_completed(harness):

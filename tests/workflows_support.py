@@ -16,7 +16,7 @@ from automation.contacts.events import ingest_events
 from automation.contacts.models import Contact
 from automation.workflows import service
 from automation.workflows.engine import RunReport, run_due
-from automation.workflows.models import Enrollment, EnrollmentStep
+from automation.workflows.models import OPEN_STATUSES, Enrollment, EnrollmentStep
 
 
 class SteppingClock:
@@ -85,14 +85,24 @@ class Harness:
             return list(s.scalars(query))
 
     def path(self, enrollment_id: int) -> list[tuple[str, str | None]]:
-        """(node, exit) of every visit, in order."""
+        """(node, exit) of every visit, in order; the visit the contact waits in (not
+        journaled until it ends) last, with no exit."""
         with self.sessions() as s:
             steps = s.scalars(
                 select(EnrollmentStep)
                 .where(EnrollmentStep.enrollment_id == enrollment_id)
                 .order_by(EnrollmentStep.id)
             )
-            return [(step.node_id, step.exit) for step in steps]
+            path: list[tuple[str, str | None]] = [(step.node_id, step.exit) for step in steps]
+            enrollment = s.get(Enrollment, enrollment_id)
+            assert enrollment is not None
+            if (
+                enrollment.status in OPEN_STATUSES
+                and enrollment.waiting_since is not None
+                and enrollment.current_node is not None
+            ):
+                path.append((enrollment.current_node, None))
+            return path
 
 
 def start_clock(value: datetime | None = None) -> SteppingClock:

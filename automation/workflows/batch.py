@@ -45,7 +45,7 @@ class Item:
 
     @property
     def open_visit(self) -> bool:
-        """A journal row for the current node is open (the contact waits there)."""
+        """The contact waits at its current node: a visit that is journaled when it ends."""
         return self.waiting_since is not None
 
     @property
@@ -106,7 +106,6 @@ class Batch:
     # one dict each.
     visits: dict[tuple[Any, ...], list[int]] = field(default_factory=dict)
     step_inserts: list[dict[str, Any]] = field(default_factory=list)
-    step_closes: list[tuple[int, str, dict[str, Any] | None]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     changed_contacts: set[int] = field(default_factory=set)
     round: int = 0  # each round runs every node once; a contact visits one node per round
@@ -161,18 +160,15 @@ class Batch:
 
     # --- the journal ---------------------------------------------------------------------
 
-    def open_visit(self, item: Item, node_id: str) -> None:
-        key = (self.round, item.version_id, node_id, self.now, None, None)
-        self.visits.setdefault(key, []).append(item.id)
-
     def close_visit(
         self, item: Item, node_id: str, label: str, detail: dict[str, Any] | None
     ) -> None:
-        if item.open_visit:
-            self.step_closes.append((item.id, label, detail))
-            return
+        """Journal the visit ``item`` ends at ``node_id``: one row, written once. A visit
+        that waited began at ``waiting_since`` (kept on the enrolment while it waits);
+        any other began and ended now."""
+        entered_at = item.waiting_since or self.now
         if detail is None:
-            key = (self.round, item.version_id, node_id, self.now, self.now, label)
+            key = (self.round, item.version_id, node_id, entered_at, self.now, label)
             self.visits.setdefault(key, []).append(item.id)
             return
         self.step_inserts.append(
@@ -180,7 +176,7 @@ class Batch:
                 "enrollment_id": item.id,
                 "workflow_version_id": item.version_id,
                 "node_id": node_id,
-                "entered_at": self.now,
+                "entered_at": entered_at,
                 "left_at": self.now,
                 "exit": label,
                 "detail": detail,

@@ -279,8 +279,7 @@ def _apply(batch: Batch, exits: dict[str, str | None], item: Item, outcome: Outc
     node_id = item.node or ""
     if isinstance(outcome, Park):
         if not item.open_visit:
-            batch.open_visit(item, node_id)
-            item.waiting_since = batch.now
+            item.waiting_since = batch.now  # journaled when the contact leaves
         item.next_run_at = outcome.until
         item.waiting_event = outcome.waiting_event
         item.resume_exit = None
@@ -348,25 +347,7 @@ def _state(item: Item) -> dict[str, Any]:
 
 
 def _write_back_portable(batch: Batch) -> None:
-    session, now = batch.session, batch.now
-    # Close open visits before inserting new ones: a contact may leave a wait and enter
-    # another in the same batch, and the close matches on "left_at IS NULL".
-    plain: dict[str, list[int]] = defaultdict(list)
-    detailed = []
-    for enrollment_id, label, detail in batch.step_closes:
-        if detail is None:
-            plain[label].append(enrollment_id)
-        else:
-            detailed.append((enrollment_id, label, detail))
-    for label, ids in plain.items():
-        close_visits(session, ids, label, now)
-    for enrollment_id, label, detail in detailed:
-        session.execute(
-            update(EnrollmentStep)
-            .where(EnrollmentStep.enrollment_id == enrollment_id, EnrollmentStep.left_at.is_(None))
-            .values(left_at=now, exit=label, detail=detail)
-            .execution_options(synchronize_session=False)
-        )
+    session = batch.session
     _insert_visits(session, batch.visit_rows())
 
     rows = []
@@ -381,26 +362,14 @@ def _write_back_portable(batch: Batch) -> None:
     update_rows(session, Enrollment, with_context)
 
 
-# The journal closes and inserts and the enrolments' new states of a batch as one
-# statement. Each part reads one JSON document of groups (what went the same way, then the
-# ids that went that way), so json.dumps does the escaping at C speed and the statement
-# text never changes. The UPDATE of open visits works on the statement's snapshot, so it
-# never closes a visit the INSERT opens (a contact that leaves a wait and enters another).
-# The ``= ANY(ids)`` conditions let PostgreSQL probe the indexes instead of joining the
-# documents against whole tables. Journal rows go in ordered by round, so a contact's
+# The journal rows and the enrolments' new states of a batch as one statement. Each part
+# reads one JSON document of groups (what went the same way, then the ids that went that
+# way), so json.dumps does the escaping at C speed and the statement text never changes.
+# The ``= ANY(ids)`` condition lets PostgreSQL probe the primary key instead of joining the
+# document against the whole table. Journal rows go in ordered by round, so a contact's
 # visits keep their order in ``id``.
 WRITE_BACK_SQL = """
-WITH closes AS (
-    SELECT CAST(i.id AS bigint) AS enrollment_id, g->>0 AS label, g->2 AS detail
-    FROM jsonb_array_elements(CAST(:closes AS jsonb)) AS g,
-         jsonb_array_elements_text(g->1) AS i(id)
-), closed AS (
-    UPDATE enrollment_steps AS s
-    SET left_at = :now, exit = c.label, detail = COALESCE(c.detail, s.detail)
-    FROM closes AS c
-    WHERE s.enrollment_id = ANY(CAST(:closed_ids AS bigint[]))
-      AND s.enrollment_id = c.enrollment_id AND s.left_at IS NULL
-), journal AS (
+WITH journal AS (
     INSERT INTO enrollment_steps
         (enrollment_id, workflow_version_id, node_id, entered_at, left_at, exit, detail)
     SELECT CAST(i.id AS bigint), CAST(g->>0 AS integer), g->>1, CAST(g->>2 AS timestamp),
@@ -434,15 +403,6 @@ def _write_back_postgres(batch: Batch) -> None:
         if value not in texts:
             texts[value] = value.astimezone(UTC).replace(tzinfo=None).isoformat()
         return texts[value]
-
-    closes: dict[str, list[int]] = defaultdict(list)
-    close_groups: list[list[Any]] = []
-    for enrollment_id, label, detail in batch.step_closes:
-        if detail is None:
-            closes[label].append(enrollment_id)
-        else:
-            close_groups.append([label, [enrollment_id], detail])
-    close_groups += [[label, ids] for label, ids in closes.items()]
 
     rounds: dict[int, list[list[Any]]] = defaultdict(list)
     for (number, version_id, node_id, entered_at, left_at, label), ids in batch.visits.items():
@@ -489,12 +449,9 @@ def _write_back_postgres(batch: Batch) -> None:
     batch.session.execute(
         text(WRITE_BACK_SQL),
         {
-            "closes": document(close_groups),
-            "closed_ids": int_array(i for i, _, _ in batch.step_closes),
             "visits": document(visit_groups),
             "states": document(state_groups),
             "ids": int_array(i.id for i in batch.items),
-            "now": batch.now.astimezone(UTC).replace(tzinfo=None),
         },
     )
 
@@ -529,6 +486,19 @@ def _insert_round(session: Session, rows: list[dict[str, Any]]) -> None:
         else:
             detailed.append({k: v for k, v in row.items() if k != "round"})
     for (version_id, node_id, entered_at, left_at, label), ids in groups.items():
+        if len(ids) == 1:  # waits that ended: each began at its own time
+            detailed.append(
+                {
+                    "enrollment_id": ids[0],
+                    "workflow_version_id": version_id,
+                    "node_id": node_id,
+                    "entered_at": entered_at,
+                    "left_at": left_at,
+                    "exit": label,
+                    "detail": None,
+                }
+            )
+            continue
         chosen = select(
             Enrollment.id,
             literal(version_id),
@@ -571,17 +541,32 @@ def _update_states(session: Session, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def close_visits(
+def journal_waits(
     session: Session, enrollment_ids: Sequence[int], label: str, now: datetime
 ) -> None:
+    """Journal the visits of those of ``enrollment_ids`` that wait at a node, as ended now
+    by ``label``: outside the engine's batches (a goal met, a removal, an archived
+    workflow, a version migration), before the enrolments move on. A waiting visit's row
+    is written once, when it ends; until then the enrolment itself is the open visit."""
+    if not enrollment_ids:
+        return
+    chosen = select(
+        Enrollment.id,
+        Enrollment.workflow_version_id,
+        Enrollment.current_node,
+        Enrollment.waiting_since,
+        literal(now, UTCDateTime()),
+        literal(label, String()),
+    ).where(
+        one_of(session, Enrollment.id, list(enrollment_ids)),
+        Enrollment.waiting_since.is_not(None),
+        Enrollment.current_node.is_not(None),
+    )
     session.execute(
-        update(EnrollmentStep)
-        .where(
-            one_of(session, EnrollmentStep.enrollment_id, list(enrollment_ids)),
-            EnrollmentStep.left_at.is_(None),
+        insert(EnrollmentStep).from_select(
+            ["enrollment_id", "workflow_version_id", "node_id", "entered_at", "left_at", "exit"],
+            chosen.order_by(Enrollment.id),
         )
-        .values(left_at=now, exit=label)
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -619,7 +604,7 @@ def finish_enrollments(
             .execution_options(synchronize_session=False)
         ).all()
     for start in range(0, len(ended), 5000):
-        close_visits(session, ended[start : start + 5000], exit_label, now)
+        journal_waits(session, ended[start : start + 5000], exit_label, now)
     return ended
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import DDL, ForeignKey, Index, Integer, String, UniqueConstraint, event, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from automation.db import HOT_UPDATES, Base, BigId, JSONDoc, UTCDateTime
+from automation.db import Base, BigId, JSONDoc, UTCDateTime
 from automation.enums import str_enum
 from automation.errors import Conflict
 
@@ -171,9 +171,13 @@ class Enrollment(Base):
 
 
 class EnrollmentStep(Base):
-    """The journal: one row per node visit. ``left_at`` and ``exit`` stay null while the
-    contact waits at the node; ``exit`` is the label it left by (next, yes, no, a split
-    path, happened, timed_out, converted, migrated, ...).
+    """The journal: one row per node visit that has ended, written once, when it ends;
+    ``exit`` is the label it left by (next, yes, no, a split path, happened, timed_out,
+    converted, migrated, ...). The visit a contact is waiting in is its enrolment
+    (``current_node`` since ``waiting_since``) until it leaves: writing that row when the
+    wait began and updating it at the end cost a second write of every waiting visit. A
+    visit moved to another version by a migration ends at the old node (exit "migrated",
+    ``detail.migrated_to``); the wait goes on at the new node from when it began.
 
     No foreign keys: only the engine writes the journal, from enrolments it holds locked,
     and a foreign key checks every inserted row (PostgreSQL runs a lookup per row: half the
@@ -183,10 +187,7 @@ class EnrollmentStep(Base):
     """
 
     __tablename__ = "enrollment_steps"
-    __table_args__ = (
-        Index("ix_enrollment_steps_version_node", "workflow_version_id", "node_id"),
-        HOT_UPDATES,  # closing a wait's visit updates left_at and exit, which no index holds
-    )
+    __table_args__ = (Index("ix_enrollment_steps_version_node", "workflow_version_id", "node_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     enrollment_id: Mapped[int] = mapped_column(BigId, index=True)

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from automation.bulk import update_rows
+from automation.bulk import insert_rows, update_rows
 from automation.contacts.models import Contact
 from automation.errors import FieldError, InvalidInput
-from automation.workflows.engine import close_visits
 from automation.workflows.graph import Graph, load_graph
 from automation.workflows.models import OPEN_STATUSES, Enrollment, EnrollmentStep
 from automation.workflows.nodes import wait_until
@@ -175,8 +174,7 @@ def apply_migration(session: Session, plan: MigrationPlan, now: datetime) -> int
         else {}
     )
     updates: list[dict[str, Any]] = []
-    reopened: list[dict[str, Any]] = []
-    closed: list[int] = []
+    journal: list[dict[str, Any]] = []
     fallback = target.settings.fallback_time_zone
     for row in rows:
         to_node = destination.get(row.current_node or "")
@@ -194,7 +192,19 @@ def apply_migration(session: Session, plan: MigrationPlan, now: datetime) -> int
             "attempts": 0,
         }
         if row.waiting_since is not None:
-            closed.append(row.id)
+            # The visit at the old node ends here, journaled with where it went; the wait
+            # goes on at the new node, from when it began, and is journaled when it ends.
+            journal.append(
+                {
+                    "enrollment_id": row.id,
+                    "workflow_version_id": source.version_id,
+                    "node_id": row.current_node,
+                    "entered_at": row.waiting_since,
+                    "left_at": now,
+                    "exit": "migrated",
+                    "detail": {"migrated_to": {"version": target.number, "node": to_node}},
+                }
+            )
             if isinstance(node, WAIT_NODES):
                 contact = contacts.get(row.contact_id)
                 zone = contact_zone(contact.time_zone if contact else None, fallback)
@@ -206,27 +216,11 @@ def apply_migration(session: Session, plan: MigrationPlan, now: datetime) -> int
                 keeps_event = is_event and row.resume_exit is None
                 update["waiting_event"] = getattr(node, "event", None) if keeps_event else None
                 update["resume_exit"] = row.resume_exit if is_event else None
-                reopened.append(
-                    {
-                        "enrollment_id": row.id,
-                        "workflow_version_id": target.version_id,
-                        "node_id": to_node,
-                        "entered_at": now,
-                        "left_at": None,
-                        "exit": None,
-                        "detail": {
-                            "migrated_from": {"version": source.number, "node": row.current_node}
-                        },
-                    }
-                )
             else:  # no longer a wait: run the new node at the next tick
                 update.update(
                     waiting_since=None, next_run_at=now, waiting_event=None, resume_exit=None
                 )
         updates.append(update)
-    for start in range(0, len(closed), 5000):
-        close_visits(session, closed[start : start + 5000], "migrated", now)
-    if reopened:
-        session.execute(insert(EnrollmentStep), reopened)
+    insert_rows(session, EnrollmentStep, journal)
     update_rows(session, Enrollment, updates)
     return len(updates)

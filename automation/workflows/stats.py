@@ -45,17 +45,20 @@ def workflow_statistics(
         )
     totals: dict[str, int] = defaultdict(int)
     waiting: dict[str, int] = defaultdict(int)
-    for node_id, status, count in session.execute(
-        select(Enrollment.current_node, Enrollment.status, func.count())
+    entered: dict[str, int] = defaultdict(int)
+    in_visit = Enrollment.waiting_since.is_not(None)
+    for node_id, status, visiting, count in session.execute(
+        select(Enrollment.current_node, Enrollment.status, in_visit, func.count())
         .where(Enrollment.workflow_version_id.in_(version_ids))
-        .group_by(Enrollment.current_node, Enrollment.status)
+        .group_by(Enrollment.current_node, Enrollment.status, in_visit)
     ):
         totals[status.value] += count
         totals["enrolled"] += count
         if status in OPEN_STATUSES and node_id is not None:
             waiting[node_id] += count
+            if visiting:  # a visit not yet journaled: it is written when it ends
+                entered[node_id] += count
     exits: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    entered: dict[str, int] = defaultdict(int)
     for node_id, label, count in session.execute(
         select(EnrollmentStep.node_id, EnrollmentStep.exit, func.count())
         .where(EnrollmentStep.workflow_version_id.in_(version_ids))
