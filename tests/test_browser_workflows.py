@@ -238,3 +238,50 @@ def test_marketer_draws_publishes_and_watches_an_abandoned_cart_workflow(
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, (width, overflow)
         screenshot(page, f"workflow-canvas-{width}")
+
+
+def test_marketer_enrols_contacts_by_email_from_the_canvas(page, api, user_factory, console_errors):
+    user_factory("marketer@example.com", PASSWORD, "marketer")
+    for email in ("ada@example.com", "grace@example.com"):
+        assert api.post("/contacts", {"email": email}).status_code == 201
+    workflow = api.post(
+        "/workflows",
+        {
+            "name": "Welcome by hand",
+            "trigger": {"type": "manual"},
+            "start": "wait",
+            "nodes": [
+                {"id": "wait", "type": "wait", "mode": "duration", "duration": {"days": 1},
+                 "next": "end"},
+                {"id": "end", "type": "exit"},
+            ],
+        },
+    )  # fmt: skip
+    assert workflow.status_code == 201, workflow.json
+    log_in(page, "marketer@example.com")
+    page.goto("/workflows")
+    page.click("text=Welcome by hand")
+    page.wait_for_selector("#wf-graph[data-drawn=true]")
+    # Nothing is live yet: the form says what to do first.
+    assert page.is_disabled("#enrol-submit")
+    assert page.inner_text("#enrol-note") == "Publish the workflow to enrol contacts."
+    page.click("#wf-publish")
+    page.wait_for_selector("#wf-message >> text=Published version 1")
+    assert page.is_enabled("#enrol-submit")
+
+    # A typo: the unknown address is named and nobody is enrolled.
+    page.fill("#enrol-emails", "ada@example.com\nnobody@example.com")
+    page.click("#enrol-submit")
+    page.wait_for_selector("#enrol-problems li")
+    assert page.inner_text("#enrol-problems") == (
+        "nobody@example.com: no contact with the email nobody@example.com"
+    )
+    assert api.get(f"/workflows/{workflow.json['id']}/enrollments").json == []
+
+    page.fill("#enrol-emails", "ada@example.com, Grace@Example.com")
+    page.click("#enrol-submit")
+    page.wait_for_selector("#enrol-result >> text=2 contacts enrolled.")
+    enrolled = api.get(f"/workflows/{workflow.json['id']}/enrollments").json
+    assert len(enrolled) == 2
+    wait_for_stat(page, "wait", "waiting", 2)
+    screenshot(page, "workflow-enrol-by-email")

@@ -19,6 +19,7 @@ from automation import clock
 from automation.contacts.models import Contact, ContactTag, CustomField, FieldType, Tag
 from automation.contacts.schema import ContactIn, ContactPatch
 from automation.contacts.service import create_contact, update_contact
+from automation.errors import InvalidInput
 from automation.workflows import service
 from automation.workflows.engine import advance, claim_due
 from automation.workflows.enrolment import enroll_manually
@@ -334,7 +335,14 @@ def test_manual_enrolment_respects_reentry(harness):
     assert harness.enrollments(wf) == []
     contact = harness.contact_id("m1@example.com")
     with harness.sessions() as s:
-        assert enroll_manually(s, wf, contact_ids=[contact, 999_999], now=clock.now()) == 1
+        # An unknown contact is named and nobody is enrolled: no half-done list.
+        with pytest.raises(InvalidInput) as refused:
+            enroll_manually(s, wf, contact_ids=[contact, 999_999], now=clock.now())
+        assert [e.as_dict() for e in refused.value.errors] == [
+            {"path": "contact_ids[1]", "message": "no contact 999999"}
+        ]
+        assert harness.enrollments(wf) == []
+        assert enroll_manually(s, wf, emails=[" M1@Example.com"], now=clock.now()) == 1
         assert enroll_manually(s, wf, contact_ids=[contact], now=clock.now()) == 0
         s.commit()
     assert harness.enrollments(wf)[0].context == {"trigger": {"type": "manual"}}

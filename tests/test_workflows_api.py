@@ -286,3 +286,25 @@ def test_bulk_enrolment_of_a_segment_over_the_api(api):
     assert enrolled.json == {"enrolled": 2}
     missing = api.post(f"/workflows/{workflow['id']}/enrollments", {"segment_id": 999})
     assert missing.status_code == 404
+
+
+def test_enrolment_by_email_names_every_unknown_contact_and_enrols_nobody(api):
+    api.post("/contacts", {"email": "known@example.com"})
+    api.post("/contacts", {"email": "other@example.com"})
+    workflow = _create(api, doc(NODES, trigger={"type": "manual"}))
+    url = f"/workflows/{workflow['id']}/enrollments"
+    assert api.post(url, {"emails": ["known@example.com"]}).status_code == 409  # not live
+    api.post(f"/workflows/{workflow['id']}/publish")
+    refused = api.post(
+        url, {"emails": ["known@example.com", "nobody@example.com", "not an address"]}
+    )
+    assert refused.status_code == 422
+    details = refused.json["error"]["details"]
+    assert [d["path"] for d in details] == ["emails[1]", "emails[2]"]
+    assert "nobody@example.com" in details[0]["message"]
+    assert api.get(url).json == []
+    assert api.post(url, {"emails": []}).status_code == 422  # nothing named
+    enrolled = api.post(url, {"emails": ["Known@Example.com", "other@example.com"]})
+    assert enrolled.json == {"enrolled": 2}
+    again = api.post(url, {"emails": ["known@example.com"]})
+    assert again.json == {"enrolled": 0}  # already in it

@@ -17,9 +17,10 @@ from sqlalchemy import Select, and_, exists, literal, or_, select
 from sqlalchemy.orm import Session
 
 from automation.bulk import insert_rows
+from automation.contacts.addresses import normalize_email
 from automation.contacts.models import Contact
 from automation.db import UTCDateTime, dialect_insert, one_of
-from automation.errors import Conflict
+from automation.errors import Conflict, FieldError, InvalidInput
 from automation.workflows.graph import Graph, load_graphs
 from automation.workflows.models import (
     OPEN_STATUSES,
@@ -271,11 +272,15 @@ def enroll_manually(
     workflow_id: int,
     *,
     contact_ids: Sequence[int] = (),
+    emails: Sequence[str] = (),
     query: Select[tuple[int]] | None = None,
     source: str = "manual",
     now: datetime,
 ) -> int:
-    """Manual, API or bulk enrolment, into any active workflow whatever its trigger."""
+    """Manual, API or bulk enrolment, into any active workflow whatever its trigger; how
+    many entered (contacts already in it, or not allowed to enter again, are left out).
+    Contacts named by id or email must all exist: otherwise nobody is enrolled and each
+    unknown one is named."""
     graphs = active_graphs(session, workflow_ids=[workflow_id])
     if not graphs:
         workflow = session.get(Workflow, workflow_id)
@@ -285,5 +290,44 @@ def enroll_manually(
     context = {"trigger": {"type": source}}
     if query is not None:
         return enroll_query(session, graph, query, now, context)
-    known = list(session.scalars(select(Contact.id).where(Contact.id.in_(list(contact_ids)))))
+    known = named_contacts(session, contact_ids, emails)
     return len(enroll_contacts(session, graph, [Candidate(c, context) for c in known], now))
+
+
+NAMED_ERRORS = 20  # unknown contacts named one by one; past this, a count
+
+
+def named_contacts(
+    session: Session, contact_ids: Sequence[int], emails: Sequence[str]
+) -> list[int]:
+    """The ids of the contacts named by id or by email, each once, in the order given;
+    InvalidInput naming every id or email that is not a contact (or not an address)."""
+    errors: list[FieldError] = []
+    found = set(session.scalars(select(Contact.id).where(one_of(session, Contact.id, contact_ids))))
+    for i, contact_id in enumerate(contact_ids):
+        if contact_id not in found:
+            errors.append(FieldError(f"contact_ids[{i}]", f"no contact {contact_id}"))
+    normalized: list[str | ValueError] = []
+    for raw in emails:
+        try:
+            normalized.append(normalize_email(raw))
+        except ValueError as exc:
+            normalized.append(exc)
+    addresses = [a for a in normalized if isinstance(a, str)]
+    by_email: dict[str, int] = {
+        email: id_
+        for email, id_ in session.execute(
+            select(Contact.email, Contact.id).where(Contact.email.in_(addresses))
+        )
+    }
+    for i, address in enumerate(normalized):
+        if isinstance(address, ValueError):
+            errors.append(FieldError(f"emails[{i}]", str(address)))
+        elif address not in by_email:
+            errors.append(FieldError(f"emails[{i}]", f"no contact with the email {address}"))
+    if errors:
+        shown = errors[:NAMED_ERRORS]
+        if len(errors) > NAMED_ERRORS:
+            shown.append(FieldError("", f"and {len(errors) - NAMED_ERRORS} more not found"))
+        raise InvalidInput(shown)
+    return list(dict.fromkeys([*contact_ids, *(by_email[a] for a in addresses)]))

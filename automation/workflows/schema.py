@@ -560,6 +560,9 @@ class MigrationOut(BaseModel):
 
 class EnrollIn(Strict):
     contact_ids: list[int] = Field(default_factory=list, max_length=10_000)
+    emails: list[str] = Field(
+        default_factory=list, max_length=10_000, description="Enrol contacts by email address"
+    )
     segment_id: int | None = Field(None, ge=1, description="Enrol every member of a segment")
 
 

@@ -298,8 +298,8 @@ def apply_migration_view(workflow_id: int, body: MigrationIn) -> MigrationOut:
     response=EnrollOut,
 )
 def enroll(workflow_id: int, body: EnrollIn) -> EnrollOut:
-    if not body.contact_ids and body.segment_id is None:
-        raise InvalidInput(FieldError("contact_ids", "give contact_ids or a segment_id"))
+    if not body.contact_ids and not body.emails and body.segment_id is None:
+        raise InvalidInput(FieldError("contact_ids", "give contact_ids, emails or a segment_id"))
     query = None
     if body.segment_id is not None:
         from automation.workflows.conditions import segment_members
@@ -309,6 +309,7 @@ def enroll(workflow_id: int, body: EnrollIn) -> EnrollOut:
         db(),
         workflow_id,
         contact_ids=body.contact_ids,
+        emails=body.emails,
         query=query,
         source="segment" if query is not None else "manual",
         now=clock.now(),

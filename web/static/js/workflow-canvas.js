@@ -1820,6 +1820,13 @@
     $("wf-resume").hidden = summary.status !== "paused";
     $("wf-archive").hidden = archived || !summary.active_version;
     $("wf-delete").hidden = Boolean(summary.active_version);
+    const live = summary.status === "active";
+    $("enrol-submit").disabled = !live;
+    $("enrol-note").textContent = live
+      ? ""
+      : summary.status === "paused"
+        ? "Resume the workflow to enrol contacts."
+        : "Publish the workflow to enrol contacts.";
   }
 
   function apiProblems(answer) {
@@ -2171,6 +2178,43 @@
     showMigration(answer.body, true);
     versions = versions.map((v) => (v.number === answer.body.from_version ? { ...v, open: 0 } : v));
     fillMigration();
+  });
+
+  // --- manual and bulk enrolment ---------------------------------------------------------------
+  $("enrol")?.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const segment = $("enrol-segment").value;
+    const emails = $("enrol-emails")
+      .value.split(/[\s,;]+/)
+      .filter(Boolean);
+    $("enrol-error").textContent = "";
+    $("enrol-result").replaceChildren();
+    if (Boolean(segment) === Boolean(emails.length)) {
+      $("enrol-error").textContent = segment
+        ? "Choose a segment or list contacts, not both."
+        : "Choose a segment or list the contacts' email addresses.";
+      return;
+    }
+    const body = segment ? { segment_id: Number(segment) } : { emails };
+    const answer = await Nurture.request(`${api}/enrollments`, { method: "POST", json: body });
+    if (!answer.ok) {
+      $("enrol-result").replaceChildren(
+        el(
+          "ul",
+          { class: "problems", id: "enrol-problems" },
+          apiProblems(answer).map((p) => {
+            const at = /^emails\[(\d+)\]$/.exec(p.path || "");
+            return el("li", { class: "error", text: at ? `${emails[Number(at[1])]}: ${p.message}` : p.message });
+          }),
+        ),
+      );
+      return;
+    }
+    $("enrol-result").replaceChildren(
+      el("p", {}, [el("strong", { text: `${plural(answer.body.enrolled, "contact")} enrolled.` })]),
+    );
+    $("enrol-emails").value = "";
+    refreshStats();
   });
 
   // --- the document as JSON -------------------------------------------------------------------
