@@ -289,6 +289,34 @@ def test_a_worker_that_dies_holding_a_batch_leaves_it_due_for_the_next_tick(harn
 
 
 @pytest.mark.postgres
+def test_a_worker_that_hangs_holding_a_batch_is_cut_off_and_the_batch_moves(
+    harness, db_url, monkeypatch
+):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("idle_in_transaction_session_timeout: PostgreSQL")
+    import time
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from automation.workflows import engine
+
+    monkeypatch.setattr(engine, "HOLD_LIMIT", timedelta(seconds=0.5))
+    wf = harness.publish(doc([wait("w", "end", hours=1), EXIT]))
+    harness.events(*[{"name": "signed_up", "email": f"h{i}@example.com"} for i in range(5)])
+    with harness.sessions() as hung:
+        items, digests = claim_due(hung, clock.now())
+        assert len(items) == 5
+        time.sleep(1.5)  # stuck between statements, holding the rows
+        # PostgreSQL ended the hung session: another worker takes the batch.
+        assert harness.tick().enrollments == 5
+        with pytest.raises(SQLAlchemyError):  # and the hung one can write nothing any more
+            advance(hung, items, digests, clock.now())
+            hung.commit()
+    assert None not in {e.waiting_since for e in harness.enrollments(wf)}
+    assert [harness.path(e.id) for e in harness.enrollments(wf)] == [[("w", None)]] * 5
+
+
+@pytest.mark.postgres
 def test_concurrent_ticks_take_disjoint_batches(harness, db_url):
     if not db_url.startswith("postgresql"):
         pytest.skip("row locks: PostgreSQL (SQLite runs one tick at a time)")
