@@ -405,6 +405,19 @@ def test_the_cli_ingests_a_dsn_from_stdin_like_the_webhook(app):
         assert s.scalar(select(Event.source)) == "cli"
 
 
+def test_the_cli_takes_a_dsn_with_8bit_text_in_its_fields(app):
+    contact_id, _, header = sent(app, "gone@example.com")
+    localised = DSN.replace(b"MSGID", header.encode()).replace(
+        b"550 5.1.1 user unknown", b"550 5.1.1 Empf\xe4nger unbekannt"
+    )
+    result = ingest(app, localised)
+    assert result.exit_code == 0, result.output
+    with app.extensions["nurture"].sessions() as s:
+        assert s.get(Contact, contact_id).status is ContactStatus.BOUNCED
+        diagnostic = s.scalar(select(Event.properties).where(Event.name == "email.bounced"))
+        assert "5.1.1 Empf" in diagnostic["diagnostic"]
+
+
 def test_the_cli_reads_a_complaint_from_a_file(app, tmp_path):
     contact_id, _, _ = sent(app, "angry@example.com")
     path = tmp_path / "arf.eml"

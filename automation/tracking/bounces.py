@@ -142,7 +142,20 @@ def _field_blocks(part: MimeMessage) -> list[MimeMessage]:
         return [p for p in payload if isinstance(p, MimeMessage)]
     text = payload if isinstance(payload, str) else ""
     blocks = [b for b in text.replace("\r\n", "\n").split("\n\n") if b.strip()]
-    return [message_from_bytes(b.encode() + b"\n\n", policy=policy.compat32) for b in blocks]
+    return [
+        message_from_bytes(b.encode(errors="surrogateescape") + b"\n\n", policy=policy.compat32)
+        for b in blocks
+    ]
+
+
+def _header(block: MimeMessage, *names: str) -> str:
+    """The first of ``names`` present, as text: a field with 8-bit bytes (a localised
+    Diagnostic-Code) comes back from the compat32 parser as a Header object, not a str."""
+    for name in names:
+        value = block.get(name)
+        if value is not None:
+            return str(value).strip()
+    return ""
 
 
 def _address(value: str | None) -> str:
@@ -160,7 +173,9 @@ def _original_headers(mail: MimeMessage) -> MimeMessage | None:
             if isinstance(inner, list) and inner and isinstance(inner[0], MimeMessage):
                 return inner[0]
             if isinstance(inner, str):
-                return message_from_bytes(inner.encode(), policy=policy.compat32)
+                return message_from_bytes(
+                    inner.encode(errors="surrogateescape"), policy=policy.compat32
+                )
     return None
 
 
@@ -193,16 +208,17 @@ def parse_report(raw: bytes) -> list[FeedbackIn]:
     if not parts:
         raise InvalidInput(FieldError("body", f"a {report_type} report without a {wanted} part"))
     original = _original_headers(mail)
-    original_id = original.get("Message-ID") if original is not None else None
-    from_address = parseaddr(original.get("From", "")) if original is not None else ("", "")
-    sender = from_address[1] or None
+    original_id = sender = None
+    if original is not None:
+        original_id = _header(original, "Message-ID") or None
+        sender = parseaddr(_header(original, "From"))[1] or None
     items: list[FeedbackIn] = []
     for part in parts:
         if report_type == "delivery-status":
             for block in _field_blocks(part)[1:]:  # the first block is per-message
-                action = (block.get("Action") or "").strip().lower()
-                status = (block.get("Status") or "").strip()
-                email = _address(block.get("Final-Recipient") or block.get("Original-Recipient"))
+                action = _header(block, "Action").lower()
+                status = _header(block, "Status")
+                email = _address(_header(block, "Final-Recipient", "Original-Recipient"))
                 if not email or action not in ("failed", "delayed"):
                     continue
                 hard = action == "failed" and status.startswith("5")
@@ -212,14 +228,14 @@ def parse_report(raw: bytes) -> list[FeedbackIn]:
                         email=email,
                         message_id=original_id,
                         from_address=sender,
-                        diagnostic=(block.get("Diagnostic-Code") or status)[:1000],
+                        diagnostic=(_header(block, "Diagnostic-Code") or status)[:1000],
                     )
                 )
         else:
             for block in _field_blocks(part)[:1]:
-                if (block.get("Feedback-Type") or "").strip().lower() not in ("abuse", "fraud"):
+                if _header(block, "Feedback-Type").lower() not in ("abuse", "fraud"):
                     continue
-                email = _address(block.get("Original-Rcpt-To"))
+                email = _address(_header(block, "Original-Rcpt-To"))
                 if email:
                     items.append(
                         _item(
