@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -254,6 +255,49 @@ def tracking_forward(once: bool) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     click.echo(f"forwarding {settings.var_dir}/{{hits,site}} to Redis (Ctrl-C stops)")
     forwarder.run(stop)
+
+
+@main.group("bounces")
+def bounces_group() -> None:
+    """Bounces and complaints from a mailbox or an MTA."""
+
+
+EX_TEMPFAIL = 75  # sysexits.h: an MTA keeps the mail and pipes it again later
+
+
+@bounces_group.command("ingest")
+@click.argument("file", type=click.File("rb"), default="-")
+def bounces_ingest(file: BinaryIO) -> None:
+    """Record one bounce (RFC 3464 DSN) or complaint (ARF report) read from FILE or stdin.
+
+    Made for an MTA's pipe, e.g. Postfix aliases: `bounces: "|nurture bounces ingest"`.
+    Exit status 0: recorded (or nothing to record); 1: not a report, nothing written;
+    75 (EX_TEMPFAIL): the database is unreachable, so the MTA should retry."""
+    from sqlalchemy.exc import OperationalError
+
+    from automation.tracking.bounces import parse_report, record_feedback
+    from automation.tracking.tokens import TokenSigner
+
+    raw = file.read()
+    try:
+        items = parse_report(raw)
+    except DomainError as exc:
+        _fail(exc)
+        return
+    current = runtime()
+    try:
+        with transaction(current.sessions) as session:
+            report = record_feedback(
+                session,
+                items,
+                TokenSigner.from_settings(current.settings),
+                source="cli",
+                settings=current.settings,
+            )
+    except OperationalError as exc:
+        click.echo(f"database unavailable, try again later: {exc.orig or exc}", err=True)
+        raise SystemExit(EX_TEMPFAIL) from None
+    click.echo(json.dumps(report.as_dict()))
 
 
 @main.command()

@@ -55,6 +55,13 @@ class Settings:
     # Sunset: no human engagement over this many sends or days → inactive (0 = off).
     sunset_sends: int = 0
     sunset_days: int = 0
+    # Bounces and complaints: soft bounces suppress an address after this many within the
+    # window; the complaint guard pauses a sender over 0.3 % with at least this many
+    # complaints among its messages sent within its window.
+    soft_bounce_limit: int = 3
+    soft_bounce_days: int = 30
+    complaint_min_count: int = 3
+    complaint_window_days: int = 30
     # Lead-capture forms: posts per minute per IP address and form (0 = no limit).
     form_rate_limit: int = 10
 
@@ -127,5 +134,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         webhook_secret=env.get("NURTURE_WEBHOOK_SECRET", ""),
         sunset_sends=int(env.get("NURTURE_SUNSET_SENDS", "0")),
         sunset_days=int(env.get("NURTURE_SUNSET_DAYS", "0")),
+        soft_bounce_limit=int(env.get("NURTURE_SOFT_BOUNCE_LIMIT", "3")),
+        soft_bounce_days=int(env.get("NURTURE_SOFT_BOUNCE_DAYS", "30")),
+        complaint_min_count=int(env.get("NURTURE_COMPLAINT_MIN_COUNT", "3")),
+        complaint_window_days=int(env.get("NURTURE_COMPLAINT_WINDOW_DAYS", "30")),
         form_rate_limit=int(env.get("NURTURE_FORM_RATE_LIMIT", "10")),
     )

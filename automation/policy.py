@@ -1,10 +1,17 @@
-"""The sending policy an admin edits in the UI: the global frequency cap, the sunset policy
-and the engagement score's half-life.
+"""The sending policy an admin edits in the UI: the global frequency cap, the sunset policy,
+the engagement score's half-life and the bounce and complaint thresholds.
 
 The environment (NURTURE_FREQUENCY_CAP …) gives the defaults; a value saved here wins. It
 lives in the database, not in each process's settings, so every sender, tracking worker
 and scheduler applies a change on its next batch without a restart (ARCHITECTURE.md: the
-database is the source of truth). Reading it is one primary-key lookup per batch."""
+database is the source of truth). Reading it is one primary-key lookup per batch.
+
+The same row holds whether the complaint guard paused the *default sender*. That sender
+(NURTURE_DEFAULT_SENDER, used by every message whose template names no sender identity:
+``messages.sender_identity_id IS NULL``) has no ``sender_identities`` row to carry
+``paused_at``, and the workspace has exactly one of it, as it has one policy row. It is
+state the guard and an admin's Resume set, not policy: saving the policy never touches
+it."""
 
 from __future__ import annotations
 
@@ -35,6 +42,13 @@ class SendingPolicy(Base):
     sunset_sends: Mapped[int | None] = mapped_column(Integer)
     sunset_days: Mapped[int | None] = mapped_column(Integer)
     engagement_half_life_days: Mapped[float | None] = mapped_column(Float)
+    soft_bounce_limit: Mapped[int | None] = mapped_column(Integer)
+    soft_bounce_days: Mapped[int | None] = mapped_column(Integer)
+    complaint_min_count: Mapped[int | None] = mapped_column(Integer)
+    complaint_window_days: Mapped[int | None] = mapped_column(Integer)
+    # The default sender's pause (not policy: see the module docstring).
+    default_sender_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    default_sender_paused_reason: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_by_id: Mapped[int | None] = mapped_column(Integer)
 
@@ -57,6 +71,19 @@ class PolicyIn(BaseModel):
         None, ge=0, le=3650, description="Inactive after this many days without engagement"
     )
     engagement_half_life_days: float | None = Field(None, gt=0, le=3650)
+    soft_bounce_limit: int | None = Field(
+        None, ge=1, le=100, description="Soft bounces within the window that suppress an address"
+    )
+    soft_bounce_days: int | None = Field(None, ge=1, le=365)
+    complaint_min_count: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="Complaints a sender needs, besides a rate over 0.3 %, to be paused",
+    )
+    complaint_window_days: int | None = Field(
+        None, ge=1, le=365, description="Days of sent mail the complaint rate is computed over"
+    )
 
 
 class PolicyOut(BaseModel):
@@ -69,6 +96,10 @@ class PolicyOut(BaseModel):
     sunset_sends: int
     sunset_days: int
     engagement_half_life_days: float
+    soft_bounce_limit: int
+    soft_bounce_days: int
+    complaint_min_count: int
+    complaint_window_days: int
     saved: list[str]
     updated_at: datetime | None
 
@@ -106,13 +137,43 @@ def save_policy(
     session: Session, data: PolicyIn, settings: Settings, *, user_id: int | None = None
 ) -> PolicyOut:
     """Replace the saved policy with ``data`` (fields left empty follow the environment)."""
-    row = session.get(SendingPolicy, ROW_ID)
-    if row is None:
-        row = SendingPolicy(id=ROW_ID)
-        session.add(row)
+    row = _row(session)
     for name in POLICY_FIELDS:
         setattr(row, name, getattr(data, name))
     row.updated_at = clock.now()
     row.updated_by_id = user_id
     session.flush()
     return get_policy(session, settings)
+
+
+def _row(session: Session) -> SendingPolicy:
+    row = session.get(SendingPolicy, ROW_ID)
+    if row is None:
+        row = SendingPolicy(id=ROW_ID)
+        session.add(row)
+    return row
+
+
+def default_sender_paused_at(session: Session) -> datetime | None:
+    """When the complaint guard paused the default sender, or None while it may send."""
+    row = session.get(SendingPolicy, ROW_ID)
+    return row.default_sender_paused_at if row is not None else None
+
+
+def pause_default_sender(session: Session, reason: str) -> bool:
+    """Pause the default sender; False if it was paused already."""
+    row = _row(session)
+    if row.default_sender_paused_at is not None:
+        return False
+    row.default_sender_paused_at = clock.now()
+    row.default_sender_paused_reason = reason[:200]
+    session.flush()
+    return True
+
+
+def resume_default_sender(session: Session) -> None:
+    row = session.get(SendingPolicy, ROW_ID)
+    if row is not None:
+        row.default_sender_paused_at = None
+        row.default_sender_paused_reason = None
+        session.flush()

@@ -93,11 +93,18 @@ def test_the_settings_page_saves_the_policy_and_names_bad_fields(app, client, us
     login(client, "admin@example.com", "correct horse battery")
 
     bad = Form(client).post(
-        "/settings/sending", {"frequency_cap": "-3", "frequency_cap_days": "", "sunset_days": "x"}
+        "/settings/sending",
+        {
+            "frequency_cap": "-3",
+            "frequency_cap_days": "",
+            "sunset_days": "x",
+            "complaint_window_days": "0",
+        },
     )
     assert bad.status_code == 422
     html = bad.get_data(as_text=True)
     assert 'id="e-frequency_cap"' in html and 'id="e-sunset_days"' in html
+    assert 'id="e-complaint_window_days"' in html and 'id="e-soft_bounce_limit"' not in html
     assert 'value="-3"' in html  # what was typed stays in the form
     runtime = app.extensions["nurture"]
     from automation.policy import get_policy
@@ -112,6 +119,7 @@ def test_the_settings_page_saves_the_policy_and_names_bad_fields(app, client, us
     assert done.status_code == 302
     page = client.get("/settings/sending").get_data(as_text=True)
     assert "at most <strong>4</strong> marketing emails" in page and "skipped" in page
+    assert "at least <strong>3</strong> complaints" in page  # the environment's minimum
     with runtime.sessions() as s:
         current = get_policy(s, runtime.settings)
     assert (current.frequency_cap, current.frequency_cap_action) == (4, "skip")

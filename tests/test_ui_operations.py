@@ -15,10 +15,17 @@ from automation import clock
 from automation.accounts.models import Role
 from automation.accounts.service import create_user
 from automation.campaigns.models import Campaign, CampaignStatus
+from automation.config import load_settings
 from automation.email import identities
 from automation.email.models import SenderIdentity
 from automation.email.outbox import queue_message
-from automation.ops.backlog import outbox_backlog, paused_senders, tick_lag
+from automation.ops.backlog import (
+    outbox_backlog,
+    paused_sender_count,
+    paused_senders,
+    tick_lag,
+)
+from automation.policy import pause_default_sender
 
 PASSWORD = "correct horse battery"
 
@@ -93,7 +100,21 @@ def test_backlog_tick_lag_and_paused_senders_come_from_rows(session):
     lag = tick_lag(session, now=now)
     assert (lag.campaigns_due, lag.workflows_due) == (1, 0)
     assert lag.campaigns_seconds == 40
-    assert [(i.id, n) for i, n in paused_senders(session)] == [(sender.id, 1)]
+    settings = load_settings({"NURTURE_DEFAULT_SENDER": "Shop <shop@example.com>"})
+    assert [(p.identity_id, p.waiting) for p in paused_senders(session, settings)] == [
+        (sender.id, 1)
+    ]
+    assert paused_sender_count(session) == 1
+    # The default sender (messages with no identity: two here, one due) pauses too.
+    assert pause_default_sender(session, "complaint rate 0.40 % is over 0.3 %")
+    assert paused_sender_count(session) == 2
+    assert outbox_backlog(session, now=now).paused_identity_messages == 3
+    default = paused_senders(session, settings)[-1]
+    assert (default.identity_id, default.from_email, default.waiting) == (
+        None,
+        "shop@example.com",
+        2,
+    )
 
 
 def test_operations_page_and_resume_need_the_admin(app, client):

@@ -54,7 +54,9 @@ def create_app(
     app.register_blueprint(site.bp)
     csrf.exempt(site.bp)  # cross-origin posts from sites: Origin check, honeypot, rate limit
     register_api(app, csrf)
-    app.jinja_env.globals.update(nav_items=ui.nav_items, can=ui.can)
+    app.jinja_env.globals.update(
+        nav_items=ui.nav_items, can=ui.can, paused_sender_count=ui.paused_sender_count
+    )
 
     @app.after_request
     def security_headers(response: Any) -> Any:

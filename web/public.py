@@ -453,16 +453,13 @@ def _feedback(parse: Any) -> Any:
     try:
         items = parse(body)
         session = db()
-        report = record_feedback(session, items, tracking().signer, source="webhook")
+        report = record_feedback(
+            session, items, tracking().signer, source="webhook", settings=settings
+        )
         session.commit()
     except InvalidInput as exc:
         return _json_error(422, exc.code, exc.message, [e.as_dict() for e in exc.errors])
-    return {
-        "suppressed": report.suppressed,
-        "soft_bounces": report.soft,
-        "unknown": report.unknown,
-        "paused_sender_identities": report.paused_identities or [],
-    }
+    return report.as_dict()
 
 
 @bp.route("/webhooks/feedback", methods=["POST"])

@@ -63,7 +63,7 @@ from automation.email.models import (
 )
 from automation.email.render import CompiledVersion, VersionCache
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
-from automation.policy import effective_settings
+from automation.policy import default_sender_paused_at, effective_settings
 
 S = MessageStatus
 ALLOWED: dict[MessageStatus, frozenset[MessageStatus]] = {
@@ -476,7 +476,9 @@ def claim_batch(
     identities = list(
         session.scalars(select(SenderIdentity).where(SenderIdentity.paused_at.is_(None)))
     )
-    order: list[SenderIdentity | None] = [None, *identities]
+    # None: the default sender's messages (no identity), unless the complaint guard paused it.
+    default = [] if default_sender_paused_at(session) is not None else [None]
+    order: list[SenderIdentity | None] = [*default, *identities]
     random.shuffle(order)  # no identity starves the others
     ids: list[int] = []
     for identity in order:

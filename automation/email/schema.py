@@ -32,6 +32,16 @@ class SenderIdentityOut(BaseModel):
     paused_reason: str | None = None
 
 
+class DefaultSenderOut(BaseModel):
+    """The default sender (NURTURE_DEFAULT_SENDER): it has no identity row, but the complaint
+    guard pauses it like one."""
+
+    from_name: str
+    from_email: str
+    paused_at: datetime | None = None
+    paused_reason: str | None = None
+
+
 class TemplateContent(Strict):
     """The fields of a version: saving them makes a new version."""
 

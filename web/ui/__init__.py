@@ -36,6 +36,24 @@ def can(role: str) -> bool:
     return user is not None and user.role.allows(Role(role))
 
 
+def paused_sender_count() -> int:
+    """For the banner in base.html (logged-in pages only): how many senders the complaint
+    guard paused. One small query per page, asked once per request."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from automation.ops.backlog import paused_sender_count as count
+    from web.database import db
+
+    if "paused_sender_count" not in g:
+        try:
+            g.paused_sender_count = count(db())
+        except SQLAlchemyError:
+            # An error page rendered after a failed statement: the banner must not turn it
+            # into a second crash (the session needs a rollback the view did not do).
+            g.paused_sender_count = 0
+    return int(g.paused_sender_count)
+
+
 def _load_views() -> Any:
     from web.ui import (
         accounts,

@@ -1,4 +1,5 @@
-"""The dashboard: email engagement and contact growth over time, and what just happened."""
+"""The dashboard: senders the complaint guard paused, email engagement and contact growth
+over time, and what just happened."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from flask import render_template, request
 
 from automation import overview
 from automation.contacts import activity
+from automation.ops.backlog import paused_senders
 from web.auth import login_required
-from web.database import db
+from web.database import db, nurture
 from web.ui import bp
 
 RANGES = (7, 30, 90)
@@ -42,6 +44,7 @@ def dashboard() -> Any:
         recent_events=activity.recent_events(session),
         live_workflows=overview.live_workflows(session),
         recent_campaigns=overview.recent_campaigns(session),
+        paused=paused_senders(session, nurture().settings),
         labels=LABELS,
         chart_data={
             "labels": LABELS,

@@ -1,5 +1,6 @@
-"""Operations: the outbox backlog and tick lag, this host's tracking spools, sender
-identities paused by the complaint guard (resumed by an admin), then the outbox itself:
+"""Operations: the outbox backlog and tick lag, this host's tracking spools, senders
+(identities and the default sender) paused by the complaint guard (resumed by an admin;
+the banner on every page links here), then the outbox itself:
 messages by status, `unknown` ones resent by hand (they may have been delivered once
 already), deferred ones with their reason and next attempt."""
 
@@ -16,7 +17,7 @@ from automation.contacts.models import Contact
 from automation.email import outbox
 from automation.email.models import MessageStatus
 from automation.ops.backlog import outbox_backlog, paused_senders, spool_backlogs, tick_lag
-from automation.tracking.bounces import resume_identity
+from automation.tracking.bounces import resume_default, resume_identity
 from web.auth import login_required
 from web.database import db, nurture
 from web.ui import bp
@@ -51,7 +52,7 @@ def outbox_list() -> Any:
         invalid_status=bool(raw) and status is None,
         backlog=outbox_backlog(db()),
         lag=tick_lag(db()),
-        paused=paused_senders(db()),
+        paused=paused_senders(db(), nurture().settings),
         spools=spool_backlogs(nurture().settings),
     )
 
@@ -62,6 +63,18 @@ def outbox_resume_sender(identity_id: int) -> Any:
     identity = resume_identity(db(), identity_id)
     db().commit()
     flash(f"Sender identity {identity.name} resumed: its waiting messages go out again.", "success")
+    return redirect(url_for("ui.outbox"))
+
+
+@bp.route("/outbox/senders/default/resume", methods=["POST"])
+@login_required(Role.ADMIN)
+def outbox_resume_default_sender() -> Any:
+    sender = resume_default(db(), nurture().settings)
+    db().commit()
+    flash(
+        f"Default sender {sender.from_email} resumed: its waiting messages go out again.",
+        "success",
+    )
     return redirect(url_for("ui.outbox"))
 
 

@@ -176,6 +176,10 @@ POLICY_FORM_FIELDS = (
     "sunset_sends",
     "sunset_days",
     "engagement_half_life_days",
+    "soft_bounce_limit",
+    "soft_bounce_days",
+    "complaint_min_count",
+    "complaint_window_days",
 )
 
 
@@ -183,6 +187,7 @@ def _sending_page(values: dict[str, Any] | None, errors: dict[str, str], status:
     """The SMTP relay and bot filtering as the environment sets them (every worker must
     agree on those), and the policy an admin edits here (frequency cap, sunset, engagement
     half-life: saved in the database, applied by every process on its next batch)."""
+    from automation.ops.backlog import paused_senders
     from automation.ops.doctor import check_smtp_settings
     from automation.tracking import classify
 
@@ -202,7 +207,7 @@ def _sending_page(values: dict[str, Any] | None, errors: dict[str, str], status:
             errors=errors,
             smtp_check=check_smtp_settings(runtime),
             classify=classify,
-            paused=[i for i in identities.list_sender_identities(db()) if i.paused_at is not None],
+            paused=paused_senders(db(), runtime.settings),
         ),
         status,
     )
