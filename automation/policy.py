@@ -49,6 +49,7 @@ class SendingPolicy(Base):
     # The default sender's pause (not policy: see the module docstring).
     default_sender_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     default_sender_paused_reason: Mapped[str | None] = mapped_column(String(200))
+    default_sender_resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_by_id: Mapped[int | None] = mapped_column(Integer)
 
@@ -173,7 +174,14 @@ def pause_default_sender(session: Session, reason: str) -> bool:
 
 def resume_default_sender(session: Session) -> None:
     row = session.get(SendingPolicy, ROW_ID)
-    if row is not None:
+    if row is not None and row.default_sender_paused_at is not None:
         row.default_sender_paused_at = None
         row.default_sender_paused_reason = None
+        row.default_sender_resumed_at = clock.now()
         session.flush()
+
+
+def default_sender_resumed_at(session: Session) -> datetime | None:
+    """When an operator last resumed the default sender (the complaint window's start)."""
+    row = session.get(SendingPolicy, ROW_ID)
+    return row.default_sender_resumed_at if row is not None else None

@@ -240,6 +240,20 @@ def test_complaints_over_the_rate_pause_the_identity_and_the_outbox_skips_it(app
     resumed = api.post(f"/sender-identities/{paused[0]['id']}/resume")
     assert resumed.status_code == 200 and resumed.get_json()["paused_at"] is None
     assert len(claimable(app, contacts[4][0], "after-resume")) == 2  # both waiting go out
+    # Late complaints about mail sent before the resume do not pause it again ...
+    late = feedback(client, *(complaint(f"c{i}@example.com", contacts[i][2]) for i in (3, 5, 6)))
+    assert late["paused_sender_identities"] == [] and late["suppressed"] == 3
+    # ... complaints about mail sent since do.
+    fresh = [sent(app, f"n{i}@example.com") for i in range(3)]
+    with app.extensions["nurture"].sessions() as s:
+        s.execute(
+            update(Message)
+            .where(Message.id.in_([message for _, message, _ in fresh]))
+            .values(sent_at=clock.now())
+        )
+        s.commit()
+    again = feedback(client, *(complaint(f"n{i}@example.com", fresh[i][2]) for i in range(3)))
+    assert again["paused_sender_identities"] == [paused[0]["id"]]
 
 
 def test_a_big_sender_under_the_rate_is_not_paused_whatever_the_count(app, client):

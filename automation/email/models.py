@@ -47,6 +47,9 @@ class SenderIdentity(Base):
     # for a paused identity until an operator resumes it.
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     paused_reason: Mapped[str | None] = mapped_column(String(200))
+    # The guard's window starts again here: complaints about mail sent before an operator
+    # resumed the identity do not pause it again.
+    resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Suppression(Base):

@@ -73,6 +73,7 @@ from automation.errors import FieldError, InvalidInput, NotFound
 from automation.policy import (
     ROW_ID,
     SendingPolicy,
+    default_sender_resumed_at,
     effective_settings,
     pause_default_sender,
     resume_default_sender,
@@ -431,9 +432,15 @@ def record_feedback(
     return report
 
 
-def complaint_rate(session: Session, sender: SenderKey, *, days: int) -> tuple[int, int]:
-    """(complaints, sent) over a sender's messages sent in the last ``days``."""
+def complaint_rate(
+    session: Session, sender: SenderKey, *, days: int, resumed_at: datetime | None = None
+) -> tuple[int, int]:
+    """(complaints, sent) over a sender's messages sent in the last ``days``, and only
+    since an operator last resumed it: the complaints that paused it, and late ones
+    about that same mail, are not counted again."""
     since = clock.now() - timedelta(days=days)
+    if resumed_at is not None:
+        since = max(since, resumed_at)
     of_sender = (
         Message.sender_identity_id.is_(None)
         if sender is None
@@ -451,7 +458,12 @@ def guard_complaint_rate(session: Session, sender: SenderKey, policy: Settings) 
     """Pause the sender when its complaint rate is over 0.3 % with at least
     ``complaint_min_count`` complaints (the policy in force); True if it paused now."""
     days = policy.complaint_window_days
-    complaints, sent = complaint_rate(session, sender, days=days)
+    if sender is None:
+        resumed_at = default_sender_resumed_at(session)
+    else:
+        identity = session.get(SenderIdentity, sender)
+        resumed_at = identity.resumed_at if identity is not None else None
+    complaints, sent = complaint_rate(session, sender, days=days, resumed_at=resumed_at)
     if complaints < policy.complaint_min_count or complaints / max(sent, 1) <= (
         COMPLAINT_RATE_LIMIT
     ):
@@ -475,9 +487,11 @@ def resume_identity(session: Session, identity_id: int) -> SenderIdentity:
     identity = session.get(SenderIdentity, identity_id)
     if identity is None:
         raise NotFound(f"sender identity {identity_id} not found")
-    identity.paused_at = None
-    identity.paused_reason = None
-    session.flush()
+    if identity.paused_at is not None:
+        identity.paused_at = None
+        identity.paused_reason = None
+        identity.resumed_at = clock.now()
+        session.flush()
     return identity
 
 
