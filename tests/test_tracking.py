@@ -419,3 +419,258 @@ def test_the_drain_turns_garbage_collection_back_on_even_when_a_batch_fails(app)
         )
     assert seen == [False] and gc.isenabled()
     assert queue.depth() == 1  # not acknowledged: the next drain replays it
+
+
+def _hit(msg: dict[str, Any], hit_id: str, kind: str, at: datetime, **extra: Any) -> Hit:
+    return Hit(
+        id=hit_id,
+        kind=kind,
+        message_id=msg["id"],
+        nonce=msg["nonce"],
+        template_version_id=msg["version_id"],
+        link_index=0 if kind == "click" else None,
+        at=at.timestamp(),
+        ip="10.0.0.1",
+        user_agent=extra.pop("user_agent", HUMAN_UA),
+        **extra,
+    )
+
+
+def _another_message(
+    app: Any, msg: dict[str, Any], key: str, email: str | None = None
+) -> dict[str, Any]:
+    """Another sent message of ``msg``'s template: to the same contact, or to a new one at
+    ``email``."""
+    with app.extensions["nurture"].sessions() as s:
+        contact_id = make_contact(s, email) if email else msg["contact_id"]
+        message_id = queue_message(
+            s, dedupe_key=key, contact_id=contact_id, template_version_id=msg["version_id"]
+        )
+        s.execute(
+            update(Message)
+            .where(Message.id == message_id)
+            .values(status=MessageStatus.SENT, sent_at=clock.now() - timedelta(hours=1))
+        )
+        nonce = s.scalar(select(Message.token_nonce).where(Message.id == message_id))
+        s.commit()
+    return {**msg, "id": message_id, "contact_id": contact_id, "nonce": nonce & 0xFFFFFFFF}
+
+
+def test_engagement_score_halves_every_half_life_between_engagements(app):
+    """1 per message opened, 3 per message clicked, the score halving every half-life
+    (7 days here) from the contact's last engagement to the new one."""
+    first = sent_message(app)
+    second = _another_message(app, first, "test:second")
+    start = clock.now()
+    runtime = app.extensions["nurture"]
+
+    def ingest(*hits: Hit) -> float:
+        with runtime.sessions() as s:
+            ingest_hits(s, list(hits), half_life_days=7)
+            s.commit()
+            return s.get(Contact, first["contact_id"]).engagement_score
+
+    assert ingest(_hit(first, "a", "open", start)) == 1.0
+    # One half-life later, a click on the same message: 0.5 * 1 + 3.
+    assert ingest(_hit(first, "b", "click", start + timedelta(days=7))) == pytest.approx(3.5)
+    # Two half-lives after that, the other message is opened: 0.25 * 3.5 + 1.
+    third = start + timedelta(days=21)
+    assert ingest(_hit(second, "c", "open", third)) == pytest.approx(1.875)
+    # Opening an already opened message adds nothing, but the score is brought up to date.
+    assert ingest(_hit(second, "d", "open", third + timedelta(days=7))) == pytest.approx(0.9375)
+    with runtime.sessions() as s:
+        contact = s.get(Contact, first["contact_id"])
+        assert (contact.opens, contact.clicks) == (2, 1)  # messages opened, clicked
+        assert contact.last_open_at == third + timedelta(days=7)
+        assert contact.last_click_at == start + timedelta(days=7)
+
+
+# The same hits, batch by batch, for the comparison of the two write-back paths: (hit id,
+# contact, message, kind, link, hours after the start, user agent). Repeats, a click
+# before any open, a machine open, an older hit arriving in a later batch, several
+# contacts and messages in one batch.
+_PROXY_UA = "Mozilla/5.0 (via ggpht.com GoogleImageProxy)"
+_BATCHES: list[list[tuple[str, str, str, str, int | None, float, str]]] = [
+    [
+        ("h1", "ana", "1", "open", None, 1, HUMAN_UA),
+        ("h2", "ana", "1", "open", None, 1.5, HUMAN_UA),
+        ("h3", "ben", "1", "open", None, 2, _PROXY_UA),
+        ("h4", "cy", "1", "click", 0, 3, HUMAN_UA),
+    ],
+    [
+        ("h5", "ana", "1", "click", 1, 72, HUMAN_UA),
+        ("h6", "ana", "2", "open", None, 80, HUMAN_UA),
+        ("h7", "ben", "1", "open", None, 50, HUMAN_UA),
+        ("h8", "ben", "2", "click", 0, 49, HUMAN_UA),
+    ],
+    [
+        ("h9", "ana", "1", "open", None, 240, HUMAN_UA),
+        ("h10", "cy", "1", "open", None, 2, HUMAN_UA),  # older than cy's last engagement
+        ("h11", "cy", "2", "click", 1, 250, HUMAN_UA),
+        ("h12", "ben", "1", "open", None, 300, _PROXY_UA),
+    ],
+]
+
+
+def _engagement_on(url: str, tmp_path: Any) -> dict[str, Any]:
+    """Run ``_BATCHES`` (the second one twice, as a replay) on the database at ``url``;
+    what it left on contacts and messages, by email and message name."""
+    from conftest import make_settings
+
+    from automation.runtime import build_runtime, use_runtime
+
+    runtime = build_runtime(make_settings(tmp_path, url))
+    use_runtime(runtime)
+    try:
+        start = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # sent then; both runs alike
+        messages: dict[tuple[str, str], tuple[int, int, int]] = {}
+        with runtime.sessions() as s:
+            make_identity(s)
+            version_id = make_template(s).version.id
+            for name in ("ana", "ben", "cy"):
+                contact_id = make_contact(s, f"{name}@example.com")
+                for number in ("1", "2"):
+                    message_id = queue_message(
+                        s,
+                        dedupe_key=f"{name}:{number}",
+                        contact_id=contact_id,
+                        template_version_id=version_id,
+                    )
+                    messages[name, number] = (message_id, contact_id, version_id)
+            s.execute(update(Message).values(status=MessageStatus.SENT, sent_at=start))
+            nonces = {i: n for i, n in s.execute(select(Message.id, Message.token_nonce))}
+            s.commit()
+        for batch in [*_BATCHES[:2], _BATCHES[1], _BATCHES[2]]:
+            hits = []
+            for hit_id, name, number, kind, link, hours, ua in batch:
+                message_id, _, version_id = messages[name, number]
+                hits.append(
+                    Hit(
+                        hit_id,
+                        kind,
+                        message_id,
+                        nonces[message_id] & 0xFFFFFFFF,
+                        version_id,
+                        link,
+                        (start + timedelta(hours=hours)).timestamp(),
+                        "10.0.0.1",
+                        ua,
+                    )
+                )
+            with runtime.sessions() as s:
+                ingest_hits(s, hits, half_life_days=2)
+                s.commit()
+        with runtime.sessions() as s:
+            contacts = {
+                c.email: (c.opens, c.clicks, c.last_open_at, c.last_click_at, c.engagement_score)
+                for c in s.scalars(select(Contact))
+            }
+            message_rows = {
+                m.dedupe_key: (
+                    m.opens,
+                    m.clicks,
+                    m.first_open_at,
+                    m.last_open_at,
+                    m.first_click_at,
+                    m.last_click_at,
+                )
+                for m in s.scalars(select(Message))
+            }
+            events = sorted(
+                (e.idempotency_key, e.properties["machine"]) for e in s.scalars(select(Event))
+            )
+        return {"contacts": contacts, "messages": message_rows, "events": events}
+    finally:
+        use_runtime(None)
+        runtime.engine.dispose()
+
+
+def test_postgresql_and_sqlite_write_back_the_same_engagement(sqlite_url, postgres_url, tmp_path):
+    """``_PG_STORE`` (one statement on PostgreSQL) and ``_write_back`` (the portable path)
+    must agree on every counter, time and score."""
+    on_sqlite = _engagement_on(sqlite_url, tmp_path / "sqlite")
+    on_postgres = _engagement_on(postgres_url, tmp_path / "postgres")
+    assert on_postgres["events"] == on_sqlite["events"] and len(on_sqlite["events"]) == 12
+    assert on_postgres["messages"] == on_sqlite["messages"]
+    scores = {}
+    for email, (*counts, score) in on_sqlite["contacts"].items():
+        *pg_counts, pg_score = on_postgres["contacts"][email]
+        assert pg_counts == counts, email
+        assert pg_score == pytest.approx(score, abs=1e-6), email
+        scores[email] = score
+    # Ben: a machine open, then (batch 2, at 49 h and 50 h) a click on message 2 and an
+    # open of message 1: 3 + 1; the proxy's open later moves nothing.
+    assert scores["ben@example.com"] == pytest.approx(4.0)
+    # Cy: a click at 3 h (3); in the last batch an open of message 1 stamped 2 h and a
+    # click on message 2 at 250 h: decayed from 3 h to 250 h, then + 1 + 3.
+    assert scores["cy@example.com"] == pytest.approx(3 * 0.5 ** (247 / 48) + 4)
+
+
+def test_sunset_after_n_days_marks_only_contacts_without_human_engagement_since(app):
+    from automation.tracking.sunset import apply_sunset
+
+    runtime = app.extensions["nurture"]
+    now = clock.now()
+    mailed = {
+        "silent": None,  # mailed for months, never engaged
+        "machine_only": None,  # only an image proxy "opened" (becomes a machine event)
+        "opened_lately": now - timedelta(days=10),
+        "clicked_lately": now - timedelta(days=29),
+        "opened_long_ago": now - timedelta(days=45),
+    }
+    first = sent_message(app, "silent@example.com")
+    msgs = {
+        name: _another_message(app, first, name, f"{name}@example.com")
+        if name != "silent"
+        else first
+        for name in mailed
+    }
+    with runtime.sessions() as s:
+        for extra in ("new", "never_mailed", "unsubscribed"):
+            make_contact(s, f"{extra}@example.com")
+        s.execute(update(Message).values(sent_at=now - timedelta(days=60)))
+        s.execute(update(Contact).values(created_at=now - timedelta(days=100), emails_sent=3))
+        s.execute(  # joined last week: not yet had 30 days to engage
+            update(Contact)
+            .where(Contact.email == "new@example.com")
+            .values(created_at=now - timedelta(days=7))
+        )
+        s.execute(
+            update(Contact).where(Contact.email == "never_mailed@example.com").values(emails_sent=0)
+        )
+        s.execute(
+            update(Contact)
+            .where(Contact.email == "unsubscribed@example.com")
+            .values(status=ContactStatus.UNSUBSCRIBED)
+        )
+        s.commit()
+    hits = [
+        _hit(msgs[name], name, "click" if name == "clicked_lately" else "open", at)
+        for name, at in mailed.items()
+        if at is not None
+    ]
+    hits.append(_hit(msgs["machine_only"], "proxy", "open", now, user_agent=_PROXY_UA))
+    with runtime.sessions() as s:
+        ingest_hits(s, hits)
+        s.commit()
+    with runtime.sessions() as s:
+        assert apply_sunset(s, max_sends=0, max_days=30, now=now) == 3
+        s.commit()
+        inactive = set(s.scalars(select(Contact.email).where(Contact.inactive_since.is_not(None))))
+        assert inactive == {
+            "silent@example.com",
+            "machine_only@example.com",
+            "opened_long_ago@example.com",
+        }
+        assert apply_sunset(s, max_sends=0, max_days=30, now=now) == 0  # already marked
+        # 24 days on, everyone mailed, subscribed and without engagement for 30 days
+        # (the newcomer included) is past the limit.
+        later = now + timedelta(days=24)
+        assert apply_sunset(s, max_sends=0, max_days=30, now=later) == 3
+        s.commit()
+        newly = set(s.scalars(select(Contact.email).where(Contact.inactive_since == later)))
+        assert newly == {
+            "clicked_lately@example.com",
+            "opened_lately@example.com",
+            "new@example.com",
+        }
