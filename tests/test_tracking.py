@@ -225,6 +225,51 @@ def test_script_in_user_agent_is_stored_as_data(app, client):
         assert s.scalars(select(Event)).one().properties["user_agent"] == ua
 
 
+def test_script_in_the_referer_is_stored_as_data_and_shown_escaped(app, client, user_factory):
+    from conftest import login
+
+    msg = sent_message(app)
+    referer = "https://mail.example/inbox?q=<script>alert(1)</script>"
+    client.get(
+        "/t/o/" + msg["tokens"].token(TokenKind.OPEN),
+        headers={"User-Agent": HUMAN_UA, "Referer": referer},
+    )
+    response = client.get(
+        "/t/c/" + msg["tokens"].token(TokenKind.CLICK, 0),
+        headers={"User-Agent": HUMAN_UA, "Referer": referer + "x" * 2000},
+    )
+    assert response.status_code == 302
+    client.get("/t/o/" + msg["tokens"].token(TokenKind.OPEN), headers={"User-Agent": HUMAN_UA})
+    drain(app)
+    with app.extensions["nurture"].sessions() as s:
+        events = s.scalars(select(Event).order_by(Event.occurred_at, Event.id)).all()
+    referers = [e.properties.get("referer") for e in events]
+    assert referers == [referer, (referer + "x" * 2000)[:512], None]  # bounded; none sent
+    user_factory("viewer@example.com", "correct horse battery", "viewer")
+    assert login(client, "viewer@example.com", "correct horse battery").status_code == 302
+    page = client.get(f"/contacts/{msg['contact_id']}").get_data(as_text=True)
+    assert "<script>alert(1)" not in page
+    assert "\\u003cscript\\u003ealert(1)" in page  # there, as inert text
+
+
+def test_a_queued_hit_line_of_the_released_format_still_decodes_with_its_referer(app):
+    """Lines a previous version wrote may wait in a queue across a deploy: the positional
+    format (referer 11th, prefetch 12th) must keep decoding, and its referer be stored."""
+    msg = sent_message(app)
+    line = (
+        f'["0123456789abcdef","open",{msg["id"]},{msg["nonce"]},{msg["version_id"]},null,'
+        f'{clock.now().timestamp()!r},"10.0.0.1","{HUMAN_UA}",false,'
+        '"https://mail.example/inbox",false]'
+    ).encode()
+    (hit,) = decode_all([line])
+    assert (hit.referer, hit.prefetch, hit.head) == ("https://mail.example/inbox", False, False)
+    assert Hit.decode(hit.encode()) == hit  # written back the same way
+    queue_of(app).push_line(line)
+    assert drain(app).human == 1
+    with app.extensions["nurture"].sessions() as s:
+        assert s.scalars(select(Event)).one().properties["referer"] == "https://mail.example/inbox"
+
+
 def test_click_on_a_link_index_the_version_does_not_have_gets_404(app, client):
     msg = sent_message(app)
     response = client.get("/t/c/" + msg["tokens"].token(TokenKind.CLICK, 99))
