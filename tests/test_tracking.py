@@ -653,37 +653,46 @@ def test_postgresql_and_sqlite_write_back_the_same_engagement(sqlite_url, postgr
 
 
 def test_sunset_after_n_days_marks_only_contacts_without_human_engagement_since(app):
+    """N = 30 days of marketing mail without a human open or click. Silence is counted from
+    the first email that reached the contact: someone on the list for a year who got
+    their first email yesterday has not had 30 days to open it."""
     from automation.tracking.sunset import apply_sunset
 
     runtime = app.extensions["nurture"]
     now = clock.now()
-    mailed = {
-        "silent": None,  # mailed for months, never engaged
-        "machine_only": None,  # only an image proxy "opened" (becomes a machine event)
-        "opened_lately": now - timedelta(days=10),
-        "clicked_lately": now - timedelta(days=29),
-        "opened_long_ago": now - timedelta(days=45),
+    day = timedelta(days=1)
+    # name: (created, first email sent, human engagement)
+    people = {
+        "silent": (100, 60, None),  # mailed for two months, never engaged
+        "machine_only": (100, 60, None),  # only an image proxy "opened" (a machine event)
+        "opened_lately": (100, 60, 10),
+        "clicked_lately": (100, 60, 29),
+        "opened_long_ago": (100, 60, 45),
+        "newcomer": (7, 6, None),  # joined last week
+        "first_mailed_yesterday": (365, 1, None),  # an old import's first campaign
+        "unsubscribed": (100, 60, None),
     }
     first = sent_message(app, "silent@example.com")
     msgs = {
-        name: _another_message(app, first, name, f"{name}@example.com")
-        if name != "silent"
-        else first
-        for name in mailed
+        name: first
+        if name == "silent"
+        else _another_message(app, first, name, f"{name}@example.com")
+        for name in people
     }
     with runtime.sessions() as s:
-        for extra in ("new", "never_mailed", "unsubscribed"):
-            make_contact(s, f"{extra}@example.com")
-        s.execute(update(Message).values(sent_at=now - timedelta(days=60)))
-        s.execute(update(Contact).values(created_at=now - timedelta(days=100), emails_sent=3))
-        s.execute(  # joined last week: not yet had 30 days to engage
-            update(Contact)
-            .where(Contact.email == "new@example.com")
-            .values(created_at=now - timedelta(days=7))
-        )
-        s.execute(
-            update(Contact).where(Contact.email == "never_mailed@example.com").values(emails_sent=0)
-        )
+        make_contact(s, "never_mailed@example.com")
+        s.execute(update(Contact).values(created_at=now - 100 * day))
+        for name, (created, sent, _) in people.items():
+            s.execute(
+                update(Contact)
+                .where(Contact.id == msgs[name]["contact_id"])
+                .values(created_at=now - created * day, emails_sent=1)
+            )
+            s.execute(
+                update(Message)
+                .where(Message.id == msgs[name]["id"])
+                .values(sent_at=now - sent * day)
+            )
         s.execute(
             update(Contact)
             .where(Contact.email == "unsubscribed@example.com")
@@ -691,32 +700,28 @@ def test_sunset_after_n_days_marks_only_contacts_without_human_engagement_since(
         )
         s.commit()
     hits = [
-        _hit(msgs[name], name, "click" if name == "clicked_lately" else "open", at)
-        for name, at in mailed.items()
-        if at is not None
+        _hit(msgs[name], name, "click" if name == "clicked_lately" else "open", now - ago * day)
+        for name, (_, _, ago) in people.items()
+        if ago is not None
     ]
     hits.append(_hit(msgs["machine_only"], "proxy", "open", now, user_agent=_PROXY_UA))
     with runtime.sessions() as s:
         ingest_hits(s, hits)
         s.commit()
-    with runtime.sessions() as s:
-        assert apply_sunset(s, max_sends=0, max_days=30, now=now) == 3
-        s.commit()
-        inactive = set(s.scalars(select(Contact.email).where(Contact.inactive_since.is_not(None))))
-        assert inactive == {
-            "silent@example.com",
-            "machine_only@example.com",
-            "opened_long_ago@example.com",
-        }
-        assert apply_sunset(s, max_sends=0, max_days=30, now=now) == 0  # already marked
-        # 24 days on, everyone mailed, subscribed and without engagement for 30 days
-        # (the newcomer included) is past the limit.
-        later = now + timedelta(days=24)
-        assert apply_sunset(s, max_sends=0, max_days=30, now=later) == 3
-        s.commit()
-        newly = set(s.scalars(select(Contact.email).where(Contact.inactive_since == later)))
-        assert newly == {
-            "clicked_lately@example.com",
-            "opened_lately@example.com",
-            "new@example.com",
-        }
+
+    def sunset(at: datetime) -> set[str]:
+        with runtime.sessions() as s:
+            apply_sunset(s, max_sends=0, max_days=30, now=at)
+            s.commit()
+            marked = select(Contact.email).where(Contact.inactive_since == at)
+            return {email.split("@")[0] for email in s.scalars(marked)}
+
+    assert sunset(now) == {"silent", "machine_only", "opened_long_ago"}
+    assert sunset(now + timedelta(minutes=1)) == set()  # marked once
+    # 24 days on: the two who engaged lately and the newcomer are past 30 days too.
+    assert sunset(now + 24 * day) == {"opened_lately", "clicked_lately", "newcomer"}
+    assert sunset(now + 28 * day) == set()
+    assert sunset(now + 31 * day) == {"first_mailed_yesterday"}
+    with runtime.sessions() as s:  # never mailed, or not subscribed: never sunset
+        kept = select(Contact.email).where(Contact.inactive_since.is_(None))
+        assert set(s.scalars(kept)) == {"never_mailed@example.com", "unsubscribed@example.com"}
