@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from emailkit import make_contact, make_identity, make_template
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
@@ -225,45 +225,91 @@ def test_script_in_user_agent_is_stored_as_data(app, client):
         assert s.scalars(select(Event)).one().properties["user_agent"] == ua
 
 
+def test_script_in_the_referer_is_stored_as_data_and_shown_escaped(app, client, user_factory):
+    from conftest import login
+
+    msg = sent_message(app)
+    referer = "https://mail.example/inbox?q=<script>alert(1)</script>"
+    client.get(
+        "/t/o/" + msg["tokens"].token(TokenKind.OPEN),
+        headers={"User-Agent": HUMAN_UA, "Referer": referer},
+    )
+    response = client.get(
+        "/t/c/" + msg["tokens"].token(TokenKind.CLICK, 0),
+        headers={"User-Agent": HUMAN_UA, "Referer": referer + "x" * 2000},
+    )
+    assert response.status_code == 302
+    client.get("/t/o/" + msg["tokens"].token(TokenKind.OPEN), headers={"User-Agent": HUMAN_UA})
+    drain(app)
+    with app.extensions["nurture"].sessions() as s:
+        events = s.scalars(select(Event).order_by(Event.occurred_at, Event.id)).all()
+    referers = [e.properties.get("referer") for e in events]
+    assert referers == [referer, (referer + "x" * 2000)[:512], None]  # bounded; none sent
+    user_factory("viewer@example.com", "correct horse battery", "viewer")
+    assert login(client, "viewer@example.com", "correct horse battery").status_code == 302
+    page = client.get(f"/contacts/{msg['contact_id']}").get_data(as_text=True)
+    assert "<script>alert(1)" not in page
+    assert "\\u003cscript\\u003ealert(1)" in page  # there, as inert text
+
+
+def test_a_queued_hit_line_of_the_released_format_still_decodes_with_its_referer(app):
+    """Lines a previous version wrote may wait in a queue across a deploy: the positional
+    format (referer 11th, prefetch 12th) must keep decoding, and its referer be stored."""
+    msg = sent_message(app)
+    line = (
+        f'["0123456789abcdef","open",{msg["id"]},{msg["nonce"]},{msg["version_id"]},null,'
+        f'{clock.now().timestamp()!r},"10.0.0.1","{HUMAN_UA}",false,'
+        '"https://mail.example/inbox",false]'
+    ).encode()
+    (hit,) = decode_all([line])
+    assert (hit.referer, hit.prefetch, hit.head) == ("https://mail.example/inbox", False, False)
+    assert Hit.decode(hit.encode()) == hit  # written back the same way
+    queue_of(app).push_line(line)
+    assert drain(app).human == 1
+    with app.extensions["nurture"].sessions() as s:
+        assert s.scalars(select(Event)).one().properties["referer"] == "https://mail.example/inbox"
+
+
 def test_click_on_a_link_index_the_version_does_not_have_gets_404(app, client):
     msg = sent_message(app)
     response = client.get("/t/c/" + msg["tokens"].token(TokenKind.CLICK, 99))
     assert response.status_code == 404 and "Location" not in response.headers
 
 
-@settings(
-    max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
-)
-@given(data=st.data())
-def test_any_mutation_of_a_click_token_gets_404_and_no_redirect(app, client, data):
-    signer = TokenSigner.from_settings(app.extensions["nurture"].settings)
-    token = signer.make(TokenKind.CLICK, 1, 2, 3, link_index=0)
-    mutate = data.draw(st.sampled_from(["flip", "truncate", "append", "prefix"]), label="mutation")
-    if mutate == "flip":
-        i = data.draw(st.integers(0, len(token) - 1))
-        c = data.draw(st.sampled_from("AZaz09-_\\/%."))
-        bad = token[:i] + c + token[i + 1 :]
-    elif mutate == "truncate":
-        bad = token[: data.draw(st.integers(0, len(token) - 1))]
-    else:
-        extra = data.draw(
-            st.sampled_from(
-                [
-                    "?url=https://evil.example",
-                    "//evil.example",
-                    "%2F%2Fevil.example",
-                    "\\\\evil.example",
-                    "/..",
-                    "%00",
-                ]
+def test_any_mutation_of_a_click_token_gets_404_and_no_redirect(app, client):
+    """The token is a real sent message's: verification, not a missing message, must be
+    what turns each mutation away."""
+    msg = sent_message(app)
+    token = msg["tokens"].token(TokenKind.CLICK, 0)
+    destination = "https://shop.example/start?utm=1&x=2"
+    for url in ("/t/c/" + token, "/t/c/" + token + "?url=https://evil.example"):
+        response = client.get(url, headers={"User-Agent": HUMAN_UA})
+        assert (response.status_code, response.headers["Location"]) == (302, destination)
+
+    @settings(max_examples=60, deadline=None)
+    @given(data=st.data())
+    def mutated_gets_404(data: st.DataObject) -> None:
+        mutate = data.draw(st.sampled_from(["flip", "truncate", "append", "prefix"]))
+        if mutate == "flip":
+            i = data.draw(st.integers(0, len(token) - 1))
+            c = data.draw(st.sampled_from("AZaz09-_\\/%."))
+            bad = token[:i] + c + token[i + 1 :]
+        elif mutate == "truncate":
+            bad = token[: data.draw(st.integers(0, len(token) - 1))]
+        else:
+            extra = data.draw(
+                st.sampled_from(
+                    ["A", "//evil.example", "%2F%2Fevil.example", "\\\\evil.example", "/..", "%00"]
+                )
             )
-        )
-        bad = token + extra if mutate == "append" else extra + token
-    if bad == token:
-        return
-    response = client.get("/t/c/" + bad)
-    assert response.status_code == 404
-    assert "Location" not in response.headers
+            bad = token + extra if mutate == "append" else extra + token
+        if bad == token:
+            return
+        response = client.get("/t/c/" + bad, headers={"User-Agent": HUMAN_UA})
+        assert response.status_code == 404, bad
+        assert "Location" not in response.headers
+
+    mutated_gets_404()
 
 
 def test_unsubscribe_get_changes_nothing_and_post_unsubscribes_with_evidence(app, client):
@@ -419,3 +465,263 @@ def test_the_drain_turns_garbage_collection_back_on_even_when_a_batch_fails(app)
         )
     assert seen == [False] and gc.isenabled()
     assert queue.depth() == 1  # not acknowledged: the next drain replays it
+
+
+def _hit(msg: dict[str, Any], hit_id: str, kind: str, at: datetime, **extra: Any) -> Hit:
+    return Hit(
+        id=hit_id,
+        kind=kind,
+        message_id=msg["id"],
+        nonce=msg["nonce"],
+        template_version_id=msg["version_id"],
+        link_index=0 if kind == "click" else None,
+        at=at.timestamp(),
+        ip="10.0.0.1",
+        user_agent=extra.pop("user_agent", HUMAN_UA),
+        **extra,
+    )
+
+
+def _another_message(
+    app: Any, msg: dict[str, Any], key: str, email: str | None = None
+) -> dict[str, Any]:
+    """Another sent message of ``msg``'s template: to the same contact, or to a new one at
+    ``email``."""
+    with app.extensions["nurture"].sessions() as s:
+        contact_id = make_contact(s, email) if email else msg["contact_id"]
+        message_id = queue_message(
+            s, dedupe_key=key, contact_id=contact_id, template_version_id=msg["version_id"]
+        )
+        s.execute(
+            update(Message)
+            .where(Message.id == message_id)
+            .values(status=MessageStatus.SENT, sent_at=clock.now() - timedelta(hours=1))
+        )
+        nonce = s.scalar(select(Message.token_nonce).where(Message.id == message_id))
+        s.commit()
+    return {**msg, "id": message_id, "contact_id": contact_id, "nonce": nonce & 0xFFFFFFFF}
+
+
+def test_engagement_score_halves_every_half_life_between_engagements(app):
+    """1 per message opened, 3 per message clicked, the score halving every half-life
+    (7 days here) from the contact's last engagement to the new one."""
+    first = sent_message(app)
+    second = _another_message(app, first, "test:second")
+    start = clock.now()
+    runtime = app.extensions["nurture"]
+
+    def ingest(*hits: Hit) -> float:
+        with runtime.sessions() as s:
+            ingest_hits(s, list(hits), half_life_days=7)
+            s.commit()
+            return s.get(Contact, first["contact_id"]).engagement_score
+
+    assert ingest(_hit(first, "a", "open", start)) == 1.0
+    # One half-life later, a click on the same message: 0.5 * 1 + 3.
+    assert ingest(_hit(first, "b", "click", start + timedelta(days=7))) == pytest.approx(3.5)
+    # Two half-lives after that, the other message is opened: 0.25 * 3.5 + 1.
+    third = start + timedelta(days=21)
+    assert ingest(_hit(second, "c", "open", third)) == pytest.approx(1.875)
+    # Opening an already opened message adds nothing, but the score is brought up to date.
+    assert ingest(_hit(second, "d", "open", third + timedelta(days=7))) == pytest.approx(0.9375)
+    with runtime.sessions() as s:
+        contact = s.get(Contact, first["contact_id"])
+        assert (contact.opens, contact.clicks) == (2, 1)  # messages opened, clicked
+        assert contact.last_open_at == third + timedelta(days=7)
+        assert contact.last_click_at == start + timedelta(days=7)
+
+
+# The same hits, batch by batch, for the comparison of the two write-back paths: (hit id,
+# contact, message, kind, link, hours after the start, user agent). Repeats, a click
+# before any open, a machine open, an older hit arriving in a later batch, several
+# contacts and messages in one batch.
+_PROXY_UA = "Mozilla/5.0 (via ggpht.com GoogleImageProxy)"
+_BATCHES: list[list[tuple[str, str, str, str, int | None, float, str]]] = [
+    [
+        ("h1", "ana", "1", "open", None, 1, HUMAN_UA),
+        ("h2", "ana", "1", "open", None, 1.5, HUMAN_UA),
+        ("h3", "ben", "1", "open", None, 2, _PROXY_UA),
+        ("h4", "cy", "1", "click", 0, 3, HUMAN_UA),
+    ],
+    [
+        ("h5", "ana", "1", "click", 1, 72, HUMAN_UA),
+        ("h6", "ana", "2", "open", None, 80, HUMAN_UA),
+        ("h7", "ben", "1", "open", None, 50, HUMAN_UA),
+        ("h8", "ben", "2", "click", 0, 49, HUMAN_UA),
+    ],
+    [
+        ("h9", "ana", "1", "open", None, 240, HUMAN_UA),
+        ("h10", "cy", "1", "open", None, 2, HUMAN_UA),  # older than cy's last engagement
+        ("h11", "cy", "2", "click", 1, 250, HUMAN_UA),
+        ("h12", "ben", "1", "open", None, 300, _PROXY_UA),
+    ],
+]
+
+
+def _engagement_on(url: str, tmp_path: Any) -> dict[str, Any]:
+    """Run ``_BATCHES`` (the second one twice, as a replay) on the database at ``url``;
+    what it left on contacts and messages, by email and message name."""
+    from conftest import make_settings
+
+    from automation.runtime import build_runtime, use_runtime
+
+    runtime = build_runtime(make_settings(tmp_path, url))
+    use_runtime(runtime)
+    try:
+        start = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # sent then; both runs alike
+        messages: dict[tuple[str, str], tuple[int, int, int]] = {}
+        with runtime.sessions() as s:
+            make_identity(s)
+            version_id = make_template(s).version.id
+            for name in ("ana", "ben", "cy"):
+                contact_id = make_contact(s, f"{name}@example.com")
+                for number in ("1", "2"):
+                    message_id = queue_message(
+                        s,
+                        dedupe_key=f"{name}:{number}",
+                        contact_id=contact_id,
+                        template_version_id=version_id,
+                    )
+                    messages[name, number] = (message_id, contact_id, version_id)
+            s.execute(update(Message).values(status=MessageStatus.SENT, sent_at=start))
+            nonces = {i: n for i, n in s.execute(select(Message.id, Message.token_nonce))}
+            s.commit()
+        for batch in [*_BATCHES[:2], _BATCHES[1], _BATCHES[2]]:
+            hits = []
+            for hit_id, name, number, kind, link, hours, ua in batch:
+                message_id, _, version_id = messages[name, number]
+                hits.append(
+                    Hit(
+                        hit_id,
+                        kind,
+                        message_id,
+                        nonces[message_id] & 0xFFFFFFFF,
+                        version_id,
+                        link,
+                        (start + timedelta(hours=hours)).timestamp(),
+                        "10.0.0.1",
+                        ua,
+                    )
+                )
+            with runtime.sessions() as s:
+                ingest_hits(s, hits, half_life_days=2)
+                s.commit()
+        with runtime.sessions() as s:
+            contacts = {
+                c.email: (c.opens, c.clicks, c.last_open_at, c.last_click_at, c.engagement_score)
+                for c in s.scalars(select(Contact))
+            }
+            message_rows = {
+                m.dedupe_key: (
+                    m.opens,
+                    m.clicks,
+                    m.first_open_at,
+                    m.last_open_at,
+                    m.first_click_at,
+                    m.last_click_at,
+                )
+                for m in s.scalars(select(Message))
+            }
+            events = sorted(
+                (e.idempotency_key, e.properties["machine"]) for e in s.scalars(select(Event))
+            )
+        return {"contacts": contacts, "messages": message_rows, "events": events}
+    finally:
+        use_runtime(None)
+        runtime.engine.dispose()
+
+
+def test_postgresql_and_sqlite_write_back_the_same_engagement(sqlite_url, postgres_url, tmp_path):
+    """``_PG_STORE`` (one statement on PostgreSQL) and ``_write_back`` (the portable path)
+    must agree on every counter, time and score."""
+    on_sqlite = _engagement_on(sqlite_url, tmp_path / "sqlite")
+    on_postgres = _engagement_on(postgres_url, tmp_path / "postgres")
+    assert on_postgres["events"] == on_sqlite["events"] and len(on_sqlite["events"]) == 12
+    assert on_postgres["messages"] == on_sqlite["messages"]
+    scores = {}
+    for email, (*counts, score) in on_sqlite["contacts"].items():
+        *pg_counts, pg_score = on_postgres["contacts"][email]
+        assert pg_counts == counts, email
+        assert pg_score == pytest.approx(score, abs=1e-6), email
+        scores[email] = score
+    # Ben: a machine open, then (batch 2, at 49 h and 50 h) a click on message 2 and an
+    # open of message 1: 3 + 1; the proxy's open later moves nothing.
+    assert scores["ben@example.com"] == pytest.approx(4.0)
+    # Cy: a click at 3 h (3); in the last batch an open of message 1 stamped 2 h and a
+    # click on message 2 at 250 h: decayed from 3 h to 250 h, then + 1 + 3.
+    assert scores["cy@example.com"] == pytest.approx(3 * 0.5 ** (247 / 48) + 4)
+
+
+def test_sunset_after_n_days_marks_only_contacts_without_human_engagement_since(app):
+    """N = 30 days of marketing mail without a human open or click. Silence is counted from
+    the first email that reached the contact: someone on the list for a year who got
+    their first email yesterday has not had 30 days to open it."""
+    from automation.tracking.sunset import apply_sunset
+
+    runtime = app.extensions["nurture"]
+    now = clock.now()
+    day = timedelta(days=1)
+    # name: (created, first email sent, human engagement)
+    people = {
+        "silent": (100, 60, None),  # mailed for two months, never engaged
+        "machine_only": (100, 60, None),  # only an image proxy "opened" (a machine event)
+        "opened_lately": (100, 60, 10),
+        "clicked_lately": (100, 60, 29),
+        "opened_long_ago": (100, 60, 45),
+        "newcomer": (7, 6, None),  # joined last week
+        "first_mailed_yesterday": (365, 1, None),  # an old import's first campaign
+        "unsubscribed": (100, 60, None),
+    }
+    first = sent_message(app, "silent@example.com")
+    msgs = {
+        name: first
+        if name == "silent"
+        else _another_message(app, first, name, f"{name}@example.com")
+        for name in people
+    }
+    with runtime.sessions() as s:
+        make_contact(s, "never_mailed@example.com")
+        s.execute(update(Contact).values(created_at=now - 100 * day))
+        for name, (created, sent, _) in people.items():
+            s.execute(
+                update(Contact)
+                .where(Contact.id == msgs[name]["contact_id"])
+                .values(created_at=now - created * day, emails_sent=1)
+            )
+            s.execute(
+                update(Message)
+                .where(Message.id == msgs[name]["id"])
+                .values(sent_at=now - sent * day)
+            )
+        s.execute(
+            update(Contact)
+            .where(Contact.email == "unsubscribed@example.com")
+            .values(status=ContactStatus.UNSUBSCRIBED)
+        )
+        s.commit()
+    hits = [
+        _hit(msgs[name], name, "click" if name == "clicked_lately" else "open", now - ago * day)
+        for name, (_, _, ago) in people.items()
+        if ago is not None
+    ]
+    hits.append(_hit(msgs["machine_only"], "proxy", "open", now, user_agent=_PROXY_UA))
+    with runtime.sessions() as s:
+        ingest_hits(s, hits)
+        s.commit()
+
+    def sunset(at: datetime) -> set[str]:
+        with runtime.sessions() as s:
+            apply_sunset(s, max_sends=0, max_days=30, now=at)
+            s.commit()
+            marked = select(Contact.email).where(Contact.inactive_since == at)
+            return {email.split("@")[0] for email in s.scalars(marked)}
+
+    assert sunset(now) == {"silent", "machine_only", "opened_long_ago"}
+    assert sunset(now + timedelta(minutes=1)) == set()  # marked once
+    # 24 days on: the two who engaged lately and the newcomer are past 30 days too.
+    assert sunset(now + 24 * day) == {"opened_lately", "clicked_lately", "newcomer"}
+    assert sunset(now + 28 * day) == set()
+    assert sunset(now + 31 * day) == {"first_mailed_yesterday"}
+    with runtime.sessions() as s:  # never mailed, or not subscribed: never sunset
+        kept = select(Contact.email).where(Contact.inactive_since.is_(None))
+        assert set(s.scalars(kept)) == {"never_mailed@example.com", "unsubscribed@example.com"}

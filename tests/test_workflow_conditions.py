@@ -211,6 +211,36 @@ def test_segment_entered_trigger_and_bulk_enrolment_of_a_segment(harness):
     assert sorted(e.contact_id for e in harness.enrollments(manual)) == sorted(ids.values())
 
 
+def test_segment_left_trigger_enrols_those_who_leave_and_no_one_else(harness):
+    ids = _contacts(harness, ana=10, ben=80, cy=90)
+    with harness.sessions() as s:
+        segment = create_segment(s, SegmentIn(name="Hot", conditions=HOT["conditions"]))
+        refresh_segment(s, segment.id)
+        s.commit()
+        segment_id = segment.id
+    left = harness.publish(
+        doc(
+            [{"id": "cool", "type": "update_contact", "add_tags": ["cooled"], "next": None}],
+            name="Left hot",
+            trigger={"type": "segment_left", "segment_id": segment_id},
+        )
+    )
+    with harness.sessions() as s:
+        update_contact(s, ids["ben"], ContactPatch(score=20), source="api")  # leaves
+        update_contact(s, ids["ana"], ContactPatch(score=30), source="api")  # was never in
+        update_contact(s, ids["cy"], ContactPatch(score=95), source="api")  # stays
+        s.commit()
+    assert [e.contact_id for e in harness.enrollments(left)] == [ids["ben"]]
+    harness.tick()
+    (enrolment,) = harness.enrollments(left)
+    assert enrolment.status is EnrollmentStatus.COMPLETED
+    assert harness.path(enrolment.id) == [("cool", "next")]
+    with harness.sessions() as s:  # entering again is no reason to enrol in "left"
+        update_contact(s, ids["ana"], ContactPatch(score=60), source="api")
+        s.commit()
+    assert [e.contact_id for e in harness.enrollments(left)] == [ids["ben"]]
+
+
 def test_update_node_adds_to_and_removes_from_static_lists(harness):
     ids = _contacts(harness, ana=0)
     with harness.sessions() as s:

@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import emailkit
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from workflows_support import doc, make_templates
 
 from automation import clock
@@ -32,6 +33,7 @@ from automation.workflows.triggers import scan_date_triggers
 from automation.workflows.webhooks import SIGNATURE_HEADER, verify_signature
 
 EXIT = {"id": "end", "type": "exit"}
+smtp_server = emailkit.smtp_server
 
 
 def wait(node_id: str, nxt: str | None, **duration: int) -> dict:
@@ -833,3 +835,228 @@ def test_fifty_concurrent_posts_of_one_event_make_one_enrolment(harness, db_url)
         thread.join()
     assert failures == []
     assert len(harness.enrollments(wf)) == 1
+
+
+def _contacts_in_zones(harness, zones: dict[str, str]) -> dict[str, int]:
+    """One contact per name, in the zone given; "" leaves the default (no known zone) and
+    any other value not a zone is written as it is, as an old import might have left it."""
+    with harness.sessions() as s:
+        ids = {}
+        for name, zone in zones.items():
+            ids[name] = create_contact(s, ContactIn(email=f"{name}@example.com"), source="api").id
+            if zone:
+                s.execute(update(Contact).where(Contact.id == ids[name]).values(time_zone=zone))
+        s.commit()
+    return ids
+
+
+def test_contacts_without_a_known_zone_wait_and_are_mailed_in_the_fallback_zone(harness):
+    """Monday 2 March 2026, 12:00 UTC: 07:00 in New York (the fallback), 21:00 in Tokyo.
+    Without the fallback, "09:00" and the quiet hours would be read in UTC."""
+    ids = _contacts_in_zones(
+        harness, {"unset": "", "bogus": "Mars/Olympus_Mons", "tokyo": "Asia/Tokyo"}
+    )
+    new_york = {"fallback_time_zone": "America/New_York"}
+    nine = harness.publish(
+        doc(
+            [{"id": "nine", "type": "wait", "mode": "time_of_day", "time": "09:00", "next": None}],
+            name="At nine",
+            settings=new_york,
+        )
+    )
+    (template,) = make_templates(harness.sessions, "Quiet")
+    quiet = harness.publish(
+        doc(
+            [{"id": "mail", "type": "send_email", "template_id": template, "next": None}],
+            name="Not at night",
+            trigger={"type": "event", "event": "browsed"},
+            settings={**new_york, "quiet_hours": {"start": "20:00", "end": "08:00"}},
+        )
+    )
+    harness.events(*[{"name": "signed_up", "email": f"{n}@example.com"} for n in ids])
+    harness.events(*[{"name": "browsed", "email": f"{n}@example.com"} for n in ids])
+    harness.tick()
+    due = {(e.workflow_id, e.contact_id): e.next_run_at for e in harness.enrollments()}
+    nine_ny = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # 09:00 EST
+    nine_tokyo = datetime(2026, 3, 3, 0, 0, tzinfo=UTC)
+    assert {name: due[(nine, i)] for name, i in ids.items()} == {
+        "unset": nine_ny,
+        "bogus": nine_ny,
+        "tokyo": nine_tokyo,
+    }
+    eight_ny = datetime(2026, 3, 2, 13, 0, tzinfo=UTC)  # quiet hours end 08:00 EST
+    eight_tokyo = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
+    assert {name: due[(quiet, i)] for name, i in ids.items()} == {
+        "unset": eight_ny,
+        "bogus": eight_ny,
+        "tokyo": eight_tokyo,
+    }
+    harness.clock.set(eight_ny)
+    harness.tick()
+    from automation.email.models import Message
+
+    with harness.sessions() as s:
+        mailed = set(s.scalars(select(Message.contact_id)))
+    assert mailed == {ids["unset"], ids["bogus"]}  # Tokyo is at 22:00, still quiet
+
+
+def test_wait_until_a_date_field_at_local_time_and_what_happens_without_one(harness):
+    """Seven days before ``renewal_date`` at 09:00 in the contact's zone. A date already
+    past, or none (missing, or not a date), goes on at once and the journal says why."""
+    _declare_date_fields(harness)
+    renewals = {
+        "paris": "2026-03-20",  # reminded 13 March 09:00 Paris (08:00 UTC)
+        "past": "2026-03-05",  # 26 February: gone
+        "missing": None,
+        "garbage": "next spring",
+    }
+    with harness.sessions() as s:
+        for name, renewal in renewals.items():
+            attributes = {} if renewal is None else {"renewal_date": renewal}
+            create_contact(
+                s,
+                ContactIn(email=f"{name}@example.com", time_zone="Europe/Paris"),
+                source="api",
+            )
+            if attributes:  # written as an import would (the API checks declared dates)
+                s.execute(
+                    update(Contact)
+                    .where(Contact.email == f"{name}@example.com")
+                    .values(attributes=attributes)
+                )
+        s.commit()
+    wf = harness.publish(
+        doc(
+            [
+                {
+                    "id": "renewal",
+                    "type": "wait",
+                    "mode": "date_field",
+                    "field": "attributes.renewal_date",
+                    "offset_days": -7,
+                    "time": "09:00",
+                    "next": "u",
+                },
+                {"id": "u", "type": "update_contact", "add_tags": ["reminded"], "next": None},
+            ]
+        )
+    )
+    harness.events(*[{"name": "signed_up", "email": f"{n}@example.com"} for n in renewals])
+    harness.tick()
+    by_name = {n: harness.contact_id(f"{n}@example.com") for n in renewals}
+    enrolments = {e.contact_id: e for e in harness.enrollments(wf)}
+    waiting = enrolments[by_name["paris"]]
+    assert waiting.status is EnrollmentStatus.ACTIVE and waiting.current_node == "renewal"
+    assert waiting.next_run_at == datetime(2026, 3, 13, 8, 0, tzinfo=UTC)
+    for name in ("past", "missing", "garbage"):
+        assert enrolments[by_name[name]].status is EnrollmentStatus.COMPLETED, name
+    with harness.sessions() as s:
+        reasons = {
+            step.enrollment_id: step.detail
+            for step in s.scalars(select(EnrollmentStep).where(EnrollmentStep.node_id == "renewal"))
+        }
+    assert reasons[enrolments[by_name["past"]].id] is None
+    assert reasons[enrolments[by_name["missing"]].id] == {"reason": "no date"}
+    assert reasons[enrolments[by_name["garbage"]].id] == {"reason": "no date"}
+    harness.clock.set(datetime(2026, 3, 13, 7, 59, tzinfo=UTC))
+    assert harness.tick().enrollments == 0
+    harness.clock.set(datetime(2026, 3, 13, 8, 0, tzinfo=UTC))
+    harness.tick()
+    with harness.sessions() as s:
+        reminded = set(
+            s.scalars(select(ContactTag.contact_id).join(Tag).where(Tag.name == "reminded"))
+        )
+    assert reminded == set(by_name.values())
+
+
+def test_a_send_node_with_its_own_sender_identity_sends_from_it(harness, settings, smtp_server):
+    from emailkit import make_identity, make_template
+
+    from automation.email.models import Message
+    from automation.email.sender import Sending, send_due
+    from automation.email.transport import SmtpSettings, SmtpTransport
+    from automation.tracking.tokens import TokenSigner
+
+    with harness.sessions() as s:
+        brand = make_identity(s, name="Brand", from_email="hello@shop.example")
+        founder = make_identity(
+            s, name="Founder", from_name="Alex from Shop", from_email="alex@shop.example"
+        )
+        template = make_template(s, sender_identity_id=brand).template.id
+        create_contact(s, ContactIn(email="zoe@example.com"), source="api")
+        s.commit()
+    wf = harness.publish(
+        doc(
+            [
+                {"id": "brand", "type": "send_email", "template_id": template, "next": "personal"},
+                {
+                    "id": "personal",
+                    "type": "send_email",
+                    "template_id": template,
+                    "sender_identity_id": founder,
+                    "next": None,
+                },
+            ]
+        )
+    )
+    harness.events({"name": "signed_up", "email": "zoe@example.com"})
+    harness.tick()
+    with harness.sessions() as s:
+        rows = s.execute(select(Message.workflow_node_id, Message.sender_identity_id))
+        queued = {node: identity for node, identity in rows}
+    assert queued == {"brand": brand, "personal": founder}
+    transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
+    try:
+        signer = TokenSigner.from_settings(settings)
+        send_due(harness.sessions, Sending(settings, transport, signer))
+    finally:
+        transport.close()
+    senders = sorted(
+        (r.sender, r.message["From"].addresses[0].display_name) for r in smtp_server.received
+    )
+    assert senders == [
+        ("alex@shop.example", "Alex from Shop"),
+        ("hello@shop.example", "Nurture Öutdoor"),
+    ]
+    assert len(harness.enrollments(wf)) == 1
+
+
+def test_update_node_removes_tags_from_its_contacts_only(harness):
+    with harness.sessions() as s:
+        for name in ("ana", "ben"):
+            contact = ContactIn(email=f"{name}@example.com", tags=["trial", "newsletter"])
+            create_contact(s, contact, source="api")
+        s.commit()
+    harness.publish(
+        doc(
+            [
+                {
+                    "id": "u",
+                    "type": "update_contact",
+                    # Spaces around a name, as typed in the editor: the same tag as
+                    # add_tags (and the contacts API) would mean.
+                    "remove_tags": [" trial ", "never-had-it"],
+                    "add_tags": ["customer "],
+                    "next": None,
+                }
+            ],
+            trigger={"type": "event", "event": "order_completed"},
+        )
+    )
+    harness.events({"name": "order_completed", "email": "ana@example.com"})
+    harness.tick()
+    with harness.sessions() as s:
+        tags = {
+            (email, name)
+            for email, name in s.execute(
+                select(Contact.email, Tag.name)
+                .join(ContactTag, ContactTag.contact_id == Contact.id)
+                .join(Tag, Tag.id == ContactTag.tag_id)
+            )
+        }
+    assert tags == {
+        ("ana@example.com", "newsletter"),
+        ("ana@example.com", "customer"),
+        ("ben@example.com", "trial"),
+        ("ben@example.com", "newsletter"),
+    }

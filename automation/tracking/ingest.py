@@ -28,7 +28,7 @@ from automation.db import dialect_insert, is_postgres, one_of
 from automation.email.models import Message, TemplateVersion
 from automation.reactions import IngestedEvent, react_to_events
 from automation.tracking.classify import burst_hits, classify
-from automation.tracking.hits import Hit
+from automation.tracking.hits import MAX_REFERER, Hit
 
 OPEN_WEIGHT = 1.0
 CLICK_WEIGHT = 3.0
@@ -233,6 +233,8 @@ def _events(
             "user_agent": hit.user_agent,
             "ip": hit.ip,
         }
+        if hit.referer:  # the page it came from (a webmail, a browser); bounded like on the way in
+            properties["referer"] = hit.referer[:MAX_REFERER]
         if hit.kind == "click":
             properties["url"] = link.get("url")
             properties["link_index"] = hit.link_index

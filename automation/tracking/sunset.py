@@ -30,9 +30,20 @@ def apply_sunset(
     conditions = []
     if max_days > 0:
         cutoff = now - timedelta(days=max_days)
+        # Silence counts from the first marketing email: a contact who has had mail for
+        # N days (not one on the list for N days whose first email went out yesterday).
+        mailed_by_cutoff = (
+            select(Message.id)
+            .where(
+                Message.contact_id == Contact.id,
+                Message.marketing.is_(True),
+                Message.sent_at <= cutoff,
+            )
+            .exists()
+        )
         conditions.append(
             and_(
-                Contact.emails_sent > 0,
+                mailed_by_cutoff,
                 Contact.created_at < cutoff,
                 _not_after(Contact.last_open_at, cutoff),
                 _not_after(Contact.last_click_at, cutoff),
