@@ -22,6 +22,7 @@ from automation.email.outbox import queue_message
 from automation.tracking.classify import HitClass
 from automation.tracking.hits import Hit
 from automation.tracking.ingest import IngestReport, ingest_hits
+from automation.workflows.dry_run import dry_run
 from automation.workflows.models import EnrollmentStatus
 
 EXIT = {"id": "end", "type": "exit"}
@@ -199,3 +200,29 @@ def test_a_machine_open_does_not_meet_an_open_goal(harness):
         iphone_id: EnrollmentStatus.COMPLETED,
         reader_id: EnrollmentStatus.CONVERTED,
     }
+
+
+def test_the_dry_run_does_not_let_a_stored_machine_open_end_a_wait(harness):
+    news = template(harness, "News")
+    wf = harness.publish(
+        doc(
+            [
+                WAIT_FOR_OPEN,
+                {"id": "read", "type": "exit"},
+                {"id": "unread", "type": "exit"},
+            ]
+        )
+    )
+    entered = clock.now()
+    harness.clock.advance(hours=1)
+    iphone = sent(harness, "iphone@example.com", news)
+    reader = sent(harness, "reader@example.com", news)
+    ingest(harness, hit(iphone, **APPLE_MPP), hit(reader, **HUMAN))
+    exits = {}
+    with harness.sessions() as s:
+        for who in ("iphone", "reader"):
+            run = dry_run(
+                s, wf, harness.contact_id(f"{who}@example.com"), timeline=[], start_at=entered
+            )
+            exits[who] = (run.steps[0].node_id, run.steps[0].exit)
+    assert exits == {"iphone": ("wait", "timed_out"), "reader": ("wait", "happened")}
