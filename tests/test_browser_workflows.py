@@ -285,3 +285,35 @@ def test_marketer_enrols_contacts_by_email_from_the_canvas(page, api, user_facto
     assert len(enrolled) == 2
     wait_for_stat(page, "wait", "waiting", 2)
     screenshot(page, "workflow-enrol-by-email")
+
+
+def test_a_form_trigger_is_chosen_among_the_lead_forms(page, api, user_factory, console_errors):
+    """A document naming its form by name shows that form chosen; choosing another stores
+    the form's id."""
+    user_factory("marketer@example.com", PASSWORD, "marketer")
+    fields = [{"name": "email", "label": "Email", "required": True}]
+    ebook = api.post("/forms", {"name": "ebook", "fields": fields}).json
+    webinar = api.post("/forms", {"name": "Webinar", "fields": fields, "double_opt_in": True}).json
+    created = api.post(
+        "/workflows",
+        {
+            "name": "Welcome",
+            "trigger": {"type": "form_submitted", "form": "ebook"},
+            "start": "end",
+            "nodes": [{"id": "end", "type": "exit"}],
+        },
+    )
+    assert created.status_code == 201, created.json
+    log_in(page, "marketer@example.com")
+    page.goto(f"/workflows/{created.json['id']}")
+    page.wait_for_selector("#wf-graph[data-drawn=true]")
+    assert "Form “ebook” submitted" in page.inner_text("[data-node='@trigger']")
+    page.focus("[data-node='@trigger']")
+    page.keyboard.press("Enter")
+    assert page.input_value("#wf-trigger-form") == str(ebook["id"])
+    page.select_option("#wf-trigger-form", label="Webinar (double opt-in)")
+    page.click("#wf-save")
+    page.wait_for_selector("#wf-message >> text=Draft saved.")
+    assert "Form “Webinar” submitted" in page.inner_text("[data-node='@trigger']")
+    saved = api.get(f"/workflows/{created.json['id']}").json["definition"]["trigger"]
+    assert saved == {"type": "form_submitted", "form_id": webinar["id"]}

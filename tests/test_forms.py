@@ -48,15 +48,16 @@ FORM = {
 
 def setup_form(app: Any, **overrides: Any) -> dict[str, Any]:
     with app.extensions["nurture"].sessions() as s:
-        s.add(
-            CustomField(
-                name="plan",
-                label="Plan",
-                type=FieldType.CHOICE,
-                options=["free", "pro"],
-                created_at=clock.now(),
+        if s.scalar(select(CustomField.id).where(CustomField.name == "plan")) is None:
+            s.add(
+                CustomField(
+                    name="plan",
+                    label="Plan",
+                    type=FieldType.CHOICE,
+                    options=["free", "pro"],
+                    created_at=clock.now(),
+                )
             )
-        )
         s.commit()
     response = app.test_client().post(
         "/api/v1/forms", json={**FORM, **overrides}, headers=admin_headers(app, "marketer")
@@ -110,23 +111,43 @@ def test_form_definitions_are_validated_naming_the_field(site_app):
     assert '<option value="pro">pro</option>' in embed and "/t/nurture.js" in embed
 
 
-def test_single_opt_in_creates_the_contact_with_consent_an_event_and_its_site_history(site_app):
-    from test_site_tracking import drain, post
-
-    client = site_app.test_client()
-    form = setup_form(site_app)
-    with site_app.extensions["nurture"].sessions() as s:
+def form_workflow(app: Any, name: str, **form: Any) -> int:
+    """A published workflow whose form trigger names the form as given (form_id or form)."""
+    with app.extensions["nurture"].sessions() as s:
         workflow = workflows.create_workflow(
             s,
             {
-                "name": "Welcome",
-                "trigger": {"type": "event", "event": "form.submitted"},
+                "name": name,
+                "trigger": {"type": "form_submitted", **form},
                 "start": "end",
                 "nodes": [{"id": "end", "type": "exit"}],
             },
         )
         workflows.publish(s, workflow.id)
         s.commit()
+        return workflow.id
+
+
+def enrolled(app: Any, workflow_id: int) -> list[int]:
+    with app.extensions["nurture"].sessions() as s:
+        return list(
+            s.scalars(
+                select(Enrollment.contact_id)
+                .where(Enrollment.workflow_id == workflow_id)
+                .order_by(Enrollment.id)
+            )
+        )
+
+
+def test_single_opt_in_creates_the_contact_with_consent_an_event_and_its_site_history(site_app):
+    from test_site_tracking import drain, post
+
+    client = site_app.test_client()
+    form = setup_form(site_app)
+    by_id = form_workflow(site_app, "Welcome", form_id=form["id"])
+    by_name = form_workflow(site_app, "Welcome (older document)", form="Newsletter")
+    other = setup_form(site_app, name="Webinar")
+    elsewhere = form_workflow(site_app, "Webinar follow-up", form_id=other["id"])
     visitor = "a" * 24
     post(client, {"visitor_id": visitor, "events": [{"name": "pricing_viewed"}]})
     assert drain(site_app).anonymous == 1
@@ -149,13 +170,13 @@ def test_single_opt_in_creates_the_contact_with_consent_an_event_and_its_site_hi
         consent = s.scalar(select(ConsentRecord).where(ConsentRecord.contact_id == ada.id))
         assert consent.consent_text == FORM["consent_text"] and consent.ip == "203.0.113.7"
         names = list(s.scalars(select(Event.name).where(Event.contact_id == ada.id)))
-        enrolled = s.scalar(
-            select(Enrollment.contact_id).where(Enrollment.workflow_id == workflow.id)
-        )
     assert sorted(names) == ["form.submitted", "pricing_viewed"]
     [submitted] = events(site_app, "form.submitted")
     assert submitted["values"]["plan"] == "pro" and submitted["form_name"] == "Newsletter"
-    assert enrolled == ada.id  # workflows trigger on it
+    # The form's trigger starts, named by id or (an older document) by name; another
+    # form's does not.
+    assert enrolled(site_app, by_id) == enrolled(site_app, by_name) == [ada.id]
+    assert enrolled(site_app, elsewhere) == []
     # posting again for the same address updates the contact and records consent again
     again = submit(client, form, {**data, "first_name": "Ada L."}, ip="203.0.113.8")
     assert again.status_code == 200
@@ -199,12 +220,14 @@ def test_form_posts_are_rate_limited_per_address(site_app):
 def test_double_opt_in_confirms_by_email_before_anything_counts(site_app, smtp_server):
     client = site_app.test_client()
     form = setup_form(site_app, double_opt_in=True)
+    welcome = form_workflow(site_app, "Welcome", form_id=form["id"])
     data = {"email": "zoe@example.com", "first_name": "Zoe", "consent": "on"}
     response = submit(client, form, data)
     assert response.json["status"] == "pending"
     zoe = contact(site_app, "zoe@example.com")
     assert zoe.status is ContactStatus.PENDING and zoe.tags == []
     assert events(site_app, "form.submitted") == []
+    assert enrolled(site_app, welcome) == []  # nobody confirmed this address yet
     runtime = site_app.extensions["nurture"]
     transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
     try:
@@ -228,6 +251,7 @@ def test_double_opt_in_confirms_by_email_before_anything_counts(site_app, smtp_s
     assert zoe.status is ContactStatus.SUBSCRIBED and zoe.confirmed_at is not None
     assert [t.name for t in zoe.tags] == ["newsletter"]
     assert len(events(site_app, "form.submitted")) == 1
+    assert enrolled(site_app, welcome) == [zoe.id]  # the form trigger fires on confirmation
     with runtime.sessions() as s:
         sources = list(
             s.scalars(select(ConsentRecord.source).where(ConsentRecord.contact_id == zoe.id))

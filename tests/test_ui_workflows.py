@@ -104,6 +104,25 @@ def test_new_workflow_without_a_name_is_refused_at_the_name_field(app, marketer)
     assert data["workflow"]["status"] == "draft"
 
 
+def test_canvas_offers_the_lead_forms_for_a_form_trigger(marketer, api):
+    fields = [{"name": "email", "label": "Email", "required": True}]
+    ebook = api.post("/forms", {"name": "ebook", "fields": fields})
+    webinar = api.post("/forms", {"name": "Webinar", "fields": fields, "double_opt_in": True})
+    assert ebook.status_code == webinar.status_code == 201, ebook.json
+    # An older document names its form by name; the canvas shows it without a problem.
+    created = api.post(
+        "/workflows", doc(NODES[1:], trigger={"type": "form_submitted", "form": "ebook"})
+    )
+    assert created.status_code == 201, created.json
+    data = canvas_data(marketer.get(f"/workflows/{created.json['id']}").get_data(as_text=True))
+    assert sorted(data["catalog"]["forms"], key=lambda f: f["id"]) == [
+        {"id": ebook.json["id"], "name": "ebook", "double_opt_in": False},
+        {"id": webinar.json["id"], "name": "Webinar", "double_opt_in": True},
+    ]
+    assert data["problems"] == []
+    assert data["definition"]["trigger"] == {"type": "form_submitted", "form": "ebook"}
+
+
 def test_canvas_shows_the_engines_problems_at_the_node_they_name(app, marketer, api):
     """A draft whose references went away since it was saved (here: template 99) comes
     back with the validator's message for that node and field, for viewers too."""

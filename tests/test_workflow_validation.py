@@ -207,6 +207,37 @@ def test_field_changed_trigger_needs_a_known_field(session):
     assert errors_of(fine, session) == {}
 
 
+def test_a_form_trigger_names_an_existing_form_by_id_or_by_name(session):
+    from automation.forms.schema import FormFieldIn, FormIn
+    from automation.forms.service import create_form
+    from automation.workflows.service import stored_form
+
+    def trigger(**form: object) -> dict:
+        return doc([EXIT], trigger={"type": "form_submitted", **form})
+
+    assert errors_of(trigger(form_id=7), session) == {"trigger.form_id": "trigger: no form 7"}
+    assert errors_of(trigger(form="ebook"), session) == {
+        "trigger.form": "trigger: no form named 'ebook'"
+    }
+    form = create_form(
+        session, FormIn(name="ebook", fields=[FormFieldIn(name="email", label="Email")])
+    )
+    assert errors_of(trigger(form_id=form.id), session) == {}
+    assert errors_of(trigger(form="ebook"), session) == {}
+    for unnamed in (trigger(), trigger(form_id=form.id, form="ebook")):
+        assert errors_of(unnamed, session) == {
+            "trigger": "trigger: name one form: form_id (or its name, form)"
+        }
+    # A document written before form_id existed is stored as it was, so it still matches
+    # the versions published from it (no "unpublished changes").
+    legacy = {"type": "form_submitted", "form": "ebook"}
+    assert stored_form(validate_definition(session, trigger(form="ebook")))["trigger"] == legacy
+    assert stored_form(validate_definition(session, trigger(form_id=form.id)))["trigger"] == {
+        "type": "form_submitted",
+        "form_id": form.id,
+    }
+
+
 def test_webhook_and_email_leaves_must_name_nodes_of_the_right_kind(session):
     branch = {
         "id": "b",

@@ -10,6 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from automation.db import Base, BigId, JSONDoc, UTCDateTime
 from automation.enums import str_enum
 
+# What a confirmed submission stores (properties ``form_id``, ``form_name``, ...): workflows'
+# form trigger listens to it.
+SUBMITTED_EVENT = "form.submitted"
+
 
 class Form(Base):
     """A lead-capture form. ``public_id`` (random) names it in public URLs, never ``id``.
@@ -60,4 +64,4 @@ class FormSubmission(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-__all__ = ["Form", "FormSubmission", "SubmissionStatus"]
+__all__ = ["SUBMITTED_EVENT", "Form", "FormSubmission", "SubmissionStatus"]

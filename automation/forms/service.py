@@ -30,7 +30,7 @@ from automation.contacts.service import find_contact_by_email
 from automation.email.models import Message, Template, TemplateKind, TemplateVersion
 from automation.email.outbox import queue_message
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
-from automation.forms.models import Form, FormSubmission, SubmissionStatus
+from automation.forms.models import SUBMITTED_EVENT, Form, FormSubmission, SubmissionStatus
 from automation.forms.schema import CONTACT_FIELDS, FormFieldOut, FormIn
 from automation.reactions import react_to_contact_changes
 from automation.tracking.tokens import TokenClaims
@@ -38,7 +38,6 @@ from automation.tracking.tokens import TokenClaims
 HONEYPOT_FIELD = "nurture_website"  # hidden from people; a bot that fills it is ignored
 CONSENT_FIELD = "consent"
 VISITOR_FIELD = "nurture_visitor"
-SUBMITTED = "form.submitted"
 MAX_VALUE = 500
 CONFIRMATION_TEMPLATE = "Form confirmation (built-in)"
 CONFIRMATION_MJML = """<mjml><mj-body><mj-section><mj-column>
@@ -388,7 +387,7 @@ def _confirm(
         session,
         [
             {
-                "name": SUBMITTED,
+                "name": SUBMITTED_EVENT,
                 "email": contact.email,
                 "properties": {
                     "form_id": form.id,

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.contacts.activity import is_machine
 from automation.contacts.models import Event
 from automation.contacts.service import get_contact
 from automation.segments.models import SegmentMembership
@@ -152,6 +153,9 @@ def simulate(
     steps: list[DryRunStep] = []
     emails: list[DryRunEmail] = []
     facts = conditions.SimulatedFacts(sent_nodes=set(), events=events, webhooks={})
+    # Machine hits never wake a wait or meet an event goal (automation/reactions.py);
+    # conditions see every event, since a segment condition may ask for machine hits too.
+    human = [e for e in events if not is_machine(e.properties)]
     node_id = graph.start
 
     def zone() -> Any:
@@ -173,6 +177,7 @@ def simulate(
                 continue
             if (
                 goal.event is not None
+                and not is_machine(event.properties)
                 and event.name == goal.event
                 and conditions.event_matches(goal.event_where, event.properties)
             ):
@@ -196,7 +201,7 @@ def simulate(
                 hit = next(
                     (
                         e
-                        for e in events
+                        for e in human
                         if e.name == node.event
                         and now <= e.at <= until
                         and conditions.event_matches(node.where, e.properties)

@@ -1,5 +1,6 @@
 """The two documented example workflows (docs/workflows.md), loaded into the demo: the
-templates they send, the workflows published, and a few contacts already on their way."""
+templates they send, the lead form the nurture starts on, the workflows published, and a
+few contacts already on their way."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from automation.email.models import SenderIdentity, Template, TemplateKind
 from automation.email.samples import CART, NEWSLETTER, WELCOME
 from automation.email.schema import TemplateIn
 from automation.email.templates import create_template
+from automation.forms.models import Form
+from automation.forms.schema import FormFieldIn, FormIn
+from automation.forms.service import create_form
 from automation.workflows.enrolment import enroll_manually
 from automation.workflows.models import Workflow
 from automation.workflows.service import import_workflow
@@ -63,6 +67,25 @@ def _templates(session: Session) -> dict[int, int]:
     return {number: ids[name] for number, (name, _, _) in EXAMPLE_TEMPLATES.items()}
 
 
+# The lead form the lead-nurture example starts on (its trigger names it "ebook").
+EXAMPLE_FORM = FormIn(
+    name="ebook",
+    fields=[
+        FormFieldIn(name="email", label="Email", required=True),
+        FormFieldIn(name="first_name", label="First name"),
+    ],
+    consent_text="Send me the e-book and occasional tips by email.",
+    tags=["ebook"],
+    success_message="Thank you! The e-book is on its way to your inbox.",
+)
+
+
+def example_form(session: Session) -> Form:
+    """The form the lead-nurture example names, made if it does not exist yet."""
+    found = session.scalar(select(Form).where(Form.name == EXAMPLE_FORM.name))
+    return found if found is not None else create_form(session, EXAMPLE_FORM)
+
+
 def load_example_workflows(session: Session) -> str:
     """Publish both examples (once) and start a handful of demo contacts on them."""
     if session.scalar(
@@ -70,6 +93,7 @@ def load_example_workflows(session: Session) -> str:
     ):
         return "example workflows already loaded"
     templates = _templates(session)
+    example_form(session)
     published = {}
     for name in ("abandoned_cart", "lead_nurture"):
         document = example(name)

@@ -1,6 +1,8 @@
 """A workflow's goal (settings.goal): a contact who meets it leaves at once, from wherever
 they are, counted as converted. Checked when a batch is claimed, and when events arrive
-or contacts change (automation/reactions.py), so nobody waits for the next tick."""
+or contacts change (automation/reactions.py), so nobody waits for the next tick. Machine
+hits (``machine: true``) never meet an event goal: reactions leave them out of the events
+passed in, and the events table is read without them."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from automation.contacts.activity import human_events
 from automation.contacts.models import Event
 from automation.db import one_of
 from automation.workflows import conditions
@@ -83,6 +86,7 @@ def _event_goal(
                 Event.name == name,
                 one_of(session, Event.contact_id, list(by_contact)),
                 Event.occurred_at >= earliest,
+                human_events(session),
             )
         )
         events = [SeenEvent(r.contact_id, r.name, r.properties, r.occurred_at) for r in rows]

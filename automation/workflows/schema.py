@@ -28,6 +28,7 @@ from pydantic import (
 
 from automation.contacts.addresses import validate_time_zone
 from automation.contacts.models import LifecycleStage
+from automation.forms.models import SUBMITTED_EVENT
 
 FORMAT = "nurture.workflow/1"
 MAX_NODES = 500
@@ -168,10 +169,29 @@ class EmailEngagementTrigger(Strict):
 
 
 class FormTrigger(Strict):
-    """A ``form_submitted`` event whose ``form`` property is this form's name."""
+    """A submission of one of Nurture's lead forms, i.e. the ``form.submitted`` event it
+    stores: at the submission with single opt-in, at the confirmation with double opt-in
+    (only then is the contact subscribed and the event stored). The form is named by
+    ``form_id``, which survives a rename, or by its name ``form``, as older documents do."""
 
     type: Literal["form_submitted"]
-    form: str = Field(..., min_length=1, max_length=100)
+    form_id: int | None = Field(None, ge=1, description="The form (by id); or give its name")
+    form: str | None = Field(
+        None, min_length=1, max_length=200, description="The form's name (form_id is preferred)"
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> FormTrigger:
+        if (self.form_id is None) == (self.form is None):
+            raise ValueError("name one form: form_id (or its name, form)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unnamed(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Only the way the document names its form is stored, so a document written
+        # before form_id existed is stored (and compared with its versions) unchanged.
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
 
 
 class ManualTrigger(Strict):
@@ -193,7 +213,7 @@ Trigger = Annotated[
 ]
 
 # The event each event-like trigger listens to (the trigger index is keyed by it).
-FORM_EVENT = "form_submitted"
+FORM_EVENT = SUBMITTED_EVENT
 EMAIL_EVENTS = {"email_opened": "email.opened", "email_clicked": "email.clicked"}
 SEGMENT_EVENTS = {"segment_entered": "segment.entered", "segment_left": "segment.left"}
 

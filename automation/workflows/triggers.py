@@ -68,7 +68,9 @@ def trigger_matcher(trigger: Any) -> Any:
     if isinstance(trigger, EventTrigger):
         return conditions.event_matcher(trigger.where)
     if isinstance(trigger, FormTrigger):
-        return lambda props: props.get("form") == trigger.form
+        if trigger.form_id is not None:
+            return lambda props: props.get("form_id") == trigger.form_id
+        return lambda props: props.get("form_name") == trigger.form
     if isinstance(trigger, EmailEngagementTrigger):
         return lambda props: trigger.template_id in (None, props.get("template_id"))
     if isinstance(trigger, SegmentTrigger):

@@ -15,6 +15,7 @@ from automation.contacts.attributes import coerce_value, field_types
 from automation.contacts.models import FieldType
 from automation.email.models import SenderIdentity
 from automation.errors import FieldError, InvalidInput, join_path
+from automation.forms.models import Form
 from automation.workflows import conditions
 from automation.workflows.schema import (
     WAIT_NODES,
@@ -24,6 +25,7 @@ from automation.workflows.schema import (
     EmailEngagementTrigger,
     EventTrigger,
     FieldChangedTrigger,
+    FormTrigger,
     GoalNode,
     SegmentTrigger,
     SendEmailNode,
@@ -287,6 +289,8 @@ def reference_errors(session: Session, definition: WorkflowDefinition) -> list[F
                 session, [(trigger.template_id, "trigger.template_id")]
             )
         ]
+    if isinstance(trigger, FormTrigger):
+        errors += _missing_form(session, trigger)
     if isinstance(trigger, DateTrigger | AnniversaryTrigger):
         errors += _date_field_errors(fields, trigger.field, "trigger.field", "trigger")
     if isinstance(trigger, FieldChangedTrigger):
@@ -359,6 +363,17 @@ def reference_errors(session: Session, definition: WorkflowDefinition) -> list[F
                 )
             ]
     return errors
+
+
+def _missing_form(session: Session, trigger: FormTrigger) -> list[FieldError]:
+    """The form a form trigger names must exist (by id, or by name in older documents)."""
+    if trigger.form_id is not None:
+        if session.get(Form, trigger.form_id) is None:
+            return [FieldError("trigger.form_id", f"trigger: no form {trigger.form_id}")]
+        return []
+    if session.scalar(select(Form.id).where(Form.name == trigger.form)) is None:
+        return [FieldError("trigger.form", f"trigger: no form named {trigger.form!r}")]
+    return []
 
 
 def _named(node: Any, errors: list[FieldError]) -> list[FieldError]:

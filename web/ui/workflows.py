@@ -15,6 +15,7 @@ from automation.contacts.models import CustomField, LifecycleStage
 from automation.email import identities
 from automation.email import templates as email_templates
 from automation.errors import FieldError, InvalidInput
+from automation.forms import service as lead_forms
 from automation.segments import service as segments
 from automation.workflows import service
 from automation.workflows.models import WorkflowStatus
@@ -83,7 +84,7 @@ def workflow_new() -> Any:
 
 def canvas_catalog() -> dict[str, Any]:
     """What the canvas's side panel offers: templates, sender identities, segments and
-    lists, custom fields, lifecycle stages, and the condition editor's catalog."""
+    lists, lead forms, custom fields, lifecycle stages, and the condition editor's catalog."""
     session = db()
     return {
         "templates": [
@@ -97,6 +98,10 @@ def canvas_catalog() -> dict[str, Any]:
         "segments": [
             {"id": s.id, "name": s.name, "kind": s.kind.value}
             for s in segments.list_segments(session)
+        ],
+        "forms": [
+            {"id": f.id, "name": f.name, "double_opt_in": f.double_opt_in}
+            for f in lead_forms.list_forms(session)
         ],
         "fields": [
             {"name": f.name, "label": f.label, "type": f.type.value}

@@ -272,8 +272,10 @@
     switch (t.type) {
       case "event":
         return `Event “${t.event || "?"}”${t.where?.length ? ` (${plural(t.where.length, "filter")})` : ""}`;
-      case "form_submitted":
-        return `Form “${t.form || "?"}” submitted`;
+      case "form_submitted": {
+        const form = catalog.forms.find((f) => f.id === t.form_id);
+        return `Form “${form?.name ?? t.form ?? "?"}” submitted`;
+      }
       case "email_opened":
       case "email_clicked": {
         const tpl = catalog.templates.find((x) => x.id === t.template_id);
@@ -1400,7 +1402,7 @@
           (v) => {
             const fresh = { type: v };
             if (v === "event") fresh.event = "";
-            if (v === "form_submitted") fresh.form = "";
+            if (v === "form_submitted" && catalog.forms.length) fresh.form_id = catalog.forms[0].id;
             if (v.startsWith("segment_")) fresh.segment_id = catalog.segments[0]?.id ?? 0;
             if (v === "field_changed") fresh.field = "lifecycle_stage";
             if (v === "date" || v === "anniversary") {
@@ -1442,9 +1444,35 @@
           ),
         );
         break;
-      case "form_submitted":
-        parts.push(field("Form", textInput(t.form, set("form"), { placeholder: "ebook" }), "trigger.form"));
+      case "form_submitted": {
+        // A document may still name its form by name (form); choosing one stores its id,
+        // which survives a rename.
+        const byName = t.form_id === undefined ? catalog.forms.find((f) => f.name === t.form) : null;
+        parts.push(
+          field(
+            "Form",
+            selectBox(
+              [
+                ["", "Choose…"],
+                ...catalog.forms.map((f) => [f.id, f.double_opt_in ? `${f.name} (double opt-in)` : f.name]),
+              ],
+              t.form_id ?? byName?.id,
+              (v) => {
+                delete t.form;
+                if (v) t.form_id = Number(v);
+                else delete t.form_id;
+                changed(false);
+              },
+              { id: "wf-trigger-form" },
+            ),
+            t.form_id === undefined && t.form !== undefined ? "trigger.form" : "trigger.form_id",
+            catalog.forms.length
+              ? "With double opt-in, contacts enter when they confirm."
+              : "No form yet: create one under Forms first.",
+          ),
+        );
         break;
+      }
       case "email_opened":
       case "email_clicked":
         parts.push(
