@@ -26,6 +26,7 @@ from automation.contacts.models import (
 )
 from automation.email.sender import Sending, send_due
 from automation.email.transport import SmtpSettings, SmtpTransport
+from automation.segments.models import Segment, SegmentMembership
 from automation.tracking.tokens import TokenSigner
 from automation.workflows import service as workflows
 from automation.workflows.models import Enrollment
@@ -109,6 +110,57 @@ def test_form_definitions_are_validated_naming_the_field(site_app):
     embed = form["embed_html"]
     assert 'name="nurture_website"' in embed and 'name="consent"' in embed
     assert '<option value="pro">pro</option>' in embed and "/t/nurture.js" in embed
+
+
+def make_segment(app: Any, name: str, kind: str) -> int:
+    body: dict[str, Any] = {"name": name, "kind": kind}
+    if kind == "dynamic":
+        body["conditions"] = [{"field": "score", "operator": "greater_than", "value": 5}]
+    response = app.test_client().post(
+        "/api/v1/segments", json=body, headers=admin_headers(app, "marketer")
+    )
+    assert response.status_code == 201, response.json
+    return int(response.json["id"])
+
+
+def members(app: Any, segment_id: int) -> list[int]:
+    with app.extensions["nurture"].sessions() as s:
+        return list(
+            s.scalars(
+                select(SegmentMembership.contact_id).where(
+                    SegmentMembership.segment_id == segment_id
+                )
+            )
+        )
+
+
+def test_a_form_joins_only_static_lists_named_on_it(site_app):
+    client = site_app.test_client()
+    marketer = admin_headers(site_app, "marketer")
+    customers = make_segment(site_app, "Customers", "static")
+    engaged = make_segment(site_app, "Engaged", "dynamic")
+    newsletter = make_segment(site_app, "Newsletter readers", "static")
+    form = setup_form(site_app, lists=[newsletter, customers])
+    assert form["lists"] == [newsletter, customers]
+    bad = client.put(
+        f"/api/v1/forms/{form['id']}",
+        json={**FORM, "lists": [customers, engaged, 999]},
+        headers=marketer,
+    )
+    assert bad.status_code == 422
+    assert {d["path"]: d["message"] for d in bad.json["error"]["details"]} == {
+        "lists[1]": f"segment {engaged} is not a static list",
+        "lists[2]": "no list 999",
+    }
+    with site_app.extensions["nurture"].sessions() as s:  # a list deleted after the form
+        s.delete(s.get(Segment, customers))
+        s.commit()
+    answer = submit(client, form, {"email": "lee@example.com", "consent": "on"})
+    assert answer.status_code == 200, answer.json
+    lee = contact(site_app, "lee@example.com")
+    assert members(site_app, newsletter) == [lee.id]
+    entered = events(site_app, "segment.entered")
+    assert [e["segment_id"] for e in entered] == [newsletter]
 
 
 def form_workflow(app: Any, name: str, **form: Any) -> int:
@@ -219,13 +271,15 @@ def test_form_posts_are_rate_limited_per_address(site_app):
 
 def test_double_opt_in_confirms_by_email_before_anything_counts(site_app, smtp_server):
     client = site_app.test_client()
-    form = setup_form(site_app, double_opt_in=True)
+    readers = make_segment(site_app, "Readers", "static")
+    form = setup_form(site_app, double_opt_in=True, lists=[readers])
     welcome = form_workflow(site_app, "Welcome", form_id=form["id"])
     data = {"email": "zoe@example.com", "first_name": "Zoe", "consent": "on"}
     response = submit(client, form, data)
     assert response.json["status"] == "pending"
     zoe = contact(site_app, "zoe@example.com")
     assert zoe.status is ContactStatus.PENDING and zoe.tags == []
+    assert members(site_app, readers) == []
     assert events(site_app, "form.submitted") == []
     assert enrolled(site_app, welcome) == []  # nobody confirmed this address yet
     runtime = site_app.extensions["nurture"]
@@ -250,6 +304,7 @@ def test_double_opt_in_confirms_by_email_before_anything_counts(site_app, smtp_s
     zoe = contact(site_app, "zoe@example.com")
     assert zoe.status is ContactStatus.SUBSCRIBED and zoe.confirmed_at is not None
     assert [t.name for t in zoe.tags] == ["newsletter"]
+    assert members(site_app, readers) == [zoe.id]
     assert len(events(site_app, "form.submitted")) == 1
     assert enrolled(site_app, welcome) == [zoe.id]  # the form trigger fires on confirmation
     with runtime.sessions() as s:
@@ -274,11 +329,22 @@ def test_forms_page_creates_a_form_and_names_the_bad_line(site_app):
         "/forms/new", data={**base, "fields": "email | Email | required\nshoe | Shoe"}
     )
     assert bad.status_code == 422 and "line 2:" in bad.get_data(as_text=True)
+    attendees = make_segment(site_app, "Attendees", "static")
+    make_segment(site_app, "Big spenders", "dynamic")
+    page = client.get("/forms/new").get_data(as_text=True)
+    assert f'name="lists" value="{attendees}"' in page and "Big spenders" not in page
     good = client.post(
-        "/forms/new", data={**base, "fields": "email | Email | required", "tags": "webinar"}
+        "/forms/new",
+        data={
+            **base,
+            "fields": "email | Email | required",
+            "tags": "webinar",
+            "lists": str(attendees),
+        },
     )
     assert good.status_code == 302
     shown = client.get(good.headers["Location"]).get_data(as_text=True)
+    assert f'name="lists" value="{attendees}" checked' in shown
     assert "data-nurture-form=" in shown and "Webinar" in client.get("/forms").get_data(
         as_text=True
     )

@@ -30,6 +30,7 @@ class Form(Base):
     consent_text: Mapped[str] = mapped_column(Text, default="")
     double_opt_in: Mapped[bool] = mapped_column(Boolean, default=False)
     tags: Mapped[list[str]] = mapped_column(JSONDoc, default=list)
+    lists: Mapped[list[int]] = mapped_column(JSONDoc, default=list)  # static segment ids
     success_message: Mapped[str] = mapped_column(Text, default="")
     redirect_url: Mapped[str | None] = mapped_column(String(2000))
     # Transactional template of the double opt-in email (uses {{ confirm_url }}); None =

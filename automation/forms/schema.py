@@ -27,6 +27,9 @@ class FormIn(Strict):
     )
     double_opt_in: bool = False
     tags: list[TagName] = Field(default_factory=list, max_length=20)
+    lists: list[int] = Field(
+        default_factory=list, max_length=20, description="static lists a submission joins"
+    )
     success_message: str = Field("Thank you!", max_length=500)
     redirect_url: str | None = Field(None, max_length=2000, description="http(s) page after a post")
     confirmation_template_id: int | None = Field(
@@ -52,6 +55,7 @@ class FormOut(BaseModel):
     consent_text: str
     double_opt_in: bool
     tags: list[str]
+    lists: list[int]
     success_message: str
     redirect_url: str | None
     confirmation_template_id: int | None

@@ -33,6 +33,9 @@ from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 from automation.forms.models import SUBMITTED_EVENT, Form, FormSubmission, SubmissionStatus
 from automation.forms.schema import CONTACT_FIELDS, FormFieldOut, FormIn
 from automation.reactions import react_to_contact_changes
+from automation.segments.membership import add_members
+from automation.segments.models import Segment, SegmentKind
+from automation.segments.service import missing_segments
 from automation.tracking.tokens import TokenClaims
 
 HONEYPOT_FIELD = "nurture_website"  # hidden from people; a bot that fills it is ignored
@@ -74,6 +77,9 @@ def _check(session: Session, data: FormIn) -> list[dict[str, Any]]:
         )
     if "email" not in seen:
         errors.append(FieldError("fields", "a form needs an email field"))
+    errors += missing_segments(
+        session, [(list_id, f"lists[{i}]") for i, list_id in enumerate(data.lists)], static=True
+    )
     if data.redirect_url is not None and (
         urlsplit(data.redirect_url).scheme not in ("http", "https")
         or not urlsplit(data.redirect_url).netloc
@@ -135,6 +141,7 @@ def _apply(form: Form, data: FormIn, fields: list[dict[str, Any]]) -> None:
     form.consent_text = data.consent_text
     form.double_opt_in = data.double_opt_in
     form.tags = list(dict.fromkeys(data.tags))
+    form.lists = list(dict.fromkeys(data.lists))
     form.success_message = data.success_message
     form.redirect_url = data.redirect_url
     form.confirmation_template_id = data.confirmation_template_id
@@ -353,6 +360,18 @@ def _apply_values(
     tag_ops.add_tags(session, [contact.id], tags)
 
 
+def _join_lists(session: Session, form: Form, contact_id: int) -> None:
+    """Add the contact to the form's static lists. A list deleted (or made dynamic) since
+    the form was saved is skipped: a visitor's submission never fails for it."""
+    if not form.lists:
+        return
+    still_lists = session.scalars(
+        select(Segment.id).where(Segment.id.in_(form.lists), Segment.kind == SegmentKind.STATIC)
+    )
+    for list_id in still_lists:
+        add_members(session, list_id, [contact_id])
+
+
 def _confirm(
     session: Session,
     form: Form,
@@ -363,8 +382,10 @@ def _confirm(
     source: str,
     created: bool = False,
 ) -> None:
-    """Apply a submission: fields, tags, subscription with consent, ``form.submitted``."""
+    """Apply a submission: fields, tags, lists, subscription with consent,
+    ``form.submitted``."""
     _apply_values(session, contact, submission.data, list(form.tags))
+    _join_lists(session, form, contact.id)
     status_changed = False
     if contact.status is not ContactStatus.SUBSCRIBED and not created:
         target = ContactStatus.SUBSCRIBED

@@ -300,3 +300,23 @@ def stored_member_count(session: Session, segment_id: int) -> int:
         )
         or 0
     )
+
+
+def missing_segments(
+    session: Session, refs: Sequence[tuple[int, str]], *, static: bool = False
+) -> list[FieldError]:
+    """Errors for segment ids (``static``: static list ids) that do not exist."""
+    if not refs:
+        return []
+    rows: dict[int, Any] = dict(
+        session.execute(
+            select(Segment.id, Segment.kind).where(Segment.id.in_({i for i, _ in refs}))
+        ).all()
+    )
+    errors = []
+    for segment_id, path in refs:
+        if segment_id not in rows:
+            errors.append(FieldError(path, f"no {'list' if static else 'segment'} {segment_id}"))
+        elif static and rows[segment_id] is not SegmentKind.STATIC:
+            errors.append(FieldError(path, f"segment {segment_id} is not a static list"))
+    return errors

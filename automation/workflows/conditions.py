@@ -36,7 +36,7 @@ from automation.errors import FieldError, InvalidInput, NotFound
 from automation.segments.compiler import condition
 from automation.segments.context import load_catalog, validate_filter
 from automation.segments.evaluator import Evaluator, EventFact, Facts, evaluate
-from automation.segments.models import Segment, SegmentKind, SegmentMembership
+from automation.segments.models import Segment, SegmentMembership
 from automation.segments.schema import (
     CORE_FIELDS,
     Catalog,
@@ -199,26 +199,6 @@ def event_matcher(where: list[dict[str, Any]] | None) -> Any:
 
 def event_matches(where: list[dict[str, Any]] | None, properties: dict[str, Any]) -> bool:
     return bool(event_matcher(where)(properties))
-
-
-def missing_segments(
-    session: Session, refs: Sequence[tuple[int, str]], *, static: bool = False
-) -> list[FieldError]:
-    """Errors for segment ids (``static``: static list ids) that do not exist."""
-    if not refs:
-        return []
-    rows: dict[int, Any] = dict(
-        session.execute(
-            select(Segment.id, Segment.kind).where(Segment.id.in_({i for i, _ in refs}))
-        ).all()
-    )
-    errors = []
-    for segment_id, path in refs:
-        if segment_id not in rows:
-            errors.append(FieldError(path, f"no {'list' if static else 'segment'} {segment_id}"))
-        elif static and rows[segment_id] is not SegmentKind.STATIC:
-            errors.append(FieldError(path, f"segment {segment_id} is not a static list"))
-    return errors
 
 
 def segment_members(session: Session, segment_id: int) -> Select[Any]:

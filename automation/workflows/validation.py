@@ -16,6 +16,7 @@ from automation.contacts.models import FieldType
 from automation.email.models import SenderIdentity
 from automation.errors import FieldError, InvalidInput, join_path
 from automation.forms.models import Form
+from automation.segments.service import missing_segments
 from automation.workflows import conditions
 from automation.workflows.schema import (
     WAIT_NODES,
@@ -281,7 +282,7 @@ def reference_errors(session: Session, definition: WorkflowDefinition) -> list[F
             for e in conditions.property_condition_errors(trigger.where, "trigger.where")
         ]
     if isinstance(trigger, SegmentTrigger):
-        errors += conditions.missing_segments(session, [(trigger.segment_id, "trigger.segment_id")])
+        errors += missing_segments(session, [(trigger.segment_id, "trigger.segment_id")])
     if isinstance(trigger, EmailEngagementTrigger) and trigger.template_id is not None:
         errors += [
             FieldError(path, f"trigger: {message}")
@@ -340,7 +341,7 @@ def reference_errors(session: Session, definition: WorkflowDefinition) -> list[F
         for identity_id, path, label in identities:
             if identity_id not in known:
                 errors.append(FieldError(path, f"{label}: no sender identity {identity_id}"))
-    for error in conditions.missing_segments(session, lists, static=True):
+    for error in missing_segments(session, lists, static=True):
         errors.append(
             FieldError(
                 error.path, f"{describe(node_of[error.path.split('.')[0]])}: {error.message}"

@@ -11,6 +11,8 @@ from automation.errors import FieldError, InvalidInput
 from automation.forms import service as forms
 from automation.forms.models import Form
 from automation.forms.schema import FormIn
+from automation.segments import service as segments
+from automation.segments.models import SegmentKind
 from web.auth import login_required
 from web.database import db, nurture
 from web.ui import bp
@@ -35,6 +37,7 @@ def _values(form: Form | None) -> dict[str, Any]:
         "consent_text": form.consent_text,
         "double_opt_in": form.double_opt_in,
         "tags": ", ".join(form.tags),
+        "lists": form.lists,
         "success_message": form.success_message,
         "redirect_url": form.redirect_url or "",
     }
@@ -67,6 +70,7 @@ def _input() -> FormIn:
         "consent_text": f.get("consent_text", "").strip(),
         "double_opt_in": f.get("double_opt_in") == "on",
         "tags": [t.strip() for t in f.get("tags", "").split(",") if t.strip()],
+        "lists": [int(v) if v.isdigit() else v for v in f.getlist("lists")],
         "success_message": f.get("success_message", "").strip(),
         "redirect_url": f.get("redirect_url", "").strip() or None,
     }
@@ -81,6 +85,8 @@ def _on_lines(error: FieldError) -> FieldError:
     if error.path.startswith("fields["):
         index = int(error.path[len("fields[") : error.path.index("]")])
         return FieldError("fields", f"line {index + 1}: {error.message}")
+    if error.path.startswith("lists["):  # one set of checkboxes
+        return FieldError("lists", error.message)
     return error
 
 
@@ -94,8 +100,20 @@ def _page(form: Form | None, values: Any, errors: dict[str, str], status: int = 
             f"{base}/f/{form.public_id}",
             f"{base}/t/nurture.js",
         )
+    chosen = values.getlist("lists") if hasattr(values, "getlist") else values.get("lists", [])
+    static_lists = [
+        (segment.id, segment.name)
+        for segment in segments.list_segments(db())
+        if segment.kind is SegmentKind.STATIC
+    ]
     html = render_template(
-        "lead_forms/form.html", form=form, values=values, errors=errors, embed=embed
+        "lead_forms/form.html",
+        form=form,
+        values=values,
+        errors=errors,
+        embed=embed,
+        static_lists=static_lists,
+        chosen_lists={str(list_id) for list_id in chosen},
     )
     return html, status
 
