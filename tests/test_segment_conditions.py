@@ -337,6 +337,28 @@ CASES: list[tuple[str, Any, set[str]]] = [
     ("clicked any", {"email": "clicked", "within_days": 30}, {"ana"}),
     ("machine opens do not count", {"email": "opened"}, {"eve"}),
     ("machine opens when asked", {"email": "opened", "include_machine": True}, {"ben", "eve"}),
+    # The same rule when a condition names the engagement event itself.
+    ("machine opens as an event do not count", {"event": "email.opened"}, {"eve"}),
+    (
+        "machine opens as an event when asked",
+        {"event": "email.opened", "include_machine": True},
+        {"ben", "eve"},
+    ),
+    (
+        "last human open",
+        {"last_performed": "email.opened", "operator": "within_last_days", "value": 60},
+        {"eve"},
+    ),
+    (
+        "last open of any kind",
+        {
+            "last_performed": "email.opened",
+            "operator": "within_last_days",
+            "value": 60,
+            "include_machine": True,
+        },
+        {"ben", "eve"},
+    ),
     ("received template", {"email": "received", "template_id": 7}, {"ana", "chloe", "eve"}),
     ("received campaign", {"email": "received", "campaign_id": 1}, {"ana"}),
     ("received workflow", {"email": "received", "workflow_id": 4}, {"ben"}),

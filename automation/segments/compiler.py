@@ -84,6 +84,9 @@ EMAIL_EVENTS = {
     EmailActivity.CLICKED: ("email.clicked",),
 }
 EMAIL_FILTERS = ("template_id", "campaign_id", "workflow_id")
+# The events a hit may flag ``machine: true`` (automation/tracking/ingest.py): conditions on
+# them count people only unless they ask for machines too (include_machine).
+MACHINE_FLAGGED = frozenset(("email.opened", "email.clicked"))
 RELATIVE_DATES = (
     Operator.WITHIN_LAST_DAYS,
     Operator.MORE_THAN_DAYS_AGO,
@@ -444,13 +447,22 @@ class Compiler:
             return negate(self._at_least(n + 1, filters))
         return both(self._at_least(n, filters), negate(self._at_least(n + 1, filters)))
 
+    def _human(self) -> Pred:
+        """Not flagged ``machine: true``."""
+        machine = self.sql.json_value(events.c.properties, ("machine",), ValueType.BOOLEAN)
+        return negate(Atom(machine == "true"))
+
     def event(self, node: EventCondition) -> Pred:
         where = [self._property(c) for c in node.where]
+        if node.event in MACHINE_FLAGGED and not node.include_machine:
+            where.append(self._human())
         filters = self._event_filters([node.event], node, where)
         return self._counted(node.operator, node.times, filters)
 
     def last_performed(self, node: LastPerformedCondition) -> Pred:
         where = [self._property(c) for c in node.where]
+        if node.last_performed in MACHINE_FLAGGED and not node.include_machine:
+            where.append(self._human())
         filters = self._event_filters([node.last_performed], Window(), where)
         op = node.operator
         positive = NEGATIVE.get(op, op)
@@ -474,8 +486,7 @@ class Compiler:
                     )
                 )
         if activity is not EmailActivity.RECEIVED and not node.include_machine:
-            machine = self.sql.json_value(events.c.properties, ("machine",), ValueType.BOOLEAN)
-            extra.append(negate(Atom(machine == "true")))
+            extra.append(self._human())
         return self._event_filters(EMAIL_EVENTS[activity], node, extra)
 
     def email(self, node: EmailCondition) -> Pred:

@@ -23,6 +23,7 @@ from automation.errors import FieldError, InvalidInput, NotFound, join_path
 from automation.segments.compiler import (
     EMAIL_EVENTS,
     EMAIL_FILTERS,
+    MACHINE_FLAGGED,
     RECEIVED_EVENTS,
     contact_tags,
     contacts,
@@ -347,11 +348,13 @@ class Evaluator:
         return {"count": len(found), "last_at": _jsonable(last)}
 
     def event(self, node: EventCondition) -> tuple[bool, dict[str, Any]]:
-        found = self.matching_events([node.event], node, node.where)
+        human_only = node.event in MACHINE_FLAGGED and not node.include_machine
+        found = self.matching_events([node.event], node, node.where, human_only)
         return self.counted(node.operator, node.times, len(found)), self._summary(found)
 
     def last_performed(self, node: LastPerformedCondition) -> tuple[bool, dict[str, Any]]:
-        found = self.matching_events([node.last_performed], Window(), node.where)
+        human_only = node.last_performed in MACHINE_FLAGGED and not node.include_machine
+        found = self.matching_events([node.last_performed], Window(), node.where, human_only)
         last = max((e.occurred_at for e in found), default=None)
         op = NEGATIVE.get(node.operator, node.operator)
         result = compare_instant(last, op, node.value, self.now)

@@ -233,11 +233,18 @@ class Window(Strict):
     since: Instant | None = Field(None, description="Only events from this instant on")
 
 
+INCLUDE_MACHINE_DOC = (
+    "Also count machine opens/clicks (privacy proxies, scanners); only email.opened and "
+    "email.clicked carry them"
+)
+
+
 class EventCondition(Window):
     event: EventName
     where: tuple[PropertyCondition, ...] = Field((), max_length=20)
     operator: CountOperator = CountOperator.PERFORMED
     times: int | None = Field(None, ge=0, le=1_000_000)
+    include_machine: bool = Field(False, description=INCLUDE_MACHINE_DOC)
 
 
 class LastPerformedCondition(Strict):
@@ -245,6 +252,7 @@ class LastPerformedCondition(Strict):
     where: tuple[PropertyCondition, ...] = Field((), max_length=20)
     operator: Operator
     value: Any = None
+    include_machine: bool = Field(False, description=INCLUDE_MACHINE_DOC)
 
 
 class EmailCondition(Window):
@@ -254,9 +262,7 @@ class EmailCondition(Window):
     workflow_id: int | None = Field(None, ge=1)
     operator: CountOperator = CountOperator.PERFORMED
     times: int | None = Field(None, ge=0, le=1_000_000)
-    include_machine: bool = Field(
-        False, description="Also count machine opens/clicks (privacy proxies, scanners)"
-    )
+    include_machine: bool = Field(False, description=INCLUDE_MACHINE_DOC)
 
 
 class TagCondition(Strict):
