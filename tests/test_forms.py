@@ -348,3 +348,42 @@ def test_forms_page_creates_a_form_and_names_the_bad_line(site_app):
     assert "data-nurture-form=" in shown and "Webinar" in client.get("/forms").get_data(
         as_text=True
     )
+
+
+def test_a_form_that_starts_a_live_workflow_cannot_be_deleted(site_app):
+    client = site_app.test_client()
+    marketer = admin_headers(site_app, "marketer")
+    form = setup_form(site_app)
+    unused = setup_form(site_app, name="Unused")
+    welcome = form_workflow(site_app, "Welcome", form_id=form["id"])
+    form_workflow(site_app, "Older welcome", form="Newsletter")
+    refused = client.delete(f"/api/v1/forms/{form['id']}", headers=marketer)
+    assert refused.status_code == 409
+    assert refused.json["error"]["message"] == (
+        "form 'Newsletter' starts the workflows 'Older welcome', 'Welcome': archive them or "
+        "give them another trigger first"
+    )
+    assert client.get(f"/api/v1/forms/{form['id']}", headers=marketer).status_code == 200
+    assert client.delete(f"/api/v1/forms/{unused['id']}", headers=marketer).status_code == 204
+    with site_app.extensions["nurture"].sessions() as s:
+        workflows.archive(s, welcome)
+        s.commit()
+    still = client.delete(f"/api/v1/forms/{form['id']}", headers=marketer)
+    assert "'Older welcome'" in still.json["error"]["message"]
+    assert "'Welcome'" not in still.json["error"]["message"]
+    # The page says the same and keeps the form.
+    with site_app.extensions["nurture"].sessions() as s:
+        create_user(s, "mia@example.com", "correct horse battery", role=Role.MARKETER)
+        s.commit()
+    login(client, "mia@example.com", "correct horse battery")
+    page = client.get(f"/forms/{form['id']}").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    deleted = client.post(f"/forms/{form['id']}/delete", data={"csrf_token": token})
+    assert deleted.status_code == 302 and deleted.headers["Location"].endswith(
+        f"/forms/{form['id']}"
+    )
+    shown = client.get(deleted.headers["Location"]).get_data(as_text=True)
+    assert (
+        "Not deleted: form &#39;Newsletter&#39; starts the workflow &#39;Older welcome&#39;"
+        in shown
+    )

@@ -166,7 +166,19 @@ def list_forms(session: Session) -> list[Form]:
 
 
 def delete_form(session: Session, form_id: int) -> None:
-    session.delete(get_form(session, form_id))
+    """Delete a form; refused while a live workflow starts on it (the workflow would never
+    start again, silently)."""
+    from automation.workflows.service import workflows_triggered_by_form
+
+    form = get_form(session, form_id)
+    using = workflows_triggered_by_form(session, form.id, form.name)
+    if using:
+        listed = ", ".join(repr(name) for name in using)
+        raise Conflict(
+            f"form {form.name!r} starts the workflow{'s' if len(using) > 1 else ''} {listed}: "
+            "archive them or give them another trigger first"
+        )
+    session.delete(form)
     session.flush()
 
 

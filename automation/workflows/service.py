@@ -300,3 +300,22 @@ def remove_enrollment(session: Session, workflow_id: int, enrollment_id: int) ->
     if found is None:
         raise NotFound(f"workflow {workflow_id} has no open enrolment {enrollment_id}")
     finish_enrollments(session, [enrollment_id], EnrollmentStatus.EXITED, exit_label="removed")
+
+
+def workflows_triggered_by_form(session: Session, form_id: int, form_name: str) -> list[str]:
+    """Names of the workflows (not archived) whose live version starts on this form."""
+    rows = session.execute(
+        select(Workflow.name, WorkflowVersion.definition)
+        .join(WorkflowVersion, WorkflowVersion.id == Workflow.active_version_id)
+        .where(
+            Workflow.status != WorkflowStatus.ARCHIVED,
+            WorkflowVersion.trigger_type == "form_submitted",
+        )
+        .order_by(Workflow.name)
+    )
+    names = []
+    for name, definition in rows:
+        trigger = definition.get("trigger", {})
+        if trigger.get("form_id") == form_id or trigger.get("form") == form_name:
+            names.append(name)
+    return names

@@ -7,7 +7,7 @@ from typing import Any
 from flask import flash, redirect, render_template, request, url_for
 
 from automation.accounts.models import Role
-from automation.errors import FieldError, InvalidInput
+from automation.errors import Conflict, FieldError, InvalidInput
 from automation.forms import service as forms
 from automation.forms.models import Form
 from automation.forms.schema import FormIn
@@ -170,7 +170,12 @@ def lead_form_save(form_id: int) -> Any:
 @bp.route("/forms/<int:form_id>/delete", methods=["POST"])
 @login_required(Role.MARKETER)
 def lead_form_delete(form_id: int) -> Any:
-    forms.delete_form(db(), form_id)
+    try:
+        forms.delete_form(db(), form_id)
+    except Conflict as exc:
+        db().rollback()
+        flash(f"Not deleted: {exc}", "error")
+        return redirect(url_for("ui.lead_form", form_id=form_id))
     db().commit()
     flash("Form deleted.", "success")
     return redirect(url_for("ui.lead_forms"))
