@@ -4,6 +4,8 @@ drainer ingests them. Every hit arrives, and is counted once, whatever crashes."
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import socket
@@ -56,6 +58,27 @@ def test_a_torn_write_never_takes_a_good_hit_with_it(tmp_path):
     assert [h.id for h in decode_all(lines)] == ["a", "b"]
     spool.ack(receipt)
     assert spool.depth() == 0 and spool.backlog().files == 0
+
+
+def test_a_line_without_the_optional_trailing_fields_still_decodes(caplog):
+    """A line written by a release with fewer fields (queued across a deploy) keeps its
+    hit; the fields it lacks take their defaults. Lines that are not hits are counted."""
+    full = _hit("full")._replace(head=True, referer="https://mail.example/", prefetch=True)
+    values = json.loads(full.encode())
+    shorter = [json.dumps(values[:n]).encode() for n in (9, 10, 11)]
+    not_hits = [json.dumps(values[:8]).encode(), b'["torn']
+    with caplog.at_level(logging.WARNING, logger="automation.tracking.hits"):
+        hits = decode_all([full.encode(), *shorter, *not_hits])
+    assert hits[0] == full
+    assert [(h.head, h.referer, h.prefetch) for h in hits[1:]] == [
+        (False, "", False),
+        (True, "", False),
+        (True, "https://mail.example/", False),
+    ]
+    assert [h._replace(head=False, referer="", prefetch=False) for h in hits[1:]] == [
+        full._replace(head=False, referer="", prefetch=False)
+    ] * 3
+    assert "2 of 6 queued tracking lines were not hits" in caplog.text
 
 
 def test_a_hit_longer_than_an_atomic_write_stays_whole(tmp_path):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import threading
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
+
+log = logging.getLogger(__name__)
 
 REDIS_KEY = "nurture:hits"
 MAX_UA = 512
@@ -99,8 +102,19 @@ class Hit(NamedTuple):
                 str(v[10]),
                 bool(v[11]),
             )
-        except (ValueError, TypeError, IndexError, KeyError):
+        except IndexError:
+            # Fewer fields than this version writes (a line queued by another release
+            # during a deploy): the optional trailing fields take their defaults.
+            if isinstance(v, list) and REQUIRED_FIELDS <= len(v) < len(cls._fields):
+                return cls.of(v + OPTIONAL_DEFAULTS[len(v) - REQUIRED_FIELDS :])
             return None
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+# id … user_agent: every line ever written has them; the fields after have defaults.
+REQUIRED_FIELDS = 9
+OPTIONAL_DEFAULTS = list(Hit._field_defaults.values())
 
 
 def new_hit_id() -> str:
@@ -374,5 +388,11 @@ def decode_all(lines: Sequence[bytes]) -> list[Hit]:
     except ValueError:
         values = None
     if values is None or len(values) != len(lines):
-        return [h for h in map(Hit.decode, lines) if h is not None]
-    return [h for h in map(Hit.of, values) if h is not None]
+        hits = [h for h in map(Hit.decode, lines) if h is not None]
+    else:
+        hits = [h for h in map(Hit.of, values) if h is not None]
+    if len(hits) < len(lines):
+        log.warning(
+            "%d of %d queued tracking lines were not hits", len(lines) - len(hits), len(lines)
+        )
+    return hits
