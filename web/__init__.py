@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -57,6 +58,7 @@ def create_app(
     app.jinja_env.globals.update(
         nav_items=ui.nav_items, can=ui.can, paused_sender_count=ui.paused_sender_count
     )
+    app.jinja_env.filters["readable_json"] = readable_json
 
     @app.after_request
     def security_headers(response: Any) -> Any:
@@ -69,3 +71,10 @@ def create_app(
         return response
 
     return app
+
+
+def readable_json(value: Any) -> str:
+    """JSON for people to read on a page: indented, keys sorted, non-ASCII as itself. Plain
+    text, so autoescaping makes markup in it (a ``<script>`` user agent) inert; ``tojson``
+    is for script contexts and turns ``<`` into ``\\u003c``, which nobody can read."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
