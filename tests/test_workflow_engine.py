@@ -1021,6 +1021,42 @@ def test_a_send_node_with_its_own_sender_identity_sends_from_it(harness, setting
     assert len(harness.enrollments(wf)) == 1
 
 
+def test_a_sender_identity_a_live_workflow_sends_from_stays_until_it_is_gone(harness):
+    from emailkit import make_identity, make_template
+
+    from automation.email.identities import delete_sender_identity
+    from automation.email.models import Message, SenderIdentity
+    from automation.errors import Conflict
+
+    with harness.sessions() as s:
+        founder = make_identity(s, name="Founder", from_email="alex@shop.example")
+        template = make_template(s).template.id
+        s.commit()
+    node = {"id": "hi", "type": "send_email", "template_id": template, "next": None}
+    wf = harness.publish(doc([{**node, "sender_identity_id": founder}], name="Onboarding"))
+    with harness.sessions() as s:
+        with pytest.raises(Conflict) as refused:
+            delete_sender_identity(s, founder)
+        assert "'Onboarding'" in str(refused.value)
+        s.rollback()
+        # Gone anyway (behind the application's back): the contacts go on without the
+        # email, saying why, and the rest of the batch moves.
+        s.execute(SenderIdentity.__table__.delete().where(SenderIdentity.id == founder))
+        s.commit()
+    harness.events(*[{"name": "signed_up", "email": f"i{n}@example.com"} for n in range(3)])
+    assert harness.tick().enrollments == 3
+    assert {e.status for e in harness.enrollments(wf)} == {EnrollmentStatus.COMPLETED}
+    with harness.sessions() as s:
+        assert s.scalars(select(Message.id)).all() == []
+        skipped = {
+            (detail or {}).get("skipped")
+            for detail in s.scalars(
+                select(EnrollmentStep.detail).where(EnrollmentStep.node_id == "hi")
+            )
+        }
+    assert skipped == {f"sender identity {founder} no longer exists"}
+
+
 def test_update_node_removes_tags_from_its_contacts_only(harness):
     with harness.sessions() as s:
         for name in ("ana", "ben"):

@@ -121,6 +121,9 @@ def run_send(batch: Batch, graph: Graph, node: SendEmailNode, items: list[Item])
     settings = graph.settings
     zones = batch.zones(graph, items) if settings.quiet_hours or settings.send_window else {}
     version_id = sending.latest_versions(batch.session, [node.template_id]).get(node.template_id)
+    missing_sender = node.sender_identity_id is not None and not sending.identity_exists(
+        batch.session, node.sender_identity_id
+    )
     out: Results = []
     for item in items:
         if item.id in zones:
@@ -133,6 +136,12 @@ def run_send(batch: Batch, graph: Graph, node: SendEmailNode, items: list[Item])
         if version_id is None:
             # Deleted after publishing: the contact goes on without this email.
             skipped = {"skipped": f"template {node.template_id} no longer exists"}
+            out.append((item, Leave("next", skipped)))
+            continue
+        if missing_sender:
+            # Sending from another address than the one chosen would be worse than not
+            # sending; and a message naming a missing identity would fail the whole batch.
+            skipped = {"skipped": f"sender identity {node.sender_identity_id} no longer exists"}
             out.append((item, Leave("next", skipped)))
             continue
         key = message_key(item.id, node.id)

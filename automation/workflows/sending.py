@@ -12,7 +12,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from automation.db import one_of
-from automation.email.models import Message, MessageStatus, Template, TemplateVersion
+from automation.email.models import (
+    Message,
+    MessageStatus,
+    SenderIdentity,
+    Template,
+    TemplateVersion,
+)
 from automation.email.outbox import QueueItem, queue_messages
 from automation.workflows.models import Enrollment
 
@@ -32,6 +38,10 @@ def latest_versions(session: Session, template_ids: Sequence[int]) -> dict[int, 
         )
     )
     return {template_id: version_id for template_id, version_id in rows}
+
+
+def identity_exists(session: Session, identity_id: int) -> bool:
+    return session.get(SenderIdentity, identity_id) is not None
 
 
 def queue_workflow_messages(

@@ -302,20 +302,37 @@ def remove_enrollment(session: Session, workflow_id: int, enrollment_id: int) ->
     finish_enrollments(session, [enrollment_id], EnrollmentStatus.EXITED, exit_label="removed")
 
 
-def workflows_triggered_by_form(session: Session, form_id: int, form_name: str) -> list[str]:
-    """Names of the workflows (not archived) whose live version starts on this form."""
+def _live_definitions(session: Session, *conditions: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(name, live version's document) of the workflows that are not archived."""
     rows = session.execute(
         select(Workflow.name, WorkflowVersion.definition)
         .join(WorkflowVersion, WorkflowVersion.id == Workflow.active_version_id)
-        .where(
-            Workflow.status != WorkflowStatus.ARCHIVED,
-            WorkflowVersion.trigger_type == "form_submitted",
-        )
+        .where(Workflow.status != WorkflowStatus.ARCHIVED, *conditions)
         .order_by(Workflow.name)
     )
+    return [(name, definition) for name, definition in rows]
+
+
+def workflows_triggered_by_form(session: Session, form_id: int, form_name: str) -> list[str]:
+    """Names of the workflows (not archived) whose live version starts on this form."""
     names = []
-    for name, definition in rows:
+    for name, definition in _live_definitions(
+        session, WorkflowVersion.trigger_type == "form_submitted"
+    ):
         trigger = definition.get("trigger", {})
         if trigger.get("form_id") == form_id or trigger.get("form") == form_name:
             names.append(name)
     return names
+
+
+def workflows_sending_from(session: Session, identity_id: int) -> list[str]:
+    """Names of the workflows (not archived) whose live version has a send node that
+    names this sender identity."""
+    return [
+        name
+        for name, definition in _live_definitions(session)
+        if any(
+            node.get("type") == "send_email" and node.get("sender_identity_id") == identity_id
+            for node in definition.get("nodes", [])
+        )
+    ]
