@@ -74,6 +74,48 @@ def test_a_segment_in_use_cannot_be_deleted(api, crowd):
     assert "'VIP pros'" in response.get_json()["error"]["message"]
 
 
+def test_a_segment_a_live_workflow_or_an_unsent_campaign_uses_cannot_be_deleted(api, crowd):
+    from emailkit import MJML
+
+    pro = api.post("/segments", {"name": "Pro", "conditions": [PRO]}).get_json()
+    buyers = api.post("/segments", {"name": "Buyers", "kind": "static"}).get_json()
+
+    def workflow(name: str, *nodes: dict[str, Any]) -> int:
+        created = api.post(
+            "/workflows",
+            {"name": name, "trigger": {"type": "manual"}, "start": nodes[0]["id"], "nodes": nodes},
+        ).get_json()
+        assert "id" in created, created
+        assert api.post(f"/workflows/{created['id']}/publish").status_code == 201
+        return int(created["id"])
+
+    end = {"id": "end", "type": "exit"}
+    condition = {"conditions": [{"segment": pro["id"]}]}
+    branch = {"id": "b", "type": "branch", "condition": condition, "yes": "end", "no": "end"}
+    branching = workflow("Pro branch", branch, end)
+    workflow("Tag buyers", {"id": "u", "type": "update_contact", "add_to_lists": [buyers["id"]]})
+    version = api.post("/templates", {"name": "Sale", "subject": "Sale!", "mjml": MJML})
+    campaign = api.post(
+        "/campaigns",
+        {
+            "name": "Spring",
+            "include_segment_ids": [buyers["id"]],
+            "exclude_segment_ids": [pro["id"]],
+            "variants": [{"template_version_id": version.get_json()["version"]["id"]}],
+        },
+    ).get_json()
+    refused = api.delete(f"/segments/{pro['id']}")
+    assert refused.status_code == 409
+    assert refused.get_json()["error"]["message"] == (
+        "segment 'Pro' is used by workflow 'Pro branch', campaign 'Spring'; change those first"
+    )
+    listed = api.delete(f"/segments/{buyers['id']}").get_json()["error"]["message"]
+    assert "workflow 'Tag buyers'" in listed and "campaign 'Spring'" in listed
+    assert api.post(f"/workflows/{branching}/archive").status_code == 200
+    assert api.delete(f"/campaigns/{campaign['id']}").status_code == 204
+    assert api.delete(f"/segments/{pro['id']}").status_code == 204
+
+
 def test_count_sample_and_explain_work_without_saving(api, crowd):
     tree = {"conditions": [PRO]}
     assert api.post("/segments/count", tree).get_json() == {"count": 2}

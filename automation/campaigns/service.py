@@ -288,6 +288,20 @@ def delete_campaign(session: Session, campaign_id: int) -> None:
 # --- audience ----------------------------------------------------------------------------
 
 
+def campaigns_using_segment(session: Session, segment_id: int) -> list[str]:
+    """Names of the campaigns whose audience is yet to be frozen (draft, scheduled) and
+    that include or exclude this segment."""
+    return [
+        campaign.name
+        for campaign in session.scalars(
+            select(Campaign)
+            .where(Campaign.status.in_([CampaignStatus.DRAFT, CampaignStatus.SCHEDULED]))
+            .order_by(Campaign.name)
+        )
+        if segment_id in campaign.include_segment_ids or segment_id in campaign.exclude_segment_ids
+    ]
+
+
 def audience_count(session: Session, include: Sequence[int], exclude: Sequence[int] = ()) -> int:
     """How many contacts the campaign would go to now (each contact once)."""
     errors = _check_segments(session, "include_segment_ids", include)

@@ -126,11 +126,20 @@ def referring_segments(session: Session, segment_id: int) -> list[Segment]:
 
 
 def delete_segment(session: Session, segment_id: int) -> None:
+    """Delete a segment; refused while another segment, a live workflow (its trigger, a
+    condition, a list step) or a campaign not yet sent names it: they would stop or fail
+    without a word."""
+    from automation.campaigns.service import campaigns_using_segment
+    from automation.workflows.service import workflows_using_segment
+
     segment = get_segment(session, segment_id)
-    users = referring_segments(session, segment.id)
+    users = [f"segment {s.name!r}" for s in referring_segments(session, segment.id)]
+    users += [f"workflow {name!r}" for name in workflows_using_segment(session, segment.id)]
+    users += [f"campaign {name!r}" for name in campaigns_using_segment(session, segment.id)]
     if users:
-        names = ", ".join(repr(s.name) for s in users)
-        raise Conflict(f"segment {segment.name!r} is used by {names}; change those first")
+        raise Conflict(
+            f"segment {segment.name!r} is used by {', '.join(users)}; change those first"
+        )
     session.delete(segment)
     session.flush()
 

@@ -336,3 +336,34 @@ def workflows_sending_from(session: Session, identity_id: int) -> list[str]:
             for node in definition.get("nodes", [])
         )
     ]
+
+
+def _segment_refs(definition: dict[str, Any]) -> set[int]:
+    """Every segment or static list a workflow document names: its trigger, its list
+    steps, and ``{"segment": id}`` leaves of any condition (branches, the goal)."""
+    found: set[int] = set()
+    trigger = definition.get("trigger") or {}
+    if isinstance(trigger.get("segment_id"), int):
+        found.add(trigger["segment_id"])
+    for node in definition.get("nodes", []):
+        for key in ("add_to_lists", "remove_from_lists"):
+            found.update(i for i in node.get(key, []) if isinstance(i, int))
+    pending: list[Any] = [definition.get("nodes", []), definition.get("settings", {})]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            if isinstance(value.get("segment"), int):
+                found.add(value["segment"])
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return found
+
+
+def workflows_using_segment(session: Session, segment_id: int) -> list[str]:
+    """Names of the workflows (not archived) whose live version names this segment."""
+    return [
+        name
+        for name, definition in _live_definitions(session)
+        if segment_id in _segment_refs(definition)
+    ]
