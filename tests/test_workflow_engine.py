@@ -1057,6 +1057,43 @@ def test_a_sender_identity_a_live_workflow_sends_from_stays_until_it_is_gone(har
     assert skipped == {f"sender identity {founder} no longer exists"}
 
 
+def test_a_template_a_live_workflow_sends_cannot_be_deleted_and_if_gone_is_skipped(harness):
+    from emailkit import make_template
+
+    from automation.email.models import Message, Template
+    from automation.email.templates import delete_template
+    from automation.errors import Conflict
+
+    with harness.sessions() as s:
+        template = make_template(s, name="Welcome").template.id
+        s.commit()
+    node = {"id": "hi", "type": "send_email", "template_id": template, "next": None}
+    wf = harness.publish(doc([node], name="Onboarding"))
+    with harness.sessions() as s:
+        with pytest.raises(Conflict) as refused:
+            delete_template(s, template)
+        assert str(refused.value) == (
+            "template 'Welcome' is sent by the workflow 'Onboarding': choose another template "
+            "in them, or archive them, first"
+        )
+        s.rollback()
+        # Archived anyway (behind the application's back): the email is skipped, saying why.
+        s.execute(update(Template).where(Template.id == template).values(deleted_at=clock.now()))
+        s.commit()
+    harness.events({"name": "signed_up", "email": "t@example.com"})
+    harness.tick()
+    assert [e.status for e in harness.enrollments(wf)] == [EnrollmentStatus.COMPLETED]
+    with harness.sessions() as s:
+        assert s.scalars(select(Message.id)).all() == []
+        (detail,) = s.scalars(select(EnrollmentStep.detail).where(EnrollmentStep.node_id == "hi"))
+    assert detail == {"skipped": f"template {template} no longer exists"}
+    with harness.sessions() as s:
+        service.archive(s, wf)
+        s.execute(update(Template).where(Template.id == template).values(deleted_at=None))
+        delete_template(s, template)  # nothing live sends it now
+        s.commit()
+
+
 def test_update_node_removes_tags_from_its_contacts_only(harness):
     with harness.sessions() as s:
         for name in ("ana", "ben"):

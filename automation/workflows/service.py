@@ -325,17 +325,27 @@ def workflows_triggered_by_form(session: Session, form_id: int, form_name: str) 
     return names
 
 
-def workflows_sending_from(session: Session, identity_id: int) -> list[str]:
-    """Names of the workflows (not archived) whose live version has a send node that
-    names this sender identity."""
+def _sending(session: Session, key: str, value: int) -> list[str]:
+    """Names of the workflows (not archived) whose live version has a send node whose
+    ``key`` is ``value``."""
     return [
         name
         for name, definition in _live_definitions(session)
         if any(
-            node.get("type") == "send_email" and node.get("sender_identity_id") == identity_id
+            node.get("type") == "send_email" and node.get(key) == value
             for node in definition.get("nodes", [])
         )
     ]
+
+
+def workflows_sending_from(session: Session, identity_id: int) -> list[str]:
+    """Workflows whose live version sends from this sender identity."""
+    return _sending(session, "sender_identity_id", identity_id)
+
+
+def workflows_sending_template(session: Session, template_id: int) -> list[str]:
+    """Workflows whose live version sends this template."""
+    return _sending(session, "template_id", template_id)
 
 
 def _segment_refs(definition: dict[str, Any]) -> set[int]:
