@@ -210,3 +210,43 @@ def test_deleting_a_custom_field(api, fields):
     assert bad.status_code == 422 and bad.json["error"]["details"][0]["path"] == "name"
     choice = api.post("/fields", {"name": "tier", "label": "Tier", "type": "choice"})
     assert choice.status_code == 422 and choice.json["error"]["details"][0]["path"] == "options"
+
+
+def test_a_custom_field_in_use_cannot_be_deleted_and_each_user_is_named(api):
+    for name, kind in (("plan", "text"), ("renewal_date", "date"), ("nickname", "text")):
+        assert api.post("/fields", {"name": name, "label": name, "type": kind}).status_code == 201
+    api.post("/fields", {"name": "unused", "label": "Unused", "type": "text"})
+    pro = [{"field": "attributes.plan", "operator": "equals", "value": "pro"}]
+    assert api.post("/segments", {"name": "Pro", "conditions": pro}).status_code == 201
+    created = api.post(
+        "/workflows",
+        {
+            "name": "Renewals",
+            "trigger": {"type": "date", "field": "renewal_date", "offset_days": -7},
+            "start": "u",
+            "nodes": [{"id": "u", "type": "update_contact", "set": {"attributes.plan": "pro"}}],
+        },
+    ).get_json()
+    assert api.post(f"/workflows/{created['id']}/publish").status_code == 201
+    form = {
+        "name": "Hello",
+        "fields": [{"name": "email", "label": "Email"}, {"name": "nickname", "label": "Nick"}],
+    }
+    assert api.post("/forms", form).status_code == 201
+
+    def refusal(name: str) -> str:
+        response = api.delete(f"/fields/{name}")
+        assert response.status_code == 409, response.get_json()
+        return str(response.get_json()["error"]["message"])
+
+    assert refusal("plan") == (
+        "custom field 'plan' is used by segment 'Pro', workflow 'Renewals'; change those first"
+    )
+    assert "workflow 'Renewals'" in refusal("renewal_date")
+    assert "form 'Hello'" in refusal("nickname")
+    assert api.delete("/fields/unused").status_code == 204
+    assert {f["name"] for f in api.get("/fields").get_json()} == {
+        "plan",
+        "renewal_date",
+        "nickname",
+    }

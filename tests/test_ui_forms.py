@@ -443,6 +443,30 @@ def test_custom_field_form_names_each_bad_field(app, admin):
         ]
 
 
+def test_a_custom_field_a_segment_uses_is_kept_and_the_page_says_why(app, admin):
+    from automation.segments.models import Segment, SegmentKind
+
+    with app.extensions["nurture"].sessions() as s:
+        s.add(
+            Segment(
+                name="Pro",
+                kind=SegmentKind.DYNAMIC,
+                definition={
+                    "conditions": [{"field": "attributes.plan", "operator": "equals", "value": "x"}]
+                },
+                created_at=clock.now(),
+                updated_at=clock.now(),
+            )
+        )
+        s.commit()
+    response = Form(admin).post("/settings/fields/plan/delete", {})
+    assert response.status_code == 302
+    page = admin.get(response.headers["Location"]).get_data(as_text=True)
+    assert "custom field &#39;plan&#39; is used by segment &#39;Pro&#39;" in page
+    with app.extensions["nurture"].sessions() as s:
+        assert s.scalar(select(CustomField.id).where(CustomField.name == "plan")) is not None
+
+
 def test_user_form_names_each_bad_field(app, admin):
     form = Form(admin)
     for data, path, message in (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -216,7 +218,53 @@ def list_fields(session: Session) -> list[CustomField]:
 
 
 def delete_field(session: Session, name: str) -> None:
-    """Remove a declared field; values already stored stay on contacts until overwritten."""
+    """Remove a declared field; values already stored stay on contacts until overwritten.
+    Refused while a segment, a live workflow or a lead form uses it: a segment naming an
+    undeclared field can no longer be evaluated, and a workflow's branch on it fails."""
+    users = field_users(session, name)
+    if users:
+        raise Conflict(f"custom field {name!r} is used by {', '.join(users)}; change those first")
     result = session.execute(delete(CustomField).where(CustomField.name == name))
     if not result.rowcount:  # type: ignore[attr-defined]  # CursorResult has rowcount
         raise NotFound(f"custom field {name!r} not found")
+
+
+def field_users(session: Session, name: str) -> list[str]:
+    """What names the custom field ``name``: dynamic segments, live workflows (conditions,
+    date and field-change triggers, date waits, update steps) and lead forms."""
+    from automation.forms.models import Form
+    from automation.segments.models import Segment, SegmentKind
+    from automation.workflows.service import live_definitions
+
+    segments = session.execute(
+        select(Segment.name, Segment.definition)
+        .where(Segment.kind == SegmentKind.DYNAMIC)
+        .order_by(Segment.name)
+    )
+    users = [f"segment {n!r}" for n, d in segments if d is not None and names_field(d, name)]
+    users += [f"workflow {n!r}" for n, d in live_definitions(session) if names_field(d, name)]
+    users += [
+        f"form {form.name!r}"
+        for form in session.scalars(select(Form).order_by(Form.name))
+        if any(f.get("name") == name for f in form.fields)
+    ]
+    return users
+
+
+def names_field(document: Any, name: str) -> bool:
+    """Whether a stored document (segment conditions, a workflow) names the custom field
+    ``name``: as a condition's or trigger's ``field`` (``attributes.name``, or ``name`` for
+    date fields) or as a key an update step sets."""
+    wanted = {name, f"attributes.{name}"}
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            if value.get("field") in wanted:
+                return True
+            if isinstance(value.get("set"), dict) and f"attributes.{name}" in value["set"]:
+                return True
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False

@@ -302,7 +302,7 @@ def remove_enrollment(session: Session, workflow_id: int, enrollment_id: int) ->
     finish_enrollments(session, [enrollment_id], EnrollmentStatus.EXITED, exit_label="removed")
 
 
-def _live_definitions(session: Session, *conditions: Any) -> list[tuple[str, dict[str, Any]]]:
+def live_definitions(session: Session, *conditions: Any) -> list[tuple[str, dict[str, Any]]]:
     """(name, live version's document) of the workflows that are not archived."""
     rows = session.execute(
         select(Workflow.name, WorkflowVersion.definition)
@@ -316,7 +316,7 @@ def _live_definitions(session: Session, *conditions: Any) -> list[tuple[str, dic
 def workflows_triggered_by_form(session: Session, form_id: int, form_name: str) -> list[str]:
     """Names of the workflows (not archived) whose live version starts on this form."""
     names = []
-    for name, definition in _live_definitions(
+    for name, definition in live_definitions(
         session, WorkflowVersion.trigger_type == "form_submitted"
     ):
         trigger = definition.get("trigger", {})
@@ -330,7 +330,7 @@ def _sending(session: Session, key: str, value: int) -> list[str]:
     ``key`` is ``value``."""
     return [
         name
-        for name, definition in _live_definitions(session)
+        for name, definition in live_definitions(session)
         if any(
             node.get("type") == "send_email" and node.get(key) == value
             for node in definition.get("nodes", [])
@@ -374,6 +374,6 @@ def workflows_using_segment(session: Session, segment_id: int) -> list[str]:
     """Names of the workflows (not archived) whose live version names this segment."""
     return [
         name
-        for name, definition in _live_definitions(session)
+        for name, definition in live_definitions(session)
         if segment_id in _segment_refs(definition)
     ]

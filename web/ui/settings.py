@@ -160,7 +160,12 @@ def field_index(name: str) -> Any:
 @bp.route("/settings/fields/<name>/delete", methods=["POST"])
 @login_required(Role.ADMIN)
 def field_delete(name: str) -> Any:
-    contacts.delete_field(db(), name)
+    try:
+        contacts.delete_field(db(), name)
+    except FORM_ERRORS as exc:
+        db().rollback()
+        flash(errors_of(exc).get("", exc.message), "error")
+        return redirect(url_for("ui.fields"))
     db().commit()
     nurture().enqueue(sync_field_indexes)
     flash(f"Custom field {name} deleted; values already stored on contacts are kept.", "success")
