@@ -78,3 +78,36 @@ def test_a_deactivated_user_cannot_log_in_and_a_reset_password_works(session):
     assert authenticate(session, "m@example.com", password, "1.1.1.2") is None
     with pytest.raises(NotFound):
         set_active(session, 999, True)
+
+
+def test_a_sender_identity_with_mail_waiting_to_go_out_from_it_is_kept(session):
+    """Deleting it would null the messages' sender: they would leave from the default
+    sender instead, unannounced."""
+    from emailkit import make_contact, make_template
+    from sqlalchemy import update
+
+    from automation.email.models import Message, MessageStatus
+    from automation.email.outbox import queue_message
+
+    data = identities.parse_sender_identity(
+        {"name": "Founder", "from_name": "Alex", "from_email": "alex@example.com"}
+    )
+    founder = identities.create_sender_identity(session, data)
+    template = make_template(session, name="Hello")
+    contact = make_contact(session, "reader@example.com")
+    message = queue_message(
+        session, dedupe_key="hello:1", contact_id=contact, template_version_id=template.version.id
+    )
+    session.execute(
+        update(Message).where(Message.id == message).values(sender_identity_id=founder.id)
+    )
+    with pytest.raises(Conflict) as refused:
+        identities.delete_sender_identity(session, founder.id)
+    assert str(refused.value) == (
+        "sender identity 'Founder' has 1 message(s) waiting to be sent from it; they must go "
+        "out (or be cancelled) first"
+    )
+    session.execute(update(Message).where(Message.id == message).values(status=MessageStatus.SENT))
+    identities.delete_sender_identity(session, founder.id)
+    with pytest.raises(NotFound):
+        identities.get_sender_identity(session, founder.id)

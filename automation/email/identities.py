@@ -7,13 +7,13 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.contacts.events import validation_errors
-from automation.email.models import SenderIdentity
+from automation.email.models import WAITING_STATUSES, Message, SenderIdentity
 from automation.email.schema import SenderIdentityIn
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 
@@ -86,6 +86,17 @@ def delete_sender_identity(session: Session, identity_id: int) -> None:
     from automation.workflows.service import workflows_sending_from
 
     identity = get_sender_identity(session, identity_id)
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(Message)
+        .where(Message.sender_identity_id == identity.id, Message.status.in_(WAITING_STATUSES))
+    )
+    if waiting:
+        # Their sender would become null: they would go out from the default sender.
+        raise Conflict(
+            f"sender identity {identity.name!r} has {waiting} message(s) waiting to be sent "
+            "from it; they must go out (or be cancelled) first"
+        )
     using = workflows_sending_from(session, identity.id)
     if using:
         raise Conflict(

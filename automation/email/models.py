@@ -118,6 +118,10 @@ class MessageStatus(enum.StrEnum):
     UNKNOWN = "unknown"  # the sender vanished mid-send: resent only by hand
 
 
+# A message in one of these will still go out (or is going out now).
+WAITING_STATUSES = (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.DEFERRED)
+
+
 class Message(Base):
     """The outbox and the send log: every email is this row before anything sends it."""
 

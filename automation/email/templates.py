@@ -19,8 +19,8 @@ from automation.email.context import load_contact_contexts, sample_contact, temp
 from automation.email.identities import sender_of
 from automation.email.mime import Mail, build_mime, qp_encode
 from automation.email.models import (
+    WAITING_STATUSES,
     Message,
-    MessageStatus,
     SenderIdentity,
     Template,
     TemplateKind,
@@ -39,7 +39,6 @@ from automation.email.transport import Delivery, Envelope, Transport
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 
 VIEWPORTS = {"desktop": 800, "mobile": 375}
-PENDING = (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.DEFERRED)
 
 
 def _sample_context(session: Session, base_url: str) -> dict[str, Any]:
@@ -243,7 +242,7 @@ def delete_template(session: Session, template_id: int) -> None:
         select(func.count())
         .select_from(Message)
         .join(TemplateVersion, TemplateVersion.id == Message.template_version_id)
-        .where(TemplateVersion.template_id == template.id, Message.status.in_(PENDING))
+        .where(TemplateVersion.template_id == template.id, Message.status.in_(WAITING_STATUSES))
     )
     if pending:
         raise Conflict(
