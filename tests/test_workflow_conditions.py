@@ -408,6 +408,12 @@ def test_the_demo_publishes_both_examples_and_starts_contacts_on_them(session):
             select(Enrollment).where(Enrollment.workflow_id == workflow.id)
         ).all()
         assert enrolled, workflow.name
+    # The demo's leads came in through the e-book form, as they would from a website.
+    nurtured = session.scalars(
+        select(Enrollment.context).where(Enrollment.workflow_id == workflows["Lead nurture"].id)
+    ).all()
+    assert {c["trigger"]["type"] for c in nurtured} == {"form_submitted"}
+    assert f"({len(nurtured)} leads in the nurture" in summary
     from automation.workflows.examples import load_example_workflows
 
     assert load_example_workflows(session) == "example workflows already loaded"

@@ -8,10 +8,9 @@ import json
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from automation import clock
 from automation.contacts.events import ingest_events
 from automation.contacts.models import Contact, ContactStatus, LifecycleStage
 from automation.email.models import SenderIdentity, Template, TemplateKind
@@ -20,9 +19,8 @@ from automation.email.schema import TemplateIn
 from automation.email.templates import create_template
 from automation.forms.models import Form
 from automation.forms.schema import FormFieldIn, FormIn
-from automation.forms.service import create_form
-from automation.workflows.enrolment import enroll_manually
-from automation.workflows.models import Workflow
+from automation.forms.service import create_form, submit_form
+from automation.workflows.models import Enrollment, Workflow
 from automation.workflows.service import import_workflow
 
 # The examples' template numbers, and the template the demo gives each one.
@@ -93,7 +91,7 @@ def load_example_workflows(session: Session) -> str:
     ):
         return "example workflows already loaded"
     templates = _templates(session)
-    example_form(session)
+    form = example_form(session)
     published = {}
     for name in ("abandoned_cart", "lead_nurture"):
         document = example(name)
@@ -109,8 +107,19 @@ def load_example_workflows(session: Session) -> str:
             .limit(25)
         )
     )
-    enrolled = enroll_manually(
-        session, published["lead_nurture"], contact_ids=[c.id for c in leads], now=clock.now()
+    # The leads ask for the e-book on its form, as they would from a website: the
+    # submission's form.submitted event starts them on the lead nurture.
+    for lead in leads:
+        submit_form(
+            session,
+            form,
+            {"email": lead.email, "first_name": lead.first_name, "consent": "on"},
+            ip="198.51.100.7",
+        )
+    enrolled = session.scalar(
+        select(func.count())
+        .select_from(Enrollment)
+        .where(Enrollment.workflow_id == published["lead_nurture"])
     )
     shoppers = list(session.scalars(subscribed.order_by(Contact.id.desc()).limit(10)))
     ingest_events(
