@@ -387,3 +387,30 @@ def test_a_form_that_starts_a_live_workflow_cannot_be_deleted(site_app):
         "Not deleted: form &#39;Newsletter&#39; starts the workflow &#39;Older welcome&#39;"
         in shown
     )
+
+
+def test_a_form_a_live_workflow_names_by_name_cannot_be_renamed(site_app):
+    client = site_app.test_client()
+    marketer = admin_headers(site_app, "marketer")
+    named = setup_form(site_app)  # "Newsletter"
+    by_id = setup_form(site_app, name="Webinar")
+    form_workflow(site_app, "Older welcome", form="Newsletter")
+    form_workflow(site_app, "Webinar follow-up", form_id=by_id["id"])
+    refused = client.put(
+        f"/api/v1/forms/{named['id']}", json={**FORM, "name": "Monthly news"}, headers=marketer
+    )
+    assert refused.status_code == 409
+    assert refused.json["error"]["details"] == [
+        {"path": "name", "message": "named by its name in the trigger of 'Older welcome'"}
+    ]
+    # Other edits keep working; a form named by id is renamed freely.
+    kept = client.put(
+        f"/api/v1/forms/{named['id']}",
+        json={**FORM, "success_message": "Thanks!"},
+        headers=marketer,
+    )
+    assert kept.status_code == 200, kept.json
+    renamed = client.put(
+        f"/api/v1/forms/{by_id['id']}", json={**FORM, "name": "Spring webinar"}, headers=marketer
+    )
+    assert renamed.status_code == 200 and renamed.json["name"] == "Spring webinar"

@@ -129,6 +129,8 @@ def update_form(session: Session, form_id: int, data: FormIn) -> Form:
     form = get_form(session, form_id)
     fields = _check(session, data)
     _unique_name(session, data.name, exclude=form.id)
+    if data.name != form.name:
+        _check_rename(session, form)
     _apply(form, data, fields)
     form.updated_at = clock.now()
     session.flush()
@@ -163,6 +165,21 @@ def form_by_public_id(session: Session, public_id: str) -> Form:
 
 def list_forms(session: Session) -> list[Form]:
     return list(session.scalars(select(Form).order_by(Form.name)))
+
+
+def _check_rename(session: Session, form: Form) -> None:
+    """A live workflow whose trigger names the form by its name (documents written before
+    triggers named forms by id, like the shipped examples) would stop starting: refused."""
+    from automation.workflows.service import workflows_triggered_by_form
+
+    using = workflows_triggered_by_form(session, None, form.name)
+    if using:
+        listed = ", ".join(repr(name) for name in using)
+        raise Conflict(
+            f"form {form.name!r} is named by its name in the trigger of {listed}: choose the "
+            "form in that trigger (the canvas lists them) and publish, then rename it",
+            [FieldError("name", f"named by its name in the trigger of {listed}")],
+        )
 
 
 def delete_form(session: Session, form_id: int) -> None:

@@ -313,14 +313,17 @@ def live_definitions(session: Session, *conditions: Any) -> list[tuple[str, dict
     return [(name, definition) for name, definition in rows]
 
 
-def workflows_triggered_by_form(session: Session, form_id: int, form_name: str) -> list[str]:
-    """Names of the workflows (not archived) whose live version starts on this form."""
+def workflows_triggered_by_form(session: Session, form_id: int | None, form_name: str) -> list[str]:
+    """Names of the workflows (not archived) whose live version starts on this form, named
+    by id or by name (``form_id`` None: only those naming it by name)."""
     names = []
     for name, definition in live_definitions(
         session, WorkflowVersion.trigger_type == "form_submitted"
     ):
         trigger = definition.get("trigger", {})
-        if trigger.get("form_id") == form_id or trigger.get("form") == form_name:
+        if (form_id is not None and trigger.get("form_id") == form_id) or trigger.get(
+            "form"
+        ) == form_name:
             names.append(name)
     return names
 
