@@ -183,22 +183,3 @@ class Batch:
                 "round": self.round,
             }
         )
-
-    def visit_rows(self) -> list[dict[str, Any]]:
-        """Every new journal row, one dict each."""
-        rows = [
-            {
-                "enrollment_id": enrollment_id,
-                "workflow_version_id": version_id,
-                "node_id": node_id,
-                "entered_at": entered_at,
-                "left_at": left_at,
-                "exit": label,
-                "detail": None,
-                "round": number,
-            }
-            for key, ids in self.visits.items()
-            for number, version_id, node_id, entered_at, left_at, label in [key]
-            for enrollment_id in ids
-        ]
-        return rows + self.step_inserts

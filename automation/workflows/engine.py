@@ -348,7 +348,7 @@ def _state(item: Item) -> dict[str, Any]:
 
 def _write_back_portable(batch: Batch) -> None:
     session = batch.session
-    _insert_visits(session, batch.visit_rows())
+    _insert_visits(session, batch)
 
     rows = []
     with_context = []
@@ -459,68 +459,52 @@ def _write_back_postgres(batch: Batch) -> None:
 GROUPED_UPDATES = 16  # past this many distinct end states, one UPDATE ... FROM unnest
 
 
-def _insert_visits(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Journal rows, one INSERT ... SELECT per (version, node, times, exit): contacts that
-    went the same way differ only by id, so only an id array travels. Rounds go in order,
-    so each contact's visits keep their order (a contact visits one node per round)."""
-    rounds: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        rounds[row["round"]].append(row)
-    for number in sorted(rounds):
-        _insert_round(session, rounds[number])
+JOURNAL_COLUMNS = [
+    "enrollment_id",
+    "workflow_version_id",
+    "node_id",
+    "entered_at",
+    "left_at",
+    "exit",
+]
 
 
-def _insert_round(session: Session, rows: list[dict[str, Any]]) -> None:
-    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
-    detailed = []
-    for row in rows:
-        if row["detail"] is None:
-            key = (
-                row["workflow_version_id"],
-                row["node_id"],
-                row["entered_at"],
-                row["left_at"],
-                row["exit"],
-            )
-            groups[key].append(row["enrollment_id"])
-        else:
-            detailed.append({k: v for k, v in row.items() if k != "round"})
-    for (version_id, node_id, entered_at, left_at, label), ids in groups.items():
-        if len(ids) == 1:  # waits that ended: each began at its own time
-            detailed.append(
-                {
-                    "enrollment_id": ids[0],
-                    "workflow_version_id": version_id,
-                    "node_id": node_id,
-                    "entered_at": entered_at,
-                    "left_at": left_at,
-                    "exit": label,
-                    "detail": None,
-                }
-            )
-            continue
-        chosen = select(
-            Enrollment.id,
-            literal(version_id),
-            literal(node_id),
-            literal(entered_at, UTCDateTime()),
-            literal(left_at, UTCDateTime()),
-            literal(label, String()),
-        ).where(one_of(session, Enrollment.id, ids))
-        session.execute(
-            insert(EnrollmentStep).from_select(
-                [
-                    "enrollment_id",
-                    "workflow_version_id",
-                    "node_id",
-                    "entered_at",
-                    "left_at",
-                    "exit",
-                ],
-                chosen,
-            )
-        )
-    insert_rows(session, EnrollmentStep, detailed)
+def _insert_visits(session: Session, batch: Batch) -> None:
+    """The batch's journal rows (portable path), round by round so each contact's visits
+    keep their order in ``id`` (a contact visits one node per round). Contacts that went
+    the same way differ only by id: one INSERT ... SELECT per group with an id list; lone
+    rows (a wait that began at its own time, a row with detail) in one executemany."""
+    rounds: dict[int, list[tuple[tuple[Any, ...], list[int]]]] = defaultdict(list)
+    for key, ids in batch.visits.items():
+        rounds[key[0]].append((key[1:], ids))
+    lone: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in batch.step_inserts:
+        lone[row["round"]].append({k: v for k, v in row.items() if k != "round"})
+    for number in sorted(rounds.keys() | lone.keys()):
+        for (version_id, node_id, entered_at, left_at, label), ids in rounds[number]:
+            if len(ids) == 1:
+                lone[number].append(
+                    {
+                        "enrollment_id": ids[0],
+                        "workflow_version_id": version_id,
+                        "node_id": node_id,
+                        "entered_at": entered_at,
+                        "left_at": left_at,
+                        "exit": label,
+                        "detail": None,
+                    }
+                )
+                continue
+            chosen = select(
+                Enrollment.id,
+                literal(version_id),
+                literal(node_id),
+                literal(entered_at, UTCDateTime()),
+                literal(left_at, UTCDateTime()),
+                literal(label, String()),
+            ).where(one_of(session, Enrollment.id, ids))
+            session.execute(insert(EnrollmentStep).from_select(JOURNAL_COLUMNS, chosen))
+        insert_rows(session, EnrollmentStep, lone[number])
 
 
 def _update_states(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -546,8 +530,9 @@ def journal_waits(
 ) -> None:
     """Journal the visits of those of ``enrollment_ids`` that wait at a node, as ended now
     by ``label``: outside the engine's batches (a goal met, a removal, an archived
-    workflow, a version migration), before the enrolments move on. A waiting visit's row
-    is written once, when it ends; until then the enrolment itself is the open visit."""
+    workflow; a version migration writes its own rows, each saying where it went). A
+    waiting visit's row is written once, when it ends; until then the enrolment itself is
+    the open visit."""
     if not enrollment_ids:
         return
     chosen = select(
@@ -564,7 +549,7 @@ def journal_waits(
     )
     session.execute(
         insert(EnrollmentStep).from_select(
-            ["enrollment_id", "workflow_version_id", "node_id", "entered_at", "left_at", "exit"],
+            JOURNAL_COLUMNS,
             chosen.order_by(Enrollment.id),
         )
     )
