@@ -7,8 +7,10 @@ skipped and the summary says so plainly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,23 @@ def _postgres_engine() -> Engine:
             conn.execute(text("CREATE SCHEMA public"))
         Base.metadata.create_all(_pg_engine)
     return _pg_engine
+
+
+@contextlib.contextmanager
+def scratch_postgres_database(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards (for tests that
+    build a schema their own way: migrations, bench scripts)."""
+    require_service("postgres")
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))  # our own generated name
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def _create_database(url: str) -> None:

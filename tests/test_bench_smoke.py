@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from conftest import PG_URL, require_service
-from sqlalchemy import text
-
-from automation.db import make_engine
+from conftest import scratch_postgres_database
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name != "__init__.py")
@@ -19,15 +15,8 @@ SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name != "__init__.py")
 
 @pytest.fixture(scope="module")
 def bench_db_url():
-    require_service("postgres")
-    name = f"nurture_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres_database("nurture_bench") as url:
+        yield url
 
 
 @pytest.mark.postgres

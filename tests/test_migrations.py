@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 import pytest
 from alembic import command
-from conftest import PG_URL, require_service
+from conftest import scratch_postgres_database
 from sqlalchemy import text
 
 from automation.db import make_engine
@@ -28,17 +27,8 @@ def test_migrations_match_models_on_sqlite(tmp_path):
 
 @pytest.mark.postgres
 def test_migrations_match_models_on_postgres():
-    require_service("postgres")
-    name = f"nurture_migr_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        _check(PG_URL.rsplit("/", 1)[0] + f"/{name}")
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres_database("nurture_migr") as url:
+        _check(url)
 
 
 def _fill(conn, table: str, values: dict) -> int:
@@ -123,14 +113,5 @@ def test_journal_migration_on_sqlite(tmp_path):
 
 @pytest.mark.postgres
 def test_journal_migration_on_postgres():
-    require_service("postgres")
-    name = f"nurture_migr_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        _journal_written_once(PG_URL.rsplit("/", 1)[0] + f"/{name}")
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres_database("nurture_migr") as url:
+        _journal_written_once(url)
