@@ -160,13 +160,18 @@ def test_goal_condition_converts_when_the_contact_changes(harness):
     assert harness.path(enrolment.id) == [("w", "converted")]
 
 
-def test_segment_entered_trigger_and_bulk_enrolment_of_a_segment(harness):
-    ids = _contacts(harness, ana=10, ben=80, cy=90)
+def _hot_segment(harness) -> int:
+    """The "Hot" segment, saved and refreshed; its id."""
     with harness.sessions() as s:
         segment = create_segment(s, SegmentIn(name="Hot", conditions=HOT["conditions"]))
         refresh_segment(s, segment.id)
         s.commit()
-        segment_id = segment.id
+        return segment.id
+
+
+def test_segment_entered_trigger_and_bulk_enrolment_of_a_segment(harness):
+    ids = _contacts(harness, ana=10, ben=80, cy=90)
+    segment_id = _hot_segment(harness)
     entered = harness.publish(
         doc(
             [
@@ -213,11 +218,7 @@ def test_segment_entered_trigger_and_bulk_enrolment_of_a_segment(harness):
 
 def test_segment_left_trigger_enrols_those_who_leave_and_no_one_else(harness):
     ids = _contacts(harness, ana=10, ben=80, cy=90)
-    with harness.sessions() as s:
-        segment = create_segment(s, SegmentIn(name="Hot", conditions=HOT["conditions"]))
-        refresh_segment(s, segment.id)
-        s.commit()
-        segment_id = segment.id
+    segment_id = _hot_segment(harness)
     left = harness.publish(
         doc(
             [{"id": "cool", "type": "update_contact", "add_tags": ["cooled"], "next": None}],
