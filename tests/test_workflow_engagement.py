@@ -96,6 +96,21 @@ def enrolled(harness: Any, workflow_id: int) -> set[int]:
     return {e.contact_id for e in harness.enrollments(workflow_id)}
 
 
+def enrol_and_mail_two(harness: Any, template_id: int) -> tuple[dict[str, int], dict[str, int]]:
+    """iphone@ and reader@ sign up (and enter the workflow), and an hour later each is
+    sent ``template_id``: their two messages."""
+    harness.events(
+        {"name": "signed_up", "email": "iphone@example.com"},
+        {"name": "signed_up", "email": "reader@example.com"},
+    )
+    harness.tick()
+    harness.clock.advance(hours=1)
+    return (
+        sent(harness, "iphone@example.com", template_id),
+        sent(harness, "reader@example.com", template_id),
+    )
+
+
 def test_a_human_open_or_click_starts_an_engagement_trigger_and_a_machine_one_does_not(harness):
     guide, other = template(harness, "Guide"), template(harness, "Other")
     opened = harness.publish(
@@ -151,14 +166,7 @@ def test_a_machine_open_does_not_end_a_wait_for_an_open(harness):
             ]
         )
     )
-    harness.events(
-        {"name": "signed_up", "email": "iphone@example.com"},
-        {"name": "signed_up", "email": "reader@example.com"},
-    )
-    harness.tick()
-    harness.clock.advance(hours=1)
-    iphone = sent(harness, "iphone@example.com", news)
-    reader = sent(harness, "reader@example.com", news)
+    iphone, reader = enrol_and_mail_two(harness, news)
     assert ingest(harness, hit(iphone, **APPLE_MPP), hit(reader, **HUMAN)).machine == 1
     waiting = {e.contact_id: e for e in harness.enrollments(wf)}
     iphone_id, reader_id = (harness.contact_id(f"{w}@example.com") for w in ("iphone", "reader"))
@@ -179,14 +187,7 @@ def test_a_machine_open_does_not_meet_an_open_goal(harness):
             settings={"goal": {"event": "email.opened"}},
         )
     )
-    harness.events(
-        {"name": "signed_up", "email": "iphone@example.com"},
-        {"name": "signed_up", "email": "reader@example.com"},
-    )
-    harness.tick()
-    harness.clock.advance(hours=1)
-    iphone = sent(harness, "iphone@example.com", news)
-    reader = sent(harness, "reader@example.com", news)
+    iphone, reader = enrol_and_mail_two(harness, news)
     ingest(harness, hit(iphone, **APPLE_MPP), hit(reader, **HUMAN))
     iphone_id, reader_id = (harness.contact_id(f"{w}@example.com") for w in ("iphone", "reader"))
     statuses = {e.contact_id: e.status for e in harness.enrollments(wf)}
