@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -13,12 +14,15 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from sqlalchemy import select, update
 
+from automation import clock
 from automation.contacts.models import ContactStatus
 from automation.contacts.schema import ContactIn
 from automation.contacts.service import create_contact
 from automation.email.catcher import free_port
 from automation.email.identities import create_sender_identity
+from automation.email.models import Message, MessageStatus
 from automation.email.schema import SenderIdentityIn, TemplateIn
 from automation.email.templates import create_template
 
@@ -215,3 +219,14 @@ def make_contact(session: Any, email: str, **overrides: Any) -> int:
     data.update(overrides)
     status = data.pop("status", ContactStatus.SUBSCRIBED)
     return create_contact(session, ContactIn(status=status, **data), source="test").id
+
+
+def mark_sent(session: Any, message_id: int, ago: timedelta) -> int:
+    """Mark a queued message sent ``ago`` before now (as the sender would); its token
+    nonce, for building its tracking tokens."""
+    session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(status=MessageStatus.SENT, sent_at=clock.now() - ago)
+    )
+    return int(session.scalar(select(Message.token_nonce).where(Message.id == message_id)))

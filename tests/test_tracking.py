@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from emailkit import make_contact, make_identity, make_template
+from emailkit import make_contact, make_identity, make_template, mark_sent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
@@ -38,12 +38,7 @@ def sent_message(app: Any, email: str = "zoe@example.com", minutes_ago: int = 30
             workflow_id=77,
             workflow_node_id="mail",
         )
-        s.execute(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(status=MessageStatus.SENT, sent_at=clock.now() - timedelta(minutes=minutes_ago))
-        )
-        nonce = s.scalar(select(Message.token_nonce).where(Message.id == message_id))
+        nonce = mark_sent(s, message_id, timedelta(minutes=minutes_ago))
         s.commit()
     signer = TokenSigner.from_settings(app.extensions["nurture"].settings)
     tokens = signer.for_message(message_id, nonce, version_id)
@@ -492,12 +487,7 @@ def _another_message(
         message_id = queue_message(
             s, dedupe_key=key, contact_id=contact_id, template_version_id=msg["version_id"]
         )
-        s.execute(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(status=MessageStatus.SENT, sent_at=clock.now() - timedelta(hours=1))
-        )
-        nonce = s.scalar(select(Message.token_nonce).where(Message.id == message_id))
+        nonce = mark_sent(s, message_id, timedelta(hours=1))
         s.commit()
     return {**msg, "id": message_id, "contact_id": contact_id, "nonce": nonce & 0xFFFFFFFF}
 

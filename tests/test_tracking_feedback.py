@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import make_settings
-from emailkit import make_contact, make_identity, make_template
+from emailkit import make_contact, make_identity, make_template, mark_sent
 from sqlalchemy import func, select, update
 
 from automation import clock
@@ -60,12 +60,7 @@ def sent(app: Any, email: str, *, identity: bool = True) -> tuple[int, int, str]
         message_id = queue_message(
             s, dedupe_key=f"t:{email}", contact_id=contact_id, template_version_id=version_id
         )
-        s.execute(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(status=MessageStatus.SENT, sent_at=clock.now() - timedelta(hours=1))
-        )
-        nonce = s.scalar(select(Message.token_nonce).where(Message.id == message_id))
+        nonce = mark_sent(s, message_id, timedelta(hours=1))
         s.commit()
     signer = TokenSigner.from_settings(app.extensions["nurture"].settings)
     header = message_id_header(signer.for_message(message_id, nonce, version_id), "shop.example")

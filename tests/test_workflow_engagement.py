@@ -10,14 +10,14 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from emailkit import make_contact, make_identity, make_template
-from sqlalchemy import select, update
+from emailkit import make_contact, make_identity, make_template, mark_sent
+from sqlalchemy import select
 from workflows_support import doc
 
 from automation import clock
 from automation.contacts.models import Event
 from automation.contacts.service import find_contact_by_email
-from automation.email.models import Message, MessageStatus, SenderIdentity, TemplateVersion
+from automation.email.models import SenderIdentity, TemplateVersion
 from automation.email.outbox import queue_message
 from automation.tracking.classify import HitClass
 from automation.tracking.hits import Hit
@@ -56,12 +56,7 @@ def sent(harness: Any, email: str, template_id: int) -> dict[str, int]:
             contact_id=contact_id,
             template_version_id=version_id,
         )
-        s.execute(
-            update(Message)
-            .where(Message.id == message_id)
-            .values(status=MessageStatus.SENT, sent_at=clock.now() - timedelta(minutes=30))
-        )
-        nonce = s.scalar(select(Message.token_nonce).where(Message.id == message_id))
+        nonce = mark_sent(s, message_id, timedelta(minutes=30))
         s.commit()
     return {"id": message_id, "nonce": nonce & 0xFFFFFFFF, "version_id": version_id}
 
