@@ -41,6 +41,19 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 JSONDoc = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
+def json_objects(document: Any) -> Iterator[dict[str, Any]]:
+    """Every object of a stored JSON document (a workflow, a segment's conditions), at any
+    depth: for finding what a document names without parsing it."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            yield value
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores naive UTC, returns aware UTC: the same on SQLite and PostgreSQL."""
 

@@ -21,7 +21,7 @@ from automation.contacts.models import (
     Tag,
 )
 from automation.contacts.schema import ContactIn, ContactPatch, ContactSearch, CustomFieldIn
-from automation.db import is_postgres
+from automation.db import is_postgres, json_objects
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 from automation.reactions import react_to_contact_changes
 
@@ -256,15 +256,8 @@ def names_field(document: Any, name: str) -> bool:
     ``name``: as a condition's or trigger's ``field`` (``attributes.name``, or ``name`` for
     date fields) or as a key an update step sets."""
     wanted = {name, f"attributes.{name}"}
-    pending = [document]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, dict):
-            if value.get("field") in wanted:
-                return True
-            if isinstance(value.get("set"), dict) and f"attributes.{name}" in value["set"]:
-                return True
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return False
+    return any(
+        value.get("field") in wanted
+        or (isinstance(value.get("set"), dict) and f"attributes.{name}" in value["set"])
+        for value in json_objects(document)
+    )

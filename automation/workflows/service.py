@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.db import json_objects
 from automation.errors import Conflict, NotFound
 from automation.workflows.models import (
     EnrollmentStatus,
@@ -361,15 +362,9 @@ def _segment_refs(definition: dict[str, Any]) -> set[int]:
     for node in definition.get("nodes", []):
         for key in ("add_to_lists", "remove_from_lists"):
             found.update(i for i in node.get(key, []) if isinstance(i, int))
-    pending: list[Any] = [definition.get("nodes", []), definition.get("settings", {})]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, dict):
-            if isinstance(value.get("segment"), int):
-                found.add(value["segment"])
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
+    for value in json_objects([definition.get("nodes", []), definition.get("settings", {})]):
+        if isinstance(value.get("segment"), int):
+            found.add(value["segment"])
     return found
 
 
