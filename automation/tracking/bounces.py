@@ -458,11 +458,10 @@ def guard_complaint_rate(session: Session, sender: SenderKey, policy: Settings) 
     """Pause the sender when its complaint rate is over 0.3 % with at least
     ``complaint_min_count`` complaints (the policy in force); True if it paused now."""
     days = policy.complaint_window_days
-    if sender is None:
-        resumed_at = default_sender_resumed_at(session)
-    else:
-        identity = session.get(SenderIdentity, sender)
-        resumed_at = identity.resumed_at if identity is not None else None
+    identity = None if sender is None else session.get(SenderIdentity, sender)
+    if sender is not None and (identity is None or identity.paused_at is not None):
+        return False  # gone, or paused already
+    resumed_at = default_sender_resumed_at(session) if identity is None else identity.resumed_at
     complaints, sent = complaint_rate(session, sender, days=days, resumed_at=resumed_at)
     if complaints < policy.complaint_min_count or complaints / max(sent, 1) <= (
         COMPLAINT_RATE_LIMIT
@@ -472,11 +471,8 @@ def guard_complaint_rate(session: Session, sender: SenderKey, policy: Settings) 
         f"complaint rate {complaints / max(sent, 1):.2%} ({complaints} of {sent} sent in "
         f"{days} days) is over {COMPLAINT_RATE_LIMIT:.1%}"
     )
-    if sender is None:
+    if identity is None:
         return pause_default_sender(session, reason)
-    identity = session.get(SenderIdentity, sender)
-    if identity is None or identity.paused_at is not None:
-        return False
     identity.paused_at = clock.now()
     identity.paused_reason = reason
     session.flush()
