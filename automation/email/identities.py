@@ -83,7 +83,7 @@ def delete_sender_identity(session: Session, identity_id: int) -> None:
     """Delete an identity; refused while anything (a template, a campaign, a live
     workflow's send step) still uses it. After a refusal the session must be rolled back
     (the failed flush left it unusable)."""
-    from automation.workflows.service import workflows_sending_from
+    from automation.workflows.service import the_workflows, workflows_sending_from
 
     identity = get_sender_identity(session, identity_id)
     waiting = session.scalar(
@@ -100,8 +100,7 @@ def delete_sender_identity(session: Session, identity_id: int) -> None:
     using = workflows_sending_from(session, identity.id)
     if using:
         raise Conflict(
-            f"sender identity {identity.name!r} sends for the workflow"
-            f"{'s' if len(using) > 1 else ''} {', '.join(repr(n) for n in using)}: "
+            f"sender identity {identity.name!r} sends for {the_workflows(using)}: "
             "choose another sender in them first"
         )
     try:

@@ -228,14 +228,13 @@ def delete_template(session: Session, template_id: int) -> None:
     """Archive a template. Refused while messages of it wait to be sent, or a live
     workflow sends it (its step would skip the email from then on); its versions stay,
     since sent messages still point at them."""
-    from automation.workflows.service import workflows_sending_template
+    from automation.workflows.service import the_workflows, workflows_sending_template
 
     template = get_template(session, template_id, lock=True)
     using = workflows_sending_template(session, template.id)
     if using:
         raise Conflict(
-            f"template {template.name!r} is sent by the workflow"
-            f"{'s' if len(using) > 1 else ''} {', '.join(repr(n) for n in using)}: "
+            f"template {template.name!r} is sent by {the_workflows(using)}: "
             "choose another template in them, or archive them, first"
         )
     pending = session.scalar(

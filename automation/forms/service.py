@@ -174,7 +174,7 @@ def _check_rename(session: Session, form: Form) -> None:
 
     using = workflows_triggered_by_form(session, None, form.name)
     if using:
-        listed = ", ".join(repr(name) for name in using)
+        listed = ", ".join(map(repr, using))
         raise Conflict(
             f"form {form.name!r} is named by its name in the trigger of {listed}: choose the "
             "form in that trigger (the canvas lists them) and publish, then rename it",
@@ -185,14 +185,13 @@ def _check_rename(session: Session, form: Form) -> None:
 def delete_form(session: Session, form_id: int) -> None:
     """Delete a form; refused while a live workflow starts on it (the workflow would never
     start again, silently)."""
-    from automation.workflows.service import workflows_triggered_by_form
+    from automation.workflows.service import the_workflows, workflows_triggered_by_form
 
     form = get_form(session, form_id)
     using = workflows_triggered_by_form(session, form.id, form.name)
     if using:
-        listed = ", ".join(repr(name) for name in using)
         raise Conflict(
-            f"form {form.name!r} starts the workflow{'s' if len(using) > 1 else ''} {listed}: "
+            f"form {form.name!r} starts {the_workflows(using)}: "
             "archive them or give them another trigger first"
         )
     session.delete(form)

@@ -303,6 +303,11 @@ def remove_enrollment(session: Session, workflow_id: int, enrollment_id: int) ->
     finish_enrollments(session, [enrollment_id], EnrollmentStatus.EXITED, exit_label="removed")
 
 
+def the_workflows(names: list[str]) -> str:
+    """``the workflow 'A'`` / ``the workflows 'A', 'B'``: for refusals that name them."""
+    return f"the workflow{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}"
+
+
 def live_definitions(session: Session, *conditions: Any) -> list[tuple[str, dict[str, Any]]]:
     """(name, live version's document) of the workflows that are not archived."""
     rows = session.execute(
