@@ -275,8 +275,8 @@ def bounces_ingest(file: BinaryIO) -> None:
     75 (EX_TEMPFAIL): the database is unreachable, so the MTA should retry."""
     from sqlalchemy.exc import OperationalError
 
+    from automation.signing import TokenSigner
     from automation.tracking.bounces import parse_report, record_feedback
-    from automation.tracking.tokens import TokenSigner
 
     raw = file.read()
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 
 @dataclass(frozen=True)
 class FieldError:
@@ -59,4 +61,27 @@ def join_path(parts: tuple[str | int, ...] | list[str | int]) -> str:
             out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
+    return out
+
+
+def field_errors(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[FieldError]:
+    """Pydantic errors as our FieldErrors, with paths like ``events[3].email``.
+
+    Location parts starting with "~" are tags of discriminated unions (segments/schema.py),
+    not keys of the input, so they are left out of the path. A list reported too short only
+    because some of its items failed is not reported: the items' errors say why.
+    """
+    out = []
+    for err in exc.errors():
+        given = err.get("input")
+        if (
+            err["type"] == "too_short"
+            and isinstance(given, list | tuple)
+            and len(given) >= err.get("ctx", {}).get("min_length", 0)
+        ):
+            continue
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("~")))
+        path = join_path(prefix + loc)
+        message = err["msg"].removeprefix("Value error, ")
+        out.append(FieldError(path or "body", message))
     return out

@@ -41,7 +41,7 @@ from automation.email.outbox import queue_for_contacts
 from automation.email.sender import Sending, send_due
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.queueing import make_celery
-from automation.tracking.tokens import TokenSigner
+from automation.signing import TokenSigner
 
 DEFAULT_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 DEFAULT_BROKER = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

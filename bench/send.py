@@ -62,7 +62,7 @@ from automation.email.render import compile_version, render_email, render_for_se
 from automation.email.samples import _FOOTER, _HEAD, _HEADER
 from automation.email.sender import Sending, send_due
 from automation.email.transport import SmtpSettings, SmtpTransport
-from automation.tracking.tokens import TokenSigner, message_id_header
+from automation.signing import TokenSigner, message_id_header
 
 DEFAULT_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 SINK_DIR = Path(tempfile.gettempdir()) / "nurture-smtp-sink"

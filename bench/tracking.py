@@ -61,9 +61,9 @@ from automation.email.models import (  # noqa: E402
     TemplateKind,
     TemplateVersion,
 )
+from automation.signing import TokenKind, TokenSigner  # noqa: E402
 from automation.tracking.hits import Hit, RedisHitQueue, SpoolHitQueue  # noqa: E402
 from automation.tracking.service import drain_hits  # noqa: E402
-from automation.tracking.tokens import TokenKind, TokenSigner  # noqa: E402
 
 DEFAULT_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 REDIS_URL = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")

@@ -5,7 +5,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from automation.contacts.addresses import normalize_email, validate_time_zone
+from automation.addresses import normalize_email, validate_time_zone
 
 local = st.from_regex(r"[A-Za-z0-9._%+\-!#]{1,20}", fullmatch=True)
 domain = st.from_regex(r"([a-zA-Z0-9\-]{1,10}\.){1,3}[a-zA-Z]{2,6}", fullmatch=True)

@@ -23,7 +23,7 @@ from automation.db import make_engine, make_session_factory, transaction
 from automation.email.models import Message, MessageStatus
 from automation.email.sender import Sending, send_due
 from automation.email.transport import SmtpSettings, SmtpTransport
-from automation.tracking.tokens import TokenSigner
+from automation.signing import TokenSigner
 
 AUDIENCE = 10_000
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -23,8 +23,8 @@ from automation.db import make_engine, make_session_factory
 from automation.email.models import Message, MessageStatus
 from automation.email.outbox import expire_leases, queue_for_contacts
 from automation.queueing import make_celery
+from automation.signing import TokenKind, TokenSigner
 from automation.tasks import send_due
-from automation.tracking.tokens import TokenKind, TokenSigner
 
 MESSAGES = 10_000
 LEASE_SECONDS = 6

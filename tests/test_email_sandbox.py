@@ -16,7 +16,7 @@ from automation.email.outbox import queue_message
 from automation.email.sandbox import CHECK_HTML_ENV, HTML_ENV, TEXT_ENV, RenderError, render
 from automation.email.sender import Sending, send_due
 from automation.email.transport import SmtpSettings, SmtpTransport
-from automation.tracking.tokens import TokenSigner
+from automation.signing import TokenSigner
 
 smtp_server = emailkit.smtp_server
 

@@ -12,7 +12,7 @@ from emailkit import make_contact, make_identity, make_template
 from sqlalchemy import func, select
 
 from automation import clock
-from automation.contacts.addresses import email_hash
+from automation.addresses import email_hash
 from automation.contacts.models import Contact, ContactStatus, Event
 from automation.db import make_engine, make_session_factory
 from automation.email.models import Message, MessageStatus, Suppression, SuppressionReason
@@ -25,7 +25,7 @@ from automation.email.outbox import (
 )
 from automation.email.sender import Sending, render_message, send_batch, send_due
 from automation.email.transport import SmtpSettings, SmtpTransport
-from automation.tracking.tokens import TokenKind, TokenSigner
+from automation.signing import TokenKind, TokenSigner
 
 smtp_server = emailkit.smtp_server
 

@@ -27,7 +27,7 @@ from automation.contacts.models import (
 from automation.email.sender import Sending, send_due
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.segments.models import Segment, SegmentMembership
-from automation.tracking.tokens import TokenSigner
+from automation.signing import TokenSigner
 from automation.workflows import service as workflows
 from automation.workflows.models import Enrollment
 

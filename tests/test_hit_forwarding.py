@@ -30,10 +30,10 @@ from automation.accounts.service import create_user
 from automation.contacts.models import Event
 from automation.ops.backlog import spool_backlogs
 from automation.runtime import use_runtime
+from automation.signing import TokenKind
 from automation.tracking.forwarding import Forwarder
 from automation.tracking.hits import Hit, SpoolHitQueue, decode_all, make_hit_queue
 from automation.tracking.service import drain_hits
-from automation.tracking.tokens import TokenKind
 
 ROOT = Path(__file__).resolve().parent.parent
 PRIVATE_REDIS_PORT = 8150 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))

@@ -105,7 +105,7 @@ def test_erase_removes_everything_and_blocks_reimport_mailing(api, app):
         assert s.scalar(select(func.count()).select_from(Contact)) == 0
         suppression = s.scalar(select(Suppression))
         assert suppression.email is None and suppression.reason.value == "erased"
-        from automation.contacts.addresses import email_hash
+        from automation.addresses import email_hash
 
         assert suppression.email_hash == email_hash("erase.me@example.com")
         # Re-importing the address creates a contact, but the hashed suppression stays.

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from automation import clock
-from automation.ops.leases import acquire_lease, run_exclusively
+from automation.leases import acquire_lease, run_exclusively
 from automation.ops.logs import JsonFormatter, log_context
 
 
@@ -40,7 +40,7 @@ def test_racing_schedulers_run_a_singleton_job_once(postgres_url):
     def scheduler(i: int) -> None:
         barrier.wait()
         # each thread is a different holder (a different scheduler host)
-        from automation.ops import leases
+        from automation import leases
 
         with sessions() as s:
             won = leases.acquire_lease(s, "reconcile", f"host-{i}", timedelta(seconds=30))
@@ -60,7 +60,7 @@ def test_racing_schedulers_run_a_singleton_job_once(postgres_url):
 
 def test_a_singleton_job_is_free_for_the_next_worker_once_a_run_ends(settings):
     from automation.db import make_engine, make_session_factory
-    from automation.ops.leases import lease_holder
+    from automation.leases import lease_holder
 
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
@@ -124,7 +124,7 @@ def test_metrics_count_real_sends_render_errors_batches_and_lag(app, client, smt
     from automation.email.outbox import queue_message
     from automation.email.sender import Sending, send_due
     from automation.email.transport import SmtpSettings, SmtpTransport
-    from automation.tracking.tokens import TokenSigner
+    from automation.signing import TokenSigner
     from automation.workflows import service
     from automation.workflows.engine import run_due
 

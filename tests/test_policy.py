@@ -10,7 +10,7 @@ from automation.email.models import Message, MessageStatus
 from automation.email.outbox import queue_message
 from automation.email.sender import Sending, send_due
 from automation.email.transport import SmtpSettings, SmtpTransport
-from automation.tracking.tokens import TokenSigner
+from automation.signing import TokenSigner
 
 smtp_server = emailkit.smtp_server
 

@@ -18,6 +18,7 @@ from test_tracking import HUMAN_UA, sent_message
 
 from automation.contacts.models import Contact, Event
 from automation.errors import InvalidInput
+from automation.signing import TokenSigner, make_identity
 from automation.tracking.forwarding import Forwarder
 from automation.tracking.hits import make_hit_queue
 from automation.tracking.models import AnonymousEvent, SiteVisitor
@@ -26,7 +27,6 @@ from automation.tracking.site import (
     drain_site_events,
     parse_collect,
 )
-from automation.tracking.tokens import TokenSigner, make_identity
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 site_app = sitekit.site_app

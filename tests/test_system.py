@@ -45,7 +45,7 @@ from automation.campaigns.service import create_campaign
 from automation.contacts.models import Contact
 from automation.db import make_engine, make_session_factory
 from automation.email.models import Message, MessageStatus
-from automation.tracking.tokens import TokenKind, TokenSigner
+from automation.signing import TokenKind, TokenSigner
 from automation.workflows import service
 from automation.workflows.models import Enrollment, EnrollmentStatus
 

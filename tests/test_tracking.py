@@ -15,11 +15,11 @@ from automation import clock
 from automation.contacts.models import ConsentRecord, Contact, ContactStatus, Event
 from automation.email.models import Message, MessageStatus, TemplateVersion
 from automation.email.outbox import queue_message
+from automation.signing import TokenKind, TokenSigner
 from automation.tracking.classify import HitClass
 from automation.tracking.hits import Hit, decode_all
 from automation.tracking.ingest import ingest_hits
 from automation.tracking.service import drain_hits
-from automation.tracking.tokens import TokenKind, TokenSigner
 
 HUMAN_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 Thunderbird"
 

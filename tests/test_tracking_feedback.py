@@ -23,8 +23,8 @@ from automation.email.models import (
 )
 from automation.email.outbox import QueueItem, queue_message, queue_messages
 from automation.errors import InvalidInput
+from automation.signing import TokenSigner, message_id_header
 from automation.tracking.bounces import FeedbackType, parse_report, signature
-from automation.tracking.tokens import TokenSigner, message_id_header
 
 SECRET = "webhook-secret-" + "s" * 20
 

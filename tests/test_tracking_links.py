@@ -20,7 +20,7 @@ from automation.email.compiler import LINK_MARKER
 from automation.email.models import Message, TemplateVersion
 from automation.email.outbox import queue_message
 from automation.runtime import use_runtime
-from automation.tracking.tokens import TokenKind, TokenSigner
+from automation.signing import TokenKind, TokenSigner
 
 
 @pytest.fixture

@@ -975,7 +975,7 @@ def test_a_send_node_with_its_own_sender_identity_sends_from_it(harness, setting
     from automation.email.models import Message
     from automation.email.sender import Sending, send_due
     from automation.email.transport import SmtpSettings, SmtpTransport
-    from automation.tracking.tokens import TokenSigner
+    from automation.signing import TokenSigner
 
     with harness.sessions() as s:
         brand = make_identity(s, name="Brand", from_email="hello@shop.example")

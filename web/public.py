@@ -21,12 +21,12 @@ from werkzeug.urls import iri_to_uri
 
 from automation.config import Settings, load_settings
 from automation.errors import NotFound
-from automation.ops.metrics import TRACKING_HITS
+from automation.instruments import TRACKING_HITS
 from automation.runtime import build_runtime
+from automation.signing import TokenClaims, TokenKind, TokenSigner, make_identity
 from automation.tracking import service, topics
 from automation.tracking.hits import Hit, HitQueue, make_hit_writer, new_hit_id, now_epoch
 from automation.tracking.sites import origin_of
-from automation.tracking.tokens import TokenClaims, TokenKind, TokenSigner, make_identity
 from web.auth import public
 
 bp = Blueprint("public", __name__)

@@ -14,7 +14,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from automation import clock
 from automation.accounts.models import ApiKey, LoginFailure, Role, User
-from automation.contacts.addresses import normalize_email
+from automation.addresses import normalize_email
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 
 MIN_PASSWORD = 10

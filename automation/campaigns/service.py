@@ -14,6 +14,7 @@ from sqlalchemy import case, delete, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.addresses import known_time_zones
 from automation.campaigns.models import (
     Campaign,
     CampaignRecipient,
@@ -23,7 +24,6 @@ from automation.campaigns.models import (
     WinnerFallback,
 )
 from automation.campaigns.schema import AbTestIn, CampaignIn, ScheduleIn, VariantIn
-from automation.contacts.addresses import known_time_zones
 from automation.contacts.models import Contact
 from automation.email.models import Message, MessageStatus, Template, TemplateVersion
 from automation.email.outbox import queue_for_contacts, withdraw_waiting

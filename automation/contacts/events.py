@@ -15,7 +15,7 @@ from automation.bulk import insert_rows
 from automation.contacts.models import Contact, ContactStatus, Event
 from automation.contacts.schema import EventIn
 from automation.db import dialect_insert, one_of
-from automation.errors import FieldError, join_path
+from automation.errors import FieldError, field_errors
 from automation.reactions import IngestedEvent, react_to_events
 
 
@@ -34,29 +34,6 @@ class BatchResult:
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
-
-
-def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[FieldError]:
-    """Pydantic errors as our FieldErrors, with paths like ``events[3].email``.
-
-    Location parts starting with "~" are tags of discriminated unions (segments/schema.py),
-    not keys of the input, so they are left out of the path. A list reported too short only
-    because some of its items failed is not reported: the items' errors say why.
-    """
-    out = []
-    for err in exc.errors():
-        given = err.get("input")
-        if (
-            err["type"] == "too_short"
-            and isinstance(given, list | tuple)
-            and len(given) >= err.get("ctx", {}).get("min_length", 0)
-        ):
-            continue
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("~")))
-        path = join_path(prefix + loc)
-        message = err["msg"].removeprefix("Value error, ")
-        out.append(FieldError(path or "body", message))
-    return out
 
 
 def _contact_ids_by_email(session: Session, emails: set[str]) -> dict[str, int]:
@@ -141,9 +118,7 @@ def ingest_events(session: Session, raw_items: Sequence[Any], *, source: str) ->
         try:
             item = EventIn.model_validate(raw)
         except ValidationError as exc:
-            results[index] = ItemResult(
-                index, "error", errors=validation_errors(exc, ("events", index))
-            )
+            results[index] = ItemResult(index, "error", errors=field_errors(exc, ("events", index)))
             continue
         if not item.email and not item.external_id:
             results[index] = ItemResult(

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.contacts.addresses import email_hash
+from automation.addresses import email_hash
 from automation.contacts.models import Contact
 from automation.contacts.related import delete_related_rows, export_related_rows
 from automation.contacts.service import get_contact

@@ -18,8 +18,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.addresses import normalize_email, validate_time_zone
 from automation.contacts import tags as tag_ops
-from automation.contacts.addresses import normalize_email, validate_time_zone
 from automation.contacts.attributes import coerce_text, field_types
 from automation.contacts.models import (
     ConsentRecord,

@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from automation.contacts.addresses import normalize_email, validate_time_zone
+from automation.addresses import normalize_email, validate_time_zone
 from automation.contacts.models import ContactStatus, FieldType, IndexStatus, LifecycleStage
 
 Email = Annotated[str, AfterValidator(normalize_email)]

@@ -12,10 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.contacts.events import validation_errors
 from automation.email.models import WAITING_STATUSES, Message, SenderIdentity
 from automation.email.schema import SenderIdentityIn
-from automation.errors import Conflict, FieldError, InvalidInput, NotFound
+from automation.errors import Conflict, FieldError, InvalidInput, NotFound, field_errors
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ def parse_sender_identity(data: dict[str, object]) -> SenderIdentityIn:
     try:
         return SenderIdentityIn.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(validation_errors(exc)) from None
+        raise InvalidInput(field_errors(exc)) from None
 
 
 def _ensure_unique_name(session: Session, name: str, exclude_id: int | None = None) -> None:

@@ -43,8 +43,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from automation import clock
+from automation.addresses import email_hash
 from automation.config import Settings
-from automation.contacts.addresses import email_hash
 from automation.contacts.models import Contact, ContactStatus
 from automation.db import dialect_insert, is_postgres, one_of
 from automation.email.context import CONTACT_COLUMNS, contact_context, field_types, load_tags

@@ -30,7 +30,7 @@ from automation.email.sandbox import (
     with_globals,
 )
 from automation.errors import NotFound
-from automation.tracking.tokens import MessageTokens, TokenKind
+from automation.signing import MessageTokens, TokenKind
 
 MAX_SUBJECT_CHARS = 300
 _SPACES = re.compile(r"\s+")

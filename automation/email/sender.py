@@ -49,9 +49,9 @@ from automation.email.transport import (
     pooled_transport,
 )
 from automation.errors import FieldError, InvalidInput
-from automation.ops.metrics import BATCH_SECONDS, BATCH_SIZE, HELD, MESSAGES, RENDER_ERRORS
+from automation.instruments import BATCH_SECONDS, BATCH_SIZE, HELD, MESSAGES, RENDER_ERRORS
 from automation.runtime import keep_out_of_collector
-from automation.tracking.tokens import MessageTokens, TokenSigner, message_id_header
+from automation.signing import MessageTokens, TokenSigner, message_id_header
 
 S = DeliveryStatus
 _STATUS = {

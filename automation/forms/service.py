@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.addresses import normalize_email
 from automation.contacts import tags as tag_ops
-from automation.contacts.addresses import normalize_email
 from automation.contacts.attributes import coerce_text, field_types
 from automation.contacts.consent import change_status, record_consent
 from automation.contacts.events import ingest_events
@@ -36,7 +36,7 @@ from automation.reactions import react_to_contact_changes
 from automation.segments.membership import add_members
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.service import missing_segments
-from automation.tracking.tokens import TokenClaims
+from automation.signing import TokenClaims
 
 HONEYPOT_FIELD = "nurture_website"  # hidden from people; a bot that fills it is ignored
 CONSENT_FIELD = "consent"

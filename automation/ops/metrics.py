@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterable
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Histogram,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -27,23 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from automation import clock
 from automation.config import Settings
 from automation.contacts.models import Contact, ImportJob
+from automation.instruments import COUNTERS
 from automation.ops.backlog import outbox_backlog, spool_backlogs, tick_lag
-
-MESSAGES = Counter("nurture_messages_total", "Messages finished by the sender", ["status"])
-HELD = Counter(
-    "nurture_messages_held_total",
-    "Messages held back at claim time (suppressed, capped, template deleted)",
-    ["reason"],
-)
-TRACKING_HITS = Counter("nurture_tracking_hits_total", "Tracking hits", ["kind", "verdict"])
-RENDER_ERRORS = Counter("nurture_render_errors_total", "Template renders that failed")
-BATCH_SECONDS = Histogram("nurture_batch_seconds", "Duration of a batch job", ["job"])
-BATCH_SIZE = Histogram(
-    "nurture_batch_size",
-    "Items in a batch",
-    ["job"],
-    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
-)
 
 # Scrape-time gauges read from the database: (name, help, labels, reader).
 GaugeReader = Callable[[Session], Iterable[tuple[tuple[str, ...], float]]]
@@ -169,7 +152,7 @@ def render_metrics(
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:
-        for collector in (MESSAGES, HELD, TRACKING_HITS, RENDER_ERRORS, BATCH_SECONDS, BATCH_SIZE):
+        for collector in COUNTERS:
             registry.register(collector)
     registry.register(DatabaseCollector(sessions))
     if settings is not None:

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from automation.contacts.addresses import known_time_zones
+from automation.addresses import known_time_zones
 
 DEFAULT_ZONE = "UTC"
 

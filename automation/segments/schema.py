@@ -31,9 +31,8 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from automation.contacts.events import validation_errors
 from automation.contacts.models import ContactStatus, FieldType, LifecycleStage
-from automation.errors import FieldError, InvalidInput, join_path
+from automation.errors import FieldError, InvalidInput, field_errors, join_path
 from automation.segments.models import SegmentKind
 
 MAX_DEPTH = 8  # groups nested inside groups
@@ -415,9 +414,7 @@ def parse_filter(raw: Any) -> Filter:
     try:
         return Filter.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidInput(
-            validation_errors(exc) or [FieldError("conditions", "invalid")]
-        ) from None
+        raise InvalidInput(field_errors(exc) or [FieldError("conditions", "invalid")]) from None
 
 
 Path = tuple[str | int, ...]

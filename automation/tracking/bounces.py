@@ -60,16 +60,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.addresses import email_hash, normalize_email
 from automation.config import Settings
-from automation.contacts.addresses import email_hash, normalize_email
 from automation.contacts.consent import change_status
-from automation.contacts.events import validation_errors
 from automation.contacts.models import Contact, ContactStatus, Event
 from automation.db import dialect_insert
 from automation.email.identities import default_sender
 from automation.email.models import Message, SenderIdentity, Suppression, SuppressionReason
 from automation.email.schema import DefaultSenderOut
-from automation.errors import FieldError, InvalidInput, NotFound
+from automation.errors import FieldError, InvalidInput, NotFound, field_errors
 from automation.policy import (
     ROW_ID,
     SendingPolicy,
@@ -79,7 +78,7 @@ from automation.policy import (
     resume_default_sender,
 )
 from automation.reactions import IngestedEvent, react_to_events
-from automation.tracking.tokens import TokenKind, TokenSigner
+from automation.signing import TokenKind, TokenSigner
 
 COMPLAINT_RATE_LIMIT = 0.003  # 0.3 %: mailbox providers start refusing mail above this
 MAX_EVENTS = 1000
@@ -130,7 +129,7 @@ def parse_feedback(raw: Any) -> list[FeedbackIn]:
     try:
         return FeedbackBatchIn.model_validate(raw).events
     except ValidationError as exc:
-        raise InvalidInput(validation_errors(exc)) from None
+        raise InvalidInput(field_errors(exc)) from None
 
 
 # --- RFC 3464 / RFC 5965 ------------------------------------------------------------------
@@ -184,7 +183,7 @@ def _item(**values: Any) -> FeedbackIn:
     try:
         return FeedbackIn(**values)
     except ValidationError as exc:
-        raise InvalidInput(validation_errors(exc)) from None
+        raise InvalidInput(field_errors(exc)) from None
 
 
 REPORT_PARTS = {

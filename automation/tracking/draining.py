@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from automation.ops.leases import run_exclusively
+from automation.leases import run_exclusively
 from automation.tracking.hits import HitQueue
 
 LEASE_FOR = timedelta(minutes=2)

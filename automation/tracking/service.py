@@ -14,12 +14,12 @@ from automation.contacts.models import Contact, ContactStatus, Event
 from automation.db import dialect_insert
 from automation.email.models import Message
 from automation.errors import NotFound
-from automation.ops.metrics import BATCH_SECONDS, BATCH_SIZE, TRACKING_HITS
+from automation.instruments import BATCH_SECONDS, BATCH_SIZE, TRACKING_HITS
 from automation.reactions import IngestedEvent, react_to_events
+from automation.signing import TokenClaims, TokenSigner
 from automation.tracking.draining import drain_in_batches
 from automation.tracking.hits import HitQueue, decode_all
 from automation.tracking.ingest import IngestReport, ingest_hits
-from automation.tracking.tokens import TokenClaims, TokenSigner
 
 DRAIN_LEASE = "tracking.drain"
 

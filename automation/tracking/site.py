@@ -27,7 +27,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
-from automation.contacts.addresses import normalize_email
+from automation.addresses import normalize_email
 from automation.contacts.events import ingest_events
 from automation.contacts.models import Contact
 from automation.db import dialect_insert, one_of

@@ -44,9 +44,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
+from automation import instruments as metrics
 from automation.bulk import insert_rows, update_rows
 from automation.db import UTCDateTime, int_array, is_postgres, one_of
-from automation.ops import metrics
 from automation.workflows import nodes
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.goals import Open, goal_conversions

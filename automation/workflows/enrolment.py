@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Select, and_, exists, literal, or_, select
 from sqlalchemy.orm import Session
 
+from automation.addresses import normalize_email
 from automation.bulk import insert_rows
-from automation.contacts.addresses import normalize_email
 from automation.contacts.models import Contact
 from automation.db import UTCDateTime, dialect_insert, one_of
 from automation.errors import Conflict, FieldError, InvalidInput

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from automation.contacts.addresses import validate_time_zone
+from automation.addresses import validate_time_zone
 from automation.contacts.models import LifecycleStage
 from automation.forms.models import SUBMITTED_EVENT
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from automation.contacts.addresses import validate_time_zone
+from automation.addresses import validate_time_zone
 from automation.contacts.attributes import coerce_value, field_types
 from automation.contacts.models import FieldType
 from automation.email.models import SenderIdentity

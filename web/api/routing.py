@@ -13,8 +13,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 
 from automation.accounts.models import Role
-from automation.contacts.events import validation_errors
-from automation.errors import FieldError, Forbidden, InvalidInput
+from automation.errors import FieldError, Forbidden, InvalidInput, field_errors
 from web.api.access import authenticate_request
 
 
@@ -58,7 +57,7 @@ def _parse_body(model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidInput(validation_errors(exc)) from None
+        raise InvalidInput(field_errors(exc)) from None
 
 
 def _parse_query(model: type[BaseModel]) -> BaseModel:
@@ -66,7 +65,7 @@ def _parse_query(model: type[BaseModel]) -> BaseModel:
         return model.model_validate(request.args.to_dict())
     except ValidationError as exc:
         raise InvalidInput(
-            [FieldError(f"query.{e.path}", e.message) for e in validation_errors(exc)]
+            [FieldError(f"query.{e.path}", e.message) for e in field_errors(exc)]
         ) from None
 
 

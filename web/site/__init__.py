@@ -18,10 +18,10 @@ from flask import Blueprint, Response, abort, current_app, jsonify, redirect, re
 from automation.errors import FieldError, InvalidInput, NotFound
 from automation.forms import service as forms
 from automation.forms.ratelimit import RateLimiter
+from automation.signing import TokenKind, verify_identity
 from automation.tracking.hits import HitQueue, make_hit_writer, tracking_redis_url
 from automation.tracking.site import MAX_BODY_BYTES, VISITOR_ID, parse_collect, records_of
 from automation.tracking.sites import ORIGINS, allowed_origins, origin_of
-from automation.tracking.tokens import TokenKind, verify_identity
 from web.auth import public
 from web.public import NO_STORE, _client_ip, _page, tracking
 

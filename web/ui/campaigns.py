@@ -12,6 +12,7 @@ from flask import flash, g, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
 from automation.accounts.models import Role
+from automation.addresses import known_time_zones
 from automation.campaigns import reports, service
 from automation.campaigns.models import (
     Campaign,
@@ -23,7 +24,6 @@ from automation.campaigns.models import (
 )
 from automation.campaigns.schema import CampaignIn, ScheduleIn
 from automation.campaigns.stats import wilson_interval
-from automation.contacts.addresses import known_time_zones
 from automation.email import identities
 from automation.email.models import Message, MessageStatus, Template, TemplateVersion
 from automation.errors import FieldError, InvalidInput

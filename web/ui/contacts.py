@@ -16,7 +16,6 @@ from automation.contacts import activity, gdpr, hygiene
 from automation.contacts import service as contacts
 from automation.contacts import tags as tag_ops
 from automation.contacts.attributes import coerce_text
-from automation.contacts.events import validation_errors
 from automation.contacts.models import (
     Contact,
     ContactStatus,
@@ -26,7 +25,7 @@ from automation.contacts.models import (
 from automation.contacts.schema import ContactIn, ContactPatch, ContactSearch
 from automation.email.models import Message
 from automation.email.sender import render_message
-from automation.errors import FieldError, InvalidInput, NotFound
+from automation.errors import FieldError, InvalidInput, NotFound, field_errors
 from automation.overview import contact_enrollments, contact_messages
 from web.auth import login_required, safe_next
 from web.database import db, nurture
@@ -141,7 +140,7 @@ def _validated(model: type[ContactIn] | type[ContactPatch], data: dict[str, Any]
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(validation_errors(exc)) from None
+        raise InvalidInput(field_errors(exc)) from None
 
 
 def _parse_contact_form(

@@ -9,8 +9,7 @@ from typing import Any, TypeVar
 from flask import render_template
 from pydantic import BaseModel, ValidationError
 
-from automation.contacts.events import validation_errors
-from automation.errors import Conflict, DomainError, InvalidInput
+from automation.errors import Conflict, DomainError, InvalidInput, field_errors
 from web.database import db
 
 # Errors a user can fix by changing the form; anything else (NotFound, …) is not a form error.
@@ -36,7 +35,7 @@ def parse(model: type[M], data: Mapping[str, Any]) -> M:
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise InvalidInput(validation_errors(exc)) from None
+        raise InvalidInput(field_errors(exc)) from None
 
 
 def rejected(template: str, exc: DomainError, **context: Any) -> tuple[str, int]:

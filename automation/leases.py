@@ -5,17 +5,32 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import delete, or_, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import String, delete, or_, update
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from automation import clock
-from automation.db import dialect_insert
-from automation.ops.models import Lease
+from automation.db import Base, UTCDateTime, dialect_insert
 
 T = TypeVar("T")
+
+
+class Lease(Base):
+    """A named, expiring claim: which process runs a singleton job (a periodic tick).
+
+    Several beat schedulers may fire the same periodic task; the task body runs only in
+    the process holding the lease, so losing a scheduler host never stops the work and
+    two schedulers never double it.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 def process_holder() -> str:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from automation.config import load_settings
-from automation.tracking.tokens import PATHS, TOKEN_LENGTH, TokenKind, TokenSigner
+from automation.signing import PATHS, TOKEN_LENGTH, TokenKind, TokenSigner
 
 SIGNER = TokenSigner("current-secret-" + "k" * 40)
 
