@@ -6,7 +6,6 @@ settings it is given, so tests can run several apps side by side.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from automation.config import Settings, load_settings
 from automation.db import make_engine, make_session_factory
+from automation.processes import keep_out_of_collector
 from automation.queueing import enqueue, make_celery
+from automation.wiring import install as install_wiring
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    import automation.models  # noqa: F401  # every mapper registered before the first query
-
+    install_wiring()  # reactions, references and every mapper, before the first query
     engine = make_engine(settings.database_url)
     return Runtime(settings, engine, make_session_factory(engine), make_celery(settings))
 
@@ -47,15 +47,6 @@ def runtime() -> Runtime:
         _current = build_runtime(load_settings())
         keep_out_of_collector()
     return _current
-
-
-def keep_out_of_collector() -> None:
-    """Once a long-lived process has imported and built what it keeps (modules, mappers,
-    the engine): move all of it out of the garbage collector's generations. Batch work
-    allocates thousands of objects per batch, and every full collection would otherwise
-    walk the whole heap again (~40 % of the CPU of an event-ingestion request, a tenth of
-    a message send). Objects are still freed by reference counting."""
-    gc.freeze()
 
 
 def use_runtime(value: Runtime | None) -> None:

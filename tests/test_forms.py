@@ -360,8 +360,7 @@ def test_a_form_that_starts_a_live_workflow_cannot_be_deleted(site_app):
     refused = client.delete(f"/api/v1/forms/{form['id']}", headers=marketer)
     assert refused.status_code == 409
     assert refused.json["error"]["message"] == (
-        "form 'Newsletter' starts the workflows 'Older welcome', 'Welcome': archive them or "
-        "give them another trigger first"
+        "form 'Newsletter' is used by workflows 'Older welcome', 'Welcome'; change those first"
     )
     assert client.get(f"/api/v1/forms/{form['id']}", headers=marketer).status_code == 200
     assert client.delete(f"/api/v1/forms/{unused['id']}", headers=marketer).status_code == 204
@@ -384,7 +383,7 @@ def test_a_form_that_starts_a_live_workflow_cannot_be_deleted(site_app):
     )
     shown = client.get(deleted.headers["Location"]).get_data(as_text=True)
     assert (
-        "Not deleted: form &#39;Newsletter&#39; starts the workflow &#39;Older welcome&#39;"
+        "Not deleted: form &#39;Newsletter&#39; is used by workflow &#39;Older welcome&#39;"
         in shown
     )
 
@@ -401,7 +400,7 @@ def test_a_form_a_live_workflow_names_by_name_cannot_be_renamed(site_app):
     )
     assert refused.status_code == 409
     assert refused.json["error"]["details"] == [
-        {"path": "name", "message": "named by its name in the trigger of 'Older welcome'"}
+        {"path": "name", "message": "used by workflow 'Older welcome'"}
     ]
     # Other edits keep working; a form named by id is renamed freely.
     kept = client.put(

@@ -1073,8 +1073,7 @@ def test_a_template_a_live_workflow_sends_cannot_be_deleted_and_if_gone_is_skipp
         with pytest.raises(Conflict) as refused:
             delete_template(s, template)
         assert str(refused.value) == (
-            "template 'Welcome' is sent by the workflow 'Onboarding': choose another template "
-            "in them, or archive them, first"
+            "template 'Welcome' is used by workflow 'Onboarding'; change those first"
         )
         s.rollback()
         # Archived anyway (behind the application's back): the email is skipped, saying why.

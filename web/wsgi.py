@@ -1,6 +1,6 @@
 """WSGI entry point for gunicorn: `gunicorn web.wsgi:app`."""
 
-from automation.runtime import keep_out_of_collector
+from automation.processes import keep_out_of_collector
 from web import create_app
 
 app = create_app()

@@ -3,7 +3,7 @@ contacts and events, one contact's timeline and consent history."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -58,15 +58,11 @@ def _as_date(value: Any) -> date:
 
 def human_events(session: Session) -> Any:
     """A WHERE clause on ``Event``: not flagged ``machine: true`` (a missing or non-boolean
-    flag counts as human). ``is_machine`` is the same rule for one event's properties."""
+    flag counts as human). ``automation.reactions.is_machine`` is the same rule for one
+    event's properties."""
     if is_postgres(session):
         return ~type_coerce(Event.properties, JSONB).contains({"machine": True})
     return func.coalesce(func.json_type(Event.properties, "$.machine"), "") != "true"
-
-
-def is_machine(properties: Mapping[str, Any] | None) -> bool:
-    """Whether an event was made by a mail scanner or privacy proxy, not a person."""
-    return properties is not None and properties.get("machine") is True
 
 
 def _range(days: int, today: date | None) -> tuple[list[date], datetime]:

@@ -17,9 +17,9 @@ from automation.db import Base
 
 
 def contact_references() -> Iterator[tuple[Table, Column[Any]]]:
-    """(table, column) for every column holding a foreign key to contacts.id."""
-    import automation.models  # noqa: F401  # make sure every model is registered
-
+    """(table, column) for every column holding a foreign key to contacts.id. Every model is
+    registered by then: ``automation.wiring``, which every process runs through
+    ``build_runtime``, imports them all."""
     for table in Base.metadata.sorted_tables:
         if table.name == "contacts":
             continue

@@ -24,6 +24,7 @@ from automation.contacts.schema import ContactIn, ContactPatch, ContactSearch, C
 from automation.db import is_postgres, json_objects
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 from automation.reactions import react_to_contact_changes
+from automation.references import Target, refuse_if_used
 
 
 def get_contact(session: Session, contact_id: int) -> Contact:
@@ -221,34 +222,10 @@ def delete_field(session: Session, name: str) -> None:
     """Remove a declared field; values already stored stay on contacts until overwritten.
     Refused while a segment, a live workflow or a lead form uses it: a segment naming an
     undeclared field can no longer be evaluated, and a workflow's branch on it fails."""
-    users = field_users(session, name)
-    if users:
-        raise Conflict(f"custom field {name!r} is used by {', '.join(users)}; change those first")
+    refuse_if_used(session, Target.CUSTOM_FIELD, name, f"custom field {name!r}")
     result = session.execute(delete(CustomField).where(CustomField.name == name))
     if not result.rowcount:  # type: ignore[attr-defined]  # CursorResult has rowcount
         raise NotFound(f"custom field {name!r} not found")
-
-
-def field_users(session: Session, name: str) -> list[str]:
-    """What names the custom field ``name``: dynamic segments, live workflows (conditions,
-    date and field-change triggers, date waits, update steps) and lead forms."""
-    from automation.forms.models import Form
-    from automation.segments.models import Segment, SegmentKind
-    from automation.workflows.service import live_definitions
-
-    segments = session.execute(
-        select(Segment.name, Segment.definition)
-        .where(Segment.kind == SegmentKind.DYNAMIC)
-        .order_by(Segment.name)
-    )
-    users = [f"segment {n!r}" for n, d in segments if d is not None and names_field(d, name)]
-    users += [f"workflow {n!r}" for n, d in live_definitions(session) if names_field(d, name)]
-    users += [
-        f"form {form.name!r}"
-        for form in session.scalars(select(Form).order_by(Form.name))
-        if any(f.get("name") == name for f in form.fields)
-    ]
-    return users
 
 
 def names_field(document: Any, name: str) -> bool:

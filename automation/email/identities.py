@@ -15,6 +15,7 @@ from automation import clock
 from automation.email.models import WAITING_STATUSES, Message, SenderIdentity
 from automation.email.schema import SenderIdentityIn
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound, field_errors
+from automation.references import Target, refuse_if_used
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,6 @@ def delete_sender_identity(session: Session, identity_id: int) -> None:
     """Delete an identity; refused while anything (a template, a campaign, a live
     workflow's send step) still uses it. After a refusal the session must be rolled back
     (the failed flush left it unusable)."""
-    from automation.workflows.service import the_workflows, workflows_sending_from
-
     identity = get_sender_identity(session, identity_id)
     waiting = session.scalar(
         select(func.count())
@@ -96,12 +95,9 @@ def delete_sender_identity(session: Session, identity_id: int) -> None:
             f"sender identity {identity.name!r} has {waiting} message(s) waiting to be sent "
             "from it; they must go out (or be cancelled) first"
         )
-    using = workflows_sending_from(session, identity.id)
-    if using:
-        raise Conflict(
-            f"sender identity {identity.name!r} sends for {the_workflows(using)}: "
-            "choose another sender in them first"
-        )
+    refuse_if_used(
+        session, Target.SENDER_IDENTITY, identity.id, f"sender identity {identity.name!r}"
+    )
     try:
         session.delete(identity)
         session.flush()

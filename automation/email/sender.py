@@ -50,7 +50,7 @@ from automation.email.transport import (
 )
 from automation.errors import FieldError, InvalidInput
 from automation.instruments import BATCH_SECONDS, BATCH_SIZE, HELD, MESSAGES, RENDER_ERRORS
-from automation.runtime import keep_out_of_collector
+from automation.processes import keep_out_of_collector
 from automation.signing import MessageTokens, TokenSigner, message_id_header
 
 S = DeliveryStatus

@@ -37,6 +37,7 @@ from automation.email.sandbox import RenderError
 from automation.email.schema import TemplateContent, TemplateIn
 from automation.email.transport import Delivery, Envelope, Transport
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
+from automation.references import Target, refuse_if_used
 
 VIEWPORTS = {"desktop": 800, "mobile": 375}
 
@@ -228,15 +229,8 @@ def delete_template(session: Session, template_id: int) -> None:
     """Archive a template. Refused while messages of it wait to be sent, or a live
     workflow sends it (its step would skip the email from then on); its versions stay,
     since sent messages still point at them."""
-    from automation.workflows.service import the_workflows, workflows_sending_template
-
     template = get_template(session, template_id, lock=True)
-    using = workflows_sending_template(session, template.id)
-    if using:
-        raise Conflict(
-            f"template {template.name!r} is sent by {the_workflows(using)}: "
-            "choose another template in them, or archive them, first"
-        )
+    refuse_if_used(session, Target.TEMPLATE, template.id, f"template {template.name!r}")
     pending = session.scalar(
         select(func.count())
         .select_from(Message)

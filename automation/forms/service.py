@@ -33,6 +33,7 @@ from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 from automation.forms.models import SUBMITTED_EVENT, Form, FormSubmission, SubmissionStatus
 from automation.forms.schema import CONTACT_FIELDS, FormFieldOut, FormIn
 from automation.reactions import react_to_contact_changes
+from automation.references import Target, refuse_if_used
 from automation.segments.membership import add_members
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.service import missing_segments
@@ -170,30 +171,22 @@ def list_forms(session: Session) -> list[Form]:
 def _check_rename(session: Session, form: Form) -> None:
     """A live workflow whose trigger names the form by its name (documents written before
     triggers named forms by id, like the shipped examples) would stop starting: refused."""
-    from automation.workflows.service import workflows_triggered_by_form
-
-    using = workflows_triggered_by_form(session, None, form.name)
-    if using:
-        listed = ", ".join(map(repr, using))
-        raise Conflict(
-            f"form {form.name!r} is named by its name in the trigger of {listed}: choose the "
-            "form in that trigger (the canvas lists them) and publish, then rename it",
-            [FieldError("name", f"named by its name in the trigger of {listed}")],
-        )
+    refuse_if_used(
+        session,
+        Target.FORM_NAME,
+        form.name,
+        f"the name of form {form.name!r}",
+        field="name",
+        advice="choose the form in their trigger (the canvas lists the forms) and publish, "
+        "then rename it",
+    )
 
 
 def delete_form(session: Session, form_id: int) -> None:
     """Delete a form; refused while a live workflow starts on it (the workflow would never
     start again, silently)."""
-    from automation.workflows.service import the_workflows, workflows_triggered_by_form
-
     form = get_form(session, form_id)
-    using = workflows_triggered_by_form(session, form.id, form.name)
-    if using:
-        raise Conflict(
-            f"form {form.name!r} starts {the_workflows(using)}: "
-            "archive them or give them another trigger first"
-        )
+    refuse_if_used(session, Target.FORM, (form.id, form.name), f"form {form.name!r}")
     session.delete(form)
     session.flush()
 

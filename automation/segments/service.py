@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from automation import clock
 from automation.contacts.models import Contact
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
+from automation.references import Target, refuse_if_used
 from automation.segments.compiler import contacts, matching_ids, memberships
 from automation.segments.context import load_catalog, validate_filter
 from automation.segments.dialects import Sql
@@ -35,7 +36,6 @@ from automation.segments.schema import (
     SegmentIn,
     SegmentPatch,
     parse_filter,
-    referenced_segments,
 )
 
 
@@ -112,34 +112,12 @@ def update_segment(session: Session, segment_id: int, patch: SegmentPatch) -> tu
     return segment, changed
 
 
-def referring_segments(session: Session, segment_id: int) -> list[Segment]:
-    """Segments whose conditions name ``segment_id``."""
-    found = []
-    for other in session.scalars(select(Segment).where(Segment.kind == SegmentKind.DYNAMIC)):
-        if (
-            other.id != segment_id
-            and other.definition is not None
-            and segment_id in referenced_segments(parse_filter(other.definition))
-        ):
-            found.append(other)
-    return found
-
-
 def delete_segment(session: Session, segment_id: int) -> None:
     """Delete a segment; refused while another segment, a live workflow (its trigger, a
     condition, a list step) or a campaign not yet sent names it: they would stop or fail
     without a word."""
-    from automation.campaigns.service import campaigns_using_segment
-    from automation.workflows.service import workflows_using_segment
-
     segment = get_segment(session, segment_id)
-    users = [f"segment {s.name!r}" for s in referring_segments(session, segment.id)]
-    users += [f"workflow {name!r}" for name in workflows_using_segment(session, segment.id)]
-    users += [f"campaign {name!r}" for name in campaigns_using_segment(session, segment.id)]
-    if users:
-        raise Conflict(
-            f"segment {segment.name!r} is used by {', '.join(users)}; change those first"
-        )
+    refuse_if_used(session, Target.SEGMENT, segment.id, f"segment {segment.name!r}")
     session.delete(segment)
     session.flush()
 

@@ -22,9 +22,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.contacts.activity import is_machine
 from automation.contacts.models import Event
 from automation.contacts.service import get_contact
+from automation.reactions import is_machine
 from automation.segments.models import SegmentMembership
 from automation.workflows import conditions
 from automation.workflows.graph import Graph, graph_from

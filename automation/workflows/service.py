@@ -12,7 +12,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.db import json_objects
 from automation.errors import Conflict, NotFound
 from automation.workflows.models import (
     EnrollmentStatus,
@@ -301,82 +300,3 @@ def remove_enrollment(session: Session, workflow_id: int, enrollment_id: int) ->
     if found is None:
         raise NotFound(f"workflow {workflow_id} has no open enrolment {enrollment_id}")
     finish_enrollments(session, [enrollment_id], EnrollmentStatus.EXITED, exit_label="removed")
-
-
-def the_workflows(names: list[str]) -> str:
-    """``the workflow 'A'`` / ``the workflows 'A', 'B'``: for refusals that name them."""
-    return f"the workflow{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}"
-
-
-def live_definitions(session: Session, *conditions: Any) -> list[tuple[str, dict[str, Any]]]:
-    """(name, live version's document) of the workflows that are not archived."""
-    rows = session.execute(
-        select(Workflow.name, WorkflowVersion.definition)
-        .join(WorkflowVersion, WorkflowVersion.id == Workflow.active_version_id)
-        .where(Workflow.status != WorkflowStatus.ARCHIVED, *conditions)
-        .order_by(Workflow.name)
-    )
-    return [(name, definition) for name, definition in rows]
-
-
-def workflows_triggered_by_form(session: Session, form_id: int | None, form_name: str) -> list[str]:
-    """Names of the workflows (not archived) whose live version starts on this form, named
-    by id or by name (``form_id`` None: only those naming it by name)."""
-    names = []
-    for name, definition in live_definitions(
-        session, WorkflowVersion.trigger_type == "form_submitted"
-    ):
-        trigger = definition.get("trigger", {})
-        if (form_id is not None and trigger.get("form_id") == form_id) or trigger.get(
-            "form"
-        ) == form_name:
-            names.append(name)
-    return names
-
-
-def _sending(session: Session, key: str, value: int) -> list[str]:
-    """Names of the workflows (not archived) whose live version has a send node whose
-    ``key`` is ``value``."""
-    return [
-        name
-        for name, definition in live_definitions(session)
-        if any(
-            node.get("type") == "send_email" and node.get(key) == value
-            for node in definition.get("nodes", [])
-        )
-    ]
-
-
-def workflows_sending_from(session: Session, identity_id: int) -> list[str]:
-    """Workflows whose live version sends from this sender identity."""
-    return _sending(session, "sender_identity_id", identity_id)
-
-
-def workflows_sending_template(session: Session, template_id: int) -> list[str]:
-    """Workflows whose live version sends this template."""
-    return _sending(session, "template_id", template_id)
-
-
-def _segment_refs(definition: dict[str, Any]) -> set[int]:
-    """Every segment or static list a workflow document names: its trigger, its list
-    steps, and ``{"segment": id}`` leaves of any condition (branches, the goal)."""
-    found: set[int] = set()
-    trigger = definition.get("trigger") or {}
-    if isinstance(trigger.get("segment_id"), int):
-        found.add(trigger["segment_id"])
-    for node in definition.get("nodes", []):
-        for key in ("add_to_lists", "remove_from_lists"):
-            found.update(i for i in node.get(key, []) if isinstance(i, int))
-    for value in json_objects([definition.get("nodes", []), definition.get("settings", {})]):
-        if isinstance(value.get("segment"), int):
-            found.add(value["segment"])
-    return found
-
-
-def workflows_using_segment(session: Session, segment_id: int) -> list[str]:
-    """Names of the workflows (not archived) whose live version names this segment."""
-    return [
-        name
-        for name, definition in live_definitions(session)
-        if segment_id in _segment_refs(definition)
-    ]
