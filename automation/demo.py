@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.campaigns.samples import load_demo_campaign
 from automation.contacts import tags as tag_ops
 from automation.contacts.models import (
     ConsentRecord,
@@ -21,6 +22,9 @@ from automation.contacts.models import (
     FieldType,
 )
 from automation.email.models import SenderIdentity
+from automation.email.samples import load_demo_templates
+from automation.segments.samples import load_demo_segments
+from automation.workflows.examples import load_example_workflows
 
 FIRST = [
     "Ana",
@@ -259,16 +263,10 @@ def load_demo(
         events.extend(_events_for(rng, cid, now, days))
     for chunk in range(0, len(events), 5000):
         session.execute(insert(Event), events[chunk : chunk + 5000])
-    from automation.campaigns.samples import load_demo_campaign
-    from automation.email.samples import load_demo_templates
 
     templates = load_demo_templates(session)
-    from automation.segments.samples import load_demo_segments
-
     segments = load_demo_segments(session)
     campaigns = load_demo_campaign(session)
-    from automation.workflows.examples import load_example_workflows
-
     workflows = load_example_workflows(session)
     return (
         f"demo loaded: {len(ids)} contacts, {len(links)} tag links, {len(events)} events, "

@@ -20,6 +20,7 @@ from automation.contacts.models import (
     IndexStatus,
     Tag,
 )
+from automation.contacts.related import delete_related_rows
 from automation.contacts.schema import ContactIn, ContactPatch, ContactSearch, CustomFieldIn
 from automation.db import is_postgres, json_objects
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -133,8 +134,6 @@ def update_contact(
 
 
 def delete_contact(session: Session, contact_id: int) -> None:
-    from automation.contacts.related import delete_related_rows
-
     contact = get_contact(session, contact_id)
     delete_related_rows(session, [contact.id])
     session.delete(contact)

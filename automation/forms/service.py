@@ -29,6 +29,8 @@ from automation.contacts.models import Contact, ContactStatus, CustomField
 from automation.contacts.service import find_contact_by_email
 from automation.email.models import Message, Template, TemplateKind, TemplateVersion
 from automation.email.outbox import queue_message
+from automation.email.schema import TemplateIn
+from automation.email.templates import create_template
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 from automation.forms.models import SUBMITTED_EVENT, Form, FormSubmission, SubmissionStatus
 from automation.forms.schema import CONTACT_FIELDS, FormFieldOut, FormIn
@@ -38,6 +40,7 @@ from automation.segments.membership import add_members
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.service import missing_segments
 from automation.signing import TokenClaims
+from automation.tracking.site import SiteReport, link_visitors, relink_anonymous
 
 HONEYPOT_FIELD = "nurture_website"  # hidden from people; a bot that fills it is ignored
 CONSENT_FIELD = "consent"
@@ -345,8 +348,6 @@ def submit_form(
     session.add(submission)
     session.flush()
     if visitor_id:
-        from automation.tracking.site import SiteReport, link_visitors, relink_anonymous
-
         changed = link_visitors(session, {visitor_id: (contact.id, "form")})
         relink_anonymous(session, changed, SiteReport())
     if form.double_opt_in:
@@ -454,9 +455,6 @@ def _confirmation_version(session: Session, form: Form) -> int:
             select(Template.id).where(Template.name == CONFIRMATION_TEMPLATE)
         )
         if template_id is None:
-            from automation.email.schema import TemplateIn
-            from automation.email.templates import create_template
-
             saved = create_template(
                 session,
                 TemplateIn(

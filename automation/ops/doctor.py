@@ -8,8 +8,11 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import text
 
+from automation.migrate import is_current
+from automation.ops.backlog import spool_backlogs
 from automation.ops.health import check_broker, check_database, check_smtp
 from automation.runtime import Runtime
+from automation.tracking.hits import tracking_redis_url
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,6 @@ def check_clock(runtime: Runtime) -> Finding:
 
 
 def check_migrations(runtime: Runtime) -> Finding:
-    from automation.migrate import is_current
-
     if not is_current(runtime.engine):
         return Finding(
             "error",
@@ -109,8 +110,6 @@ def check_migrations(runtime: Runtime) -> Finding:
 
 def check_hit_queue(runtime: Runtime) -> Finding:
     """How this machine queues tracking hits, and whether its spool is moving."""
-    from automation.ops.backlog import spool_backlogs
-    from automation.tracking.hits import tracking_redis_url
 
     s = runtime.settings
     if not tracking_redis_url(s):

@@ -27,6 +27,8 @@ from automation.config import Settings
 from automation.contacts.models import Contact, ImportJob
 from automation.instruments import COUNTERS
 from automation.ops.backlog import outbox_backlog, spool_backlogs, tick_lag
+from automation.queueing import QUEUES
+from automation.tracking.hits import make_hit_queue
 
 # Scrape-time gauges read from the database: (name, help, labels, reader).
 GaugeReader = Callable[[Session], Iterable[tuple[tuple[str, ...], float]]]
@@ -96,9 +98,6 @@ class QueueCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterable[Metric]:
-        from automation.queueing import QUEUES
-        from automation.tracking.hits import make_hit_queue
-
         yield from _spool_families(self.settings)
         family = GaugeMetricFamily(
             "nurture_queue_depth", "Tasks or tracking hits waiting in the broker", labels=["queue"]

@@ -12,7 +12,9 @@ from automation import clock
 from automation.contacts.consent import change_status
 from automation.contacts.models import Contact, ContactStatus, Event
 from automation.db import dialect_insert
+from automation.email.context import load_contact_contexts
 from automation.email.models import Message
+from automation.email.render import VersionCache, render_email, tracking_urls
 from automation.errors import NotFound
 from automation.instruments import BATCH_SECONDS, BATCH_SIZE, TRACKING_HITS
 from automation.reactions import IngestedEvent, react_to_events
@@ -149,9 +151,6 @@ def view_in_browser(
 ) -> str:
     """The message's HTML as its recipient got it (links tracked, no open pixel)."""
     from dataclasses import replace
-
-    from automation.email.context import load_contact_contexts
-    from automation.email.render import VersionCache, render_email, tracking_urls
 
     found = recipient(session, claims)
     message = found.message
