@@ -3,7 +3,7 @@ the engagement score's half-life and the bounce and complaint thresholds.
 
 The environment (NURTURE_FREQUENCY_CAP …) gives the defaults; a value saved here wins. It
 lives in the database, not in each process's settings, so every sender, tracking worker
-and scheduler applies a change on its next batch without a restart (ARCHITECTURE.md: the
+and scheduler applies a change on its next batch without a restart (docs/architecture.md: the
 database is the source of truth). Reading it is one primary-key lookup per batch.
 
 The same row holds whether the complaint guard paused the *default sender*. That sender
