@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.bulk import insert_rows
-from automation.contacts.models import Contact, ContactStatus, Event
+from automation.contacts.models import Contact, Event, new_contact_row
 from automation.contacts.schema import EventIn
 from automation.db import dialect_insert, one_of
 from automation.errors import FieldError, field_errors
@@ -60,26 +60,7 @@ def _resolve_contacts(
         now = clock.now()
         session.execute(
             dialect_insert(session, Contact).on_conflict_do_nothing(index_elements=["email"]),
-            [
-                {
-                    "email": e,
-                    "first_name": "",
-                    "last_name": "",
-                    "time_zone": "UTC",
-                    "status": ContactStatus.SUBSCRIBED,
-                    "lifecycle_stage": "subscriber",
-                    "score": 0,
-                    "attributes": {},
-                    "source": source,
-                    "emails_sent": 0,
-                    "opens": 0,
-                    "clicks": 0,
-                    "engagement_score": 0.0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for e in unknown
-            ],
+            [new_contact_row(e, source, now) for e in unknown],
         )
         by_email.update(_contact_ids_by_email(session, set(unknown)))
     by_external = (

@@ -29,6 +29,7 @@ from automation.contacts.models import (
     CustomField,
     LifecycleStage,
     Tag,
+    new_contact_row,
 )
 from automation.db import dialect_insert
 from automation.errors import FieldError, InvalidInput
@@ -349,23 +350,7 @@ def _write_batch(
         old = existing.get(email)
         tags = values.get("tags", [])
         if old is None:
-            row = {
-                "email": email,
-                "first_name": "",
-                "last_name": "",
-                "external_id": None,
-                "time_zone": "UTC",
-                "lifecycle_stage": "subscriber",
-                "score": 0,
-                "status": "subscribed",
-                "source": source,
-                "emails_sent": 0,
-                "opens": 0,
-                "clicks": 0,
-                "engagement_score": 0.0,
-                "created_at": now,
-                "updated_at": now,
-            }
+            row = new_contact_row(email, source, now)
             row.update({k: values[k] for k in CONTACT_COLUMNS if k in values})
             row["attributes"] = values["attributes"]
             row["confirmed_at"] = now if row["status"] == "subscribed" else None

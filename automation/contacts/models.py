@@ -84,6 +84,29 @@ class Contact(Base):
     )
 
 
+def new_contact_row(email: str, source: str, now: datetime) -> dict[str, Any]:
+    """Every column of a contact created in bulk (event ingestion, imports), at its default:
+    set-wise inserts pass whole rows, so one list says what a new contact starts with."""
+    return {
+        "email": email,
+        "first_name": "",
+        "last_name": "",
+        "external_id": None,
+        "time_zone": "UTC",
+        "status": ContactStatus.SUBSCRIBED,
+        "lifecycle_stage": "subscriber",
+        "score": 0,
+        "attributes": {},
+        "source": source,
+        "emails_sent": 0,
+        "opens": 0,
+        "clicks": 0,
+        "engagement_score": 0.0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 class Tag(Base):
     __tablename__ = "tags"
 
