@@ -48,13 +48,27 @@ _FOOTER = """
       </mj-column>
     </mj-section>"""
 
-WELCOME = (
-    "<mjml>"
-    + _HEAD.format(title="Welcome to Nurture Outdoor")
-    + """
+
+def _email(title: str, sections: str) -> str:
+    """A demo email: the shared head, header and footer around its own sections."""
+    return (
+        "<mjml>"
+        + _HEAD.format(title=title)
+        + """
   <mj-body background-color="#eef3f0">"""
-    + _HEADER
-    + """
+        + _HEADER
+        + sections
+        + _FOOTER
+        + """
+  </mj-body>
+</mjml>
+"""
+    )
+
+
+WELCOME = _email(
+    "Welcome to Nurture Outdoor",
+    """
     <mj-section background-color="#ffffff" padding="36px 24px 8px">
       <mj-column>
         <mj-text font-size="28px" font-weight="700" line-height="1.3">
@@ -89,21 +103,12 @@ WELCOME = (
         </mj-text>
       </mj-column>
     </mj-section>
-    {% endif %}"""
-    + _FOOTER
-    + """
-  </mj-body>
-</mjml>
-"""
+    {% endif %}""",
 )
 
-CART = (
-    "<mjml>"
-    + _HEAD.format(title="You left something behind")
-    + """
-  <mj-body background-color="#eef3f0">"""
-    + _HEADER
-    + """
+CART = _email(
+    "You left something behind",
+    """
     <mj-section background-color="#ffffff" padding="32px 24px 8px">
       <mj-column>
         <mj-text font-size="26px" font-weight="700" line-height="1.3">
@@ -144,12 +149,7 @@ CART = (
         </mj-text>
       </mj-column>
     </mj-section>
-    {% endif %}"""
-    + _FOOTER
-    + """
-  </mj-body>
-</mjml>
-"""
+    {% endif %}""",
 )
 
 _ARTICLES = [
@@ -158,13 +158,9 @@ _ARTICLES = [
     ("Trail snacks, ranked by our staff", "blog/snacks", "e76f51"),
 ]
 
-NEWSLETTER = (
-    "<mjml>"
-    + _HEAD.format(title="The Trail Letter")
-    + """
-  <mj-body background-color="#eef3f0">"""
-    + _HEADER
-    + """
+NEWSLETTER = _email(
+    "The Trail Letter",
+    """
     <mj-section background-color="#ffffff" padding="28px 24px 4px">
       <mj-column>
         <mj-text font-size="13px" color="#6b7c74" text-transform="uppercase"
@@ -200,12 +196,7 @@ NEWSLETTER = (
         </mj-text>
       </mj-column>
     </mj-section>
-    {% endif %}"""
-    + _FOOTER
-    + """
-  </mj-body>
-</mjml>
-"""
+    {% endif %}""",
 )
 
 DEMO_TEMPLATES = [
