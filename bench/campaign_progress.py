@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-import automation.models  # noqa: F401
-from automation import clock
+from automation import clock, wiring
 from automation.campaigns import service
 from automation.campaigns.models import Campaign, CampaignStatus
 from automation.db import Base, make_engine, make_session_factory
@@ -72,6 +71,7 @@ def _median(fn, runs: int) -> float:
 
 
 def main() -> None:
+    wiring.install()  # reactions, references and every model, as build_runtime does
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--url", default=DEFAULT_URL)

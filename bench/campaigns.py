@@ -20,8 +20,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-import automation.models  # noqa: F401
-from automation import clock
+from automation import clock, wiring
 from automation.campaigns import reports, service
 from automation.campaigns.models import CampaignStatus
 from automation.campaigns.schema import AbTestIn, CampaignIn, ScheduleIn, VariantIn
@@ -85,6 +84,7 @@ GROUP BY m.campaign_variant_id, m.status
 
 
 def main() -> None:
+    wiring.install()  # reactions, references and every model, as build_runtime does
     parser = argparse.ArgumentParser()
     parser.add_argument("--contacts", type=int, default=200_000)
     parser.add_argument("--url", default=DEFAULT_URL)

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 
-import automation.models  # noqa: F401
+from automation import wiring
 from automation.contacts import activity
 from automation.db import Base, make_engine, make_session_factory
 
@@ -79,6 +79,7 @@ def captured_query(engine: Any, session: Any) -> tuple[str, Any]:
 
 
 def main() -> None:
+    wiring.install()  # reactions, references and every model, as build_runtime does
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--contacts", type=int, default=50_000)

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, text
 
-import automation.models  # noqa: F401
-from automation import clock
+from automation import clock, wiring
 from automation.contacts.importer import import_contacts
 from automation.contacts.models import Contact, CustomField, FieldType
 from automation.db import Base, make_engine, make_session_factory
@@ -46,6 +45,7 @@ def reset(engine) -> None:
 
 
 def main() -> None:
+    wiring.install()  # reactions, references and every model, as build_runtime does
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--url", default=DEFAULT_URL)

@@ -33,6 +33,7 @@ import redis
 from send import BASE_URL, Sink, find_smtp_sink, prepare, reset
 from sqlalchemy import func, select
 
+from automation import wiring
 from automation.config import load_settings
 from automation.contacts.models import Contact
 from automation.db import make_engine, make_session_factory
@@ -150,6 +151,7 @@ class Workers:
 
 
 def main() -> None:
+    wiring.install()  # reactions, references and every model, as build_runtime does
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--broker", default=DEFAULT_BROKER, help="Redis URL for Celery")

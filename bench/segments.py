@@ -27,8 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session
 
-import automation.models  # noqa: F401
-from automation import clock
+from automation import clock, wiring
 from automation.contacts.models import Contact, Event
 from automation.contacts.service import set_field_indexed
 from automation.db import Base, make_engine, make_session_factory
@@ -276,6 +275,7 @@ def report(label: str, ours: float, floor: float, target: float) -> None:
 
 
 def main() -> None:
+    wiring.install()  # reactions, references and every model, as build_runtime does
     parser = argparse.ArgumentParser()
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=5_000_000)

@@ -40,8 +40,7 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select, text
 
-import automation.models  # noqa: F401
-from automation import clock
+from automation import clock, wiring
 from automation.config import load_settings
 from automation.contacts.models import Contact
 from automation.db import Base, make_engine, make_session_factory
@@ -475,6 +474,7 @@ def bench_memory(url: str, sink: Sink, n: int, batch: int) -> list[tuple[int, fl
 
 
 def main() -> None:
+    wiring.install()  # reactions, references and every model, as build_runtime does
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--render", type=int, default=20_000, help="messages to render")

@@ -50,7 +50,7 @@ from sqlalchemy import insert, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import automation.models  # noqa: E402, F401
+from automation import wiring  # noqa: E402
 from automation.config import load_settings  # noqa: E402
 from automation.contacts.models import Contact, ContactStatus, Event  # noqa: E402
 from automation.db import Base, make_engine, make_session_factory  # noqa: E402
@@ -587,6 +587,7 @@ def bench_ingest_rounds(
 
 
 def main() -> None:
+    wiring.install()  # reactions, references and every model, as build_runtime does
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--hits", type=int, default=200_000, help="hits to ingest")

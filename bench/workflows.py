@@ -37,8 +37,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
 
-import automation.models  # noqa: E402, F401
-from automation import clock  # noqa: E402
+from automation import clock, wiring  # noqa: E402
 from automation.clock import write_clock_file  # noqa: E402
 from automation.contacts.models import Contact, CustomField, FieldType  # noqa: E402
 from automation.db import Base, make_engine, make_session_factory  # noqa: E402
@@ -496,6 +495,7 @@ def explain_claim(url: str) -> list[str]:
 
 
 def main() -> None:
+    wiring.install()  # reactions, references and every model, as build_runtime does
     global WORKERS
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default=DEFAULT_URL)
