@@ -129,10 +129,8 @@ def segment_delete(segment_id: int) -> Any:
 @login_required(Role.MARKETER)
 def segment_refresh(segment_id: int) -> Any:
     """Queue a refresh of the stored members (never run in the request)."""
-    from automation.tasks import refresh_segment
-
     segment = service.get_segment(db(), segment_id)
     if segment.kind is SegmentKind.DYNAMIC:
-        nurture().enqueue(refresh_segment, segment.id)
+        nurture().enqueue("segments.refresh", segment.id)
         flash("Refresh queued: the member count updates when it finishes.", "success")
     return redirect(url_for("ui.segment_detail", segment_id=segment.id))
