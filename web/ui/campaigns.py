@@ -30,7 +30,7 @@ from automation.errors import FieldError, InvalidInput
 from automation.segments import service as segments
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, parse
 
 VARIANT_SLOTS = service.MAX_VARIANTS

@@ -17,7 +17,7 @@ from automation.contacts.models import ImportJob, ImportStatus
 from automation.errors import FieldError, InvalidInput
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of
 
 ENCODINGS = [

@@ -24,7 +24,7 @@ from automation.segments.schema import (
 )
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, errors_of
 
 

@@ -16,7 +16,7 @@ from automation.email import identities
 from automation.email.models import SenderIdentity
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, parse, rejected
 
 SENDER_FIELDS = ("name", "from_name", "from_email", "reply_to", "max_per_minute")
