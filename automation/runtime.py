@@ -40,7 +40,7 @@ def build_runtime(settings: Settings) -> Runtime:
 
     if settings.embedded:
         settings.var_dir.mkdir(parents=True, exist_ok=True)  # the SQLite broker's directory
-    if settings.clock_file:
+    if settings.clock_file:  # test-only: every process of an end-to-end test follows one file
         clock.set_source(clock.file_source(settings.clock_file))
     engine = make_engine(settings.database_url)
     return Runtime(settings, engine, make_session_factory(engine), make_celery(settings))
