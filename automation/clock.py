@@ -1,10 +1,11 @@
 """The one place that reads the time, so tests and dry runs can control it.
 
-Test-only: when ``NURTURE_CLOCK_FILE`` names a file, every process started with it (a
-Celery worker, beat, the web app) reads the current time from that file, which holds one
-ISO 8601 time with an offset (``2026-03-07T09:00:00+00:00``). End-to-end tests step
-that file to drive real workers through days of waits in seconds. Never set it in
-production: a missing or unreadable file falls back to the system clock.
+Test-only: when ``NURTURE_CLOCK_FILE`` (``Settings.clock_file``) names a file, every
+process whose runtime is built with it (a Celery worker, the web app, the CLI) reads the
+current time from that file, which holds one ISO 8601 time with an offset
+(``2026-03-07T09:00:00+00:00``). End-to-end tests step that file to drive real workers
+through days of waits in seconds. Never set it in production: a missing or unreadable
+file falls back to the system clock.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-
-CLOCK_FILE_ENV = "NURTURE_CLOCK_FILE"
 
 
 def _system() -> datetime:
@@ -45,12 +44,7 @@ def write_clock_file(path: str | os.PathLike[str], value: datetime) -> None:
     temporary.replace(file)
 
 
-def _default() -> Callable[[], datetime]:
-    configured = os.environ.get(CLOCK_FILE_ENV)
-    return file_source(configured) if configured else _system
-
-
-_source: Callable[[], datetime] = _default()
+_source: Callable[[], datetime] = _system
 
 
 def now() -> datetime:
@@ -59,7 +53,7 @@ def now() -> datetime:
 
 
 def set_source(source: Callable[[], datetime] | None) -> None:
-    """Replace the time source (a frozen or stepping clock); None restores the default
-    (the system clock, or the file named by NURTURE_CLOCK_FILE)."""
+    """Replace the time source (a frozen or stepping clock, or a ``file_source``); None
+    restores the system clock."""
     global _source
-    _source = source if source is not None else _default()
+    _source = source if source is not None else _system

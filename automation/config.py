@@ -64,6 +64,20 @@ class Settings:
     complaint_window_days: int = 30
     # Lead-capture forms: posts per minute per IP address and form (0 = no limit).
     form_rate_limit: int = 10
+    # Beat periods, in seconds (see automation.queueing.beat_schedule).
+    send_tick_seconds: float = 5.0
+    lease_expiry_seconds: float = 30.0  # expired send leases → `unknown`
+    workflow_tick_seconds: float = 2.0
+    workflow_date_scan_seconds: float = 60.0
+    campaign_tick_seconds: float = 10.0
+    segment_reconcile_seconds: float = 600.0
+    hit_drain_seconds: float = 2.0  # tracking hits and site events
+    sunset_scan_seconds: float = 3600.0
+    anonymous_expiry_seconds: float = 86400.0
+    # The longest a workflow worker may sit idle inside a batch's transaction (PostgreSQL).
+    workflow_hold_seconds: float = 300.0
+    # Test-only: a file holding the time every process started with it sees (automation.clock).
+    clock_file: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -139,4 +153,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         complaint_min_count=int(env.get("NURTURE_COMPLAINT_MIN_COUNT", "3")),
         complaint_window_days=int(env.get("NURTURE_COMPLAINT_WINDOW_DAYS", "30")),
         form_rate_limit=int(env.get("NURTURE_FORM_RATE_LIMIT", "10")),
+        send_tick_seconds=float(env.get("NURTURE_SEND_TICK_SECONDS", "5")),
+        lease_expiry_seconds=float(env.get("NURTURE_LEASE_EXPIRY_SECONDS", "30")),
+        workflow_tick_seconds=float(env.get("NURTURE_WORKFLOW_TICK_SECONDS", "2")),
+        workflow_date_scan_seconds=float(env.get("NURTURE_WORKFLOW_DATE_SCAN_SECONDS", "60")),
+        campaign_tick_seconds=float(env.get("NURTURE_CAMPAIGN_TICK_SECONDS", "10")),
+        segment_reconcile_seconds=float(env.get("NURTURE_SEGMENT_RECONCILE_SECONDS", "600")),
+        hit_drain_seconds=float(env.get("NURTURE_HIT_DRAIN_SECONDS", "2")),
+        sunset_scan_seconds=float(env.get("NURTURE_SUNSET_SCAN_SECONDS", "3600")),
+        anonymous_expiry_seconds=float(env.get("NURTURE_ANONYMOUS_EXPIRY_SECONDS", "86400")),
+        workflow_hold_seconds=float(env.get("NURTURE_WORKFLOW_HOLD_SECONDS", "300")),
+        clock_file=env.get("NURTURE_CLOCK_FILE", ""),
     )

@@ -1,7 +1,9 @@
-"""The process-wide settings, engine and session factory, built once per process.
+"""What a process runs on: its settings, engine, session factory and Celery app, built
+together from one ``Settings`` by ``build_runtime``.
 
-Celery tasks and the CLI use ``runtime()``; the Flask app builds its own from the
-settings it is given, so tests can run several apps side by side.
+The worker (``automation.tasks``) and the CLI use the process's ``runtime()``, built from
+the environment on first use; the Flask app builds its own from the settings it is given
+(and never calls ``runtime()``), so tests can run several apps side by side.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from automation import clock
 from automation.config import Settings, load_settings
 from automation.db import make_engine, make_session_factory
 from automation.processes import keep_out_of_collector
@@ -27,13 +30,18 @@ class Runtime:
     sessions: sessionmaker[Session]
     celery: Celery
 
-    def enqueue(self, task: Any, *args: Any) -> None:
-        """Queue a task on this runtime's broker (after commit)."""
+    def enqueue(self, task: str, *args: Any) -> None:
+        """Queue the task named ``task`` (a key of ``TASK_QUEUES``, e.g. ``"segments.refresh"``)
+        on this runtime's broker. Call only after the transaction it reads has committed."""
         enqueue(self.celery, task, *args)
 
 
 def build_runtime(settings: Settings) -> Runtime:
     install_wiring()  # reactions, references and every mapper, before the first query
+    if settings.embedded:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)  # the SQLite broker's directory
+    if settings.clock_file:  # test-only: every process of an end-to-end test follows one file
+        clock.set_source(clock.file_source(settings.clock_file))
     engine = make_engine(settings.database_url)
     return Runtime(settings, engine, make_session_factory(engine), make_celery(settings))
 

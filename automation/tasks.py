@@ -1,28 +1,29 @@
-"""The worker's Celery app and its thin tasks: take ids, open a session, call one domain
-function. Queues: ``engine`` (workflow ticks, segment refresh, imports), ``send`` (the
-outbox), ``tracking`` (hit ingestion)."""
+"""The worker process's entry point (``celery -A automation.tasks worker|beat``): the Celery
+app of this process's runtime, and the thin tasks registered on it (take ids, open a
+session, call one domain function, commit). Queues and the beat schedule are declared in
+``automation.queueing``; producers queue these tasks by name (``runtime.enqueue``) and
+never import this module."""
 
 from __future__ import annotations
 
-import os
+from datetime import timedelta
 from typing import Any
 
 from automation.policy import effective_settings
-from automation.queueing import make_celery
 from automation.runtime import runtime
 
-celery_app = make_celery(runtime().settings)
+celery_app = runtime().celery
 celery_app.set_current()
 
 
-@celery_app.task(name="contacts.run_import_job", queue="engine")
+@celery_app.task(name="contacts.run_import_job")
 def run_import_job(job_id: int) -> dict[str, Any]:
     from automation.contacts.jobs import run_import_job as run
 
     return run(runtime().sessions, job_id)
 
 
-@celery_app.task(name="segments.refresh", queue="engine")
+@celery_app.task(name="segments.refresh")
 def refresh_segment(segment_id: int) -> dict[str, Any]:
     from automation.db import transaction
     from automation.errors import DomainError
@@ -35,7 +36,7 @@ def refresh_segment(segment_id: int) -> dict[str, Any]:
         return {"segment_id": segment_id, "skipped": exc.message}
 
 
-@celery_app.task(name="segments.sync_field_indexes", queue="engine")
+@celery_app.task(name="segments.sync_field_indexes")
 def sync_field_indexes() -> dict[str, Any]:
     """Build / drop the expression indexes of indexed custom fields (after a flag change,
     a field's deletion, and with the periodic reconciliation)."""
@@ -44,7 +45,7 @@ def sync_field_indexes() -> dict[str, Any]:
     return sync(runtime().engine).as_dict()
 
 
-@celery_app.task(name="segments.reconcile", queue="engine")
+@celery_app.task(name="segments.reconcile")
 def reconcile_segments() -> int:
     """Periodic full refresh of every dynamic segment (catches time-relative conditions),
     and of the indexed fields' indexes (one dropped behind our back is rebuilt)."""
@@ -52,19 +53,13 @@ def reconcile_segments() -> int:
 
     with runtime().sessions() as session:
         ids = due_segment_ids(session)
-    runtime().enqueue(sync_field_indexes)
+    runtime().enqueue("segments.sync_field_indexes")
     for segment_id in ids:
-        runtime().enqueue(refresh_segment, segment_id)
+        runtime().enqueue("segments.refresh", segment_id)
     return len(ids)
 
 
-celery_app.conf.beat_schedule["segments.reconcile"] = {
-    "task": "segments.reconcile",
-    "schedule": 600.0,  # seconds; events and edits refresh the contacts they touch at once
-}
-
-
-@celery_app.task(name="email.send_due", queue="send")
+@celery_app.task(name="email.send_due")
 def send_due() -> dict[str, Any]:
     from automation.email.sender import process_sending
     from automation.email.sender import send_due as run
@@ -73,7 +68,7 @@ def send_due() -> dict[str, Any]:
     return {"batches": report.batches, "claimed": report.claimed, **report.outcomes}
 
 
-@celery_app.task(name="email.expire_leases", queue="send")
+@celery_app.task(name="email.expire_leases")
 def expire_leases() -> int:
     from automation.db import transaction
     from automation.email.outbox import expire_leases as run
@@ -82,34 +77,24 @@ def expire_leases() -> int:
         return run(session)
 
 
-celery_app.conf.update(
-    beat_schedule={
-        **(celery_app.conf.beat_schedule or {}),
-        # Due messages are rows; these ticks only wake the senders. Stale ticks expire.
-        "email.send_due": {"task": "email.send_due", "schedule": 5.0, "options": {"expires": 10}},
-        "email.expire_leases": {
-            "task": "email.expire_leases",
-            "schedule": float(os.environ.get("NURTURE_LEASE_EXPIRY_SECONDS", "30")),
-        },
-    }
-)
-
-
-@celery_app.task(name="workflows.tick", queue="engine")
+@celery_app.task(name="workflows.tick")
 def workflows_tick() -> dict[str, Any]:
     """Move due enrolments; when more are due than one run may take, queue another run
     so a second worker helps (beat also calls this every few seconds)."""
     from automation.workflows.engine import run_due
 
-    report = run_due(runtime().sessions)
+    hold_limit = timedelta(seconds=runtime().settings.workflow_hold_seconds)
+    report = run_due(runtime().sessions, hold_limit=hold_limit)
     if report.more:
-        runtime().enqueue(workflows_tick)
+        runtime().enqueue("workflows.tick")
     if report.messages:
-        runtime().enqueue(send_due)  # the emails just queued go out now, not at the next beat
+        runtime().enqueue(
+            "email.send_due"
+        )  # the emails just queued go out now, not at the next beat
     return report.as_dict()
 
 
-@celery_app.task(name="workflows.scan_dates", queue="engine")
+@celery_app.task(name="workflows.scan_dates")
 def workflows_scan_dates() -> int:
     from automation.db import transaction
     from automation.workflows.triggers import scan_date_triggers
@@ -118,29 +103,7 @@ def workflows_scan_dates() -> int:
         return scan_date_triggers(session)
 
 
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
-# A tick that waited longer than its period is dropped: the next one does the same work.
-_TICK = _seconds("NURTURE_WORKFLOW_TICK_SECONDS", 2.0)
-_DATES = _seconds("NURTURE_WORKFLOW_DATE_SCAN_SECONDS", 60.0)
-celery_app.conf.beat_schedule = {
-    **(celery_app.conf.beat_schedule or {}),
-    "workflows-tick": {
-        "task": "workflows.tick",
-        "schedule": _TICK,
-        "options": {"queue": "engine", "expires": max(_TICK * 5, 10)},
-    },
-    "workflows-scan-dates": {
-        "task": "workflows.scan_dates",
-        "schedule": _DATES,
-        "options": {"queue": "engine", "expires": _DATES},
-    },
-}
-
-
-@celery_app.task(name="campaigns.tick", queue="engine")
+@celery_app.task(name="campaigns.tick")
 def campaigns_tick() -> dict[str, int]:
     """Start due campaigns, decide due A/B tests, mark finished sends (rows, not countdowns)."""
     from automation.campaigns.service import run_due
@@ -149,18 +112,13 @@ def campaigns_tick() -> dict[str, int]:
     with transaction(runtime().sessions) as session:
         report = run_due(session)
     if report["started"] or report["decided"]:
-        runtime().enqueue(send_due)  # the emails just queued go out now, not at the next beat
+        runtime().enqueue(
+            "email.send_due"
+        )  # the emails just queued go out now, not at the next beat
     return report
 
 
-celery_app.conf.beat_schedule["campaigns.tick"] = {
-    "task": "campaigns.tick",
-    "schedule": 10.0,
-    "options": {"expires": 20},
-}
-
-
-@celery_app.task(name="tracking.drain_hits", queue="tracking")
+@celery_app.task(name="tracking.drain_hits")
 def drain_hits() -> dict[str, Any]:
     from automation.tracking.hits import make_hit_queue
     from automation.tracking.service import drain_hits as run
@@ -172,14 +130,7 @@ def drain_hits() -> dict[str, Any]:
     return report.as_dict()
 
 
-celery_app.conf.beat_schedule["tracking.drain_hits"] = {
-    "task": "tracking.drain_hits",
-    "schedule": 2.0,  # hits wait in the queue until drained; a stale tick just expires
-    "options": {"expires": 10},
-}
-
-
-@celery_app.task(name="tracking.sunset", queue="engine")
+@celery_app.task(name="tracking.sunset")
 def apply_sunset() -> int:
     from automation.db import transaction
     from automation.tracking.sunset import apply_sunset as run
@@ -189,13 +140,7 @@ def apply_sunset() -> int:
         return run(session, max_sends=policy.sunset_sends, max_days=policy.sunset_days)
 
 
-celery_app.conf.beat_schedule["tracking.sunset"] = {
-    "task": "tracking.sunset",
-    "schedule": 3600.0,
-}
-
-
-@celery_app.task(name="tracking.drain_site", queue="tracking")
+@celery_app.task(name="tracking.drain_site")
 def drain_site() -> dict[str, Any]:
     """Site events and identifications from the collect endpoint into events."""
     from dataclasses import asdict
@@ -207,14 +152,7 @@ def drain_site() -> dict[str, Any]:
     return asdict(report)
 
 
-celery_app.conf.beat_schedule["tracking.drain_site"] = {
-    "task": "tracking.drain_site",
-    "schedule": 2.0,
-    "options": {"expires": 10},
-}
-
-
-@celery_app.task(name="tracking.expire_anonymous", queue="engine")
+@celery_app.task(name="tracking.expire_anonymous")
 def expire_anonymous() -> int:
     """Anonymous site events of visitors who never identified, after 90 days."""
     from automation.tracking.site import expire_anonymous as run
@@ -223,9 +161,3 @@ def expire_anonymous() -> int:
         removed = run(session)
         session.commit()
     return removed
-
-
-celery_app.conf.beat_schedule["tracking.expire_anonymous"] = {
-    "task": "tracking.expire_anonymous",
-    "schedule": 86400.0,
-}

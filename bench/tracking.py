@@ -92,7 +92,7 @@ def bare_app() -> Any:
 
 
 def tracking_app() -> Any:
-    from web.public import create_tracking_app
+    from web import create_tracking_app
 
     return create_tracking_app(load_settings())
 

@@ -374,7 +374,7 @@ def _post_worker(
     with app.extensions["nurture"].sessions() as s:
         token = create_api_key(s, f"bench {seed}", role=Role.MARKETER).token
         s.commit()
-    from automation.runtime import keep_out_of_collector
+    from automation.processes import keep_out_of_collector
 
     keep_out_of_collector()  # as web/wsgi.py does once the app is built
     client = app.test_client()

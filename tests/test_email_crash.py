@@ -22,9 +22,8 @@ from automation.contacts.models import Contact
 from automation.db import make_engine, make_session_factory
 from automation.email.models import Message, MessageStatus
 from automation.email.outbox import expire_leases, queue_for_contacts
-from automation.queueing import make_celery
+from automation.queueing import enqueue, make_celery
 from automation.signing import TokenKind, TokenSigner
-from automation.tasks import send_due
 
 MESSAGES = 10_000
 LEASE_SECONDS = 6
@@ -115,7 +114,7 @@ def test_a_worker_killed_mid_send_never_sends_a_message_twice(tmp_path, postgres
     worker = _worker(settings, log)
     try:
         for _ in range(3):
-            celery.send_task(send_due.name, queue="send")
+            enqueue(celery, "email.send_due")
         deadline = time.monotonic() + 120
         while len(server.received) < 2_500:
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
@@ -134,7 +133,7 @@ def test_a_worker_killed_mid_send_never_sends_a_message_twice(tmp_path, postgres
                 break
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
             assert time.monotonic() < deadline, counts
-            celery.send_task(send_due.name, queue="send")
+            enqueue(celery, "email.send_due")
             time.sleep(1)
         time.sleep(LEASE_SECONDS + 1)  # the dead worker's leases run out
         with sessions() as s:

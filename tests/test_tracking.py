@@ -52,7 +52,7 @@ def sent_message(app: Any, email: str = "zoe@example.com", minutes_ago: int = 30
 
 
 def queue_of(app: Any) -> Any:
-    from web.public import tracking
+    from web.public.state import tracking
 
     with app.app_context():
         queue = tracking().queue

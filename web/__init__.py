@@ -1,4 +1,7 @@
-"""Flask app factory: wires settings, database, CSRF, auth, the API and the UI."""
+"""The Flask app factories: ``create_app`` (the UI, the API and the public endpoints) and
+``create_tracking_app`` (only the public endpoints, scaled apart from the UI). Each wires
+the runtime built from the settings it is given; nothing here reads the environment
+unless no settings are given."""
 
 from __future__ import annotations
 
@@ -11,6 +14,10 @@ from flask_wtf.csrf import CSRFProtect
 
 from automation.config import Settings, load_settings
 from automation.runtime import build_runtime
+from web import auth, database, ops, ui
+from web.api import register_api
+from web.api.errors import register_api_errors
+from web.public import site, tracking
 
 csrf = CSRFProtect()
 CSP = (
@@ -39,10 +46,6 @@ def create_app(
         app.config.update(test_config)
     app.extensions["nurture"] = build_runtime(settings)
 
-    from web import auth, database, ops, public, site, ui
-    from web.api import register_api
-    from web.api.errors import register_api_errors
-
     csrf.init_app(app)
     app.before_request(auth.load_user)
     app.teardown_appcontext(database.close_session)
@@ -50,8 +53,8 @@ def create_app(
     app.register_blueprint(auth.bp)
     app.register_blueprint(ui.bp)
     app.register_blueprint(ops.bp)
-    app.register_blueprint(public.bp)
-    csrf.exempt(public.bp)  # the signed token is the authority (RFC 8058 one-click POST)
+    app.register_blueprint(tracking.bp)
+    csrf.exempt(tracking.bp)  # the signed token is the authority (RFC 8058 one-click POST)
     app.register_blueprint(site.bp)
     csrf.exempt(site.bp)  # cross-origin posts from sites: Origin check, honeypot, rate limit
     register_api(app, csrf)
@@ -70,6 +73,19 @@ def create_app(
         response.headers.setdefault("Content-Security-Policy", CSP)
         return response
 
+    return app
+
+
+def create_tracking_app(settings: Settings | None = None) -> Flask:
+    """A process that serves only the public tracking URLs (scaled apart from the UI)."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    # No SECRET_KEY: these pages use no cookie session (opening one costs ~0.3 ms a hit).
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
+    app.extensions["nurture"] = build_runtime(settings)
+    app.teardown_appcontext(database.close_session)
+    app.register_blueprint(tracking.bp)
+    app.register_blueprint(site.bp)
     return app
 
 

@@ -12,6 +12,7 @@ from kombu import Connection
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from automation.config import Settings
 from automation.runtime import Runtime
 
 
@@ -65,29 +66,30 @@ def check_smtp(runtime: Runtime) -> Check:
     return _timed("smtp", probe)
 
 
-# Domain probes: each takes a session and returns a Check (e.g. tick lag, outbox backlog).
-DOMAIN_PROBES: list[Callable[[Session], Check]] = []
+# Domain probes: each takes a session and the runtime's settings and returns a Check (e.g.
+# tick lag, outbox backlog).
+DOMAIN_PROBES: list[Callable[[Session, Settings], Check]] = []
 
 
 def readiness(runtime: Runtime) -> list[Check]:
+    """Every check, against ``runtime`` (the app's own, never a process-global one)."""
     checks = [check_database(runtime), check_broker(runtime), check_smtp(runtime)]
     if checks[0].ok and DOMAIN_PROBES:
         with runtime.sessions() as session:
-            checks.extend(probe(session) for probe in DOMAIN_PROBES)
+            checks.extend(probe(session, runtime.settings) for probe in DOMAIN_PROBES)
     return checks
 
 
 HIT_QUEUE_LIMIT = 200_000
 
 
-def check_hit_queue(_session: Session) -> Check:
+def check_hit_queue(_session: Session, settings: Settings) -> Check:
     """Tracking hits waiting for the tracking worker: a growing queue means no drainer."""
 
     def probe() -> str:
-        from automation.runtime import runtime
         from automation.tracking.hits import make_hit_queue
 
-        depth = make_hit_queue(runtime().settings).depth()
+        depth = make_hit_queue(settings).depth()
         if depth > HIT_QUEUE_LIMIT:
             raise RuntimeError(f"{depth} hits queued (is the tracking worker running?)")
         return f"{depth} hits queued"
@@ -98,16 +100,14 @@ def check_hit_queue(_session: Session) -> Check:
 SPOOL_AGE_LIMIT_SECONDS = 300.0
 
 
-def check_hit_spool(_session: Session) -> Check:
+def check_hit_spool(_session: Session, settings: Settings) -> Check:
     """Tracking records spooled on this machine: old ones mean nothing moves them on (no
     forwarder here, Redis unreachable, or in the embedded default no tracking worker)."""
 
     def probe() -> str:
         from automation.ops.backlog import spool_backlogs
-        from automation.runtime import runtime
         from automation.tracking.hits import spool_forwarded
 
-        settings = runtime().settings
         backlogs = spool_backlogs(settings)
         detail = ", ".join(
             f"{name}: {b.files} files, {b.bytes} bytes, oldest {b.oldest_seconds:.0f} s"
@@ -131,7 +131,7 @@ DOMAIN_PROBES.extend([check_hit_queue, check_hit_spool])
 LAG_LIMIT_SECONDS = 600.0
 
 
-def check_tick_lag(session: Session) -> Check:
+def check_tick_lag(session: Session, _settings: Settings) -> Check:
     """Due enrolments and messages nobody has picked up: no engine or send worker, or
     no scheduler, is running (or they cannot keep up)."""
 
@@ -152,7 +152,7 @@ def check_tick_lag(session: Session) -> Check:
     return _timed("tick_lag", probe)
 
 
-def check_outbox(session: Session) -> Check:
+def check_outbox(session: Session, _settings: Settings) -> Check:
     """The outbox by open state; `unknown` messages wait for an operator's decision."""
 
     def probe() -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -65,7 +64,8 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 1000
 # The longest a worker may sit idle inside a batch's transaction before PostgreSQL ends its
 # session and the batch is due again (a worker stuck between statements).
-HOLD_LIMIT = timedelta(seconds=float(os.environ.get("NURTURE_WORKFLOW_HOLD_SECONDS", "300")))
+# (The worker passes Settings.workflow_hold_seconds, NURTURE_WORKFLOW_HOLD_SECONDS.)
+HOLD_LIMIT = timedelta(seconds=300)
 MAX_STEPS_PER_BATCH = 200  # validation forbids loops without a wait; this is a backstop
 _default_http: HttpClient = UrllibClient()
 
@@ -100,7 +100,7 @@ class RunReport:
 
 
 def claim_due(
-    session: Session, now: datetime, limit: int = BATCH_SIZE
+    session: Session, now: datetime, limit: int = BATCH_SIZE, hold_limit: timedelta | None = None
 ) -> tuple[list[Item], dict[int, str]]:
     """Lock up to ``limit`` due enrolments for the rest of this transaction: the items, and
     their versions' content digests (read in the same query, so cached graphs need no
@@ -108,7 +108,7 @@ def claim_due(
     if is_postgres(session):
         session.execute(
             text("SELECT set_config('idle_in_transaction_session_timeout', :limit, true)"),
-            {"limit": f"{int(HOLD_LIMIT.total_seconds() * 1000)}ms"},
+            {"limit": f"{int((hold_limit or HOLD_LIMIT).total_seconds() * 1000)}ms"},
         )
     else:
         # No row locks: an empty write takes the database's write lock now, so a concurrent
@@ -602,6 +602,7 @@ def run_due(
     batch_size: int = BATCH_SIZE,
     budget_seconds: float = 10.0,
     http: HttpClient | None = None,
+    hold_limit: timedelta | None = None,
 ) -> RunReport:
     """Claim and move batches until nothing is due or the time budget is spent
     (``more`` then tells the caller to queue another run)."""
@@ -611,7 +612,7 @@ def run_due(
         started = time.perf_counter()
         with sessions() as session:
             now = clock.now()
-            items, digests = claim_due(session, now, batch_size)
+            items, digests = claim_due(session, now, batch_size, hold_limit)
             if not items:
                 return report
             moved = advance(session, items, digests, now, http=http)

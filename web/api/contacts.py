@@ -26,7 +26,6 @@ from automation.contacts.schema import (
     StatusChange,
 )
 from automation.errors import FieldError, InvalidInput
-from automation.tasks import run_import_job, sync_field_indexes
 from web.api.routing import ApiBlueprint
 from web.database import db, nurture
 
@@ -198,7 +197,7 @@ def declare_field(body: CustomFieldIn) -> CustomFieldOut:
     field = contacts.declare_field(db(), body)
     db().commit()
     if field.indexed:
-        nurture().enqueue(sync_field_indexes)
+        nurture().enqueue("segments.sync_field_indexes")
     return CustomFieldOut.model_validate(field)
 
 
@@ -213,7 +212,7 @@ def declare_field(body: CustomFieldIn) -> CustomFieldOut:
 def patch_field(name: str, body: CustomFieldPatch) -> CustomFieldOut:
     field = contacts.set_field_indexed(db(), name, body.indexed)
     db().commit()
-    nurture().enqueue(sync_field_indexes)
+    nurture().enqueue("segments.sync_field_indexes")
     return CustomFieldOut.model_validate(field)
 
 
@@ -223,7 +222,7 @@ def patch_field(name: str, body: CustomFieldPatch) -> CustomFieldOut:
 def delete_field(name: str) -> None:
     contacts.delete_field(db(), name)
     db().commit()
-    nurture().enqueue(sync_field_indexes)  # drops its index, if it had one
+    nurture().enqueue("segments.sync_field_indexes")  # drops its index, if it had one
 
 
 class TagOut(BaseModel):
@@ -306,7 +305,7 @@ def upload_import() -> ImportJobOut:
         created_by_id=g.principal.user_id,
     )
     db().commit()
-    nurture().enqueue(run_import_job, job.id)
+    nurture().enqueue("contacts.run_import_job", job.id)
     return job_out(job)
 
 

@@ -34,7 +34,6 @@ from automation.segments.schema import (
     SizeQuery,
     ValidOut,
 )
-from automation.tasks import refresh_segment as refresh_task
 from web.api.routing import ApiBlueprint
 from web.database import db, nurture
 
@@ -73,7 +72,7 @@ def create_segment(body: SegmentIn) -> SegmentOut:
     segment = service.create_segment(db(), body)
     db().commit()
     if segment.kind is SegmentKind.DYNAMIC:
-        nurture().enqueue(refresh_task, segment.id)
+        nurture().enqueue("segments.refresh", segment.id)
     return _out(segment)
 
 
@@ -94,7 +93,7 @@ def update_segment(segment_id: int, body: SegmentPatch) -> SegmentOut:
     segment, changed = service.update_segment(db(), segment_id, body)
     db().commit()
     if changed:
-        nurture().enqueue(refresh_task, segment.id)
+        nurture().enqueue("segments.refresh", segment.id)
     return _out(segment)
 
 

@@ -1,14 +1,49 @@
-"""The marketer's pages. Each area adds its views to this blueprint and an entry to NAV."""
+"""The marketer's pages. Each area's module adds its views to the blueprint (``bp``, in
+``web.ui.blueprint``) and an entry to NAV; importing this package loads them all."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, current_app, g
+from flask import current_app, g
+from sqlalchemy.exc import SQLAlchemyError
 
 from automation.accounts.models import Role
+from automation.ops.backlog import paused_sender_count as count
+from web.database import db
+from web.ui import (
+    accounts,
+    campaigns,
+    contacts,
+    dashboard,
+    email_templates,
+    imports,
+    lead_forms,
+    outbox,
+    segments,
+    sent_mail,
+    settings,
+    website,
+    workflows,
+)
+from web.ui.blueprint import bp
 
-bp = Blueprint("ui", __name__)
+__all__ = ["NAV", "VIEWS", "bp", "can", "nav_items", "paused_sender_count"]
+
+# Every view module: imported for the routes it adds to ``bp``.
+VIEWS = (
+    accounts,
+    campaigns,
+    contacts,
+    dashboard,
+    email_templates,
+    imports,
+    lead_forms,
+    outbox,
+    segments,
+    sent_mail,
+    settings,
+    website,
+    workflows,
+)
 
 # (endpoint, label): an entry shows only once its endpoint exists.
 NAV: list[tuple[str, str]] = [
@@ -39,11 +74,6 @@ def can(role: str) -> bool:
 def paused_sender_count() -> int:
     """For the banner in base.html (logged-in pages only): how many senders the complaint
     guard paused. One small query per page, asked once per request."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from automation.ops.backlog import paused_sender_count as count
-    from web.database import db
-
     if "paused_sender_count" not in g:
         try:
             g.paused_sender_count = count(db())
@@ -52,40 +82,3 @@ def paused_sender_count() -> int:
             # into a second crash (the session needs a rollback the view did not do).
             g.paused_sender_count = 0
     return int(g.paused_sender_count)
-
-
-def _load_views() -> Any:
-    from web.ui import (
-        accounts,
-        campaigns,
-        contacts,
-        dashboard,
-        email_templates,
-        imports,
-        lead_forms,
-        outbox,
-        segments,
-        sent_mail,
-        settings,
-        website,
-        workflows,
-    )
-
-    return (
-        accounts,
-        campaigns,
-        contacts,
-        dashboard,
-        imports,
-        lead_forms,
-        outbox,
-        segments,
-        sent_mail,
-        settings,
-        email_templates,
-        website,
-        workflows,
-    )
-
-
-_load_views()

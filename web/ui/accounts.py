@@ -12,7 +12,7 @@ from automation.accounts.models import Role
 from automation.errors import FieldError, InvalidInput
 from web.auth import login_required
 from web.database import db
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of
 
 ROLES = [(r.value, r.value) for r in Role]

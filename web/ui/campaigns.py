@@ -28,10 +28,9 @@ from automation.email import identities
 from automation.email.models import Message, MessageStatus, Template, TemplateVersion
 from automation.errors import FieldError, InvalidInput
 from automation.segments import service as segments
-from automation.tasks import campaigns_tick
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, parse
 
 VARIANT_SLOTS = service.MAX_VARIANTS
@@ -287,7 +286,7 @@ def campaign_edit(campaign_id: int) -> Any:
 
 def _after_save(campaign: Campaign) -> None:
     if campaign.status is CampaignStatus.SCHEDULED:
-        nurture().enqueue(campaigns_tick)  # a "now" start happens at once, not at the next beat
+        nurture().enqueue("campaigns.tick")  # a "now" start happens at once, not at the next beat
         flash(f"Campaign {campaign.name} scheduled.", "success")
     else:
         flash(f"Campaign {campaign.name} saved as a draft.", "success")
@@ -416,7 +415,7 @@ def _act(campaign_id: int, done: str, fn: Any, *args: Any) -> Any:
         db().commit()
         if done:
             flash(done, "success")
-        nurture().enqueue(campaigns_tick)
+        nurture().enqueue("campaigns.tick")
     return redirect(url_for("ui.campaign_detail", campaign_id=campaign_id))
 
 

@@ -29,7 +29,7 @@ from automation.errors import FieldError, InvalidInput, NotFound, field_errors
 from automation.overview import contact_enrollments, contact_messages
 from web.auth import login_required, safe_next
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, rejected
 
 STATUSES = [s.value for s in ContactStatus]

@@ -12,7 +12,7 @@ from automation.contacts import activity
 from automation.ops.backlog import paused_senders
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 
 RANGES = (7, 30, 90)
 LABELS = {

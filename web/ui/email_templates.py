@@ -15,7 +15,7 @@ from automation.email import templates as service
 from automation.email.models import Template, TemplateKind, TemplateVersion
 from web.auth import login_required
 from web.database import db
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, errors_of
 
 STARTER = """<mjml>

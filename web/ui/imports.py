@@ -15,10 +15,9 @@ from automation.contacts.attributes import field_types
 from automation.contacts.importer import CsvPreview, mapping_targets, suggest_target
 from automation.contacts.models import ImportJob, ImportStatus
 from automation.errors import FieldError, InvalidInput
-from automation.tasks import run_import_job
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of
 
 ENCODINGS = [
@@ -99,7 +98,7 @@ def import_mapping(job_id: int) -> Any:
         db().rollback()
         return _mapping_page(job, preview, chosen, errors_of(exc)), INVALID
     db().commit()
-    nurture().enqueue(run_import_job, job.id)
+    nurture().enqueue("contacts.run_import_job", job.id)
     flash(f"Import of {job.filename} queued.", "success")
     return redirect(url_for("ui.import_job", job_id=job.id))
 

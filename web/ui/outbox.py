@@ -20,7 +20,7 @@ from automation.ops.backlog import outbox_backlog, paused_senders, spool_backlog
 from automation.tracking.bounces import resume_default, resume_identity
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, errors_of
 
 PER_PAGE = 50

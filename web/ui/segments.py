@@ -24,7 +24,7 @@ from automation.segments.schema import (
 )
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, errors_of
 
 
@@ -129,10 +129,8 @@ def segment_delete(segment_id: int) -> Any:
 @login_required(Role.MARKETER)
 def segment_refresh(segment_id: int) -> Any:
     """Queue a refresh of the stored members (never run in the request)."""
-    from automation.tasks import refresh_segment
-
     segment = service.get_segment(db(), segment_id)
     if segment.kind is SegmentKind.DYNAMIC:
-        nurture().enqueue(refresh_segment, segment.id)
+        nurture().enqueue("segments.refresh", segment.id)
         flash("Refresh queued: the member count updates when it finishes.", "success")
     return redirect(url_for("ui.segment_detail", segment_id=segment.id))

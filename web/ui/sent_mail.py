@@ -9,7 +9,7 @@ from flask import abort, render_template
 from automation.email.catcher import get_caught, list_caught
 from web.auth import login_required
 from web.database import nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 
 
 @bp.route("/sent-mail")

@@ -14,10 +14,9 @@ from automation.contacts.models import FieldType, IndexStatus
 from automation.contacts.schema import CustomFieldIn
 from automation.email import identities
 from automation.email.models import SenderIdentity
-from automation.tasks import sync_field_indexes
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, parse, rejected
 
 SENDER_FIELDS = ("name", "from_name", "from_email", "reply_to", "max_per_minute")
@@ -133,7 +132,7 @@ def field_create() -> Any:
         return _fields_page(request.form, errors_of(exc)), INVALID
     db().commit()
     if field.indexed:
-        nurture().enqueue(sync_field_indexes)
+        nurture().enqueue("segments.sync_field_indexes")
     flash(f"Custom field {field.name} declared.", "success")
     return redirect(url_for("ui.fields"))
 
@@ -144,7 +143,7 @@ def field_index(name: str) -> Any:
     indexed = request.form.get("indexed") == "1"
     field = contacts.set_field_indexed(db(), name, indexed)
     db().commit()
-    nurture().enqueue(sync_field_indexes)
+    nurture().enqueue("segments.sync_field_indexes")
     if not indexed:
         flash(f"The index of {field.name} is being dropped.", "success")
     elif field.index_status is IndexStatus.UNSUPPORTED:
@@ -167,7 +166,7 @@ def field_delete(name: str) -> Any:
         flash(errors_of(exc).get("", exc.message), "error")
         return redirect(url_for("ui.fields"))
     db().commit()
-    nurture().enqueue(sync_field_indexes)
+    nurture().enqueue("segments.sync_field_indexes")
     flash(f"Custom field {name} deleted; values already stored on contacts are kept.", "success")
     return redirect(url_for("ui.fields"))
 

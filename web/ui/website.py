@@ -15,7 +15,7 @@ from automation.errors import NotFound
 from automation.tracking import sites, topics
 from web.auth import login_required
 from web.database import db, nurture
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of
 
 

@@ -23,7 +23,7 @@ from automation.workflows.stats import open_by_version, totals_by_workflow
 from automation.workflows.validation import check_definition
 from web.auth import login_required
 from web.database import db
-from web.ui import bp
+from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, rejected
 from web.ui.segments import builder_catalog
 

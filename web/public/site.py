@@ -21,15 +21,16 @@ from automation.forms.ratelimit import RateLimiter
 from automation.signing import TokenKind, verify_identity
 from automation.tracking.hits import HitQueue, make_hit_writer, tracking_redis_url
 from automation.tracking.site import MAX_BODY_BYTES, VISITOR_ID, parse_collect, records_of
-from automation.tracking.sites import ORIGINS, allowed_origins, origin_of
+from automation.tracking.sites import origin_of
 from web.auth import public
-from web.public import NO_STORE, _client_ip, _page, tracking
+from web.database import db
+from web.public.pages import NO_STORE, client_ip, page
+from web.public.state import IDENTITY_COOKIE, site_origins, tracking
 
 bp = Blueprint("site", __name__)
 
 SCRIPT = (Path(__file__).parent / "nurture.js").read_bytes()
 SCRIPT_ETAG = hashlib.sha256(SCRIPT).hexdigest()[:16]
-IDENTITY_COOKIE = "nurture_id"
 
 
 class _Site:
@@ -46,17 +47,6 @@ def site() -> _Site:
         found = _Site(current_app.extensions["nurture"].settings)
         current_app.extensions["nurture_site"] = found
     return found
-
-
-def site_origins() -> frozenset[str]:
-    return ORIGINS.get(_load_origins)  # every click asks: no closure or import per call
-
-
-def _load_origins() -> frozenset[str]:
-    from web.database import nurture
-
-    with nurture().sessions() as session:
-        return allowed_origins(session)
 
 
 def _origin() -> str | None:
@@ -177,14 +167,12 @@ def _form_values() -> dict[str, Any]:
 @bp.route("/f/<public_id>", methods=["POST", "OPTIONS"])
 @public
 def form_post(public_id: str) -> Any:
-    from web.database import db
-
     if request.method == "OPTIONS":
         return _preflight("POST")
     origin = _origin()
     if request.headers.get("Origin") and origin is None:
         return _cors(_error(403, "forbidden", "this origin is not an allowed site origin"), None)
-    wait = site().limiter.hit(f"form:{public_id[:32]}:{_client_ip()}")
+    wait = site().limiter.hit(f"form:{public_id[:32]}:{client_ip()}")
     if wait is not None:
         response = _error(429, "rate_limited", f"too many posts; try again in {wait} s")
         response.headers["Retry-After"] = str(wait)
@@ -195,7 +183,7 @@ def form_post(public_id: str) -> Any:
         values = _form_values()
         visitor = str(values.get(forms.VISITOR_FIELD) or "")
         visitor_id = visitor if VISITOR_ID.match(visitor) else None  # else: not linked
-        result = forms.submit_form(session, form, values, ip=_client_ip(), visitor_id=visitor_id)
+        result = forms.submit_form(session, form, values, ip=client_ip(), visitor_id=visitor_id)
         session.commit()
     except NotFound:
         return _cors(_error(404, "not_found", "no such form"), origin)
@@ -204,7 +192,7 @@ def form_post(public_id: str) -> Any:
         if _wants_json():
             return _cors(_error(422, exc.code, exc.message, exc.errors), origin)
         text = "; ".join(f"{e.path}: {e.message}" for e in exc.errors)
-        return _page("Please check the form", text, status=422)
+        return page("Please check the form", text, status=422)
     message = (
         "Almost done: check your inbox and confirm your subscription."
         if result.status == "pending"
@@ -214,7 +202,7 @@ def form_post(public_id: str) -> Any:
         return _cors(jsonify({"status": result.status, "message": message}), origin)
     if form.redirect_url and result.status != "pending":
         return redirect(form.redirect_url, code=303)
-    return _page("Thank you", message)
+    return page("Thank you", message)
 
 
 @bp.route("/f/confirm/<token>", methods=["GET", "POST"], merge_slashes=False)
@@ -222,8 +210,6 @@ def form_post(public_id: str) -> Any:
 def confirm(token: str) -> Any:
     """GET shows a button and changes nothing (mail scanners follow every GET); the
     POST from it confirms the subscription."""
-    from web.database import db
-
     claims = tracking().signer.verify(token, TokenKind.CONFIRM)
     if claims is None:
         abort(404)
@@ -231,14 +217,14 @@ def confirm(token: str) -> Any:
     try:
         if request.method == "GET":
             form, _ = forms.submission_of(session, claims)
-            return _page(
+            return page(
                 "Confirm your subscription",
                 form.consent_text or f"Subscribe through {form.name}?",
                 action=request.path,
                 buttons=[("confirm", "Yes, subscribe me")],
             )
-        forms.confirm_submission(session, claims, ip=_client_ip())
+        forms.confirm_submission(session, claims, ip=client_ip())
         session.commit()
     except NotFound:
         abort(404)
-    return _page("Subscription confirmed", "Thank you: you are subscribed.")
+    return page("Subscription confirmed", "Thank you: you are subscribed.")
