@@ -66,8 +66,8 @@ celery_app.conf.beat_schedule["segments.reconcile"] = {
 
 @celery_app.task(name="email.send_due", queue="send")
 def send_due() -> dict[str, Any]:
+    from automation.email.outbox import send_due as run
     from automation.email.sender import process_sending
-    from automation.email.sender import send_due as run
 
     report = run(runtime().sessions, process_sending(runtime().settings))
     return {"batches": report.batches, "claimed": report.claimed, **report.outcomes}

@@ -26,7 +26,7 @@ from automation.campaigns.models import (
 from automation.campaigns.schema import AbTestIn, CampaignIn, ScheduleIn, VariantIn
 from automation.contacts.models import Contact
 from automation.email.models import Message, MessageStatus, Template, TemplateVersion
-from automation.email.outbox import queue_for_contacts, withdraw_waiting
+from automation.email.outbox import WAITING, park, queue_for_contacts, unpark, withdraw
 from automation.email.schema import TemplateContent
 from automation.email.templates import add_version
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -35,8 +35,6 @@ from automation.segments.models import Segment
 
 MAX_VARIANTS = 5
 MIN_TEST_MINUTES = 30
-# Paused messages wait here; resume puts back each recipient's own time.
-PARKED = datetime(9999, 1, 1, tzinfo=UTC)
 VARIANT_NAMES = "ABCDE"
 
 S = CampaignStatus
@@ -52,7 +50,6 @@ ALLOWED: dict[CampaignStatus, frozenset[CampaignStatus]] = {
 }
 # Outcomes that count toward "finished": sent + failed + suppressed + unknown = audience.
 DONE = (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED, MessageStatus.UNKNOWN)
-WAITING = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
 
 
 def move(campaign: Campaign, to: CampaignStatus) -> None:
@@ -645,12 +642,7 @@ def pause_campaign(session: Session, campaign_id: int) -> Campaign:
     previous = campaign.status
     move(campaign, CampaignStatus.PAUSED)
     campaign.paused_from = previous
-    session.execute(
-        update(Message)
-        .where(Message.campaign_id == campaign.id, Message.status.in_(WAITING))
-        .values(next_attempt_at=PARKED)
-        .execution_options(synchronize_session=False)
-    )
+    park(session, Message.campaign_id == campaign.id)
     return campaign
 
 
@@ -666,41 +658,21 @@ def resume_campaign(session: Session, campaign_id: int) -> Campaign:
         .where(R.campaign_id == campaign.id, R.contact_id == Message.contact_id)
         .scalar_subquery()
     )
-    parked = [
-        Message.campaign_id == campaign.id,
-        Message.status.in_(WAITING),
-        Message.next_attempt_at == PARKED,
-    ]
-    session.execute(
-        update(Message)
-        .where(*parked)
-        .values(next_attempt_at=func.coalesce(own_time, now))
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(Message)
-        .where(
-            Message.campaign_id == campaign.id,
-            Message.status.in_(WAITING),
-            Message.next_attempt_at < now,
-        )
-        .values(next_attempt_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    unpark(session, Message.campaign_id == campaign.id, send_at=own_time, now=now)
     move(campaign, campaign.paused_from)
     campaign.paused_from = None
     return campaign
 
 
 def cancel_campaign(session: Session, campaign_id: int) -> Campaign:
-    """Stop for good (outbox.withdraw_waiting): waiting messages never handed to a relay
+    """Stop for good (outbox.withdraw): waiting messages never handed to a relay
     are removed, deferred ones that already had an SMTP attempt end `failed`/`withdrawn`
     (kept as the record of the attempt), sent ones stay in the report. Messages a sender
     holds right now finish; if one comes back deferred, the tick withdraws it."""
     campaign = get_campaign(session, campaign_id, lock=True)
     move(campaign, CampaignStatus.CANCELLED)
     campaign.next_run_at = None
-    withdraw_waiting(session, Message.campaign_id == campaign.id)
+    withdraw(session, Message.campaign_id == campaign.id)
     return campaign
 
 
@@ -772,7 +744,7 @@ def _withdraw_cancelled(session: Session, now: datetime) -> int:
     recent = select(Campaign.id).where(
         Campaign.status == CampaignStatus.CANCELLED, Campaign.updated_at >= now - CANCEL_SWEEP
     )
-    deleted, withdrawn = withdraw_waiting(session, Message.campaign_id.in_(recent))
+    deleted, withdrawn = withdraw(session, Message.campaign_id.in_(recent))
     return deleted + withdrawn
 
 
@@ -780,14 +752,4 @@ def _repark(session: Session) -> int:
     """A message leased before a pause and deferred after it came back with a retry time:
     park it again (the tick runs more often than the shortest backoff)."""
     paused = select(Campaign.id).where(Campaign.status == CampaignStatus.PAUSED)
-    result = session.execute(
-        update(Message)
-        .where(
-            Message.campaign_id.in_(paused),
-            Message.status.in_(WAITING),
-            Message.next_attempt_at != PARKED,
-        )
-        .values(next_attempt_at=PARKED)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult
+    return park(session, Message.campaign_id.in_(paused))
