@@ -69,7 +69,7 @@ from automation.contacts.suppressions import SuppressionReason, suppress
 from automation.db import dialect_insert
 from automation.email.identities import default_sender
 from automation.email.models import Message, SenderIdentity
-from automation.email.outbox import note_feedback
+from automation.email.outbox import Feedback, note_feedback
 from automation.email.schema import DefaultSenderOut
 from automation.errors import FieldError, InvalidInput, NotFound, field_errors
 from automation.policy import (
@@ -368,7 +368,8 @@ def record_feedback(
             continue
         at = item.occurred_at or now
         if message is not None:
-            note_feedback(session, message.id, complaint=complaint, now=now)
+            reported = Feedback.COMPLAINED if complaint else Feedback.BOUNCED
+            note_feedback(session, message.id, reported, now=now)
             if complaint:
                 complained_senders.add(message.sender_identity_id)
         if item.type is FeedbackType.HARD_BOUNCE:

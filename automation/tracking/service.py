@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
@@ -13,6 +12,7 @@ from automation.contacts.consent import change_status
 from automation.contacts.models import Contact, ContactStatus, Event
 from automation.db import dialect_insert
 from automation.email.models import Message
+from automation.email.outbox import Feedback, note_feedback
 from automation.errors import NotFound
 from automation.instruments import BATCH_SECONDS, BATCH_SIZE, TRACKING_HITS
 from automation.reactions import IngestedEvent, react_to_events
@@ -93,12 +93,7 @@ def unsubscribe(session: Session, claims: TokenClaims, *, ip: str | None, source
         )
     now = clock.now()
     if message.unsubscribed_at is None:
-        session.execute(
-            update(Message)
-            .where(Message.id == message.id, Message.unsubscribed_at.is_(None))
-            .values(unsubscribed_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        note_feedback(session, message.id, Feedback.UNSUBSCRIBED, now=now)
     properties = {
         "message_id": message.id,
         "template_version_id": message.template_version_id,

@@ -12,6 +12,7 @@ from automation.email.outbox.channel import (
 from automation.email.outbox.claiming import Batch, Claimed, claim_batch, expire_leases
 from automation.email.outbox.outcomes import (
     MAX_ATTEMPTS,
+    Feedback,
     Outcome,
     backoff,
     note_feedback,
@@ -45,6 +46,7 @@ __all__ = [
     "Claimed",
     "Delivery",
     "DeliveryStatus",
+    "Feedback",
     "IllegalTransition",
     "Outcome",
     "Prepared",

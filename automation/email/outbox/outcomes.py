@@ -4,6 +4,7 @@ slowing down a sender the relay pushed back on)."""
 
 from __future__ import annotations
 
+import enum
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -220,10 +221,21 @@ def _record_hard_bounces(session: Session, bounced: list[Outcome], now: datetime
     react_to_events(session, events)
 
 
-def note_feedback(session: Session, message_id: int, *, complaint: bool, now: datetime) -> None:
-    """A bounce or complaint report about a message (its status stays what it is)."""
-    column = Message.complained_at if complaint else Message.bounced_at
-    session.execute(update(Message).where(Message.id == message_id).values({column: now}))
+class Feedback(enum.Enum):
+    """What a recipient's side reported about a message after it went out."""
+
+    BOUNCED = "bounced_at"
+    COMPLAINED = "complained_at"
+    UNSUBSCRIBED = "unsubscribed_at"  # the first time counts: a second click changes nothing
+
+
+def note_feedback(session: Session, message_id: int, feedback: Feedback, *, now: datetime) -> None:
+    """Stamp the message with a report about it (its status stays what it is)."""
+    column = Message.__table__.c[feedback.value]
+    stmt = update(Message).where(Message.id == message_id)
+    if feedback is Feedback.UNSUBSCRIBED:
+        stmt = stmt.where(column.is_(None))
+    session.execute(stmt.values({column: now}))
 
 
 def _slow_down(session: Session, identity_ids: set[int | None], now: datetime) -> None:

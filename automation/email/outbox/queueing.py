@@ -33,6 +33,7 @@ class QueueItem:
     send_at: datetime | None = None
     workflow_id: int | None = None
     priority: int = 5
+    sender_identity_id: int | None = None  # None: the template version's sender
 
 
 def _versions(session: Session, ids: set[int]) -> dict[int, tuple[TemplateKind, int | None]]:
@@ -68,6 +69,8 @@ def queue_messages(session: Session, items: Sequence[QueueItem]) -> list[int]:
     rows = []
     for item in items:
         kind, sender = versions[item.template_version_id]
+        if item.sender_identity_id is not None:
+            sender = item.sender_identity_id
         rows.append(
             {
                 "dedupe_key": item.dedupe_key,
