@@ -5,6 +5,7 @@ from automation import policy as policy_models
 from automation.accounts import models as accounts_models
 from automation.campaigns import models as campaigns_models
 from automation.contacts import models as contacts_models
+from automation.contacts import suppressions as suppressions_models
 from automation.db import Base
 from automation.email import models as email_models
 from automation.forms import models as forms_models
@@ -22,6 +23,7 @@ __all__ = [
     "leases_models",
     "policy_models",
     "segments_models",
+    "suppressions_models",
     "tracking_models",
     "workflows_models",
 ]

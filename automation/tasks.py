@@ -61,8 +61,8 @@ def reconcile_segments() -> int:
 
 @celery_app.task(name="email.send_due")
 def send_due() -> dict[str, Any]:
+    from automation.email.outbox import send_due as run
     from automation.email.sender import process_sending
-    from automation.email.sender import send_due as run
 
     report = run(runtime().sessions, process_sending(runtime().settings))
     return {"batches": report.batches, "claimed": report.claimed, **report.outcomes}

@@ -5,7 +5,7 @@ measured in the same run on the same rows: the index dropped, then created again
 The outbox holds ``--messages`` rows of 20 campaigns; the one measured holds 1 % of them
 (a 10,000-recipient campaign in an outbox of a million rows). Its progress is read
 (``service.campaign_progress``) and its waiting messages withdrawn
-(``outbox.withdraw_waiting``, what cancel runs; inside a rolled-back transaction, the
+(``outbox.withdraw``, what cancel runs; inside a rolled-back transaction, the
 table vacuumed after each phase so neither phase inherits the other's dead rows).
 
     .venv/bin/python bench/campaign_progress.py --messages 1000000 --url postgresql+psycopg://…
@@ -27,7 +27,7 @@ from automation.campaigns import service
 from automation.campaigns.models import Campaign, CampaignStatus
 from automation.db import Base, make_engine, make_session_factory
 from automation.email.models import Message
-from automation.email.outbox import withdraw_waiting
+from automation.email.outbox import withdraw as withdraw_messages
 
 DEFAULT_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 CAMPAIGNS = 20
@@ -115,7 +115,7 @@ def main() -> None:
 
     def withdraw() -> None:
         with sessions() as s:
-            withdraw_waiting(s, Message.campaign_id == MEASURED)
+            withdraw_messages(s, Message.campaign_id == MEASURED)
             s.rollback()
 
     figures = {}

@@ -38,8 +38,8 @@ from automation.config import load_settings
 from automation.contacts.models import Contact
 from automation.db import make_engine, make_session_factory
 from automation.email.models import Message, MessageStatus
-from automation.email.outbox import queue_for_contacts
-from automation.email.sender import Sending, send_due
+from automation.email.outbox import queue_for_contacts, send_due
+from automation.email.sender import Sending
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.queueing import make_celery
 from automation.signing import TokenSigner

@@ -56,10 +56,10 @@ from automation.email.models import (
     TemplateKind,
     TemplateVersion,
 )
-from automation.email.outbox import queue_for_contacts
+from automation.email.outbox import queue_for_contacts, send_due
 from automation.email.render import compile_version, render_email, render_for_send, tracking_urls
 from automation.email.samples import _FOOTER, _HEAD, _HEADER
-from automation.email.sender import Sending, send_due
+from automation.email.sender import Sending
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.signing import TokenSigner, message_id_header
 

@@ -21,7 +21,8 @@ from automation.campaigns.models import CampaignStatus, WinnerFallback, WinnerMe
 from automation.campaigns.schema import AbTestIn, CampaignIn, ScheduleIn, VariantIn
 from automation.db import make_engine, make_session_factory, transaction
 from automation.email.models import Message, MessageStatus
-from automation.email.sender import Sending, send_due
+from automation.email.outbox import send_due
+from automation.email.sender import Sending
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.signing import TokenSigner
 

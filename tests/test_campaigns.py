@@ -24,6 +24,7 @@ from automation.campaigns.schema import AbTestIn, CampaignIn, ScheduleIn, Varian
 from automation.campaigns.stats import probability_to_beat, two_proportion_p_value, wilson_interval
 from automation.contacts.models import Contact
 from automation.email.models import Message, MessageStatus
+from automation.email.outbox import PARKED
 from automation.errors import Conflict, InvalidInput
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -107,7 +108,7 @@ def test_pause_parks_waiting_messages_and_resume_restores_them(session, setup, f
     service.pause_campaign(session, campaign.id)
     session.flush()
     session.expire_all()
-    assert {m.next_attempt_at for m in _messages(session, campaign.id)} == {service.PARKED}
+    assert {m.next_attempt_at for m in _messages(session, campaign.id)} == {PARKED}
     with pytest.raises(Conflict):
         service.pause_campaign(session, campaign.id)
     # A message a sender held during the pause comes back deferred: the tick parks it.

@@ -9,8 +9,8 @@ from automation.contacts.models import Contact, ContactStatus
 from automation.db import make_engine, make_session_factory
 from automation.demo import load_demo
 from automation.email.models import Message, MessageStatus
-from automation.email.outbox import queue_message
-from automation.email.sender import Sending, send_due
+from automation.email.outbox import queue_message, send_due
+from automation.email.sender import Sending
 from automation.email.templates import list_templates, preview_template
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.signing import TokenSigner

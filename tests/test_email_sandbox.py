@@ -12,9 +12,9 @@ from sqlalchemy import update
 
 from automation.contacts.models import Contact
 from automation.email.models import Message, MessageStatus
-from automation.email.outbox import queue_message
+from automation.email.outbox import queue_message, send_due
 from automation.email.sandbox import CHECK_HTML_ENV, HTML_ENV, TEXT_ENV, RenderError, render
-from automation.email.sender import Sending, send_due
+from automation.email.sender import Sending
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.signing import TokenSigner
 

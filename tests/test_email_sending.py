@@ -14,16 +14,19 @@ from sqlalchemy import func, select
 from automation import clock
 from automation.addresses import email_hash
 from automation.contacts.models import Contact, ContactStatus, Event
+from automation.contacts.suppressions import Suppression, SuppressionReason
 from automation.db import make_engine, make_session_factory
-from automation.email.models import Message, MessageStatus, Suppression, SuppressionReason
+from automation.email.models import Message, MessageStatus
 from automation.email.outbox import (
     IllegalTransition,
     check_transition,
     expire_leases,
     queue_message,
     resend_message,
+    send_batch,
+    send_due,
 )
-from automation.email.sender import Sending, render_message, send_batch, send_due
+from automation.email.sender import Sending, render_message
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.signing import TokenKind, TokenSigner
 

@@ -24,7 +24,8 @@ from automation.contacts.models import (
     Event,
     FieldType,
 )
-from automation.email.sender import Sending, send_due
+from automation.email.outbox import send_due
+from automation.email.sender import Sending
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.segments.models import Segment, SegmentMembership
 from automation.signing import TokenSigner

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from automation.contacts.importer import import_contacts
 from automation.contacts.models import Contact, Event
-from automation.email.models import Suppression
+from automation.contacts.suppressions import Suppression
 
 
 def test_merge_moves_events_tags_and_attributes_to_the_survivor(api):

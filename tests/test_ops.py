@@ -121,8 +121,8 @@ def test_metrics_count_real_sends_render_errors_batches_and_lag(app, client, smt
 
     from automation.contacts.events import ingest_events
     from automation.contacts.models import Contact
-    from automation.email.outbox import queue_message
-    from automation.email.sender import Sending, send_due
+    from automation.email.outbox import queue_message, send_due
+    from automation.email.sender import Sending
     from automation.email.transport import SmtpSettings, SmtpTransport
     from automation.signing import TokenSigner
     from automation.workflows import service

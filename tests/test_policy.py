@@ -7,8 +7,8 @@ import emailkit
 from emailkit import make_contact, make_template
 
 from automation.email.models import Message, MessageStatus
-from automation.email.outbox import queue_message
-from automation.email.sender import Sending, send_due
+from automation.email.outbox import queue_message, send_due
+from automation.email.sender import Sending
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.signing import TokenSigner
 

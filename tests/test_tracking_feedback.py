@@ -13,12 +13,11 @@ from sqlalchemy import func, select, update
 
 from automation import clock
 from automation.contacts.models import Contact, ContactStatus, Event
+from automation.contacts.suppressions import Suppression, SuppressionReason
 from automation.email.models import (
     Message,
     MessageStatus,
     SenderIdentity,
-    Suppression,
-    SuppressionReason,
     TemplateVersion,
 )
 from automation.email.outbox import QueueItem, queue_message, queue_messages

@@ -973,7 +973,8 @@ def test_a_send_node_with_its_own_sender_identity_sends_from_it(harness, setting
     from emailkit import make_identity, make_template
 
     from automation.email.models import Message
-    from automation.email.sender import Sending, send_due
+    from automation.email.outbox import send_due
+    from automation.email.sender import Sending
     from automation.email.transport import SmtpSettings, SmtpTransport
     from automation.signing import TokenSigner
 

@@ -13,8 +13,7 @@ from automation.addresses import email_hash
 from automation.contacts.models import Contact
 from automation.contacts.related import delete_related_rows, export_related_rows
 from automation.contacts.service import get_contact
-from automation.db import dialect_insert
-from automation.email.models import Suppression, SuppressionReason
+from automation.contacts.suppressions import SuppressionReason, suppress
 
 
 def _jsonable(value: Any) -> Any:
@@ -48,19 +47,7 @@ def erase_contact(session: Session, contact_id: int) -> str:
     in suppressions so that a later import of the same address is never mailed."""
     contact = get_contact(session, contact_id)
     digest = email_hash(contact.email)
-    session.execute(
-        dialect_insert(session, Suppression)
-        .values(
-            email_hash=digest,
-            email=None,
-            reason=SuppressionReason.ERASED,
-            source="gdpr_erasure",
-            created_at=clock.now(),
-        )
-        .on_conflict_do_update(
-            index_elements=["email_hash"], set_={"email": None, "reason": SuppressionReason.ERASED}
-        )
-    )
+    suppress(session, [contact.email], SuppressionReason.ERASED, source="gdpr_erasure")
     delete_related_rows(session, [contact.id])
     session.delete(contact)
     session.flush()

@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.email.models import WAITING_STATUSES, Message, SenderIdentity
+from automation.email.models import Message, SenderIdentity
+from automation.email.outbox import OUTSTANDING
 from automation.email.schema import SenderIdentityIn
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound, field_errors
 from automation.references import Target, refuse_if_used
@@ -87,7 +88,7 @@ def delete_sender_identity(session: Session, identity_id: int) -> None:
     waiting = session.scalar(
         select(func.count())
         .select_from(Message)
-        .where(Message.sender_identity_id == identity.id, Message.status.in_(WAITING_STATUSES))
+        .where(Message.sender_identity_id == identity.id, Message.status.in_(OUTSTANDING))
     )
     if waiting:
         # Their sender would become null: they would go out from the default sender.

@@ -21,14 +21,6 @@ from automation.db import HOT_UPDATES, Base, BigId, JSONDoc, UTCDateTime
 from automation.enums import str_enum
 
 
-class SuppressionReason(enum.StrEnum):
-    UNSUBSCRIBED = "unsubscribed"
-    BOUNCED = "bounced"
-    COMPLAINED = "complained"
-    MANUAL = "manual"
-    ERASED = "erased"  # GDPR erasure: only the hash remains, so a re-import is not mailed
-
-
 class SenderIdentity(Base):
     __tablename__ = "sender_identities"
 
@@ -50,19 +42,6 @@ class SenderIdentity(Base):
     # The guard's window starts again here: complaints about mail sent before an operator
     # resumed the identity do not pause it again.
     resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-class Suppression(Base):
-    """An address never to be mailed. Keyed by a hash so erased addresses can stay listed."""
-
-    __tablename__ = "suppressions"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    email: Mapped[str | None] = mapped_column(String(254))
-    reason: Mapped[SuppressionReason] = mapped_column(str_enum(SuppressionReason))
-    source: Mapped[str] = mapped_column(String(64), default="")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TemplateKind(enum.StrEnum):
@@ -119,7 +98,6 @@ class MessageStatus(enum.StrEnum):
 
 
 # A message in one of these will still go out (or is going out now).
-WAITING_STATUSES = (MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.DEFERRED)
 
 
 class Message(Base):

@@ -19,13 +19,13 @@ from automation.email.context import load_contact_contexts, sample_contact, temp
 from automation.email.identities import sender_of
 from automation.email.mime import Mail, build_mime, qp_encode
 from automation.email.models import (
-    WAITING_STATUSES,
     Message,
     SenderIdentity,
     Template,
     TemplateKind,
     TemplateVersion,
 )
+from automation.email.outbox import OUTSTANDING, Delivery
 from automation.email.render import (
     CompiledVersion,
     RenderedEmail,
@@ -35,7 +35,7 @@ from automation.email.render import (
 )
 from automation.email.sandbox import RenderError
 from automation.email.schema import TemplateContent, TemplateIn
-from automation.email.transport import Delivery, Envelope, Transport
+from automation.email.transport import Envelope, Transport
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 from automation.references import Target, refuse_if_used
 
@@ -235,7 +235,7 @@ def delete_template(session: Session, template_id: int) -> None:
         select(func.count())
         .select_from(Message)
         .join(TemplateVersion, TemplateVersion.id == Message.template_version_id)
-        .where(TemplateVersion.template_id == template.id, Message.status.in_(WAITING_STATUSES))
+        .where(TemplateVersion.template_id == template.id, Message.status.in_(OUTSTANDING))
     )
     if pending:
         raise Conflict(

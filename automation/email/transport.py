@@ -16,7 +16,6 @@ sent that was not:
 
 from __future__ import annotations
 
-import enum
 import re
 import smtplib
 import socket
@@ -26,26 +25,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from automation.email.outbox.channel import Delivery, DeliveryStatus
+
 CRLF = b"\r\n"
-
-
-class DeliveryStatus(enum.StrEnum):
-    SENT = "sent"
-    DEFERRED = "deferred"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class Delivery:
-    status: DeliveryStatus
-    response: str
-    code: int | None = None
-    provider_id: str | None = None
-    hard_bounce: bool = False
-    # The relay told us to slow down (4xx, 421, lost connection): throttle the identity.
-    slow_down: bool = False
-    unavailable: bool = False  # the relay could not be reached: nothing was tried
 
 
 @dataclass(frozen=True)

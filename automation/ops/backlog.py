@@ -19,13 +19,13 @@ from automation.campaigns.models import Campaign, CampaignStatus
 from automation.config import Settings
 from automation.email.identities import default_sender
 from automation.email.models import Message, MessageStatus, SenderIdentity
+from automation.email.outbox import OUTSTANDING, WAITING
 from automation.policy import ROW_ID, SendingPolicy, default_sender_paused_at
 from automation.tracking.hits import QUEUES, SpoolBacklog, hit_spool
 from automation.workflows.models import Enrollment, EnrollmentStatus
 
-WAITING = (MessageStatus.QUEUED, MessageStatus.DEFERRED)
 # Rows the outbox still owes an outcome for (final states only grow).
-OPEN_STATES = (*WAITING, MessageStatus.SENDING, MessageStatus.UNKNOWN)
+OPEN_STATES = (*OUTSTANDING, MessageStatus.UNKNOWN)
 
 
 @dataclass(frozen=True)

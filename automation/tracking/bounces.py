@@ -56,17 +56,20 @@ from email.utils import parseaddr
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.addresses import email_hash, normalize_email
+from automation.addresses import normalize_email
 from automation.config import Settings
+from automation.contacts.bounces import record_hard_bounce
 from automation.contacts.consent import change_status
 from automation.contacts.models import Contact, ContactStatus, Event
+from automation.contacts.suppressions import SuppressionReason, suppress
 from automation.db import dialect_insert
 from automation.email.identities import default_sender
-from automation.email.models import Message, SenderIdentity, Suppression, SuppressionReason
+from automation.email.models import Message, SenderIdentity
+from automation.email.outbox import Feedback, note_feedback
 from automation.email.schema import DefaultSenderOut
 from automation.errors import FieldError, InvalidInput, NotFound, field_errors
 from automation.policy import (
@@ -329,22 +332,6 @@ _STATUS = {
 }
 
 
-def _suppress(
-    session: Session, email: str, reason: SuppressionReason, source: str, now: datetime
-) -> None:
-    session.execute(
-        dialect_insert(session, Suppression)
-        .values(
-            email_hash=email_hash(email),
-            email=email,
-            reason=reason,
-            source=source,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["email_hash"])
-    )
-
-
 def record_feedback(
     session: Session,
     items: list[FeedbackIn],
@@ -376,17 +363,33 @@ def record_feedback(
         if contact is None:
             report.unknown += 1
             if item.type is not FeedbackType.SOFT_BOUNCE:
-                _suppress(session, email, reason, source, now)
+                suppress(session, [email], reason, source=source, now=now)
                 report.suppressed += 1
             continue
         at = item.occurred_at or now
+        if message is not None:
+            reported = Feedback.COMPLAINED if complaint else Feedback.BOUNCED
+            note_feedback(session, message.id, reported, now=now)
+            if complaint:
+                complained_senders.add(message.sender_identity_id)
+        if item.type is FeedbackType.HARD_BOUNCE:
+            event = record_hard_bounce(
+                session,
+                contact,
+                email,
+                message_id=message.id if message is not None else None,
+                diagnostic=item.diagnostic,
+                source=source,
+                occurred_at=at,
+                now=now,
+            )
+            if event is not None:
+                new_events.append(event)
+            report.suppressed += 1
+            continue
         properties: dict[str, Any] = {"type": item.type.value, "diagnostic": item.diagnostic}
         if message is not None:
             properties["message_id"] = message.id
-            column = "complained_at" if complaint else "bounced_at"
-            session.execute(update(Message).where(Message.id == message.id).values({column: now}))
-            if complaint:
-                complained_senders.add(message.sender_identity_id)
         key = f"{event_name}:{message.id}" if message is not None else None
         row = session.execute(
             dialect_insert(session, Event)
@@ -417,7 +420,7 @@ def record_feedback(
             )
             if (recent or 0) < policy.soft_bounce_limit:
                 continue
-        _suppress(session, email, reason, source, now)
+        suppress(session, [email], reason, source=source, now=now)
         if contact.status is not status and contact.status is not ContactStatus.COMPLAINED:
             change_status(session, contact, status, source=source)
         report.suppressed += 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
@@ -14,6 +13,7 @@ from automation.contacts.models import Contact, ContactStatus, Event
 from automation.db import dialect_insert
 from automation.email.context import load_contact_contexts
 from automation.email.models import Message
+from automation.email.outbox import Feedback, note_feedback
 from automation.email.render import VersionCache, render_email, tracking_urls
 from automation.errors import NotFound
 from automation.instruments import BATCH_SECONDS, BATCH_SIZE, TRACKING_HITS
@@ -95,12 +95,7 @@ def unsubscribe(session: Session, claims: TokenClaims, *, ip: str | None, source
         )
     now = clock.now()
     if message.unsubscribed_at is None:
-        session.execute(
-            update(Message)
-            .where(Message.id == message.id, Message.unsubscribed_at.is_(None))
-            .values(unsubscribed_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        note_feedback(session, message.id, Feedback.UNSUBSCRIBED, now=now)
     properties = {
         "message_id": message.id,
         "template_version_id": message.template_version_id,

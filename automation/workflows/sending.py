@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from automation.db import one_of
@@ -60,22 +60,12 @@ def queue_workflow_messages(
             workflow_name=r["workflow_name"],
             workflow_id=r["workflow_id"],
             priority=r["priority"],
+            # A node may name its own sender identity instead of the template's.
+            sender_identity_id=r.get("sender_identity_id"),
         )
         for r in rows
     ]
-    inserted = set(queue_messages(session, items))
-    # A node may name its own sender identity instead of the template's.
-    overrides: dict[int, list[str]] = {}
-    for row in rows:
-        if row.get("sender_identity_id") is not None:
-            overrides.setdefault(row["sender_identity_id"], []).append(row["dedupe_key"])
-    for identity_id, keys in overrides.items():
-        session.execute(
-            update(Message)
-            .where(Message.dedupe_key.in_(keys), Message.id.in_(inserted))
-            .values(sender_identity_id=identity_id)
-            .execution_options(synchronize_session=False)
-        )
+    queue_messages(session, items)
 
 
 def email_fact_enrollments(
