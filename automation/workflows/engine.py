@@ -260,14 +260,13 @@ def _execute(
         detail = {"error": f"node {node_id!r} is not in this version"}
         return [(i, End(EnrollmentStatus.FAILED, "failed", detail)) for i in items]
     node = graph.node(node_id)
-    run = nodes.EXECUTORS[node.type]
     try:
         if not nodes.runs_sql(node, items):
-            return run(batch, graph, node, items)
+            return nodes.run_node(batch, graph, node, items)
         # A savepoint, so a node that fails (a bad condition, a database error) fails only
         # its own contacts and the rest of the batch still moves.
         with batch.session.begin_nested():
-            return run(batch, graph, node, items)
+            return nodes.run_node(batch, graph, node, items)
     except Exception as exc:
         log.exception("workflow %s node %s failed", graph.workflow_id, node_id)
         detail = {"error": f"{type(exc).__name__}: {exc}"[:500]}
