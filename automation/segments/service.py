@@ -27,15 +27,17 @@ from automation.segments.membership import (
 )
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import (
-    ExplainNode,
-    ExplainOut,
     Filter,
-    MemberMode,
     SegmentCondition,
-    SegmentIn,
-    SegmentPatch,
     parse_filter,
     referenced_segments,
+)
+from automation.segments.shapes import (
+    ExplainNode,
+    ExplainOut,
+    MemberMode,
+    SegmentIn,
+    SegmentPatch,
 )
 
 
