@@ -58,6 +58,7 @@ from automation.workflows.models import (
     WorkflowVersion,
     enrollment_sources,
 )
+from automation.workflows.sending import queue_workflow_messages
 from automation.workflows.webhooks import HttpClient, UrllibClient
 
 log = logging.getLogger(__name__)
@@ -322,8 +323,6 @@ def _write_back(batch: Batch) -> None:
     else:
         _write_back_portable(batch)
     if batch.messages:
-        from automation.workflows.sending import queue_workflow_messages
-
         queue_workflow_messages(session, batch.messages, now)
     if batch.changed_contacts:
         from automation.reactions import react_to_contact_changes

@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 from automation.contacts import tags as tag_ops
 from automation.contacts.models import Contact
 from automation.db import is_postgres, one_of
+from automation.segments.membership import add_members, remove_members
 from automation.workflows import conditions, sending, webhooks
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.graph import Graph
-from automation.workflows.models import EnrollmentStatus
+from automation.workflows.models import EnrollmentStatus, Workflow
 from automation.workflows.schema import (
     WAIT_NODES,
     BranchNode,
@@ -245,8 +246,6 @@ def apply_contact_update(
     if node.add_to_lists or node.remove_from_lists:
         # Static lists are segments: membership changes record segment.entered / .left
         # events, so "entered list" triggers and list conditions see them.
-        from automation.segments.membership import add_members, remove_members
-
         for list_id in node.add_to_lists:
             add_members(session, list_id, contact_ids)
         for list_id in node.remove_from_lists:
@@ -299,8 +298,6 @@ def webhook_payload(graph: Graph, node: WebhookNode, item: Item, contact: Any) -
 
 
 def run_webhook(batch: Batch, graph: Graph, node: WebhookNode, items: list[Item]) -> Results:
-    from automation.workflows.models import Workflow
-
     workflow = batch.session.get(Workflow, graph.workflow_id)
     secret = workflow.webhook_secret if workflow is not None else ""
     data = batch.contacts(i.contact_id for i in items)
