@@ -11,7 +11,7 @@ from pydantic import Tag, TypeAdapter
 from workflows_support import doc, make_templates
 
 from automation.workflows.kinds import KINDS, PALETTE, TYPES, node_kinds
-from automation.workflows.schema import NODE_TAGS, Node, SplitPath
+from automation.workflows.schema import NODE_TAGS, Node, SplitPath, WorkflowNode
 
 NODES: TypeAdapter[Any] = TypeAdapter(Node)
 
@@ -29,6 +29,8 @@ def test_every_node_kind_of_the_schema_is_described_for_the_editor():
     assert set(KINDS) == NODE_TAGS
     models = _schema_models()
     assert {tag: kind.model for tag, kind in KINDS.items()} == models
+    # The type checker's union (what the dispatch matches on) names the same models.
+    assert set(get_args(WorkflowNode)) == set(models.values())
     assert {kind.type for kind in KINDS.values()} == set(TYPES)
     assert {kind for _, _, kind in PALETTE} <= set(KINDS)
 

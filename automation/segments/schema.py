@@ -172,14 +172,6 @@ class TooDeep(Strict):
         raise ValueError(f"groups are nested deeper than {MAX_DEPTH} levels")
 
 
-Leaf = (
-    FieldCondition
-    | TagCondition
-    | EventCondition
-    | LastPerformedCondition
-    | EmailCondition
-    | SegmentCondition
-)
 _KINDS: dict[str, type[BaseModel]] = {
     "all": AllGroup,
     "any": AnyGroup,
