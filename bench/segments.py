@@ -36,7 +36,9 @@ from automation.segments.context import load_catalog
 from automation.segments.field_indexes import sync_field_indexes
 from automation.segments.membership import refresh_contacts, refresh_segment
 from automation.segments.models import Segment, SegmentKind
-from automation.segments.schema import parse_filter
+from automation.segments.schema import (
+    parse_filter,
+)
 
 # No default database: this drops and refills every Nurture table in the one it is given.
 DEFAULT_URL = os.environ.get("NURTURE_TEST_POSTGRES_URL")

@@ -13,8 +13,10 @@ from automation.contacts.models import Contact, ContactStatus, Event
 from automation.email.models import Message
 from automation.segments.membership import add_members
 from automation.segments.models import SegmentKind
-from automation.segments.schema import SegmentIn
 from automation.segments.service import create_segment
+from automation.segments.shapes import (
+    SegmentIn,
+)
 
 
 def bulk_contacts(session: Any, prefix: str, count: int, **fields: Any) -> list[int]:

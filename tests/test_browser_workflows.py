@@ -317,3 +317,61 @@ def test_a_form_trigger_is_chosen_among_the_lead_forms(page, api, user_factory, 
     assert "Form “Webinar” submitted" in page.inner_text("[data-node='@trigger']")
     saved = api.get(f"/workflows/{created.json['id']}").json["definition"]["trigger"]
     assert saved == {"type": "form_submitted", "form_id": webinar["id"]}
+
+
+def test_the_canvas_builds_steps_from_the_node_kinds_the_server_describes(
+    page, api, user_factory, console_errors
+):
+    user_factory("marketer@example.com", PASSWORD, "marketer")
+    assert (
+        api.post("/fields", {"name": "renewal", "label": "Renewal", "type": "date"}).status_code
+        == 201
+    )
+    workflow = api.post(
+        "/workflows",
+        {
+            "name": "Kinds",
+            "trigger": {"type": "manual"},
+            "start": "end",
+            "nodes": [{"id": "end", "name": "End", "type": "exit"}],
+        },
+    )
+    assert workflow.status_code == 201, workflow.json
+    log_in(page, "marketer@example.com")
+    page.goto(f"/workflows/{workflow.json['id']}")
+    page.wait_for_selector("#wf-graph[data-drawn=true]")
+
+    # A split: one exit per path, both leading on to where the edge led.
+    add_step(page, "@trigger|start", "split")
+    page.wait_for_selector("[data-edge='split-1|A']")
+    page.wait_for_selector("[data-edge='split-1|B']")
+    # A wait for an event on path A: its two exits, and its own heading.
+    add_step(page, "split-1|A", "wait_event")
+    page.wait_for_selector("[data-edge='wait-1|happened']")
+    page.wait_for_selector("[data-edge='wait-1|timed_out']")
+    assert page.inner_text("#wf-panel-title").startswith("Wait for event")
+    # Another mode: the event's settings and exits go, the date field's starter comes.
+    page.select_option("#wf-wait-mode", "date_field")
+    page.wait_for_selector("[data-edge='wait-1|next']")
+    assert not page.query_selector("[data-edge='wait-1|happened']")
+    assert page.inner_text("#wf-panel-title").startswith("Wait")
+    page.click("#wf-save")
+    page.wait_for_selector("#wf-message >> text=Draft saved.")
+
+    draft = api.get(f"/workflows/{workflow.json['id']}").json["definition"]
+    nodes = {n["id"]: n for n in draft["nodes"]}
+    assert draft["start"] == "split-1"
+    assert nodes["split-1"]["paths"] == [
+        {"name": "A", "weight": 50, "next": "wait-1"},
+        {"name": "B", "weight": 50, "next": "end"},
+    ]
+    assert nodes["wait-1"] == {
+        "id": "wait-1",
+        "name": "",
+        "type": "wait",
+        "mode": "date_field",
+        "field": "renewal",
+        "offset_days": 0,
+        "time": "09:00",
+        "next": "end",
+    }

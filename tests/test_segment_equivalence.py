@@ -28,17 +28,21 @@ from automation.contacts.models import (
     LifecycleStage,
     Tag,
 )
+from automation.segments.catalog import (
+    check_filter,
+)
 from automation.segments.compiler import matching_ids
 from automation.segments.context import load_catalog
 from automation.segments.evaluator import evaluate, load_facts
-from automation.segments.models import Segment, SegmentKind, SegmentMembership
-from automation.segments.schema import (
+from automation.segments.fields import (
     OPERATORS,
     PROPERTY_OPERATORS,
-    Filter,
     Operator,
     ValueType,
-    check_filter,
+)
+from automation.segments.models import Segment, SegmentKind, SegmentMembership
+from automation.segments.schema import (
+    Filter,
     parse_filter,
 )
 

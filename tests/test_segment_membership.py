@@ -23,8 +23,10 @@ from automation.segments.membership import (
     replace_members,
 )
 from automation.segments.models import Segment, SegmentKind, SegmentMembership
-from automation.segments.schema import SegmentIn
 from automation.segments.service import create_segment
+from automation.segments.shapes import (
+    SegmentIn,
+)
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 

@@ -23,8 +23,10 @@ from automation.email.models import TemplateVersion
 from automation.email.schema import SenderIdentityIn, TemplateIn
 from automation.email.templates import create_template
 from automation.segments.models import Segment, SegmentKind
-from automation.segments.schema import SegmentIn
 from automation.segments.service import create_segment
+from automation.segments.shapes import (
+    SegmentIn,
+)
 from automation.workflows.service import create_workflow
 
 PASSWORD = "correct horse battery"

@@ -16,8 +16,10 @@ from automation.contacts.service import create_contact, update_contact
 from automation.email.models import Message
 from automation.segments.membership import refresh_segment
 from automation.segments.models import SegmentKind, SegmentMembership
-from automation.segments.schema import SegmentIn
 from automation.segments.service import create_segment
+from automation.segments.shapes import (
+    SegmentIn,
+)
 from automation.workflows.dry_run import TimelineEvent, dry_run
 from automation.workflows.enrolment import enroll_manually
 from automation.workflows.models import EnrollmentStatus

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, assert_never, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -39,33 +39,40 @@ from sqlalchemy.orm import Session
 from automation import clock
 from automation.contacts.models import Contact, ContactTag, Event, Tag
 from automation.errors import FieldError, InvalidInput
+from automation.segments.catalog import (
+    Catalog,
+)
 from automation.segments.context import load_catalog, require_usable
 from automation.segments.dialects import Sql
+from automation.segments.fields import (
+    NEGATIVE,
+    FieldSpec,
+    Operator,
+    ValueType,
+)
 from automation.segments.localdates import anniversaries, zones_by_local_date
 from automation.segments.models import SegmentMembership
 from automation.segments.schema import (
-    NEGATIVE,
     AllGroup,
     AnyGroup,
-    Catalog,
     CountOperator,
     EmailActivity,
     EmailCondition,
     EventCondition,
     FieldCondition,
-    FieldSpec,
     Filter,
     LastPerformedCondition,
     Node,
     NotGroup,
-    Operator,
     PropertyCondition,
     SegmentCondition,
     TagCondition,
     TagOperator,
-    ValueType,
+    TooDeep,
     Window,
     parse_filter,
+)
+from automation.segments.values import (
     parse_instant,
     property_value_kind,
 )
@@ -212,25 +219,29 @@ class Compiler:
         return both(*(self.node(n) for n in tree.conditions))
 
     def node(self, node: Node) -> Pred:
-        if isinstance(node, AllGroup):
-            return both(*(self.node(n) for n in node.all))
-        if isinstance(node, AnyGroup):
-            return either(*(self.node(n) for n in node.any))
-        if isinstance(node, NotGroup):
-            return negate(self.node(node.not_))
-        if isinstance(node, FieldCondition):
-            return self.field(node)
-        if isinstance(node, TagCondition):
-            return self.tags(node)
-        if isinstance(node, EventCondition):
-            return self.event(node)
-        if isinstance(node, LastPerformedCondition):
-            return self.last_performed(node)
-        if isinstance(node, EmailCondition):
-            return self.email(node)
-        if isinstance(node, SegmentCondition):
-            return self.segment(node)
-        raise TypeError(f"not a filter node: {node!r}")
+        match node:
+            case AllGroup():
+                return both(*(self.node(n) for n in node.all))
+            case AnyGroup():
+                return either(*(self.node(n) for n in node.any))
+            case NotGroup():
+                return negate(self.node(node.not_))
+            case FieldCondition():
+                return self.field(node)
+            case TagCondition():
+                return self.tags(node)
+            case EventCondition():
+                return self.event(node)
+            case LastPerformedCondition():
+                return self.last_performed(node)
+            case EmailCondition():
+                return self.email(node)
+            case SegmentCondition():
+                return self.segment(node)
+            case TooDeep():
+                raise TypeError("a node nested too deep never survives parsing")
+            case _:
+                assert_never(node)
 
     def _ids(self, query: Select[Any], column: Any) -> Select[Any]:
         """A contact-id subquery, narrowed to the batch being evaluated (if any) so that

@@ -12,14 +12,18 @@ from sqlalchemy.orm import Session
 
 from automation.contacts.models import CustomField, IndexStatus, Tag
 from automation.errors import FieldError, InvalidInput
+from automation.segments.catalog import (
+    Catalog,
+    SegmentRef,
+    check_filter,
+)
+from automation.segments.fields import (
+    CORE_FIELDS,
+    attribute_spec,
+)
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import (
-    CORE_FIELDS,
-    Catalog,
     Filter,
-    SegmentRef,
-    attribute_spec,
-    check_filter,
     parse_filter,
     referenced_segments,
     tag_names,

@@ -31,7 +31,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from automation.db import id_array
-from automation.segments.schema import ValueType
+from automation.segments.fields import (
+    ValueType,
+)
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LOWER = "abcdefghijklmnopqrstuvwxyz"

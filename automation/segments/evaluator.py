@@ -13,13 +13,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, assert_never
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.errors import FieldError, InvalidInput, NotFound, join_path
+from automation.segments.catalog import (
+    Catalog,
+)
 from automation.segments.compiler import (
     EMAIL_EVENTS,
     EMAIL_FILTERS,
@@ -33,35 +36,39 @@ from automation.segments.compiler import (
 )
 from automation.segments.context import load_catalog, require_usable
 from automation.segments.dialects import ascii_fold
+from automation.segments.fields import (
+    NEGATIVE,
+    FieldSpec,
+    Operator,
+    ValueType,
+)
 from automation.segments.localdates import anniversaries, local_today
 from automation.segments.schema import (
-    NEGATIVE,
     AllGroup,
     AnyGroup,
-    Catalog,
     CountOperator,
     EmailActivity,
     EmailCondition,
     EventCondition,
     FieldCondition,
-    FieldSpec,
     Filter,
     LastPerformedCondition,
     Node,
     NotGroup,
-    Operator,
     Path,
     PropertyCondition,
     SegmentCondition,
     TagCondition,
     TagOperator,
-    ValueType,
+    TooDeep,
     Window,
-    is_number,
     parse_filter,
+    walk,
+)
+from automation.segments.values import (
+    is_number,
     parse_instant,
     property_value_kind,
-    walk,
 )
 
 Op = Operator
@@ -212,33 +219,37 @@ class Evaluator:
 
     def node(self, node: Node, path: Path) -> Outcome:
         where = join_path(path)
-        if isinstance(node, AllGroup | AnyGroup):
-            key = "all" if isinstance(node, AllGroup) else "any"
-            members = node.all if isinstance(node, AllGroup) else node.any
-            children = [self.node(n, (*path, key, i)) for i, n in enumerate(members)]
-            results = [c.result for c in children]
-            return Outcome(where, key, all(results) if key == "all" else any(results), {}, children)
-        if isinstance(node, NotGroup):
-            inner = self.node(node.not_, (*path, "not"))
-            return Outcome(where, "not", not inner.result, {}, [inner])
-        if isinstance(node, FieldCondition):
-            result, observed = self.field(node)
-            return Outcome(where, "field", result, observed)
-        if isinstance(node, TagCondition):
-            result, observed = self.tags(node)
-            return Outcome(where, "tags", result, observed)
-        if isinstance(node, EventCondition):
-            result, observed = self.event(node)
-            return Outcome(where, "event", result, observed)
-        if isinstance(node, LastPerformedCondition):
-            result, observed = self.last_performed(node)
-            return Outcome(where, "last_performed", result, observed)
-        if isinstance(node, EmailCondition):
-            result, observed = self.email(node)
-            return Outcome(where, "email", result, observed)
-        if isinstance(node, SegmentCondition):
-            return self.segment(node, where)
-        raise TypeError(f"not a filter node: {node!r}")
+        match node:
+            case AllGroup():
+                children = [self.node(n, (*path, "all", i)) for i, n in enumerate(node.all)]
+                return Outcome(where, "all", all(c.result for c in children), {}, children)
+            case AnyGroup():
+                children = [self.node(n, (*path, "any", i)) for i, n in enumerate(node.any)]
+                return Outcome(where, "any", any(c.result for c in children), {}, children)
+            case NotGroup():
+                inner = self.node(node.not_, (*path, "not"))
+                return Outcome(where, "not", not inner.result, {}, [inner])
+            case FieldCondition():
+                result, observed = self.field(node)
+                return Outcome(where, "field", result, observed)
+            case TagCondition():
+                result, observed = self.tags(node)
+                return Outcome(where, "tags", result, observed)
+            case EventCondition():
+                result, observed = self.event(node)
+                return Outcome(where, "event", result, observed)
+            case LastPerformedCondition():
+                result, observed = self.last_performed(node)
+                return Outcome(where, "last_performed", result, observed)
+            case EmailCondition():
+                result, observed = self.email(node)
+                return Outcome(where, "email", result, observed)
+            case SegmentCondition():
+                return self.segment(node, where)
+            case TooDeep():
+                raise TypeError("a node nested too deep never survives parsing")
+            case _:
+                assert_never(node)
 
     # fields
 

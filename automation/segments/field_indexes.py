@@ -25,7 +25,9 @@ from sqlalchemy.exc import DBAPIError
 from automation.contacts.models import CustomField, FieldType, IndexStatus
 from automation.segments.compiler import contacts
 from automation.segments.dialects import Sql
-from automation.segments.schema import CUSTOM_TYPES
+from automation.segments.fields import (
+    CUSTOM_TYPES,
+)
 
 PREFIX = "ix_contacts_attr_"
 LOCK_KEY = 0x5E6_1DE7  # one sync at a time (pg_advisory_lock)

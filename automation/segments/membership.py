@@ -35,17 +35,20 @@ from automation import clock
 from automation.db import JSONDoc, UTCDateTime, dialect_insert
 from automation.errors import Conflict, NotFound
 from automation.reactions import IngestedEvent, react_to_events
+from automation.segments.catalog import (
+    Catalog,
+    check_filter,
+)
 from automation.segments.compiler import contacts, events, matching_ids, memberships
 from automation.segments.context import load_catalog, load_segments
 from automation.segments.dialects import Sql
+from automation.segments.evaluator import needed_events
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import (
-    Catalog,
     FieldCondition,
     Filter,
     SegmentCondition,
     TagCondition,
-    check_filter,
     walk,
 )
 
@@ -254,8 +257,6 @@ class Dependencies:
 
 
 def dependencies(tree: Filter, catalog: Catalog) -> Dependencies:
-    from automation.segments.evaluator import needed_events
-
     contact = False
     pending, seen = [tree], set()
     while pending:

@@ -11,8 +11,13 @@ from sqlalchemy.orm import Session
 from automation.contacts.models import Event
 from automation.segments.membership import add_members, refresh_segment
 from automation.segments.models import Segment, SegmentKind
-from automation.segments.schema import Filter, SegmentIn
+from automation.segments.schema import (
+    Filter,
+)
 from automation.segments.service import create_segment
+from automation.segments.shapes import (
+    SegmentIn,
+)
 
 SUBSCRIBED = {"field": "status", "operator": "equals", "value": "subscribed"}
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation import clock
@@ -28,14 +28,16 @@ from automation.segments.membership import (
 )
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import (
+    Filter,
+    SegmentCondition,
+    parse_filter,
+)
+from automation.segments.shapes import (
     ExplainNode,
     ExplainOut,
-    Filter,
     MemberMode,
-    SegmentCondition,
     SegmentIn,
     SegmentPatch,
-    parse_filter,
 )
 
 
@@ -276,17 +278,6 @@ def export_rows(session: Session, segment: Segment) -> Iterator[tuple[Any, ...]]
         yield tuple(
             getattr(v, "value", v) if not hasattr(v, "isoformat") else v.isoformat() for v in row
         )
-
-
-def stored_member_count(session: Session, segment_id: int) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(memberships)
-            .where(memberships.c.segment_id == segment_id)
-        )
-        or 0
-    )
 
 
 def missing_segments(

@@ -19,11 +19,11 @@ contact ids, every other subtree the segment compiler's WHERE clause.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, TypeVar, assert_never
 
 from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select
 from sqlalchemy.orm import Session
@@ -33,19 +33,24 @@ from automation.contacts.models import Contact
 from automation.db import one_of
 from automation.email.models import Template
 from automation.errors import FieldError, InvalidInput, NotFound
+from automation.segments.catalog import (
+    Catalog,
+    check_filter,
+)
 from automation.segments.compiler import condition
 from automation.segments.context import load_catalog, validate_filter
 from automation.segments.evaluator import Evaluator, EventFact, Facts, evaluate
+from automation.segments.fields import (
+    CORE_FIELDS,
+)
 from automation.segments.models import Segment, SegmentMembership
 from automation.segments.schema import (
-    CORE_FIELDS,
-    Catalog,
     EventCondition,
-    check_filter,
     parse_filter,
 )
+from automation.workflows.sending import email_fact_enrollments
 
-GROUPS = ("all", "any", "not")
+T = TypeVar("T")
 EMAIL_FACTS = ("sent", "opened", "clicked")
 COMPARISONS = (
     "equals",
@@ -95,6 +100,32 @@ def workflow_leaves(tree: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]
         return
     for child_path, child in _children(tree, path):
         yield from workflow_leaves(child, child_path)
+
+
+GroupKind = Literal["all", "any", "not"]
+
+
+def _group(node: dict[str, Any]) -> tuple[GroupKind, list[Any]]:
+    """A (checked) group's kind and members; a tree's ``conditions`` are an ``all``."""
+    if "conditions" in node or "all" in node:
+        return "all", node.get("conditions") or node.get("all") or []
+    if "any" in node:
+        return "any", node["any"]
+    return "not", [node["not"]]
+
+
+def _fold(
+    node: dict[str, Any],
+    leaf: Callable[[dict[str, Any]], T],
+    combine: Callable[[GroupKind, Iterator[T]], T],
+) -> T:
+    """The one walk that evaluates a contact condition: a workflow leaf, or a subtree with
+    none in it (which the segment language answers whole), goes to ``leaf``; a group
+    ``combine``s its members' results, computed lazily so ``all`` and ``any`` stop early."""
+    if is_workflow_leaf(node) or not any(True for _ in workflow_leaves(node, "")):
+        return leaf(node)
+    kind, members = _group(node)
+    return combine(kind, (_fold(m, leaf, combine) for m in members))
 
 
 def _without_workflow_leaves(node: Any) -> Any:
@@ -253,19 +284,26 @@ def _clause(
     among: list[int],
     now: datetime,
 ) -> ColumnElement[bool]:
-    if is_workflow_leaf(node):
-        ids = _workflow_leaf_contacts(session, node, members)
-        return one_of(session, Contact.id, sorted(ids)) if ids else false()
-    if not any(True for _ in workflow_leaves(node, "")):
-        tree = node if "conditions" in node else {"conditions": [node]}
+    def leaf(part: dict[str, Any]) -> ColumnElement[bool]:
+        if is_workflow_leaf(part):
+            ids = _workflow_leaf_contacts(session, part, members)
+            return one_of(session, Contact.id, sorted(ids)) if ids else false()
+        tree = part if "conditions" in part else {"conditions": [part]}
         # matching_contacts restricts contacts.id to the batch once, for the whole tree.
         return condition(session, tree, among_ids=among, now=now, restrict_to_among=False)
-    if "conditions" in node or "all" in node:
-        children: list[Any] = node.get("conditions") or node.get("all") or []
-        return and_(*[_clause(session, c, members, among, now) for c in children])
-    if "any" in node:
-        return or_(*[_clause(session, c, members, among, now) for c in node["any"]])
-    return not_(_clause(session, node["not"], members, among, now))
+
+    def combine(kind: GroupKind, parts: Iterator[ColumnElement[bool]]) -> ColumnElement[bool]:
+        match kind:
+            case "all":
+                return and_(*parts)
+            case "any":
+                return or_(*parts)
+            case "not":
+                return not_(next(parts))
+            case _:
+                assert_never(kind)
+
+    return _fold(node, leaf, combine)
 
 
 def _workflow_leaf_contacts(
@@ -277,8 +315,6 @@ def _workflow_leaf_contacts(
             for m in members
             if webhook_leaf_holds(leaf, m.context.get("webhooks", {}).get(leaf["webhook"]))
         }
-    from automation.workflows.sending import email_fact_enrollments
-
     hits = email_fact_enrollments(
         session, leaf["workflow_email"], leaf["node"], [m.enrollment_id for m in members]
     )
@@ -347,26 +383,34 @@ def contact_meets(
     at: datetime,
 ) -> bool:
     """``tree`` for one simulated contact (its row as a dict, with ``tags``), at ``at``."""
-    if "webhook" in tree:
-        return webhook_leaf_holds(tree, facts.webhooks.get(tree["webhook"]))
-    if "workflow_email" in tree:
-        if tree["node"] not in facts.sent_nodes:
-            return False
-        if tree["workflow_email"] == "sent":
-            return True
-        name = f"email.{tree['workflow_email']}"
-        return any(
-            e.name == name and e.properties.get("node") == tree["node"] and e.at <= at
-            for e in facts.events
-        )
-    if not any(True for _ in workflow_leaves(tree, "")):
-        return _segment_holds(session, tree, contact, facts, at)
-    if "conditions" in tree or "all" in tree:
-        children: list[Any] = tree.get("conditions") or tree.get("all") or []
-        return all(contact_meets(session, c, contact, facts, at) for c in children)
-    if "any" in tree:
-        return any(contact_meets(session, c, contact, facts, at) for c in tree["any"])
-    return not contact_meets(session, tree["not"], contact, facts, at)
+
+    def leaf(part: dict[str, Any]) -> bool:
+        if "webhook" in part:
+            return webhook_leaf_holds(part, facts.webhooks.get(part["webhook"]))
+        if "workflow_email" in part:
+            if part["node"] not in facts.sent_nodes:
+                return False
+            if part["workflow_email"] == "sent":
+                return True
+            name = f"email.{part['workflow_email']}"
+            return any(
+                e.name == name and e.properties.get("node") == part["node"] and e.at <= at
+                for e in facts.events
+            )
+        return _segment_holds(session, part, contact, facts, at)
+
+    def combine(kind: GroupKind, parts: Iterator[bool]) -> bool:
+        match kind:
+            case "all":
+                return all(parts)
+            case "any":
+                return any(parts)
+            case "not":
+                return not next(parts)
+            case _:
+                assert_never(kind)
+
+    return _fold(tree, leaf, combine)
 
 
 def _segment_holds(

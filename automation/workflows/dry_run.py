@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,7 +37,10 @@ from automation.workflows.schema import (
     SendEmailNode,
     SplitNode,
     UpdateContactNode,
+    WaitDateFieldNode,
+    WaitDurationNode,
     WaitEventNode,
+    WaitTimeOfDayNode,
     WebhookNode,
     WorkflowDefinition,
 )
@@ -194,75 +197,77 @@ def simulate(
             return DryRun(steps, emails, "converted" if converted else "completed")
         node = graph.node(node_id)
         label: str
-        if node.type == "wait":
-            until = wait_until(node, now, zone(), contact["attributes"])
-            if isinstance(node, WaitEventNode):
-                assert until is not None
-                hit = next(
-                    (
-                        e
-                        for e in human
-                        if e.name == node.event
-                        and now <= e.at <= until
-                        and conditions.event_matches(node.where, e.properties)
-                    ),
-                    None,
-                )
-                label, until = ("happened", hit.at) if hit else ("timed_out", until)
-            else:
+        match node:
+            case WaitDurationNode() | WaitTimeOfDayNode() | WaitDateFieldNode() | WaitEventNode():
+                until = wait_until(node, now, zone(), contact["attributes"])
+                if isinstance(node, WaitEventNode):
+                    assert until is not None
+                    hit = next(
+                        (
+                            e
+                            for e in human
+                            if e.name == node.event
+                            and now <= e.at <= until
+                            and conditions.event_matches(node.where, e.properties)
+                        ),
+                        None,
+                    )
+                    label, until = ("happened", hit.at) if hit else ("timed_out", until)
+                else:
+                    label = "next"
+                    until = max(until or now, now)
+                met = goal_reached(until)
+                if met is not None:
+                    record(met, node, "converted", "met the workflow goal while waiting")
+                    return DryRun(steps, emails, "converted")
+                if until > horizon:
+                    record(now, node, None, f"still waiting until {local(until)}")
+                    return DryRun(steps, emails, "waiting")
+                now = until
+                record(now, node, label)
+            case SendEmailNode():
+                allowed = next_send_time(now, zone(), settings.quiet_hours, settings.send_window)
+                note = "held for the send window / quiet hours" if allowed > now else ""
+                now = allowed
+                facts.sent_nodes.add(node.id)
+                emails.append(DryRunEmail(now, local(now), node.id, node.template_id))
                 label = "next"
-                until = max(until or now, now)
-            met = goal_reached(until)
-            if met is not None:
-                record(met, node, "converted", "met the workflow goal while waiting")
-                return DryRun(steps, emails, "converted")
-            if until > horizon:
-                record(now, node, None, f"still waiting until {local(until)}")
-                return DryRun(steps, emails, "waiting")
-            now = until
-            record(now, node, label)
-        elif isinstance(node, SendEmailNode):
-            allowed = next_send_time(now, zone(), settings.quiet_hours, settings.send_window)
-            note = "held for the send window / quiet hours" if allowed > now else ""
-            now = allowed
-            facts.sent_nodes.add(node.id)
-            emails.append(DryRunEmail(now, local(now), node.id, node.template_id))
-            label = "next"
-            record(now, node, label, (note + "; " if note else "") + f"template {node.template_id}")
-        elif isinstance(node, BranchNode):
-            holds = conditions.contact_meets(session, node.condition, contact, facts, now)
-            label = "yes" if holds else "no"
-            record(now, node, label)
-        elif isinstance(node, SplitNode):
-            label = split_path(contact["id"], node.id, node)
-            record(now, node, label)
-        elif isinstance(node, UpdateContactNode):
-            _apply_update(contact, node)
-            label = "next"
-            record(now, node, label)
-        elif isinstance(node, WebhookNode):
-            answer = _webhook_answer(events, node.id, now)
-            facts.webhooks[node.id] = answer
-            label = "next"
-            record(
-                now, node, label, f"would call {node.method} {node.url} (answer {answer['status']})"
-            )
-        elif isinstance(node, GoalNode):
-            holds = node.condition is None or conditions.contact_meets(
-                session, node.condition, contact, facts, now
-            )
-            if holds:
-                converted, label = True, "converted"
-            elif node.otherwise == "end":
-                record(now, node, "not_met")
-                return DryRun(steps, emails, "completed")
-            else:
-                label = "not_met"
-            record(now, node, label)
-        else:
-            assert isinstance(node, ExitNode)
-            record(now, node, "exit")
-            return DryRun(steps, emails, "converted" if converted else "completed")
+                sent = f"template {node.template_id}"
+                record(now, node, label, (note + "; " if note else "") + sent)
+            case BranchNode():
+                holds = conditions.contact_meets(session, node.condition, contact, facts, now)
+                label = "yes" if holds else "no"
+                record(now, node, label)
+            case SplitNode():
+                label = split_path(contact["id"], node.id, node)
+                record(now, node, label)
+            case UpdateContactNode():
+                _apply_update(contact, node)
+                label = "next"
+                record(now, node, label)
+            case WebhookNode():
+                answer = _webhook_answer(events, node.id, now)
+                facts.webhooks[node.id] = answer
+                label = "next"
+                call = f"would call {node.method} {node.url} (answer {answer['status']})"
+                record(now, node, label, call)
+            case GoalNode():
+                holds = node.condition is None or conditions.contact_meets(
+                    session, node.condition, contact, facts, now
+                )
+                if holds:
+                    converted, label = True, "converted"
+                elif node.otherwise == "end":
+                    record(now, node, "not_met")
+                    return DryRun(steps, emails, "completed")
+                else:
+                    label = "not_met"
+                record(now, node, label)
+            case ExitNode():
+                record(now, node, "exit")
+                return DryRun(steps, emails, "converted" if converted else "completed")
+            case _:
+                assert_never(node)
         met = goal_reached(now)
         if met is not None and settings.goal is not None:
             return DryRun(steps, emails, "converted")

@@ -57,6 +57,7 @@ from automation.workflows.models import (
     WorkflowVersion,
     enrollment_sources,
 )
+from automation.workflows.sending import queue_workflow_messages
 from automation.workflows.webhooks import HttpClient, UrllibClient
 
 log = logging.getLogger(__name__)
@@ -260,14 +261,13 @@ def _execute(
         detail = {"error": f"node {node_id!r} is not in this version"}
         return [(i, End(EnrollmentStatus.FAILED, "failed", detail)) for i in items]
     node = graph.node(node_id)
-    run = nodes.EXECUTORS[node.type]
     try:
         if not nodes.runs_sql(node, items):
-            return run(batch, graph, node, items)
+            return nodes.run_node(batch, graph, node, items)
         # A savepoint, so a node that fails (a bad condition, a database error) fails only
         # its own contacts and the rest of the batch still moves.
         with batch.session.begin_nested():
-            return run(batch, graph, node, items)
+            return nodes.run_node(batch, graph, node, items)
     except Exception as exc:
         log.exception("workflow %s node %s failed", graph.workflow_id, node_id)
         detail = {"error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -323,8 +323,6 @@ def _write_back(batch: Batch) -> None:
     else:
         _write_back_portable(batch)
     if batch.messages:
-        from automation.workflows.sending import queue_workflow_messages
-
         queue_workflow_messages(session, batch.messages, now)
     if batch.changed_contacts:
         from automation.reactions import react_to_contact_changes

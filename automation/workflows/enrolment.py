@@ -28,6 +28,7 @@ from automation.workflows.models import (
     EnrollmentStatus,
     Workflow,
     WorkflowStatus,
+    WorkflowVersion,
 )
 from automation.workflows.timing import after_duration, contact_zone
 
@@ -49,8 +50,6 @@ def active_graphs(
     trigger_types: Sequence[str] | None = None,
 ) -> list[Graph]:
     """The graphs new contacts enter: active workflows' current versions."""
-    from automation.workflows.models import WorkflowVersion
-
     query = (
         select(WorkflowVersion.id)
         .join(Workflow, Workflow.active_version_id == WorkflowVersion.id)

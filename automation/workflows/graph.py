@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from automation.errors import NotFound
 from automation.workflows.models import WorkflowVersion
-from automation.workflows.schema import WorkflowDefinition
+from automation.workflows.schema import WorkflowDefinition, WorkflowNode, WorkflowSettings
 
 _CACHE_SIZE = 512
 _cache: OrderedDict[tuple[int, str], Graph] = OrderedDict()
@@ -26,17 +26,17 @@ class Graph:
     number: int
     published_at: datetime
     definition: WorkflowDefinition
-    nodes: dict[str, Any] = field(repr=False)
+    nodes: dict[str, WorkflowNode] = field(repr=False)
 
     @property
     def start(self) -> str | None:
         return self.definition.start
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> WorkflowSettings:
         return self.definition.settings
 
-    def node(self, node_id: str) -> Any:
+    def node(self, node_id: str) -> WorkflowNode:
         return self.nodes[node_id]
 
     def follow(self, node_id: str, label: str) -> str | None:

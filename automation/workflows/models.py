@@ -69,12 +69,6 @@ def enrollment_sources(target: EnrollmentStatus) -> list[EnrollmentStatus]:
     return [source for source, targets in _ENROLLMENT_MOVES.items() if target in targets]
 
 
-def move_enrollment(current: EnrollmentStatus, target: EnrollmentStatus) -> EnrollmentStatus:
-    if current not in enrollment_sources(target):
-        raise Conflict(f"an enrolment {current.value} cannot become {target.value}")
-    return target
-
-
 def _open_values(statuses: Iterable[EnrollmentStatus]) -> str:
     return ", ".join(f"'{s.value}'" for s in statuses)
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Text, bindparam, func, update
@@ -21,10 +20,11 @@ from sqlalchemy.orm import Session
 from automation.contacts import tags as tag_ops
 from automation.contacts.models import Contact
 from automation.db import is_postgres, one_of
+from automation.segments.membership import add_members, remove_members
 from automation.workflows import conditions, sending, webhooks
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.graph import Graph
-from automation.workflows.models import EnrollmentStatus
+from automation.workflows.models import EnrollmentStatus, Workflow
 from automation.workflows.schema import (
     WAIT_NODES,
     BranchNode,
@@ -36,8 +36,10 @@ from automation.workflows.schema import (
     WaitDateFieldNode,
     WaitDurationNode,
     WaitEventNode,
+    WaitNode,
     WaitTimeOfDayNode,
     WebhookNode,
+    WorkflowNode,
 )
 from automation.workflows.timing import (
     after_duration,
@@ -54,23 +56,49 @@ def members(items: list[Item]) -> list[conditions.Member]:
     return [conditions.Member(i.id, i.contact_id, i.context) for i in items]
 
 
+def run_node(batch: Batch, graph: Graph, node: WorkflowNode, items: list[Item]) -> Results:
+    """Run ``node`` for every item standing at it: the one dispatch on node kind."""
+    match node:
+        case WaitDurationNode() | WaitTimeOfDayNode() | WaitDateFieldNode() | WaitEventNode():
+            return run_wait(batch, graph, node, items)
+        case SendEmailNode():
+            return run_send(batch, graph, node, items)
+        case BranchNode():
+            return run_branch(batch, graph, node, items)
+        case SplitNode():
+            return run_split(batch, graph, node, items)
+        case UpdateContactNode():
+            return run_update(batch, graph, node, items)
+        case WebhookNode():
+            return run_webhook(batch, graph, node, items)
+        case GoalNode():
+            return run_goal(batch, graph, node, items)
+        case ExitNode():
+            return run_exit(batch, graph, node, items)
+        case _:
+            assert_never(node)
+
+
 def wait_until(
-    node: Any, start: datetime, zone: ZoneInfo, attributes: dict[str, Any]
+    node: WaitNode, start: datetime, zone: ZoneInfo, attributes: dict[str, Any]
 ) -> datetime | None:
     """When a contact who began waiting at ``start`` is let through; None when the wait
     does not apply (a date field that is missing)."""
-    if isinstance(node, WaitDurationNode):
-        return after_duration(start, node.duration, zone)
-    if isinstance(node, WaitTimeOfDayNode):
-        return next_time_of_day(start, zone, node.time, node.weekdays)
-    if isinstance(node, WaitDateFieldNode):
-        value = attributes.get(node.field.removeprefix("attributes."))
-        return date_target(value, node.offset_days, node.time, zone)
-    assert isinstance(node, WaitEventNode)
-    return after_duration(start, node.timeout, zone)
+    match node:
+        case WaitDurationNode():
+            return after_duration(start, node.duration, zone)
+        case WaitTimeOfDayNode():
+            return next_time_of_day(start, zone, node.time, node.weekdays)
+        case WaitDateFieldNode():
+            value = attributes.get(node.field.removeprefix("attributes."))
+            return date_target(value, node.offset_days, node.time, zone)
+        case WaitEventNode():
+            return after_duration(start, node.timeout, zone)
+        case _:
+            assert_never(node)
 
 
-def runs_sql(node: Any, items: list[Item]) -> bool:
+def runs_sql(node: WorkflowNode, items: list[Item]) -> bool:
     """Whether running ``node`` for ``items`` may send SQL, and so needs a savepoint (on
     PostgreSQL a failed statement aborts the whole transaction). Splits and exits decide
     in Python; contacts leaving a wait need nothing (those entering one need their time
@@ -82,7 +110,7 @@ def runs_sql(node: Any, items: list[Item]) -> bool:
     return True
 
 
-def run_wait(batch: Batch, graph: Graph, node: Any, items: list[Item]) -> Results:
+def run_wait(batch: Batch, graph: Graph, node: WaitNode, items: list[Item]) -> Results:
     out: Results = []
     entering = [i for i in items if i.waiting_since is None]
     for item in items:
@@ -218,8 +246,6 @@ def apply_contact_update(
     if node.add_to_lists or node.remove_from_lists:
         # Static lists are segments: membership changes record segment.entered / .left
         # events, so "entered list" triggers and list conditions see them.
-        from automation.segments.membership import add_members, remove_members
-
         for list_id in node.add_to_lists:
             add_members(session, list_id, contact_ids)
         for list_id in node.remove_from_lists:
@@ -272,8 +298,6 @@ def webhook_payload(graph: Graph, node: WebhookNode, item: Item, contact: Any) -
 
 
 def run_webhook(batch: Batch, graph: Graph, node: WebhookNode, items: list[Item]) -> Results:
-    from automation.workflows.models import Workflow
-
     workflow = batch.session.get(Workflow, graph.workflow_id)
     secret = workflow.webhook_secret if workflow is not None else ""
     data = batch.contacts(i.contact_id for i in items)
@@ -342,15 +366,3 @@ def run_exit(batch: Batch, graph: Graph, node: ExitNode, items: list[Item]) -> R
         )
         for i in items
     ]
-
-
-EXECUTORS: dict[str, Callable[..., Results]] = {
-    "wait": run_wait,
-    "send_email": run_send,
-    "branch": run_branch,
-    "split": run_split,
-    "update_contact": run_update,
-    "webhook": run_webhook,
-    "goal": run_goal,
-    "exit": run_exit,
-}

@@ -10,7 +10,7 @@ checked by ``automation.workflows.conditions`` when the document is validated.
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, assert_never, get_args
 
 from pydantic import (
     AfterValidator,
@@ -200,7 +200,13 @@ class ManualTrigger(Strict):
     type: Literal["manual"]
 
 
-Trigger = Annotated[
+# The event each event-like trigger listens to (the trigger index is keyed by it).
+FORM_EVENT = SUBMITTED_EVENT
+EMAIL_EVENTS = {"email_opened": "email.opened", "email_clicked": "email.clicked"}
+SEGMENT_EVENTS = {"segment_entered": "segment.entered", "segment_left": "segment.left"}
+
+
+AnyTrigger = (
     EventTrigger
     | SegmentTrigger
     | FieldChangedTrigger
@@ -208,26 +214,30 @@ Trigger = Annotated[
     | AnniversaryTrigger
     | EmailEngagementTrigger
     | FormTrigger
-    | ManualTrigger,
-    Field(discriminator="type"),
-]
+    | ManualTrigger
+)
+Trigger = Annotated[AnyTrigger, Field(discriminator="type")]
+# The trigger's "type" values, which pydantic puts in error locations (trigger.<type>.field).
+TRIGGER_TAGS = frozenset(
+    tag for model in get_args(AnyTrigger) for tag in get_args(model.model_fields["type"].annotation)
+)
 
-# The event each event-like trigger listens to (the trigger index is keyed by it).
-FORM_EVENT = SUBMITTED_EVENT
-EMAIL_EVENTS = {"email_opened": "email.opened", "email_clicked": "email.clicked"}
-SEGMENT_EVENTS = {"segment_entered": "segment.entered", "segment_left": "segment.left"}
 
-
-def trigger_event_name(trigger: Any) -> str | None:
-    if isinstance(trigger, EventTrigger):
-        return trigger.event
-    if isinstance(trigger, FormTrigger):
-        return FORM_EVENT
-    if isinstance(trigger, EmailEngagementTrigger):
-        return EMAIL_EVENTS[trigger.type]
-    if isinstance(trigger, SegmentTrigger):
-        return SEGMENT_EVENTS[trigger.type]
-    return None
+def trigger_event_name(trigger: AnyTrigger) -> str | None:
+    """The event an event-like trigger listens to (the trigger index is keyed by it)."""
+    match trigger:
+        case EventTrigger():
+            return trigger.event
+        case FormTrigger():
+            return FORM_EVENT
+        case EmailEngagementTrigger():
+            return EMAIL_EVENTS[trigger.type]
+        case SegmentTrigger():
+            return SEGMENT_EVENTS[trigger.type]
+        case FieldChangedTrigger() | DateTrigger() | AnniversaryTrigger() | ManualTrigger():
+            return None
+        case _:
+            assert_never(trigger)
 
 
 # --- nodes -------------------------------------------------------------------------------
@@ -429,7 +439,28 @@ Node = Annotated[
     ),
 ]
 
+# The same closed unions for the type checker: code that does something per node kind
+# matches on these with ``case _: assert_never(node)``, so mypy names every place a new kind
+# must reach (the engine's executors, the dry run, validation, the editor's kinds.py).
+WaitNode = WaitDurationNode | WaitTimeOfDayNode | WaitDateFieldNode | WaitEventNode
+WorkflowNode = (
+    SendEmailNode
+    | WaitNode
+    | BranchNode
+    | SplitNode
+    | UpdateContactNode
+    | WebhookNode
+    | GoalNode
+    | ExitNode
+)
 WAIT_NODES = (WaitDurationNode, WaitTimeOfDayNode, WaitDateFieldNode, WaitEventNode)
+# The discriminator tags of Node (a type, or wait:<mode>), read from the union itself.
+NODE_TAGS = frozenset(
+    meta.tag
+    for member in get_args(get_args(Node)[0])
+    for meta in get_args(member)[1:]
+    if isinstance(meta, Tag)
+)
 
 # --- settings ----------------------------------------------------------------------------
 

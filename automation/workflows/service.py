@@ -13,7 +13,10 @@ from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.errors import Conflict, NotFound
+from automation.workflows.engine import finish_enrollments
 from automation.workflows.models import (
+    OPEN_STATUSES,
+    Enrollment,
     EnrollmentStatus,
     Workflow,
     WorkflowStatus,
@@ -27,6 +30,7 @@ from automation.workflows.schema import (
     WorkflowDefinition,
     trigger_event_name,
 )
+from automation.workflows.triggers import snapshot_field
 from automation.workflows.validation import validate_definition
 
 
@@ -162,8 +166,6 @@ def publish(
         workflow.status = move_workflow(workflow.status, WorkflowStatus.ACTIVE)
     workflow.updated_at = now
     if isinstance(definition.trigger, FieldChangedTrigger):
-        from automation.workflows.triggers import snapshot_field
-
         snapshot_field(session, definition.trigger.field)
     session.flush()
     return version
@@ -185,8 +187,6 @@ def resume(session: Session, workflow_id: int) -> Workflow:
     _move_open_enrollments(session, workflow.id, EnrollmentStatus.ACTIVE)
     version = active_version(session, workflow)
     if version is not None and version.trigger_type == "field_changed":
-        from automation.workflows.triggers import snapshot_field
-
         # Changes made while paused must not fire on resume: start from today's values.
         snapshot_field(session, version.definition["trigger"]["field"])
     workflow.updated_at = clock.now()
@@ -196,8 +196,6 @@ def resume(session: Session, workflow_id: int) -> Workflow:
 
 def archive(session: Session, workflow_id: int) -> Workflow:
     """Stop the workflow for good: every open enrolment exits where it is."""
-    from automation.workflows.engine import finish_enrollments
-
     workflow = get_workflow(session, workflow_id)
     workflow.status = move_workflow(workflow.status, WorkflowStatus.ARCHIVED)
     finish_enrollments(
@@ -212,8 +210,6 @@ def archive(session: Session, workflow_id: int) -> Workflow:
 
 
 def select_open_ids(session: Session, workflow_id: int) -> list[int]:
-    from automation.workflows.models import OPEN_STATUSES, Enrollment
-
     return list(
         session.scalars(
             select(Enrollment.id).where(
@@ -224,8 +220,6 @@ def select_open_ids(session: Session, workflow_id: int) -> list[int]:
 
 
 def _move_open_enrollments(session: Session, workflow_id: int, target: EnrollmentStatus) -> None:
-    from automation.workflows.models import Enrollment
-
     session.execute(
         update(Enrollment)
         .where(
@@ -287,9 +281,6 @@ def import_workflow(
 
 def remove_enrollment(session: Session, workflow_id: int, enrollment_id: int) -> None:
     """Take a contact out of a workflow: it exits where it stands (journaled "removed")."""
-    from automation.workflows.engine import finish_enrollments
-    from automation.workflows.models import OPEN_STATUSES, Enrollment
-
     found = session.scalar(
         select(Enrollment.id).where(
             Enrollment.id == enrollment_id,

@@ -24,6 +24,7 @@ from automation.workflows.models import (
     EnrollmentStep,
     WorkflowVersion,
 )
+from automation.workflows.sending import email_statistics
 from automation.workflows.service import get_version, get_workflow
 
 EARLY_EXITS = ("removed", "failed")
@@ -91,8 +92,6 @@ def workflow_statistics(
                 "exits": dict(sorted(by_label.items())),
             }
         )
-    from automation.workflows.sending import email_statistics
-
     email = email_statistics(session, workflow.id, version_ids)
     for figures in nodes:
         if figures["type"] == "send_email":

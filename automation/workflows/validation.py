@@ -4,7 +4,7 @@ days): ...``), so the editor can point at it and a CLI user can find it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, assert_never
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -19,12 +19,15 @@ from automation.forms.models import Form
 from automation.segments.service import missing_segments
 from automation.workflows import conditions
 from automation.workflows.schema import (
+    NODE_TAGS,
+    TRIGGER_TAGS,
     WAIT_NODES,
     AnniversaryTrigger,
     BranchNode,
     DateTrigger,
     EmailEngagementTrigger,
     EventTrigger,
+    ExitNode,
     FieldChangedTrigger,
     FormTrigger,
     GoalNode,
@@ -33,7 +36,10 @@ from automation.workflows.schema import (
     SplitNode,
     UpdateContactNode,
     WaitDateFieldNode,
+    WaitDurationNode,
     WaitEventNode,
+    WaitTimeOfDayNode,
+    WebhookNode,
     WorkflowDefinition,
 )
 
@@ -48,31 +54,6 @@ WATCHABLE_COLUMNS = (
     "time_zone",
 )
 SETTABLE_COLUMNS = ("first_name", "last_name", "time_zone")
-_UNION_TAGS = {
-    "send_email",
-    "wait:duration",
-    "wait:time_of_day",
-    "wait:date_field",
-    "wait:event",
-    "branch",
-    "split",
-    "update_contact",
-    "webhook",
-    "goal",
-    "exit",
-}
-_TRIGGER_TAGS = {
-    "event",
-    "segment_entered",
-    "segment_left",
-    "field_changed",
-    "date",
-    "anniversary",
-    "email_opened",
-    "email_clicked",
-    "form_submitted",
-    "manual",
-}
 
 
 def describe(node: Any) -> str:
@@ -108,9 +89,9 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     for i, part in enumerate(loc):
         previous = loc[i - 1] if i else None
         before = loc[i - 2] if i > 1 else None
-        if previous == "trigger" and part in _TRIGGER_TAGS and i == 1:
+        if previous == "trigger" and part in TRIGGER_TAGS and i == 1:
             continue
-        if before == "nodes" and isinstance(previous, int) and part in _UNION_TAGS:
+        if before == "nodes" and isinstance(previous, int) and part in NODE_TAGS:
             continue
         out.append(part)
     return tuple(out)
@@ -302,31 +283,41 @@ def reference_errors(session: Session, definition: WorkflowDefinition) -> list[F
     lists: list[tuple[int, str]] = []
     for i, node in enumerate(definition.nodes):
         where = f"nodes[{i}]"
-        if isinstance(node, SendEmailNode):
-            templates.append((node.template_id, f"{where}.template_id"))
-            if node.sender_identity_id is not None:
-                identities.append(
-                    (node.sender_identity_id, f"{where}.sender_identity_id", describe(node))
+        match node:
+            case SendEmailNode():
+                templates.append((node.template_id, f"{where}.template_id"))
+                if node.sender_identity_id is not None:
+                    identities.append(
+                        (node.sender_identity_id, f"{where}.sender_identity_id", describe(node))
+                    )
+            case BranchNode():
+                errors += _named(
+                    node, conditions.condition_errors(session, node.condition, f"{where}.condition")
                 )
-        elif isinstance(node, BranchNode):
-            errors += _named(
-                node, conditions.condition_errors(session, node.condition, f"{where}.condition")
-            )
-            errors += _named(node, _workflow_leaf_errors(definition, node.condition, where))
-        elif isinstance(node, GoalNode) and node.condition is not None:
-            errors += _named(
-                node, conditions.condition_errors(session, node.condition, f"{where}.condition")
-            )
-        elif isinstance(node, WaitEventNode) and node.where:
-            errors += _named(
-                node, conditions.property_condition_errors(node.where, f"{where}.where")
-            )
-        elif isinstance(node, WaitDateFieldNode):
-            errors += _date_field_errors(fields, node.field, f"{where}.field", describe(node))
-        elif isinstance(node, UpdateContactNode):
-            errors += _update_errors(fields, node, where)
-            lists += [(x, f"{where}.add_to_lists") for x in node.add_to_lists]
-            lists += [(x, f"{where}.remove_from_lists") for x in node.remove_from_lists]
+                errors += _named(node, _workflow_leaf_errors(definition, node.condition, where))
+            case GoalNode():
+                if node.condition is not None:
+                    errors += _named(
+                        node,
+                        conditions.condition_errors(session, node.condition, f"{where}.condition"),
+                    )
+            case WaitEventNode():
+                if node.where:
+                    errors += _named(
+                        node, conditions.property_condition_errors(node.where, f"{where}.where")
+                    )
+            case WaitDateFieldNode():
+                errors += _date_field_errors(fields, node.field, f"{where}.field", describe(node))
+            case UpdateContactNode():
+                errors += _update_errors(fields, node, where)
+                lists += [(x, f"{where}.add_to_lists") for x in node.add_to_lists]
+                lists += [(x, f"{where}.remove_from_lists") for x in node.remove_from_lists]
+            case (
+                WaitDurationNode() | WaitTimeOfDayNode() | SplitNode() | WebhookNode() | ExitNode()
+            ):
+                pass  # refers to nothing stored
+            case _:
+                assert_never(node)
     node_of = {f"nodes[{i}]": n for i, n in enumerate(definition.nodes)}
     for path, message in conditions.missing_templates(session, templates):
         errors.append(FieldError(path, f"{describe(node_of[path.split('.')[0]])}: {message}"))

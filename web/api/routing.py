@@ -5,7 +5,7 @@ OpenAPI document, so the two cannot drift apart."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
@@ -29,7 +29,6 @@ class Operation:
     query: type[BaseModel] | None = None
     response: Any = None
     content_type: str = "application/json"
-    errors: list[int] = field(default_factory=list)
 
 
 OPERATIONS: list[Operation] = []

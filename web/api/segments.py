@@ -19,10 +19,12 @@ from automation.segments.context import validate_filter
 from automation.segments.membership import refresh_segment
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import (
+    Filter,
+)
+from automation.segments.shapes import (
     CountOut,
     ExplainIn,
     ExplainOut,
-    Filter,
     MemberMode,
     MembersIn,
     MembersOut,

@@ -13,6 +13,7 @@ from automation.errors import FieldError, InvalidInput
 from automation.workflows import service
 from automation.workflows.dry_run import TimelineEvent, dry_run
 from automation.workflows.enrolment import enroll_manually
+from automation.workflows.kinds import NodeKindsOut, node_kinds
 from automation.workflows.models import Enrollment, EnrollmentStatus, Workflow, WorkflowVersion
 from automation.workflows.moves import MigrationPlan, apply_migration, plan_migration
 from automation.workflows.schema import (
@@ -115,6 +116,16 @@ def import_workflow(body: WorkflowDocumentIn, query: ImportQuery) -> WorkflowOut
     )
     db().commit()
     return _out(workflow)
+
+
+@bp.operation(
+    "/workflows/node-kinds",
+    "GET",
+    summary="The node kinds the editor offers: labels, exits, settings, starters",
+    response=NodeKindsOut,
+)
+def list_node_kinds() -> NodeKindsOut:
+    return node_kinds()
 
 
 @bp.operation("/workflows/<int:workflow_id>", "GET", summary="A workflow", response=WorkflowOut)

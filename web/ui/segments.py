@@ -12,15 +12,19 @@ from automation.accounts.models import Role
 from automation.errors import FieldError, InvalidInput
 from automation.segments import service
 from automation.segments.context import load_catalog
-from automation.segments.models import Segment, SegmentKind
-from automation.segments.schema import (
+from automation.segments.fields import (
     NO_VALUE,
     OPERATORS,
     PROPERTY_OPERATORS,
+)
+from automation.segments.models import Segment, SegmentKind
+from automation.segments.schema import (
     CountOperator,
     EmailActivity,
-    MemberMode,
     TagOperator,
+)
+from automation.segments.shapes import (
+    MemberMode,
 )
 from web.auth import login_required
 from web.database import db, nurture

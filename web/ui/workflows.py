@@ -18,6 +18,7 @@ from automation.errors import FieldError, InvalidInput
 from automation.forms import service as lead_forms
 from automation.segments import service as segments
 from automation.workflows import service
+from automation.workflows.kinds import node_kinds
 from automation.workflows.models import WorkflowStatus
 from automation.workflows.stats import open_by_version, totals_by_workflow
 from automation.workflows.validation import check_definition
@@ -141,6 +142,7 @@ def workflow_detail(workflow_id: int) -> Any:
             "problems": [e.as_dict() for e in problems],
             "versions": versions,
             "catalog": canvas_catalog(),
+            "node_kinds": node_kinds().model_dump(mode="json"),
             # An archived workflow keeps its history and figures but is no longer edited.
             "editable": g.user.role.allows(Role.MARKETER)
             and workflow.status is not WorkflowStatus.ARCHIVED,

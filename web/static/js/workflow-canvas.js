@@ -55,65 +55,28 @@
   const fmt = (n) => Number(n || 0).toLocaleString("en-US");
 
   // --- the model ---------------------------------------------------------------------------
-  const KINDS = {
-    send_email: { label: "Send email", icon: "✉" },
-    wait: { label: "Wait", icon: "◷" },
-    branch: { label: "Branch", icon: "◇" },
-    split: { label: "A/B split", icon: "⋔" },
-    update_contact: { label: "Update contact", icon: "✎" },
-    webhook: { label: "Webhook", icon: "⇄" },
-    goal: { label: "Goal", icon: "★" },
-    exit: { label: "Exit", icon: "■" },
-  };
+  // Node kinds come from the server (automation/workflows/kinds.py): a label, icon and id
+  // base per type; per kind (type, or wait:<mode>) its exits, settings and starter.
+  const NODE_KINDS = data.node_kinds;
+  const KINDS = NODE_KINDS.types;
+  const kindOf = (node) => (node.type === "wait" ? `wait:${node.mode}` : node.type);
+  // A new node of a kind, as the "+" menu or the wait mode menu starts it.
+  function starterOf(tag) {
+    const kind = NODE_KINDS.kinds[tag];
+    const node = { type: kind.type, ...(kind.mode ? { mode: kind.mode } : {}) };
+    return fillFromPage(Object.assign(node, structuredClone(kind.starter)));
+  }
+  // What only the page knows for a new node: the first template, the first date field, a
+  // condition on the email sent upstream (the starters leave those blank).
+  function fillFromPage(node) {
+    if (node.template_id === null) node.template_id = catalog.templates[0]?.id ?? null;
+    if (node.mode === "date_field" && node.field === "")
+      node.field = catalog.fields.find((f) => f.type === "date")?.name || "";
+    if (node.condition?.conditions?.length === 0) node.condition.conditions.push(freshCondition());
+    return node;
+  }
   // What the "+" menu offers: [key, label, builder].
-  const PALETTE = [
-    ["wait", "Wait (a duration)", () => ({ type: "wait", mode: "duration", duration: { days: 1 } })],
-    [
-      "wait_time",
-      "Wait until a time of day",
-      () => ({ type: "wait", mode: "time_of_day", time: "09:00", weekdays: WEEKDAYS.slice(0, 5) }),
-    ],
-    [
-      "wait_event",
-      "Wait for an event",
-      () => ({ type: "wait", mode: "event", event: "", timeout: { days: 1 } }),
-    ],
-    [
-      "send_email",
-      "Send email",
-      () => ({ type: "send_email", template_id: catalog.templates[0]?.id ?? null }),
-    ],
-    [
-      "branch",
-      "Branch (yes / no)",
-      () => ({ type: "branch", condition: { conditions: [freshCondition()] } }),
-    ],
-    [
-      "split",
-      "A/B split",
-      () => ({
-        type: "split",
-        paths: [
-          { name: "A", weight: 50 },
-          { name: "B", weight: 50 },
-        ],
-      }),
-    ],
-    ["update_contact", "Update contact", () => ({ type: "update_contact", add_tags: [] })],
-    ["webhook", "Webhook", () => ({ type: "webhook", url: "", method: "POST" })],
-    ["goal", "Goal (checkpoint)", () => ({ type: "goal", otherwise: "continue" })],
-    ["exit", "Exit", () => ({ type: "exit" })],
-  ];
-  const ID_BASES = {
-    send_email: "email",
-    wait: "wait",
-    branch: "branch",
-    split: "split",
-    update_contact: "update",
-    webhook: "webhook",
-    goal: "goal",
-    exit: "end",
-  };
+  const PALETTE = NODE_KINDS.palette.map(({ key, label, kind }) => [key, label, () => starterOf(kind)]);
 
   const nodeById = (id) => doc.nodes.find((n) => n.id === id);
   const indexOf = (id) => doc.nodes.findIndex((n) => n.id === id);
@@ -122,33 +85,17 @@
 
   // Exit label → the node it leads to, in the engine's order (schema.py exits()).
   function exitsOf(node) {
-    switch (node.type) {
-      case "exit":
-        return [];
-      case "branch":
-        return [
-          ["yes", node.yes ?? null],
-          ["no", node.no ?? null],
-        ];
-      case "split":
-        return (node.paths || []).map((p) => [p.name, p.next ?? null]);
-      case "wait":
-        if (node.mode === "event")
-          return [
-            ["happened", node.happened ?? null],
-            ["timed_out", node.timed_out ?? null],
-          ];
-        return [["next", node.next ?? null]];
-      default:
-        return [["next", node.next ?? null]];
-    }
+    const kind = NODE_KINDS.kinds[kindOf(node)] || { exits: ["next"], exit_items: null };
+    const items = kind.exit_items ? (node[kind.exit_items] || []).map((p) => [p.name, p.next ?? null]) : [];
+    return [...kind.exits.map((key) => [key, node[key] ?? null]), ...items];
   }
   function setExit(node, label, target) {
-    if (node.type === "split") {
-      const path = node.paths.find((p) => p.name === label);
-      if (path) {
-        if (target) path.next = target;
-        else delete path.next;
+    const listed = NODE_KINDS.kinds[kindOf(node)]?.exit_items;
+    if (listed) {
+      const item = (node[listed] || []).find((p) => p.name === label);
+      if (item) {
+        if (target) item.next = target;
+        else delete item.next;
       }
       return;
     }
@@ -176,7 +123,7 @@
     return seen;
   }
   function newId(type) {
-    const base = ID_BASES[type] || type;
+    const base = KINDS[type]?.id_base || type;
     for (let n = 1; ; n++) if (!nodeById(`${base}-${n}`)) return `${base}-${n}`;
   }
   function upstreamSend(id) {
@@ -1033,12 +980,8 @@
         );
         break;
       case "wait": {
-        const modes = [
-          ["duration", "A duration"],
-          ["time_of_day", "Until a time of day"],
-          ["date_field", "Until a date field"],
-          ["event", "Until an event (or a timeout)"],
-        ];
+        const waits = Object.values(NODE_KINDS.kinds).filter((k) => k.type === "wait");
+        const modes = waits.map((k) => [k.mode, k.mode_label]);
         parts.push(
           field(
             "Wait",
@@ -1046,36 +989,13 @@
               modes,
               node.mode,
               (v) => {
-                for (const key of [
-                  "duration",
-                  "time",
-                  "weekdays",
-                  "field",
-                  "offset_days",
-                  "event",
-                  "where",
-                  "timeout",
-                ])
-                  delete node[key];
+                for (const key of new Set(waits.flatMap((k) => k.fields))) delete node[key];
                 const onward = exitsOf(node)
                   .map(([, t]) => t)
                   .find(Boolean);
-                for (const key of ["next", "happened", "timed_out"]) delete node[key];
+                for (const key of new Set(waits.flatMap((k) => k.exits))) delete node[key];
                 node.mode = v;
-                if (v === "duration") node.duration = { days: 1 };
-                if (v === "time_of_day") {
-                  node.time = "09:00";
-                  node.weekdays = WEEKDAYS.slice(0, 5);
-                }
-                if (v === "date_field") {
-                  node.field = catalog.fields.find((f) => f.type === "date")?.name || "";
-                  node.offset_days = 0;
-                  node.time = "09:00";
-                }
-                if (v === "event") {
-                  node.event = "";
-                  node.timeout = { days: 1 };
-                }
+                Object.assign(node, starterOf(`wait:${v}`));
                 for (const [label] of exitsOf(node)) setExit(node, label, onward);
                 changed(true);
                 renderPanel();
@@ -1750,7 +1670,7 @@
       parts = settingsPanel();
     } else if (selected && nodeById(selected)) {
       const node = nodeById(selected);
-      panelTitle.textContent = `${node.type === "wait" && node.mode === "event" ? "Wait for event" : KINDS[node.type]?.label || node.type} · ${title(node)}`;
+      panelTitle.textContent = `${NODE_KINDS.kinds[kindOf(node)]?.heading || KINDS[node.type]?.label || node.type} · ${title(node)}`;
       parts = nodePanel(node);
     } else {
       selected = null;
