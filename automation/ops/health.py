@@ -12,8 +12,11 @@ from kombu import Connection
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from automation import clock
 from automation.config import Settings
+from automation.ops.backlog import outbox_backlog, spool_backlogs, tick_lag
 from automation.runtime import Runtime
+from automation.tracking.hits import make_hit_queue, spool_forwarded
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,6 @@ def check_hit_queue(_session: Session, settings: Settings) -> Check:
     """Tracking hits waiting for the tracking worker: a growing queue means no drainer."""
 
     def probe() -> str:
-        from automation.tracking.hits import make_hit_queue
-
         depth = make_hit_queue(settings).depth()
         if depth > HIT_QUEUE_LIMIT:
             raise RuntimeError(f"{depth} hits queued (is the tracking worker running?)")
@@ -105,9 +106,6 @@ def check_hit_spool(_session: Session, settings: Settings) -> Check:
     forwarder here, Redis unreachable, or in the embedded default no tracking worker)."""
 
     def probe() -> str:
-        from automation.ops.backlog import spool_backlogs
-        from automation.tracking.hits import spool_forwarded
-
         backlogs = spool_backlogs(settings)
         detail = ", ".join(
             f"{name}: {b.files} files, {b.bytes} bytes, oldest {b.oldest_seconds:.0f} s"
@@ -136,9 +134,6 @@ def check_tick_lag(session: Session, _settings: Settings) -> Check:
     no scheduler, is running (or they cannot keep up)."""
 
     def probe() -> str:
-        from automation import clock
-        from automation.ops.backlog import outbox_backlog, tick_lag
-
         now = clock.now()
         lags = {
             "workflow": tick_lag(session, now=now).workflows_seconds,
@@ -156,8 +151,6 @@ def check_outbox(session: Session, _settings: Settings) -> Check:
     """The outbox by open state; `unknown` messages wait for an operator's decision."""
 
     def probe() -> str:
-        from automation.ops.backlog import outbox_backlog
-
         states = outbox_backlog(session).open_states
         return ", ".join(f"{count} {state}" for state, count in states.items())
 

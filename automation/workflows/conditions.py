@@ -1,4 +1,4 @@
-"""Conditions in workflows: the segment language (ARCHITECTURE.md principle 4, reference
+"""Conditions in workflows: the segment language (docs/architecture.md, principle 4; reference
 docs/segments.md) plus two leaves only a workflow can answer:
 
 - ``{"workflow_email": "sent" | "opened" | "clicked", "node": "send-1"}``: the email this

@@ -1,5 +1,5 @@
 """The engine: claim due enrolments in batches and move each batch node by node, set-wise,
-until every contact in it waits, has sent, or has finished (ARCHITECTURE.md, "Tick").
+until every contact in it waits, has sent, or has finished (docs/architecture.md, "How data flows").
 
 A batch is claimed and moved in one transaction. On PostgreSQL the claim locks up to
 ``batch_size`` due rows (``FOR UPDATE SKIP LOCKED``, so concurrent workers take disjoint
@@ -46,6 +46,7 @@ from automation import clock
 from automation import instruments as metrics
 from automation.bulk import insert_rows, update_rows
 from automation.db import UTCDateTime, int_array, is_postgres, one_of
+from automation.reactions import react_to_contact_changes
 from automation.workflows import nodes
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.goals import Open, goal_conversions
@@ -325,8 +326,6 @@ def _write_back(batch: Batch) -> None:
     if batch.messages:
         queue_workflow_messages(session, batch.messages, now)
     if batch.changed_contacts:
-        from automation.reactions import react_to_contact_changes
-
         react_to_contact_changes(session, sorted(batch.changed_contacts))
 
 

@@ -1,4 +1,4 @@
-"""Times in the contact's zone (ARCHITECTURE.md principle 10): waits until a local time,
+"""Times in the contact's zone (docs/architecture.md, principle 10): waits until a local time,
 date triggers, send windows and quiet hours. Everything returns aware UTC datetimes.
 
 Wall-clock arithmetic is done on aware datetimes in the contact's zone, so "09:00 local"

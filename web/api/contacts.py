@@ -12,7 +12,7 @@ from automation.contacts import gdpr, hygiene
 from automation.contacts import service as contacts
 from automation.contacts import tags as tag_ops
 from automation.contacts.consent import change_status, confirm_subscription
-from automation.contacts.jobs import create_import_job
+from automation.contacts.jobs import create_import_job, get_import_job
 from automation.contacts.models import ImportJob
 from automation.contacts.schema import (
     ContactIn,
@@ -316,6 +316,4 @@ def upload_import() -> ImportJobOut:
     response=ImportJobOut,
 )
 def get_import(job_id: int) -> ImportJobOut:
-    from automation.contacts.jobs import get_import_job
-
     return job_out(get_import_job(db(), job_id))

@@ -11,6 +11,7 @@ from automation import clock
 from automation.accounts.models import Role
 from automation.errors import FieldError, InvalidInput
 from automation.workflows import service
+from automation.workflows.conditions import segment_members
 from automation.workflows.dry_run import TimelineEvent, dry_run
 from automation.workflows.enrolment import enroll_manually
 from automation.workflows.kinds import NodeKindsOut, node_kinds
@@ -313,8 +314,6 @@ def enroll(workflow_id: int, body: EnrollIn) -> EnrollOut:
         raise InvalidInput(FieldError("contact_ids", "give contact_ids, emails or a segment_id"))
     query = None
     if body.segment_id is not None:
-        from automation.workflows.conditions import segment_members
-
         query = segment_members(db(), body.segment_id)
     count = enroll_manually(
         db(),

@@ -13,7 +13,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from flask import current_app
 from werkzeug.urls import iri_to_uri
 
+from automation.campaigns.models import Campaign, CampaignVariant
 from automation.config import Settings
+from automation.email.models import Message, TemplateVersion
 from automation.signing import TokenClaims, TokenSigner
 from automation.tracking.hits import HitQueue, make_hit_writer, new_hit_id
 from automation.tracking.sites import ORIGINS, allowed_origins, origin_of
@@ -64,8 +66,6 @@ class TrackingState:
     def links(self, version_id: int) -> list[_Link] | None:
         links = self._links.get(version_id)
         if links is None:
-            from automation.email.models import TemplateVersion
-
             with nurture().sessions() as session:
                 version = session.get(TemplateVersion, version_id)
                 if version is None:
@@ -83,8 +83,6 @@ class TrackingState:
         if cached is not None and time.monotonic() - cached[0] < 30:
             return cached[1]
         from sqlalchemy import select
-
-        from automation.campaigns.models import Campaign, CampaignVariant
 
         with nurture().sessions() as session:
             rows = session.execute(
@@ -104,8 +102,6 @@ class TrackingState:
         if claims.message_id in self._owners:
             return self._owners[claims.message_id]
         from sqlalchemy import select
-
-        from automation.email.models import Message
 
         with nurture().sessions() as session:
             row = session.execute(

@@ -16,10 +16,16 @@ from flask import Blueprint, Response, abort, current_app, request
 from werkzeug.datastructures import Headers
 from werkzeug.urls import iri_to_uri
 
-from automation.errors import NotFound
+from automation.errors import FieldError, InvalidInput, NotFound
 from automation.instruments import TRACKING_HITS
 from automation.signing import TokenClaims, TokenKind, make_identity
 from automation.tracking import service, topics
+from automation.tracking.bounces import (
+    parse_feedback,
+    parse_report,
+    record_feedback,
+    signature_valid,
+)
 from automation.tracking.hits import Hit, now_epoch
 from web.auth import public
 from web.database import db
@@ -262,9 +268,6 @@ def _json_error(status: int, code: str, message: str, details: list[dict[str, st
 
 
 def _feedback(parse: Any) -> Any:
-    from automation.errors import InvalidInput
-    from automation.tracking.bounces import record_feedback, signature_valid
-
     settings = current_app.extensions["nurture"].settings
     body = request.get_data(cache=True)
     if not signature_valid(
@@ -289,9 +292,6 @@ def feedback_webhook() -> Any:
     """Bounces and complaints as JSON (shape in automation/tracking/bounces.py)."""
     import json
 
-    from automation.errors import FieldError, InvalidInput
-    from automation.tracking.bounces import parse_feedback
-
     def parse(body: bytes) -> Any:
         try:
             raw = json.loads(body)
@@ -306,6 +306,4 @@ def feedback_webhook() -> Any:
 @public
 def dsn_webhook() -> Any:
     """A delivery status notification or ARF report, posted as the raw mail."""
-    from automation.tracking.bounces import parse_report
-
     return _feedback(parse_report)

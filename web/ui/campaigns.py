@@ -28,6 +28,8 @@ from automation.email import identities
 from automation.email.models import Message, MessageStatus, Template, TemplateVersion
 from automation.errors import FieldError, InvalidInput
 from automation.segments import service as segments
+from automation.workflows.service import get_workflow
+from automation.workflows.splits import split_report
 from web.auth import login_required
 from web.database import db, nurture
 from web.ui.blueprint import bp
@@ -470,9 +472,6 @@ def campaign_delete(campaign_id: int) -> Any:
 @login_required()
 def workflow_split(workflow_id: int, node_id: str) -> Any:
     """A standalone A/B report of one split node (the canvas links here)."""
-    from automation.workflows.service import get_workflow
-    from automation.workflows.splits import split_report
-
     return render_template(
         "campaigns/split.html",
         workflow=get_workflow(db(), workflow_id),

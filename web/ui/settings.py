@@ -14,6 +14,9 @@ from automation.contacts.models import FieldType, IndexStatus
 from automation.contacts.schema import CustomFieldIn
 from automation.email import identities
 from automation.email.models import SenderIdentity
+from automation.ops.backlog import paused_senders
+from automation.ops.doctor import check_smtp_settings
+from automation.tracking import classify
 from web.auth import login_required
 from web.database import db, nurture
 from web.ui.blueprint import bp
@@ -191,10 +194,6 @@ def _sending_page(values: dict[str, Any] | None, errors: dict[str, str], status:
     """The SMTP relay and bot filtering as the environment sets them (every worker must
     agree on those), and the policy an admin edits here (frequency cap, sunset, engagement
     half-life: saved in the database, applied by every process on its next batch)."""
-    from automation.ops.backlog import paused_senders
-    from automation.ops.doctor import check_smtp_settings
-    from automation.tracking import classify
-
     runtime = nurture()
     current = policy.get_policy(db(), runtime.settings)
     if values is None:  # the form shows what is saved; empty fields follow the environment
