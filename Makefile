@@ -33,6 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check automation web tests bench migrations/env.py
 	$(BIN)/ruff format --check automation web tests bench migrations/env.py
 	$(BIN)/mypy automation
+	$(BIN)/lint-imports  # the floors of docs/architecture.md (contracts in pyproject.toml)
 
 # Two pytest-xdist workers (one per core here): each gets its own PostgreSQL and Redis
 # database (tests/conftest.py). TEST_WORKERS=0 runs in one process.
