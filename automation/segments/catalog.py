@@ -8,31 +8,13 @@ from dataclasses import dataclass, field
 from typing import assert_never
 
 from automation.errors import FieldError, join_path
+from automation.segments import schema
 from automation.segments.fields import (
     ATTRIBUTE_PREFIX,
     CORE_FIELDS,
     OPERATORS,
     FieldSpec,
     ValueType,
-)
-from automation.segments.schema import (
-    AllGroup,
-    AnyGroup,
-    CountOperator,
-    EmailActivity,
-    EmailCondition,
-    EventCondition,
-    FieldCondition,
-    Filter,
-    LastPerformedCondition,
-    NotGroup,
-    Path,
-    PropertyCondition,
-    SegmentCondition,
-    TagCondition,
-    TooDeep,
-    referenced_segments,
-    walk,
 )
 from automation.segments.values import property_errors, value_errors
 
@@ -44,7 +26,7 @@ class SegmentRef:
     id: int
     name: str
     dynamic: bool
-    tree: Filter | None  # None for static lists (and for definitions that no longer parse)
+    tree: schema.Filter | None  # None for static lists (and for definitions that no longer parse)
 
 
 @dataclass
@@ -63,13 +45,13 @@ class Catalog:
 
 
 def _count_errors(
-    node: EventCondition | EmailCondition,
-) -> list[tuple[Path, str]]:
-    errors: list[tuple[Path, str]] = []
+    node: schema.EventCondition | schema.EmailCondition,
+) -> list[tuple[schema.Path, str]]:
+    errors: list[tuple[schema.Path, str]] = []
     counted = node.operator in (
-        CountOperator.AT_LEAST,
-        CountOperator.AT_MOST,
-        CountOperator.EXACTLY,
+        schema.CountOperator.AT_LEAST,
+        schema.CountOperator.AT_MOST,
+        schema.CountOperator.EXACTLY,
     )
     if counted and node.times is None:
         errors.append((("times",), f"{node.operator.value} needs times"))
@@ -81,35 +63,35 @@ def _count_errors(
 
 
 def check_filter(
-    tree: Filter,
+    tree: schema.Filter,
     catalog: Catalog,
     *,
     segment_id: int | None = None,
-    prefix: Path = ("conditions",),
+    prefix: schema.Path = ("conditions",),
 ) -> list[FieldError]:
     """Errors for unknown names, operators that do not fit the field's type, ill-typed
     values and segment references that are missing or lead back to ``segment_id``."""
     errors: list[FieldError] = []
-    for path, node in walk(tree.conditions, prefix):
+    for path, node in schema.walk(tree.conditions, prefix):
         match node:
-            case FieldCondition():
+            case schema.FieldCondition():
                 found = _field_errors(node, catalog)
-            case EventCondition():
+            case schema.EventCondition():
                 found = _count_errors(node) + _where_errors(node.where)
-            case EmailCondition():
+            case schema.EmailCondition():
                 found = _count_errors(node)
-                if node.email is EmailActivity.RECEIVED_NOT_OPENED and node.operator not in (
-                    CountOperator.PERFORMED,
+                if node.email is schema.EmailActivity.RECEIVED_NOT_OPENED and node.operator not in (
+                    schema.CountOperator.PERFORMED,
                 ):
                     found.append((("operator",), "received_not_opened takes no count"))
-            case LastPerformedCondition():
+            case schema.LastPerformedCondition():
                 found = _where_errors(node.where) + _last_performed_errors(node)
-            case SegmentCondition():
+            case schema.SegmentCondition():
                 problem = _reference_error(node.segment, catalog, segment_id)
                 found = [(("segment",), problem)] if problem else []
-            case TagCondition():
+            case schema.TagCondition():
                 found = []  # any tag name is fine: a tag nobody has matches no one
-            case AllGroup() | AnyGroup() | NotGroup() | TooDeep():
+            case schema.AllGroup() | schema.AnyGroup() | schema.NotGroup() | schema.TooDeep():
                 found = []  # a group: walk yields its members
             case _:
                 assert_never(node)
@@ -117,7 +99,7 @@ def check_filter(
     return errors
 
 
-def _field_errors(node: FieldCondition, catalog: Catalog) -> list[tuple[Path, str]]:
+def _field_errors(node: schema.FieldCondition, catalog: Catalog) -> list[tuple[schema.Path, str]]:
     spec = catalog.field_spec(node.field)
     if spec is None:
         return [(("field",), _unknown_field(node.field, catalog))]
@@ -133,7 +115,7 @@ def _field_errors(node: FieldCondition, catalog: Catalog) -> list[tuple[Path, st
     return value_errors(spec.type, spec.options, node.operator, node.value)
 
 
-def _last_performed_errors(node: LastPerformedCondition) -> list[tuple[Path, str]]:
+def _last_performed_errors(node: schema.LastPerformedCondition) -> list[tuple[schema.Path, str]]:
     allowed = OPERATORS[ValueType.DATETIME]
     if node.operator not in allowed:
         return [
@@ -146,7 +128,7 @@ def _last_performed_errors(node: LastPerformedCondition) -> list[tuple[Path, str
     return value_errors(ValueType.DATETIME, (), node.operator, node.value)
 
 
-def _where_errors(where: tuple[PropertyCondition, ...]) -> list[tuple[Path, str]]:
+def _where_errors(where: tuple[schema.PropertyCondition, ...]) -> list[tuple[schema.Path, str]]:
     return [
         (("where", i, *sub), message)
         for i, cond in enumerate(where)
@@ -179,7 +161,7 @@ def _reference_error(target: int, catalog: Catalog, origin: int | None) -> str |
         current = catalog.segments.get(segment)
         if current is None or current.tree is None:
             return None
-        for nxt in referenced_segments(current.tree):
+        for nxt in schema.referenced_segments(current.tree):
             names = " → ".join(_name(catalog, s) for s in [*trail, nxt])
             if nxt == origin:
                 return f"reference cycle: this segment → {names}"

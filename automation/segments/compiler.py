@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from automation import clock
 from automation.contacts.models import Contact, ContactTag, Event, Tag
 from automation.errors import FieldError, InvalidInput
+from automation.segments import schema
 from automation.segments.catalog import (
     Catalog,
 )
@@ -52,26 +53,6 @@ from automation.segments.fields import (
 )
 from automation.segments.localdates import anniversaries, zones_by_local_date
 from automation.segments.models import SegmentMembership
-from automation.segments.schema import (
-    AllGroup,
-    AnyGroup,
-    CountOperator,
-    EmailActivity,
-    EmailCondition,
-    EventCondition,
-    FieldCondition,
-    Filter,
-    LastPerformedCondition,
-    Node,
-    NotGroup,
-    PropertyCondition,
-    SegmentCondition,
-    TagCondition,
-    TagOperator,
-    TooDeep,
-    Window,
-    parse_filter,
-)
 from automation.segments.values import (
     parse_instant,
     property_value_kind,
@@ -86,9 +67,9 @@ memberships = cast(Table, SegmentMembership.__table__)
 Op = Operator
 RECEIVED_EVENTS = ("email.sent", "email.delivered")
 EMAIL_EVENTS = {
-    EmailActivity.RECEIVED: RECEIVED_EVENTS,
-    EmailActivity.OPENED: ("email.opened",),
-    EmailActivity.CLICKED: ("email.clicked",),
+    schema.EmailActivity.RECEIVED: RECEIVED_EVENTS,
+    schema.EmailActivity.OPENED: ("email.opened",),
+    schema.EmailActivity.CLICKED: ("email.clicked",),
 }
 EMAIL_FILTERS = ("template_id", "campaign_id", "workflow_id")
 # The events a hit may flag ``machine: true`` (automation/tracking/ingest.py): conditions on
@@ -215,30 +196,30 @@ class Compiler:
 
     # groups
 
-    def tree(self, tree: Filter) -> Pred:
+    def tree(self, tree: schema.Filter) -> Pred:
         return both(*(self.node(n) for n in tree.conditions))
 
-    def node(self, node: Node) -> Pred:
+    def node(self, node: schema.Node) -> Pred:
         match node:
-            case AllGroup():
+            case schema.AllGroup():
                 return both(*(self.node(n) for n in node.all))
-            case AnyGroup():
+            case schema.AnyGroup():
                 return either(*(self.node(n) for n in node.any))
-            case NotGroup():
+            case schema.NotGroup():
                 return negate(self.node(node.not_))
-            case FieldCondition():
+            case schema.FieldCondition():
                 return self.field(node)
-            case TagCondition():
+            case schema.TagCondition():
                 return self.tags(node)
-            case EventCondition():
+            case schema.EventCondition():
                 return self.event(node)
-            case LastPerformedCondition():
+            case schema.LastPerformedCondition():
                 return self.last_performed(node)
-            case EmailCondition():
+            case schema.EmailCondition():
                 return self.email(node)
-            case SegmentCondition():
+            case schema.SegmentCondition():
                 return self.segment(node)
-            case TooDeep():
+            case schema.TooDeep():
                 raise TypeError("a node nested too deep never survives parsing")
             case _:
                 assert_never(node)
@@ -252,7 +233,7 @@ class Compiler:
 
     # contact fields and attributes
 
-    def field(self, node: FieldCondition) -> Pred:
+    def field(self, node: schema.FieldCondition) -> Pred:
         spec = self.catalog.field_spec(node.field)
         if spec is None:
             raise InvalidInput(FieldError("field", f"unknown field {node.field!r}"))
@@ -382,16 +363,19 @@ class Compiler:
 
     # tags
 
-    def tags(self, node: TagCondition) -> Pred:
+    def tags(self, node: schema.TagCondition) -> Pred:
         names = sorted(set(node.tags))
-        wants_all = node.operator in (TagOperator.HAS_ALL, TagOperator.HAS_NOT_ALL)
+        wants_all = node.operator in (schema.TagOperator.HAS_ALL, schema.TagOperator.HAS_NOT_ALL)
         if all(n in self.catalog.tags_looked_up for n in names):
             # Ids, not a subquery on names: PostgreSQL then estimates how many contacts
             # carry the tag from contact_tags statistics, and plans a hash join.
             ids = sorted(self.catalog.tag_ids[n] for n in names if n in self.catalog.tag_ids)
             if not ids or (wants_all and len(ids) < len(names)):
                 has: Pred = Const(False)
-                negative = node.operator in (TagOperator.HAS_NONE, TagOperator.HAS_NOT_ALL)
+                negative = node.operator in (
+                    schema.TagOperator.HAS_NONE,
+                    schema.TagOperator.HAS_NOT_ALL,
+                )
                 return negate(has) if negative else has
             tag_ids: Any = ids
         else:
@@ -400,13 +384,13 @@ class Compiler:
         if wants_all and len(names) > 1:
             query = query.group_by(contact_tags.c.contact_id).having(func.count() == len(names))
         has = InSet(self._ids(query, contact_tags.c.contact_id))
-        if node.operator in (TagOperator.HAS_NONE, TagOperator.HAS_NOT_ALL):
+        if node.operator in (schema.TagOperator.HAS_NONE, schema.TagOperator.HAS_NOT_ALL):
             return negate(has)
         return has
 
     # behaviour
 
-    def _window(self, window: Window) -> list[Any]:
+    def _window(self, window: schema.Window) -> list[Any]:
         if window.within_days is not None:
             start = self.now - timedelta(days=window.within_days)
             return [events.c.occurred_at >= start, events.c.occurred_at <= self.now]
@@ -414,7 +398,7 @@ class Compiler:
             return [events.c.occurred_at >= window.since, events.c.occurred_at <= self.now]
         return []
 
-    def _property(self, cond: PropertyCondition) -> Pred:
+    def _property(self, cond: schema.PropertyCondition) -> Pred:
         path = tuple(cond.property.split("."))
         doc = events.c.properties
         op = cond.operator
@@ -433,7 +417,7 @@ class Compiler:
         return negate(pred) if op in NEGATIVE else pred
 
     def _event_filters(
-        self, names: Sequence[str], window: Window, extra: Sequence[Pred]
+        self, names: Sequence[str], window: schema.Window, extra: Sequence[Pred]
     ) -> list[Any]:
         name = events.c.name == names[0] if len(names) == 1 else events.c.name.in_(names)
         return [name, *self._window(window), *(p.sql() for p in extra)]
@@ -446,15 +430,17 @@ class Compiler:
             query = query.group_by(events.c.contact_id).having(func.count() >= times)
         return InSet(self._ids(query, events.c.contact_id))
 
-    def _counted(self, operator: CountOperator, times: int | None, filters: list[Any]) -> Pred:
+    def _counted(
+        self, operator: schema.CountOperator, times: int | None, filters: list[Any]
+    ) -> Pred:
         n = times or 0
-        if operator is CountOperator.PERFORMED:
+        if operator is schema.CountOperator.PERFORMED:
             return self._at_least(1, filters)
-        if operator is CountOperator.NOT_PERFORMED:
+        if operator is schema.CountOperator.NOT_PERFORMED:
             return negate(self._at_least(1, filters))
-        if operator is CountOperator.AT_LEAST:
+        if operator is schema.CountOperator.AT_LEAST:
             return self._at_least(n, filters)
-        if operator is CountOperator.AT_MOST:
+        if operator is schema.CountOperator.AT_MOST:
             return negate(self._at_least(n + 1, filters))
         return both(self._at_least(n, filters), negate(self._at_least(n + 1, filters)))
 
@@ -463,18 +449,18 @@ class Compiler:
         machine = self.sql.json_value(events.c.properties, ("machine",), ValueType.BOOLEAN)
         return negate(Atom(machine == "true"))
 
-    def event(self, node: EventCondition) -> Pred:
+    def event(self, node: schema.EventCondition) -> Pred:
         where = [self._property(c) for c in node.where]
         if node.event in MACHINE_FLAGGED and not node.include_machine:
             where.append(self._human())
         filters = self._event_filters([node.event], node, where)
         return self._counted(node.operator, node.times, filters)
 
-    def last_performed(self, node: LastPerformedCondition) -> Pred:
+    def last_performed(self, node: schema.LastPerformedCondition) -> Pred:
         where = [self._property(c) for c in node.where]
         if node.last_performed in MACHINE_FLAGGED and not node.include_machine:
             where.append(self._human())
-        filters = self._event_filters([node.last_performed], Window(), where)
+        filters = self._event_filters([node.last_performed], schema.Window(), where)
         op = node.operator
         positive = NEGATIVE.get(op, op)
         query = select(events.c.contact_id).where(*filters)
@@ -486,32 +472,34 @@ class Compiler:
         pred = InSet(self._ids(query, events.c.contact_id))
         return negate(pred) if op in NEGATIVE else pred
 
-    def email_filters(self, node: EmailCondition, activity: EmailActivity) -> list[Any]:
+    def email_filters(
+        self, node: schema.EmailCondition, activity: schema.EmailActivity
+    ) -> list[Any]:
         extra: list[Pred] = []
         for key in EMAIL_FILTERS:
             wanted = getattr(node, key)
             if wanted is not None:
                 extra.append(
                     self._property(
-                        PropertyCondition(property=key, operator=Op.EQUALS, value=wanted)
+                        schema.PropertyCondition(property=key, operator=Op.EQUALS, value=wanted)
                     )
                 )
-        if activity is not EmailActivity.RECEIVED and not node.include_machine:
+        if activity is not schema.EmailActivity.RECEIVED and not node.include_machine:
             extra.append(self._human())
         return self._event_filters(EMAIL_EVENTS[activity], node, extra)
 
-    def email(self, node: EmailCondition) -> Pred:
-        if node.email is EmailActivity.RECEIVED_NOT_OPENED:
+    def email(self, node: schema.EmailCondition) -> Pred:
+        if node.email is schema.EmailActivity.RECEIVED_NOT_OPENED:
             # A click without a recorded open (images blocked) is engagement too.
-            received = self._at_least(1, self.email_filters(node, EmailActivity.RECEIVED))
-            opened = self._at_least(1, self.email_filters(node, EmailActivity.OPENED))
-            clicked = self._at_least(1, self.email_filters(node, EmailActivity.CLICKED))
+            received = self._at_least(1, self.email_filters(node, schema.EmailActivity.RECEIVED))
+            opened = self._at_least(1, self.email_filters(node, schema.EmailActivity.OPENED))
+            clicked = self._at_least(1, self.email_filters(node, schema.EmailActivity.CLICKED))
             return both(received, negate(opened), negate(clicked))
         return self._counted(node.operator, node.times, self.email_filters(node, node.email))
 
     # segments
 
-    def segment(self, node: SegmentCondition) -> Pred:
+    def segment(self, node: schema.SegmentCondition) -> Pred:
         ref = self.catalog.segments.get(node.segment)
         if ref is None:
             raise InvalidInput(FieldError("segment", f"no segment with id {node.segment}"))
@@ -548,9 +536,9 @@ def _order(op: Operator, expr: Any, bound: Any) -> Any:
 
 
 def _prepared(
-    session: Session, tree: Filter | dict[str, Any], catalog: Catalog | None
-) -> tuple[Filter, Catalog]:
-    parsed = parse_filter(tree)
+    session: Session, tree: schema.Filter | dict[str, Any], catalog: Catalog | None
+) -> tuple[schema.Filter, Catalog]:
+    parsed = schema.parse_filter(tree)
     if catalog is None:
         catalog = load_catalog(session, parsed)
         require_usable(catalog, parsed)
@@ -559,7 +547,7 @@ def _prepared(
 
 def condition(
     session: Session,
-    tree: Filter | dict[str, Any],
+    tree: schema.Filter | dict[str, Any],
     *,
     among_ids: Sequence[int] | None = None,
     catalog: Catalog | None = None,
@@ -589,7 +577,7 @@ def condition(
 
 def matching_ids(
     session: Session,
-    tree: Filter | dict[str, Any],
+    tree: schema.Filter | dict[str, Any],
     *,
     among_ids: Sequence[int] | None = None,
     catalog: Catalog | None = None,
@@ -604,7 +592,7 @@ def matching_ids(
 
 
 def count_matching(
-    session: Session, tree: Filter | dict[str, Any], *, catalog: Catalog | None = None
+    session: Session, tree: schema.Filter | dict[str, Any], *, catalog: Catalog | None = None
 ) -> int:
     """How many contacts match, computed live (nothing is materialised)."""
     where = condition(session, tree, catalog=catalog)

@@ -20,9 +20,8 @@ from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.errors import FieldError, InvalidInput, NotFound, join_path
-from automation.segments.catalog import (
-    Catalog,
-)
+from automation.segments import schema
+from automation.segments.catalog import Catalog
 from automation.segments.compiler import (
     EMAIL_EVENTS,
     EMAIL_FILTERS,
@@ -43,28 +42,6 @@ from automation.segments.fields import (
     ValueType,
 )
 from automation.segments.localdates import anniversaries, local_today
-from automation.segments.schema import (
-    AllGroup,
-    AnyGroup,
-    CountOperator,
-    EmailActivity,
-    EmailCondition,
-    EventCondition,
-    FieldCondition,
-    Filter,
-    LastPerformedCondition,
-    Node,
-    NotGroup,
-    Path,
-    PropertyCondition,
-    SegmentCondition,
-    TagCondition,
-    TagOperator,
-    TooDeep,
-    Window,
-    parse_filter,
-    walk,
-)
 from automation.segments.values import (
     is_number,
     parse_instant,
@@ -213,40 +190,40 @@ class Evaluator:
         self.now = now
         self._inlining: list[int] = []
 
-    def tree(self, tree: Filter, prefix: Path = ("conditions",)) -> Outcome:
+    def tree(self, tree: schema.Filter, prefix: schema.Path = ("conditions",)) -> Outcome:
         children = [self.node(n, (*prefix, i)) for i, n in enumerate(tree.conditions)]
         return Outcome(join_path(prefix), "all", all(c.result for c in children), {}, children)
 
-    def node(self, node: Node, path: Path) -> Outcome:
+    def node(self, node: schema.Node, path: schema.Path) -> Outcome:
         where = join_path(path)
         match node:
-            case AllGroup():
+            case schema.AllGroup():
                 children = [self.node(n, (*path, "all", i)) for i, n in enumerate(node.all)]
                 return Outcome(where, "all", all(c.result for c in children), {}, children)
-            case AnyGroup():
+            case schema.AnyGroup():
                 children = [self.node(n, (*path, "any", i)) for i, n in enumerate(node.any)]
                 return Outcome(where, "any", any(c.result for c in children), {}, children)
-            case NotGroup():
+            case schema.NotGroup():
                 inner = self.node(node.not_, (*path, "not"))
                 return Outcome(where, "not", not inner.result, {}, [inner])
-            case FieldCondition():
+            case schema.FieldCondition():
                 result, observed = self.field(node)
                 return Outcome(where, "field", result, observed)
-            case TagCondition():
+            case schema.TagCondition():
                 result, observed = self.tags(node)
                 return Outcome(where, "tags", result, observed)
-            case EventCondition():
+            case schema.EventCondition():
                 result, observed = self.event(node)
                 return Outcome(where, "event", result, observed)
-            case LastPerformedCondition():
+            case schema.LastPerformedCondition():
                 result, observed = self.last_performed(node)
                 return Outcome(where, "last_performed", result, observed)
-            case EmailCondition():
+            case schema.EmailCondition():
                 result, observed = self.email(node)
                 return Outcome(where, "email", result, observed)
-            case SegmentCondition():
+            case schema.SegmentCondition():
                 return self.segment(node, where)
-            case TooDeep():
+            case schema.TooDeep():
                 raise TypeError("a node nested too deep never survives parsing")
             case _:
                 assert_never(node)
@@ -263,7 +240,7 @@ class Evaluator:
         kind = spec.type if spec.type in (ValueType.NUMBER, ValueType.BOOLEAN) else ValueType.TEXT
         return typed(read_path(attributes, (spec.attribute or "",)), kind)
 
-    def field(self, node: FieldCondition) -> tuple[bool, dict[str, Any]]:
+    def field(self, node: schema.FieldCondition) -> tuple[bool, dict[str, Any]]:
         spec = self.catalog.field_spec(node.field)
         if spec is None:
             raise InvalidInput(FieldError("field", f"unknown field {node.field!r}"))
@@ -294,28 +271,28 @@ class Evaluator:
 
     # tags
 
-    def tags(self, node: TagCondition) -> tuple[bool, dict[str, Any]]:
+    def tags(self, node: schema.TagCondition) -> tuple[bool, dict[str, Any]]:
         wanted = set(node.tags)
         present = wanted & self.facts.tags
         has_all = present == wanted
         results = {
-            TagOperator.HAS_ANY: bool(present),
-            TagOperator.HAS_ALL: has_all,
-            TagOperator.HAS_NONE: not present,
-            TagOperator.HAS_NOT_ALL: not has_all,
+            schema.TagOperator.HAS_ANY: bool(present),
+            schema.TagOperator.HAS_ALL: has_all,
+            schema.TagOperator.HAS_NONE: not present,
+            schema.TagOperator.HAS_NOT_ALL: not has_all,
         }
         return results[node.operator], {"has": sorted(present), "lacks": sorted(wanted - present)}
 
     # behaviour
 
-    def _in_window(self, at: datetime, window: Window) -> bool:
+    def _in_window(self, at: datetime, window: schema.Window) -> bool:
         if window.within_days is not None:
             return self.now - timedelta(days=window.within_days) <= at <= self.now
         if window.since is not None:
             return window.since <= at <= self.now
         return True
 
-    def property_holds(self, cond: PropertyCondition, properties: Mapping[str, Any]) -> bool:
+    def property_holds(self, cond: schema.PropertyCondition, properties: Mapping[str, Any]) -> bool:
         raw = read_path(properties, cond.property.split("."))
         op = NEGATIVE.get(cond.operator, cond.operator)
         if op is Op.IS_SET:
@@ -329,8 +306,8 @@ class Evaluator:
     def matching_events(
         self,
         names: Sequence[str],
-        window: Window,
-        where: Sequence[PropertyCondition] = (),
+        window: schema.Window,
+        where: Sequence[schema.PropertyCondition] = (),
         human_only: bool = False,
     ) -> list[EventFact]:
         return [
@@ -343,14 +320,14 @@ class Evaluator:
         ]
 
     @staticmethod
-    def counted(operator: CountOperator, times: int | None, count: int) -> bool:
+    def counted(operator: schema.CountOperator, times: int | None, count: int) -> bool:
         n = times or 0
         return {
-            CountOperator.PERFORMED: count >= 1,
-            CountOperator.NOT_PERFORMED: count == 0,
-            CountOperator.AT_LEAST: count >= n,
-            CountOperator.AT_MOST: count <= n,
-            CountOperator.EXACTLY: count == n,
+            schema.CountOperator.PERFORMED: count >= 1,
+            schema.CountOperator.NOT_PERFORMED: count == 0,
+            schema.CountOperator.AT_LEAST: count >= n,
+            schema.CountOperator.AT_MOST: count <= n,
+            schema.CountOperator.EXACTLY: count == n,
         }[operator]
 
     @staticmethod
@@ -358,33 +335,35 @@ class Evaluator:
         last = max((e.occurred_at for e in found), default=None)
         return {"count": len(found), "last_at": _jsonable(last)}
 
-    def event(self, node: EventCondition) -> tuple[bool, dict[str, Any]]:
+    def event(self, node: schema.EventCondition) -> tuple[bool, dict[str, Any]]:
         human_only = node.event in MACHINE_FLAGGED and not node.include_machine
         found = self.matching_events([node.event], node, node.where, human_only)
         return self.counted(node.operator, node.times, len(found)), self._summary(found)
 
-    def last_performed(self, node: LastPerformedCondition) -> tuple[bool, dict[str, Any]]:
+    def last_performed(self, node: schema.LastPerformedCondition) -> tuple[bool, dict[str, Any]]:
         human_only = node.last_performed in MACHINE_FLAGGED and not node.include_machine
-        found = self.matching_events([node.last_performed], Window(), node.where, human_only)
+        found = self.matching_events([node.last_performed], schema.Window(), node.where, human_only)
         last = max((e.occurred_at for e in found), default=None)
         op = NEGATIVE.get(node.operator, node.operator)
         result = compare_instant(last, op, node.value, self.now)
         return (not result if node.operator in NEGATIVE else result), {"last_at": _jsonable(last)}
 
-    def email_events(self, node: EmailCondition, activity: EmailActivity) -> list[EventFact]:
+    def email_events(
+        self, node: schema.EmailCondition, activity: schema.EmailActivity
+    ) -> list[EventFact]:
         where = [
-            PropertyCondition(property=key, operator=Op.EQUALS, value=getattr(node, key))
+            schema.PropertyCondition(property=key, operator=Op.EQUALS, value=getattr(node, key))
             for key in EMAIL_FILTERS
             if getattr(node, key) is not None
         ]
-        human_only = activity is not EmailActivity.RECEIVED and not node.include_machine
+        human_only = activity is not schema.EmailActivity.RECEIVED and not node.include_machine
         return self.matching_events(EMAIL_EVENTS[activity], node, where, human_only)
 
-    def email(self, node: EmailCondition) -> tuple[bool, dict[str, Any]]:
-        if node.email is EmailActivity.RECEIVED_NOT_OPENED:
-            received = self.email_events(node, EmailActivity.RECEIVED)
-            opened = self.email_events(node, EmailActivity.OPENED)
-            clicked = self.email_events(node, EmailActivity.CLICKED)
+    def email(self, node: schema.EmailCondition) -> tuple[bool, dict[str, Any]]:
+        if node.email is schema.EmailActivity.RECEIVED_NOT_OPENED:
+            received = self.email_events(node, schema.EmailActivity.RECEIVED)
+            opened = self.email_events(node, schema.EmailActivity.OPENED)
+            clicked = self.email_events(node, schema.EmailActivity.CLICKED)
             observed = {"received": len(received), "opened": len(opened), "clicked": len(clicked)}
             return bool(received) and not opened and not clicked, observed
         found = self.email_events(node, node.email)
@@ -392,7 +371,7 @@ class Evaluator:
 
     # segments
 
-    def segment(self, node: SegmentCondition, where: str) -> Outcome:
+    def segment(self, node: schema.SegmentCondition, where: str) -> Outcome:
         ref = self.catalog.segments.get(node.segment)
         if ref is None:
             raise InvalidInput(FieldError("segment", f"no segment with id {node.segment}"))
@@ -410,7 +389,7 @@ class Evaluator:
         return Outcome(where, "segment", inner.result, observed, inner.children)
 
 
-def evaluate(tree: Filter, facts: Facts, catalog: Catalog, now: datetime) -> bool:
+def evaluate(tree: schema.Filter, facts: Facts, catalog: Catalog, now: datetime) -> bool:
     """Whether the contact described by ``facts`` matches ``tree`` at ``now``."""
     return Evaluator(catalog, facts, now).tree(tree).result
 
@@ -418,22 +397,22 @@ def evaluate(tree: Filter, facts: Facts, catalog: Catalog, now: datetime) -> boo
 # --- loading one contact's facts ----------------------------------------------------------
 
 
-def needed_events(tree: Filter, catalog: Catalog) -> set[str]:
+def needed_events(tree: schema.Filter, catalog: Catalog) -> set[str]:
     """Event names the tree (and the segments it inlines) can look at."""
     names: set[str] = set()
     seen: set[int] = set()
     pending = [tree]
     while pending:
         current = pending.pop()
-        for _, node in walk(current.conditions):
-            if isinstance(node, EventCondition):
+        for _, node in schema.walk(current.conditions):
+            if isinstance(node, schema.EventCondition):
                 names.add(node.event)
-            elif isinstance(node, LastPerformedCondition):
+            elif isinstance(node, schema.LastPerformedCondition):
                 names.add(node.last_performed)
-            elif isinstance(node, EmailCondition):
+            elif isinstance(node, schema.EmailCondition):
                 names.update(RECEIVED_EVENTS)
                 names.update(n for activity in EMAIL_EVENTS.values() for n in activity)
-            elif isinstance(node, SegmentCondition) and node.segment not in seen:
+            elif isinstance(node, schema.SegmentCondition) and node.segment not in seen:
                 seen.add(node.segment)
                 ref = catalog.segments.get(node.segment)
                 if ref is not None and ref.tree is not None:
@@ -441,7 +420,7 @@ def needed_events(tree: Filter, catalog: Catalog) -> set[str]:
     return names
 
 
-def load_facts(session: Session, contact_id: int, tree: Filter, catalog: Catalog) -> Facts:
+def load_facts(session: Session, contact_id: int, tree: schema.Filter, catalog: Catalog) -> Facts:
     """One contact's row, tags, static lists and the events the tree can look at."""
     row = session.execute(select(contacts).where(contacts.c.id == contact_id)).mappings().first()
     if row is None:
@@ -481,13 +460,13 @@ def load_facts(session: Session, contact_id: int, tree: Filter, catalog: Catalog
 
 def contact_matches(
     session: Session,
-    tree: Filter | dict[str, Any],
+    tree: schema.Filter | dict[str, Any],
     contact_id: int,
     *,
     now: datetime | None = None,
 ) -> bool:
     """Whether one contact matches, evaluated in Python (workflow branches on one contact)."""
-    parsed = parse_filter(tree)
+    parsed = schema.parse_filter(tree)
     catalog = load_catalog(session, parsed)
     require_usable(catalog, parsed)
     facts = load_facts(session, contact_id, parsed, catalog)

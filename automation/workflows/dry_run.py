@@ -26,24 +26,10 @@ from automation.contacts.models import Event
 from automation.contacts.service import get_contact
 from automation.reactions import is_machine
 from automation.segments.models import SegmentMembership
-from automation.workflows import conditions
+from automation.workflows import conditions, schema
 from automation.workflows.graph import Graph, graph_from
 from automation.workflows.models import WorkflowVersion
 from automation.workflows.nodes import split_path, wait_until
-from automation.workflows.schema import (
-    BranchNode,
-    ExitNode,
-    GoalNode,
-    SendEmailNode,
-    SplitNode,
-    UpdateContactNode,
-    WaitDateFieldNode,
-    WaitDurationNode,
-    WaitEventNode,
-    WaitTimeOfDayNode,
-    WebhookNode,
-    WorkflowDefinition,
-)
 from automation.workflows.service import get_version, get_workflow
 from automation.workflows.timing import contact_zone, next_send_time
 
@@ -59,33 +45,14 @@ class TimelineEvent:
 
 
 @dataclass
-class DryRunStep:
-    at: datetime
-    local_time: str
-    node_id: str
-    name: str
-    type: str
-    exit: str | None
-    note: str = ""
-
-
-@dataclass
-class DryRunEmail:
-    at: datetime
-    local_time: str
-    node_id: str
-    template_id: int
-
-
-@dataclass
 class DryRun:
-    steps: list[DryRunStep]
-    emails: list[DryRunEmail]
+    steps: list[schema.DryRunStep]
+    emails: list[schema.DryRunEmail]
     outcome: str  # completed | converted | waiting (past the horizon) | failed
 
 
 def _draft_graph(workflow: Any) -> Graph:
-    definition = WorkflowDefinition.model_validate(workflow.draft)
+    definition = schema.WorkflowDefinition.model_validate(workflow.draft)
     return Graph(0, workflow.id, 0, clock.now(), definition, {n.id: n for n in definition.nodes})
 
 
@@ -153,8 +120,8 @@ def simulate(
     settings = graph.settings
     horizon = start + timedelta(days=horizon_days)
     now = start
-    steps: list[DryRunStep] = []
-    emails: list[DryRunEmail] = []
+    steps: list[schema.DryRunStep] = []
+    emails: list[schema.DryRunEmail] = []
     facts = conditions.SimulatedFacts(sent_nodes=set(), events=events, webhooks={})
     # Machine hits never wake a wait or meet an event goal (automation/reactions.py);
     # conditions see every event, since a segment condition may ask for machine hits too.
@@ -168,7 +135,9 @@ def simulate(
         return at.astimezone(zone()).strftime("%Y-%m-%d %H:%M %Z (%a)")
 
     def record(at: datetime, node: Any, exit_label: str | None, note: str = "") -> None:
-        steps.append(DryRunStep(at, local(at), node.id, node.title, node.type, exit_label, note))
+        steps.append(
+            schema.DryRunStep(at, local(at), node.id, node.title, node.type, exit_label, note)
+        )
 
     def goal_reached(until: datetime) -> datetime | None:
         """When, up to ``until``, the workflow goal is met (checked at timeline events)."""
@@ -198,9 +167,14 @@ def simulate(
         node = graph.node(node_id)
         label: str
         match node:
-            case WaitDurationNode() | WaitTimeOfDayNode() | WaitDateFieldNode() | WaitEventNode():
+            case (
+                schema.WaitDurationNode()
+                | schema.WaitTimeOfDayNode()
+                | schema.WaitDateFieldNode()
+                | schema.WaitEventNode()
+            ):
                 until = wait_until(node, now, zone(), contact["attributes"])
-                if isinstance(node, WaitEventNode):
+                if isinstance(node, schema.WaitEventNode):
                     assert until is not None
                     hit = next(
                         (
@@ -225,33 +199,33 @@ def simulate(
                     return DryRun(steps, emails, "waiting")
                 now = until
                 record(now, node, label)
-            case SendEmailNode():
+            case schema.SendEmailNode():
                 allowed = next_send_time(now, zone(), settings.quiet_hours, settings.send_window)
                 note = "held for the send window / quiet hours" if allowed > now else ""
                 now = allowed
                 facts.sent_nodes.add(node.id)
-                emails.append(DryRunEmail(now, local(now), node.id, node.template_id))
+                emails.append(schema.DryRunEmail(now, local(now), node.id, node.template_id))
                 label = "next"
                 sent = f"template {node.template_id}"
                 record(now, node, label, (note + "; " if note else "") + sent)
-            case BranchNode():
+            case schema.BranchNode():
                 holds = conditions.contact_meets(session, node.condition, contact, facts, now)
                 label = "yes" if holds else "no"
                 record(now, node, label)
-            case SplitNode():
+            case schema.SplitNode():
                 label = split_path(contact["id"], node.id, node)
                 record(now, node, label)
-            case UpdateContactNode():
+            case schema.UpdateContactNode():
                 _apply_update(contact, node)
                 label = "next"
                 record(now, node, label)
-            case WebhookNode():
+            case schema.WebhookNode():
                 answer = _webhook_answer(events, node.id, now)
                 facts.webhooks[node.id] = answer
                 label = "next"
                 call = f"would call {node.method} {node.url} (answer {answer['status']})"
                 record(now, node, label, call)
-            case GoalNode():
+            case schema.GoalNode():
                 holds = node.condition is None or conditions.contact_meets(
                     session, node.condition, contact, facts, now
                 )
@@ -263,7 +237,7 @@ def simulate(
                 else:
                     label = "not_met"
                 record(now, node, label)
-            case ExitNode():
+            case schema.ExitNode():
                 record(now, node, "exit")
                 return DryRun(steps, emails, "converted" if converted else "completed")
             case _:
@@ -275,7 +249,7 @@ def simulate(
     return DryRun(steps, emails, "failed")
 
 
-def _apply_update(contact: dict[str, Any], node: UpdateContactNode) -> None:
+def _apply_update(contact: dict[str, Any], node: schema.UpdateContactNode) -> None:
     for key, value in node.set.items():
         if key.startswith("attributes."):
             name = key.removeprefix("attributes.")

@@ -11,21 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from automation.workflows.schema import (
-    WEEKDAYS,
-    BranchNode,
-    ExitNode,
-    GoalNode,
-    NodeBase,
-    SendEmailNode,
-    SplitNode,
-    UpdateContactNode,
-    WaitDateFieldNode,
-    WaitDurationNode,
-    WaitEventNode,
-    WaitTimeOfDayNode,
-    WebhookNode,
-)
+from automation.workflows import schema
 
 
 @dataclass(frozen=True)
@@ -38,7 +24,7 @@ class NodeType:
 @dataclass(frozen=True)
 class NodeKind:
     tag: str  # the schema's discriminator tag: the type, or wait:<mode>
-    model: type[NodeBase]
+    model: type[schema.NodeBase]
     exits: tuple[str, ...] = ("next",)  # keys naming the next node, in exits() order
     exit_items: str | None = None  # a list whose items are exits (name, next): split paths
     starter: dict[str, Any] = field(default_factory=dict)  # a new node's settings
@@ -55,7 +41,7 @@ class NodeKind:
 
     def fields(self) -> list[str]:
         """The settings this kind owns (its keys besides id, name, type, mode and exits)."""
-        common = {*NodeBase.model_fields, "type", "mode", *self.exits}
+        common = {*schema.NodeBase.model_fields, "type", "mode", *self.exits}
         if self.exit_items is not None:
             common.discard(self.exit_items)
         return [
@@ -81,47 +67,50 @@ TYPES: dict[str, NodeType] = {
 KINDS: dict[str, NodeKind] = {
     kind.tag: kind
     for kind in (
-        NodeKind("send_email", SendEmailNode, starter={"template_id": None}),
+        NodeKind("send_email", schema.SendEmailNode, starter={"template_id": None}),
         NodeKind(
             "wait:duration",
-            WaitDurationNode,
+            schema.WaitDurationNode,
             starter={"duration": {"days": 1}},
             mode_label="A duration",
         ),
         NodeKind(
             "wait:time_of_day",
-            WaitTimeOfDayNode,
-            starter={"time": "09:00", "weekdays": list(WEEKDAYS[:5])},
+            schema.WaitTimeOfDayNode,
+            starter={"time": "09:00", "weekdays": list(schema.WEEKDAYS[:5])},
             mode_label="Until a time of day",
         ),
         NodeKind(
             "wait:date_field",
-            WaitDateFieldNode,
+            schema.WaitDateFieldNode,
             starter={"field": "", "offset_days": 0, "time": "09:00"},
             mode_label="Until a date field",
         ),
         NodeKind(
             "wait:event",
-            WaitEventNode,
+            schema.WaitEventNode,
             exits=("happened", "timed_out"),
             starter={"event": "", "timeout": {"days": 1}},
             heading="Wait for event",
             mode_label="Until an event (or a timeout)",
         ),
         NodeKind(
-            "branch", BranchNode, exits=("yes", "no"), starter={"condition": {"conditions": []}}
+            "branch",
+            schema.BranchNode,
+            exits=("yes", "no"),
+            starter={"condition": {"conditions": []}},
         ),
         NodeKind(
             "split",
-            SplitNode,
+            schema.SplitNode,
             exits=(),
             exit_items="paths",
             starter={"paths": [{"name": "A", "weight": 50}, {"name": "B", "weight": 50}]},
         ),
-        NodeKind("update_contact", UpdateContactNode, starter={"add_tags": []}),
-        NodeKind("webhook", WebhookNode, starter={"url": "", "method": "POST"}),
-        NodeKind("goal", GoalNode, starter={"otherwise": "continue"}),
-        NodeKind("exit", ExitNode, exits=()),
+        NodeKind("update_contact", schema.UpdateContactNode, starter={"add_tags": []}),
+        NodeKind("webhook", schema.WebhookNode, starter={"url": "", "method": "POST"}),
+        NodeKind("goal", schema.GoalNode, starter={"otherwise": "continue"}),
+        NodeKind("exit", schema.ExitNode, exits=()),
     )
 }
 

@@ -21,26 +21,10 @@ from automation.contacts import tags as tag_ops
 from automation.contacts.models import Contact
 from automation.db import is_postgres, one_of
 from automation.segments.membership import add_members, remove_members
-from automation.workflows import conditions, sending, webhooks
+from automation.workflows import conditions, schema, sending, webhooks
 from automation.workflows.batch import Batch, End, Item, Leave, Outcome, Park
 from automation.workflows.graph import Graph
 from automation.workflows.models import EnrollmentStatus, Workflow
-from automation.workflows.schema import (
-    WAIT_NODES,
-    BranchNode,
-    ExitNode,
-    GoalNode,
-    SendEmailNode,
-    SplitNode,
-    UpdateContactNode,
-    WaitDateFieldNode,
-    WaitDurationNode,
-    WaitEventNode,
-    WaitNode,
-    WaitTimeOfDayNode,
-    WebhookNode,
-    WorkflowNode,
-)
 from automation.workflows.timing import (
     after_duration,
     date_target,
@@ -56,66 +40,71 @@ def members(items: list[Item]) -> list[conditions.Member]:
     return [conditions.Member(i.id, i.contact_id, i.context) for i in items]
 
 
-def run_node(batch: Batch, graph: Graph, node: WorkflowNode, items: list[Item]) -> Results:
+def run_node(batch: Batch, graph: Graph, node: schema.WorkflowNode, items: list[Item]) -> Results:
     """Run ``node`` for every item standing at it: the one dispatch on node kind."""
     match node:
-        case WaitDurationNode() | WaitTimeOfDayNode() | WaitDateFieldNode() | WaitEventNode():
+        case (
+            schema.WaitDurationNode()
+            | schema.WaitTimeOfDayNode()
+            | schema.WaitDateFieldNode()
+            | schema.WaitEventNode()
+        ):
             return run_wait(batch, graph, node, items)
-        case SendEmailNode():
+        case schema.SendEmailNode():
             return run_send(batch, graph, node, items)
-        case BranchNode():
+        case schema.BranchNode():
             return run_branch(batch, graph, node, items)
-        case SplitNode():
+        case schema.SplitNode():
             return run_split(batch, graph, node, items)
-        case UpdateContactNode():
+        case schema.UpdateContactNode():
             return run_update(batch, graph, node, items)
-        case WebhookNode():
+        case schema.WebhookNode():
             return run_webhook(batch, graph, node, items)
-        case GoalNode():
+        case schema.GoalNode():
             return run_goal(batch, graph, node, items)
-        case ExitNode():
+        case schema.ExitNode():
             return run_exit(batch, graph, node, items)
         case _:
             assert_never(node)
 
 
 def wait_until(
-    node: WaitNode, start: datetime, zone: ZoneInfo, attributes: dict[str, Any]
+    node: schema.WaitNode, start: datetime, zone: ZoneInfo, attributes: dict[str, Any]
 ) -> datetime | None:
     """When a contact who began waiting at ``start`` is let through; None when the wait
     does not apply (a date field that is missing)."""
     match node:
-        case WaitDurationNode():
+        case schema.WaitDurationNode():
             return after_duration(start, node.duration, zone)
-        case WaitTimeOfDayNode():
+        case schema.WaitTimeOfDayNode():
             return next_time_of_day(start, zone, node.time, node.weekdays)
-        case WaitDateFieldNode():
+        case schema.WaitDateFieldNode():
             value = attributes.get(node.field.removeprefix("attributes."))
             return date_target(value, node.offset_days, node.time, zone)
-        case WaitEventNode():
+        case schema.WaitEventNode():
             return after_duration(start, node.timeout, zone)
         case _:
             assert_never(node)
 
 
-def runs_sql(node: WorkflowNode, items: list[Item]) -> bool:
+def runs_sql(node: schema.WorkflowNode, items: list[Item]) -> bool:
     """Whether running ``node`` for ``items`` may send SQL, and so needs a savepoint (on
     PostgreSQL a failed statement aborts the whole transaction). Splits and exits decide
     in Python; contacts leaving a wait need nothing (those entering one need their time
     zone). Two round trips saved per group that needs none."""
-    if isinstance(node, SplitNode | ExitNode):
+    if isinstance(node, schema.SplitNode | schema.ExitNode):
         return False
-    if isinstance(node, WAIT_NODES):
+    if isinstance(node, schema.WAIT_NODES):
         return any(i.waiting_since is None for i in items)
     return True
 
 
-def run_wait(batch: Batch, graph: Graph, node: WaitNode, items: list[Item]) -> Results:
+def run_wait(batch: Batch, graph: Graph, node: schema.WaitNode, items: list[Item]) -> Results:
     out: Results = []
     entering = [i for i in items if i.waiting_since is None]
     for item in items:
         if item.waiting_since is not None:  # claimed again: the wait is over
-            if isinstance(node, WaitEventNode):
+            if isinstance(node, schema.WaitEventNode):
                 label = "happened" if item.resume_exit == "happened" else "timed_out"
                 out.append((item, Leave(label)))
             else:
@@ -125,14 +114,14 @@ def run_wait(batch: Batch, graph: Graph, node: WaitNode, items: list[Item]) -> R
     zones = batch.zones(graph, entering)
     data = (
         batch.contacts(i.contact_id for i in entering)
-        if isinstance(node, WaitDateFieldNode)
+        if isinstance(node, schema.WaitDateFieldNode)
         else {}
     )
     now = batch.now
     for item in entering:
         contact = data.get(item.contact_id)
         until = wait_until(node, now, zones[item.id], contact.attributes if contact else {})
-        if isinstance(node, WaitEventNode):
+        if isinstance(node, schema.WaitEventNode):
             assert until is not None
             out.append((item, Park(until, waiting_event=node.event)))
         elif until is None or until <= now:
@@ -143,7 +132,7 @@ def run_wait(batch: Batch, graph: Graph, node: WaitNode, items: list[Item]) -> R
     return out
 
 
-def run_send(batch: Batch, graph: Graph, node: SendEmailNode, items: list[Item]) -> Results:
+def run_send(batch: Batch, graph: Graph, node: schema.SendEmailNode, items: list[Item]) -> Results:
     """Queue the email as a ``messages`` row (unique key: enrolment + node), or hold the
     contact until the send window opens in their time zone."""
     settings = graph.settings
@@ -195,12 +184,12 @@ def message_key(enrollment_id: int, node_id: str) -> str:
     return f"workflow:{enrollment_id}:{node_id}"
 
 
-def run_branch(batch: Batch, graph: Graph, node: BranchNode, items: list[Item]) -> Results:
+def run_branch(batch: Batch, graph: Graph, node: schema.BranchNode, items: list[Item]) -> Results:
     matched = conditions.matching_contacts(batch.session, node.condition, members(items), batch.now)
     return [(i, Leave("yes" if i.id in matched else "no")) for i in items]
 
 
-def split_path(contact_id: int, node_id: str, node: SplitNode) -> str:
+def split_path(contact_id: int, node_id: str, node: schema.SplitNode) -> str:
     """The path a contact takes: a stable hash of (contact, node) over the weights."""
     digest = hashlib.sha256(f"{contact_id}:{node_id}".encode()).digest()
     total = sum(p.weight for p in node.paths)
@@ -212,12 +201,12 @@ def split_path(contact_id: int, node_id: str, node: SplitNode) -> str:
     return node.paths[-1].name
 
 
-def run_split(batch: Batch, graph: Graph, node: SplitNode, items: list[Item]) -> Results:
+def run_split(batch: Batch, graph: Graph, node: schema.SplitNode, items: list[Item]) -> Results:
     return [(i, Leave(split_path(i.contact_id, node.id, node))) for i in items]
 
 
 def apply_contact_update(
-    session: Session, node: UpdateContactNode, contact_ids: list[int], now: Any
+    session: Session, node: schema.UpdateContactNode, contact_ids: list[int], now: Any
 ) -> None:
     """One UPDATE for every contact of the batch (plus one statement per tag change)."""
     values: dict[str, Any] = {}
@@ -265,7 +254,9 @@ def _merged_attributes(session: Session, attributes: dict[str, Any]) -> Any:
     return func.json_patch(Contact.attributes, json.dumps(attributes))
 
 
-def run_update(batch: Batch, graph: Graph, node: UpdateContactNode, items: list[Item]) -> Results:
+def run_update(
+    batch: Batch, graph: Graph, node: schema.UpdateContactNode, items: list[Item]
+) -> Results:
     contact_ids = sorted({i.contact_id for i in items})
     apply_contact_update(batch.session, node, contact_ids, batch.now)
     batch.changed_contacts.update(contact_ids)
@@ -273,7 +264,9 @@ def run_update(batch: Batch, graph: Graph, node: UpdateContactNode, items: list[
     return [(i, Leave("next")) for i in items]
 
 
-def webhook_payload(graph: Graph, node: WebhookNode, item: Item, contact: Any) -> dict[str, Any]:
+def webhook_payload(
+    graph: Graph, node: schema.WebhookNode, item: Item, contact: Any
+) -> dict[str, Any]:
     return {
         "event": "workflow.webhook",
         "workflow": {
@@ -297,7 +290,7 @@ def webhook_payload(graph: Graph, node: WebhookNode, item: Item, contact: Any) -
     }
 
 
-def run_webhook(batch: Batch, graph: Graph, node: WebhookNode, items: list[Item]) -> Results:
+def run_webhook(batch: Batch, graph: Graph, node: schema.WebhookNode, items: list[Item]) -> Results:
     workflow = batch.session.get(Workflow, graph.workflow_id)
     secret = workflow.webhook_secret if workflow is not None else ""
     data = batch.contacts(i.contact_id for i in items)
@@ -336,7 +329,7 @@ def run_webhook(batch: Batch, graph: Graph, node: WebhookNode, items: list[Item]
     return out
 
 
-def run_goal(batch: Batch, graph: Graph, node: GoalNode, items: list[Item]) -> Results:
+def run_goal(batch: Batch, graph: Graph, node: schema.GoalNode, items: list[Item]) -> Results:
     if node.condition is None:
         met = {i.id for i in items}
     else:
@@ -355,7 +348,7 @@ def run_goal(batch: Batch, graph: Graph, node: GoalNode, items: list[Item]) -> R
     return out
 
 
-def run_exit(batch: Batch, graph: Graph, node: ExitNode, items: list[Item]) -> Results:
+def run_exit(batch: Batch, graph: Graph, node: schema.ExitNode, items: list[Item]) -> Results:
     return [
         (
             i,

@@ -9,6 +9,7 @@ checked by ``automation.workflows.conditions`` when the document is validated.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal, assert_never, get_args
 
@@ -670,17 +671,22 @@ class DryRunIn(Strict):
     horizon_days: int = Field(120, ge=1, le=1000)
 
 
-class DryRunStepOut(BaseModel):
+@dataclass
+class DryRunStep:
+    """One node a dry run passed: when (UTC and the contact's local time), which, by which
+    exit. The dry run builds these and the API returns them as they are."""
+
     at: datetime
     local_time: str
     node_id: str
     name: str
     type: str
     exit: str | None
-    note: str
+    note: str = ""
 
 
-class DryRunEmailOut(BaseModel):
+@dataclass
+class DryRunEmail:
     at: datetime
     local_time: str
     node_id: str
@@ -689,8 +695,8 @@ class DryRunEmailOut(BaseModel):
 
 class DryRunOut(BaseModel):
     outcome: str
-    steps: list[DryRunStepOut]
-    emails: list[DryRunEmailOut]
+    steps: list[DryRunStep]
+    emails: list[DryRunEmail]
 
 
 class NodeStatsOut(BaseModel):

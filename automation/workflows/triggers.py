@@ -164,27 +164,41 @@ def _listening(graphs: Iterable[Graph]) -> Listeners:
     return Listeners(frozenset(waits), frozenset(goals), condition)
 
 
+def _open_enrollments(
+    session: Session, contact_ids: Sequence[int], columns: tuple[Any, ...], *where: Any
+) -> list[Any]:
+    """``columns`` of the open enrolments of these contacts that also meet ``where``, read
+    CHUNK contacts at a time."""
+    rows: list[Any] = []
+    for start in range(0, len(contact_ids), CHUNK):
+        rows += session.execute(
+            select(*columns).where(
+                one_of(session, Enrollment.contact_id, contact_ids[start : start + CHUNK]),
+                Enrollment.status.in_(OPEN_STATUSES),
+                *where,
+            )
+        ).all()
+    return rows
+
+
 def wake_waiting(session: Session, events: Sequence[IngestedEvent], now: datetime) -> int:
     """Enrolments waiting for one of these events leave by ``happened`` at the next tick;
     the choice is made now, so a tick after the timeout still sees that it happened."""
     names = sorted({e.name for e in events})
     contact_ids = sorted({e.contact_id for e in events})
-    rows: list[Any] = []
-    for start in range(0, len(contact_ids), CHUNK):
-        rows += session.execute(
-            select(
-                Enrollment.id,
-                Enrollment.workflow_version_id,
-                Enrollment.current_node,
-                Enrollment.contact_id,
-                Enrollment.waiting_since,
-                Enrollment.next_run_at,
-            ).where(
-                one_of(session, Enrollment.contact_id, contact_ids[start : start + CHUNK]),
-                Enrollment.status.in_(OPEN_STATUSES),
-                Enrollment.waiting_event.in_(names),
-            )
-        ).all()
+    rows = _open_enrollments(
+        session,
+        contact_ids,
+        (
+            Enrollment.id,
+            Enrollment.workflow_version_id,
+            Enrollment.current_node,
+            Enrollment.contact_id,
+            Enrollment.waiting_since,
+            Enrollment.next_run_at,
+        ),
+        Enrollment.waiting_event.in_(names),
+    )
     if not rows:
         return 0
     graphs = load_graphs(session, {r.workflow_version_id for r in rows})
@@ -240,21 +254,18 @@ def convert_goals(
     if events:
         wanted.append(WorkflowVersion.goal_event.in_(sorted({e.name for e in events})))
     goal_versions = select(WorkflowVersion.id).where(or_(*wanted))
-    rows: list[Any] = []
-    for start in range(0, len(contact_ids), CHUNK):
-        rows += session.execute(
-            select(
-                Enrollment.id,
-                Enrollment.workflow_version_id,
-                Enrollment.contact_id,
-                Enrollment.enrolled_at,
-                Enrollment.context,
-            ).where(
-                one_of(session, Enrollment.contact_id, contact_ids[start : start + CHUNK]),
-                Enrollment.status.in_(OPEN_STATUSES),
-                Enrollment.workflow_version_id.in_(goal_versions),
-            )
-        ).all()
+    rows = _open_enrollments(
+        session,
+        contact_ids,
+        (
+            Enrollment.id,
+            Enrollment.workflow_version_id,
+            Enrollment.contact_id,
+            Enrollment.enrolled_at,
+            Enrollment.context,
+        ),
+        Enrollment.workflow_version_id.in_(goal_versions),
+    )
     if not rows:
         return 0
     graphs = load_graphs(session, {r.workflow_version_id for r in rows})

@@ -17,31 +17,7 @@ from automation.email.models import SenderIdentity
 from automation.errors import FieldError, InvalidInput, join_path
 from automation.forms.models import Form
 from automation.segments.service import missing_segments
-from automation.workflows import conditions
-from automation.workflows.schema import (
-    NODE_TAGS,
-    TRIGGER_TAGS,
-    WAIT_NODES,
-    AnniversaryTrigger,
-    BranchNode,
-    DateTrigger,
-    EmailEngagementTrigger,
-    EventTrigger,
-    ExitNode,
-    FieldChangedTrigger,
-    FormTrigger,
-    GoalNode,
-    SegmentTrigger,
-    SendEmailNode,
-    SplitNode,
-    UpdateContactNode,
-    WaitDateFieldNode,
-    WaitDurationNode,
-    WaitEventNode,
-    WaitTimeOfDayNode,
-    WebhookNode,
-    WorkflowDefinition,
-)
+from automation.workflows import conditions, schema
 
 # Contact columns a field_changed trigger may watch (attributes are ``attributes.<name>``).
 WATCHABLE_COLUMNS = (
@@ -89,20 +65,20 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     for i, part in enumerate(loc):
         previous = loc[i - 1] if i else None
         before = loc[i - 2] if i > 1 else None
-        if previous == "trigger" and part in TRIGGER_TAGS and i == 1:
+        if previous == "trigger" and part in schema.TRIGGER_TAGS and i == 1:
             continue
-        if before == "nodes" and isinstance(previous, int) and part in NODE_TAGS:
+        if before == "nodes" and isinstance(previous, int) and part in schema.NODE_TAGS:
             continue
         out.append(part)
     return tuple(out)
 
 
-def parse_definition(raw: Any) -> tuple[WorkflowDefinition | None, list[FieldError]]:
+def parse_definition(raw: Any) -> tuple[schema.WorkflowDefinition | None, list[FieldError]]:
     """The document as a model, or the schema errors (each naming its node)."""
     if not isinstance(raw, dict):
         return None, [FieldError("body", "a workflow is a JSON object")]
     try:
-        return WorkflowDefinition.model_validate(raw), []
+        return schema.WorkflowDefinition.model_validate(raw), []
     except ValidationError as exc:
         errors = []
         for err in exc.errors():
@@ -116,7 +92,7 @@ def parse_definition(raw: Any) -> tuple[WorkflowDefinition | None, list[FieldErr
         return None, errors
 
 
-def structural_errors(definition: WorkflowDefinition) -> list[FieldError]:
+def structural_errors(definition: schema.WorkflowDefinition) -> list[FieldError]:
     """Errors in the shape of the graph itself (no database needed)."""
     errors: list[FieldError] = []
     nodes = definition.nodes
@@ -157,7 +133,7 @@ def structural_errors(definition: WorkflowDefinition) -> list[FieldError]:
                         "not exist",
                     )
                 )
-        if isinstance(node, SplitNode):
+        if isinstance(node, schema.SplitNode):
             names: set[str] = set()
             for j, split_path in enumerate(node.paths):
                 if not split_path.weight > 0:
@@ -191,9 +167,9 @@ def structural_errors(definition: WorkflowDefinition) -> list[FieldError]:
 
 
 def _exit_paths(node: Any, i: int) -> list[tuple[str, str | None, str]]:
-    if isinstance(node, SplitNode):
+    if isinstance(node, schema.SplitNode):
         return [(p.name, p.next, f"nodes[{i}].paths[{j}].next") for j, p in enumerate(node.paths)]
-    if isinstance(node, GoalNode):
+    if isinstance(node, schema.GoalNode):
         return [("next", node.next, f"nodes[{i}].next")]
     return [(label, target, f"nodes[{i}].{label}") for label, target in node.exits().items()]
 
@@ -202,7 +178,7 @@ def _successors(node: Any) -> list[str]:
     return [target for target in node.exits().values() if target is not None]
 
 
-def _reachable(definition: WorkflowDefinition, index: dict[str, int]) -> set[str]:
+def _reachable(definition: schema.WorkflowDefinition, index: dict[str, int]) -> set[str]:
     seen: set[str] = set()
     stack = [definition.start] if definition.start else []
     while stack:
@@ -214,9 +190,11 @@ def _reachable(definition: WorkflowDefinition, index: dict[str, int]) -> set[str
     return seen
 
 
-def _loops_without_wait(definition: WorkflowDefinition, index: dict[str, int]) -> list[FieldError]:
+def _loops_without_wait(
+    definition: schema.WorkflowDefinition, index: dict[str, int]
+) -> list[FieldError]:
     """A loop through instant nodes only would spin a contact forever in one tick."""
-    instant = {n.id: n for n in definition.nodes if not isinstance(n, WAIT_NODES)}
+    instant = {n.id: n for n in definition.nodes if not isinstance(n, schema.WAIT_NODES)}
     errors: list[FieldError] = []
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
     reported: set[str] = set()
@@ -251,31 +229,31 @@ def _loops_without_wait(definition: WorkflowDefinition, index: dict[str, int]) -
     return errors
 
 
-def reference_errors(session: Session, definition: WorkflowDefinition) -> list[FieldError]:
+def reference_errors(session: Session, definition: schema.WorkflowDefinition) -> list[FieldError]:
     """Errors in what the document refers to: templates, sender identities, segments,
     lists, custom fields, and the conditions' own validity."""
     errors: list[FieldError] = []
     fields = field_types(session)
     trigger = definition.trigger
-    if isinstance(trigger, EventTrigger) and trigger.where:
+    if isinstance(trigger, schema.EventTrigger) and trigger.where:
         errors += [
             FieldError(e.path, f"trigger: {e.message}")
             for e in conditions.property_condition_errors(trigger.where, "trigger.where")
         ]
-    if isinstance(trigger, SegmentTrigger):
+    if isinstance(trigger, schema.SegmentTrigger):
         errors += missing_segments(session, [(trigger.segment_id, "trigger.segment_id")])
-    if isinstance(trigger, EmailEngagementTrigger) and trigger.template_id is not None:
+    if isinstance(trigger, schema.EmailEngagementTrigger) and trigger.template_id is not None:
         errors += [
             FieldError(path, f"trigger: {message}")
             for path, message in conditions.missing_templates(
                 session, [(trigger.template_id, "trigger.template_id")]
             )
         ]
-    if isinstance(trigger, FormTrigger):
+    if isinstance(trigger, schema.FormTrigger):
         errors += _missing_form(session, trigger)
-    if isinstance(trigger, DateTrigger | AnniversaryTrigger):
+    if isinstance(trigger, schema.DateTrigger | schema.AnniversaryTrigger):
         errors += _date_field_errors(fields, trigger.field, "trigger.field", "trigger")
-    if isinstance(trigger, FieldChangedTrigger):
+    if isinstance(trigger, schema.FieldChangedTrigger):
         errors += _watchable_field_errors(fields, trigger.field)
 
     templates: list[tuple[int, str]] = []
@@ -284,36 +262,40 @@ def reference_errors(session: Session, definition: WorkflowDefinition) -> list[F
     for i, node in enumerate(definition.nodes):
         where = f"nodes[{i}]"
         match node:
-            case SendEmailNode():
+            case schema.SendEmailNode():
                 templates.append((node.template_id, f"{where}.template_id"))
                 if node.sender_identity_id is not None:
                     identities.append(
                         (node.sender_identity_id, f"{where}.sender_identity_id", describe(node))
                     )
-            case BranchNode():
+            case schema.BranchNode():
                 errors += _named(
                     node, conditions.condition_errors(session, node.condition, f"{where}.condition")
                 )
                 errors += _named(node, _workflow_leaf_errors(definition, node.condition, where))
-            case GoalNode():
+            case schema.GoalNode():
                 if node.condition is not None:
                     errors += _named(
                         node,
                         conditions.condition_errors(session, node.condition, f"{where}.condition"),
                     )
-            case WaitEventNode():
+            case schema.WaitEventNode():
                 if node.where:
                     errors += _named(
                         node, conditions.property_condition_errors(node.where, f"{where}.where")
                     )
-            case WaitDateFieldNode():
+            case schema.WaitDateFieldNode():
                 errors += _date_field_errors(fields, node.field, f"{where}.field", describe(node))
-            case UpdateContactNode():
+            case schema.UpdateContactNode():
                 errors += _update_errors(fields, node, where)
                 lists += [(x, f"{where}.add_to_lists") for x in node.add_to_lists]
                 lists += [(x, f"{where}.remove_from_lists") for x in node.remove_from_lists]
             case (
-                WaitDurationNode() | WaitTimeOfDayNode() | SplitNode() | WebhookNode() | ExitNode()
+                schema.WaitDurationNode()
+                | schema.WaitTimeOfDayNode()
+                | schema.SplitNode()
+                | schema.WebhookNode()
+                | schema.ExitNode()
             ):
                 pass  # refers to nothing stored
             case _:
@@ -357,7 +339,7 @@ def reference_errors(session: Session, definition: WorkflowDefinition) -> list[F
     return errors
 
 
-def _missing_form(session: Session, trigger: FormTrigger) -> list[FieldError]:
+def _missing_form(session: Session, trigger: schema.FormTrigger) -> list[FieldError]:
     """The form a form trigger names must exist (by id, or by name in older documents)."""
     if trigger.form_id is not None:
         if session.get(Form, trigger.form_id) is None:
@@ -377,7 +359,7 @@ def _named(node: Any, errors: list[FieldError]) -> list[FieldError]:
 
 
 def _workflow_leaf_errors(
-    definition: WorkflowDefinition, tree: dict[str, Any], where: str
+    definition: schema.WorkflowDefinition, tree: dict[str, Any], where: str
 ) -> list[FieldError]:
     """Leaves that name another node must name one of the right kind."""
     by_id = {n.id: n for n in definition.nodes}
@@ -417,7 +399,9 @@ def _watchable_field_errors(fields: dict[str, Any], name: str) -> list[FieldErro
     ]
 
 
-def _update_errors(fields: dict[str, Any], node: UpdateContactNode, where: str) -> list[FieldError]:
+def _update_errors(
+    fields: dict[str, Any], node: schema.UpdateContactNode, where: str
+) -> list[FieldError]:
     errors = []
     label = describe(node)
     for key, value in node.set.items():
@@ -459,7 +443,7 @@ def _update_errors(fields: dict[str, Any], node: UpdateContactNode, where: str) 
 
 def check_definition(
     session: Session | None, raw: Any
-) -> tuple[WorkflowDefinition | None, list[FieldError]]:
+) -> tuple[schema.WorkflowDefinition | None, list[FieldError]]:
     """Every error in the document; reference checks need a session."""
     definition, errors = parse_definition(raw)
     if definition is None:
@@ -470,7 +454,7 @@ def check_definition(
     return definition, errors
 
 
-def validate_definition(session: Session | None, raw: Any) -> WorkflowDefinition:
+def validate_definition(session: Session | None, raw: Any) -> schema.WorkflowDefinition:
     definition, errors = check_definition(session, raw)
     if errors or definition is None:
         raise InvalidInput(errors or [FieldError("body", "invalid workflow")])

@@ -389,13 +389,7 @@ def dry_run_view(workflow_id: int, body: DryRunIn) -> DryRunOut:
         version=body.version,
         horizon_days=body.horizon_days,
     )
-    return DryRunOut.model_validate(
-        {
-            "outcome": result.outcome,
-            "steps": [vars(s) for s in result.steps],
-            "emails": [vars(e) for e in result.emails],
-        }
-    )
+    return DryRunOut(outcome=result.outcome, steps=result.steps, emails=result.emails)
 
 
 @bp.operation(
