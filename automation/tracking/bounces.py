@@ -62,11 +62,10 @@ from sqlalchemy.orm import Session
 from automation import clock
 from automation.addresses import normalize_email
 from automation.config import Settings
-from automation.contacts.bounces import record_hard_bounce
+from automation.contacts.bounces import record_feedback_event, record_hard_bounce
 from automation.contacts.consent import change_status
 from automation.contacts.models import Contact, ContactStatus, Event
 from automation.contacts.suppressions import SuppressionReason, suppress
-from automation.db import dialect_insert
 from automation.email.identities import default_sender
 from automation.email.models import Message, SenderIdentity
 from automation.email.outbox import Feedback, note_feedback
@@ -387,26 +386,19 @@ def record_feedback(
                 new_events.append(event)
             report.suppressed += 1
             continue
-        properties: dict[str, Any] = {"type": item.type.value, "diagnostic": item.diagnostic}
-        if message is not None:
-            properties["message_id"] = message.id
-        key = f"{event_name}:{message.id}" if message is not None else None
-        row = session.execute(
-            dialect_insert(session, Event)
-            .values(
-                contact_id=contact.id,
-                name=event_name,
-                properties=properties,
-                occurred_at=at,
-                received_at=now,
-                source=source,
-                idempotency_key=key,
-            )
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(Event.id)
-        ).first()
-        if row is not None:
-            new_events.append(IngestedEvent(row[0], contact.id, event_name, properties, at))
+        event = record_feedback_event(
+            session,
+            contact.id,
+            event_name,
+            item.type.value,
+            diagnostic=item.diagnostic,
+            message_id=message.id if message is not None else None,
+            source=source,
+            occurred_at=at,
+            now=now,
+        )
+        if event is not None:
+            new_events.append(event)
         if item.type is FeedbackType.SOFT_BOUNCE:
             report.soft += 1
             recent = session.scalar(

@@ -167,12 +167,7 @@ def simulate(
         node = graph.node(node_id)
         label: str
         match node:
-            case (
-                schema.WaitDurationNode()
-                | schema.WaitTimeOfDayNode()
-                | schema.WaitDateFieldNode()
-                | schema.WaitEventNode()
-            ):
+            case schema.WaitBase():
                 until = wait_until(node, now, zone(), contact["attributes"])
                 if isinstance(node, schema.WaitEventNode):
                     assert until is not None

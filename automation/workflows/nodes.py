@@ -43,12 +43,7 @@ def members(items: list[Item]) -> list[conditions.Member]:
 def run_node(batch: Batch, graph: Graph, node: schema.WorkflowNode, items: list[Item]) -> Results:
     """Run ``node`` for every item standing at it: the one dispatch on node kind."""
     match node:
-        case (
-            schema.WaitDurationNode()
-            | schema.WaitTimeOfDayNode()
-            | schema.WaitDateFieldNode()
-            | schema.WaitEventNode()
-        ):
+        case schema.WaitBase():
             return run_wait(batch, graph, node, items)
         case schema.SendEmailNode():
             return run_send(batch, graph, node, items)

@@ -267,7 +267,12 @@ class SendEmailNode(NodeBase):
         return {"next": self.next}
 
 
-class WaitDurationNode(NodeBase):
+class WaitBase(NodeBase):
+    """What every wait is: a node whose contacts stay until ``nodes.wait_until`` says. A
+    ``case WaitBase()`` matches every kind of wait, so a new one needs no new case there."""
+
+
+class WaitDurationNode(WaitBase):
     type: Literal["wait"]
     mode: Literal["duration"]
     duration: Duration
@@ -277,7 +282,7 @@ class WaitDurationNode(NodeBase):
         return {"next": self.next}
 
 
-class WaitTimeOfDayNode(NodeBase):
+class WaitTimeOfDayNode(WaitBase):
     """Until the next local ``time`` on one of ``weekdays`` (now, if it is that moment)."""
 
     type: Literal["wait"]
@@ -290,7 +295,7 @@ class WaitTimeOfDayNode(NodeBase):
         return {"next": self.next}
 
 
-class WaitDateFieldNode(NodeBase):
+class WaitDateFieldNode(WaitBase):
     """Until ``offset_days`` from a date attribute, at a local time. A date already past,
     or missing, lets the contact through at once."""
 
@@ -305,7 +310,7 @@ class WaitDateFieldNode(NodeBase):
         return {"next": self.next}
 
 
-class WaitEventNode(NodeBase):
+class WaitEventNode(WaitBase):
     """Until the contact performs ``event`` (``happened``) or ``timeout`` passes
     (``timed_out``), whichever comes first."""
 

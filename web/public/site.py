@@ -25,7 +25,7 @@ from automation.tracking.sites import origin_of
 from web.auth import public
 from web.database import db
 from web.public.pages import NO_STORE, client_ip, page
-from web.public.state import IDENTITY_COOKIE, site_origins, tracking
+from web.public.state import IDENTITY_COOKIE, app_state, site_origins, tracking
 
 bp = Blueprint("site", __name__)
 
@@ -42,11 +42,7 @@ class _Site:
 
 
 def site() -> _Site:
-    found: _Site | None = current_app.extensions.get("nurture_site")
-    if found is None:
-        found = _Site(current_app.extensions["nurture"].settings)
-        current_app.extensions["nurture_site"] = found
-    return found
+    return app_state("nurture_site", _Site)
 
 
 def _origin() -> str | None:

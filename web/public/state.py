@@ -7,7 +7,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import current_app
@@ -24,6 +25,8 @@ from web.database import nurture
 # The contact's signed identifier on a site: a click to a site origin sets it, the snippet
 # and the collect endpoint read it.
 IDENTITY_COOKIE = "nurture_id"
+
+T = TypeVar("T")
 
 
 class _Link(NamedTuple):
@@ -121,12 +124,18 @@ class TrackingState:
         return found
 
 
-def tracking() -> TrackingState:
-    found: TrackingState | None = current_app.extensions.get("nurture_tracking")
+def app_state(name: str, build: Callable[[Settings], T]) -> T:
+    """This app's one ``name`` object, built from the app's settings on first use (several
+    apps in one process, as tests run them, each keep their own)."""
+    found: T | None = current_app.extensions.get(name)
     if found is None:
-        found = TrackingState(current_app.extensions["nurture"].settings)
-        current_app.extensions["nurture_tracking"] = found
+        found = build(current_app.extensions["nurture"].settings)
+        current_app.extensions[name] = found
     return found
+
+
+def tracking() -> TrackingState:
+    return app_state("nurture_tracking", TrackingState)
 
 
 def with_utm(url: str, utm: dict[str, str] | None) -> str:
