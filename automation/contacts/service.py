@@ -43,18 +43,17 @@ def _ensure_unique(
     session: Session, *, email: str | None, external_id: str | None, exclude_id: int | None = None
 ) -> None:
     errors = []
-    if email is not None:
-        q = select(Contact.id).where(Contact.email == email)
+    for field, value, message in (
+        ("email", email, "a contact with this email already exists"),
+        ("external_id", external_id, "a contact with this external_id exists"),
+    ):
+        if value is None:
+            continue
+        q = select(Contact.id).where(getattr(Contact, field) == value)
         if exclude_id is not None:
             q = q.where(Contact.id != exclude_id)
         if session.scalar(q) is not None:
-            errors.append(FieldError("email", "a contact with this email already exists"))
-    if external_id is not None:
-        q = select(Contact.id).where(Contact.external_id == external_id)
-        if exclude_id is not None:
-            q = q.where(Contact.id != exclude_id)
-        if session.scalar(q) is not None:
-            errors.append(FieldError("external_id", "a contact with this external_id exists"))
+            errors.append(FieldError(field, message))
     if errors:
         raise Conflict("; ".join(f"{e.path}: {e.message}" for e in errors), errors)
 

@@ -173,22 +173,26 @@ def publish(
 
 def pause(session: Session, workflow_id: int) -> Workflow:
     """Nobody enters and nobody moves until resume; waits that fall due meanwhile run then."""
-    workflow = get_workflow(session, workflow_id)
-    workflow.status = move_workflow(workflow.status, WorkflowStatus.PAUSED)
-    _move_open_enrollments(session, workflow.id, EnrollmentStatus.PAUSED)
-    workflow.updated_at = clock.now()
-    session.flush()
-    return workflow
+    return _switch(session, workflow_id, WorkflowStatus.PAUSED, EnrollmentStatus.PAUSED)
 
 
 def resume(session: Session, workflow_id: int) -> Workflow:
-    workflow = get_workflow(session, workflow_id)
-    workflow.status = move_workflow(workflow.status, WorkflowStatus.ACTIVE)
-    _move_open_enrollments(session, workflow.id, EnrollmentStatus.ACTIVE)
+    workflow = _switch(session, workflow_id, WorkflowStatus.ACTIVE, EnrollmentStatus.ACTIVE)
     version = active_version(session, workflow)
     if version is not None and version.trigger_type == "field_changed":
         # Changes made while paused must not fire on resume: start from today's values.
         snapshot_field(session, version.definition["trigger"]["field"])
+        session.flush()
+    return workflow
+
+
+def _switch(
+    session: Session, workflow_id: int, status: WorkflowStatus, enrolments: EnrollmentStatus
+) -> Workflow:
+    """Move the workflow to ``status`` and its open enrolments to ``enrolments``."""
+    workflow = get_workflow(session, workflow_id)
+    workflow.status = move_workflow(workflow.status, status)
+    _move_open_enrollments(session, workflow.id, enrolments)
     workflow.updated_at = clock.now()
     session.flush()
     return workflow
