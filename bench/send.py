@@ -400,6 +400,7 @@ def _settings(url: str, batch: int):
 def _sender(url: str, port: int, batch: int, version_id: int, start, done) -> None:
     """One sender process: what a Celery worker on the send queue runs, warmed up (its
     compiled-version cache filled, its connection open) as a long-lived worker is."""
+    wiring.install()  # a spawned process starts unwired, as build_runtime would wire it
     engine = make_engine(url)
     sessions = make_session_factory(engine)
     settings = _settings(url, batch)
