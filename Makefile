@@ -32,7 +32,7 @@ run: $(STAMP) $(VENDOR_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check automation web tests bench migrations/env.py
 	$(BIN)/ruff format --check automation web tests bench migrations/env.py
-	$(BIN)/mypy automation
+	$(BIN)/mypy automation web
 	$(BIN)/lint-imports  # the floors of docs/architecture.md (contracts in pyproject.toml)
 
 # Two pytest-xdist workers (one per core here): each gets its own PostgreSQL and Redis

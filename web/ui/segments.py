@@ -61,7 +61,9 @@ def segments() -> Any:
     return render_template("segments/list.html", segments=service.list_segments(db()))
 
 
-def _builder(segment: Segment | None, errors: dict[str, str] | None = None, status: int = 200):
+def _builder(
+    segment: Segment | None, errors: dict[str, str] | None = None, status: int = 200
+) -> Any:
     conditions = (segment.definition or {}).get("conditions") if segment else None
     return render_template(
         "segments/builder.html",

@@ -190,7 +190,7 @@ POLICY_FORM_FIELDS = (
 )
 
 
-def _sending_page(values: dict[str, Any] | None, errors: dict[str, str], status: int = 200):
+def _sending_page(values: dict[str, Any] | None, errors: dict[str, str], status: int = 200) -> Any:
     """The SMTP relay and bot filtering as the environment sets them (every worker must
     agree on those), and the policy an admin edits here (frequency cap, sunset, engagement
     half-life: saved in the database, applied by every process on its next batch)."""
