@@ -217,3 +217,26 @@ def test_compile_numbers_links_places_a_pixel_and_derives_text():
 def test_the_sample_contact_has_every_declared_attribute(session):
     ensure_plan_field(session)
     assert sample_contact(session)["attributes"] == {"plan": "Sample Plan"}
+
+
+def test_a_preheader_keeps_the_templates_own_head(session):
+    """The preheader joins the template's <mj-head>: its title, default attributes and
+    styles still reach the email (a second head made MJML drop them all)."""
+    mjml = (
+        "<mjml>\n<mj-head>\n<mj-title>Spring letter</mj-title>\n"
+        '<mj-attributes><mj-all font-family="Georgia, serif" /></mj-attributes>\n'
+        "<mj-style>.brand { color: #0a7f5a; }</mj-style>\n</mj-head>\n"
+        + body(column('<mj-text css-class="brand">Hello</mj-text>'))[len("<mjml>\n") :]
+    )
+    ensure_plan_field(session)
+    for preheader in ("", "Twenty per cent off, {{ contact.first_name }}"):
+        result = validate_template(
+            session, TemplateContent(subject="Hi", preheader=preheader, mjml=mjml)
+        )
+        assert not result.errors, result.errors
+        html = result.compiled.html
+        assert re.search(r"<title>\s*Spring letter\s*</title>", html), preheader
+        assert "Georgia, serif" in html
+        assert ".brand { color: #0a7f5a; }" in html
+        if preheader:
+            assert "Twenty per cent off, {{ contact.first_name }}" in html

@@ -138,17 +138,23 @@ def compile_template(
     if result.errors:
         return result
 
-    for name in checker.structural:
-        text = text.replace(name, f"<mj-raw>{name}</mj-raw>")
     if draft.preheader.strip():
+        # Into the template's own <mj-head> when it has one: MJML reads only the first head,
+        # so a second one would drop the template's attributes, styles, fonts and title.
         pre_text, _ = ph.hide(draft.preheader)
         preview = f"<mj-preview>{html_lib.escape(pre_text, quote=False)}</mj-preview>"
-        text = re.sub(
-            r"<mjml\b[^>]*>",
-            lambda m: m.group() + f"<mj-head>{preview}</mj-head>",
-            text,
-            count=1,
-        )
+        at = checker.head_content_at
+        if at is not None:
+            text = text[:at] + preview + text[at:]
+        else:
+            text = re.sub(
+                r"<mjml\b[^>]*>",
+                lambda m: m.group() + f"<mj-head>{preview}</mj-head>",
+                text,
+                count=1,
+            )
+    for name in checker.structural:
+        text = text.replace(name, f"<mj-raw>{name}</mj-raw>")
     try:
         compiled_html = mjml_to_html(text, keep_comments=True).html
     except Exception as exc:  # mjml-python raises plain errors on input its checks let through

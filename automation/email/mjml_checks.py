@@ -113,6 +113,8 @@ class MjmlChecker(HTMLParser):
         self.warnings: list[Problem] = []
         self.structural: set[str] = set()
         self.body_offset: int | None = None
+        # Where the template's own <mj-head> content starts (a preheader goes in there).
+        self.head_content_at: int | None = None
         self.has_preview = False
         self.root_seen = self.root_closed = False
 
@@ -193,6 +195,8 @@ class MjmlChecker(HTMLParser):
             self.body_offset = offset
         if tag == "mj-preview":
             self.has_preview = True
+        if tag == "mj-head" and not closed and self.head_content_at is None:
+            self.head_content_at = offset + len(self.get_starttag_text() or "")
         if not closed:
             self.stack.append(_Open(tag, offset))
 
