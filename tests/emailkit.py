@@ -20,11 +20,15 @@ from automation import clock
 from automation.contacts.models import ContactStatus
 from automation.contacts.schema import ContactIn
 from automation.contacts.service import create_contact
+from automation.db import make_engine, make_session_factory
 from automation.email.catcher import free_port
 from automation.email.identities import create_sender_identity
 from automation.email.models import Message, MessageStatus
 from automation.email.schema import SenderIdentityIn, TemplateIn
+from automation.email.sender import Sending
 from automation.email.templates import create_template
+from automation.email.transport import SmtpSettings, SmtpTransport
+from automation.signing import TokenSigner
 
 MJML = """<mjml>
   <mj-head><mj-title>{{ contact.first_name | default("Hello") }}</mj-title></mj-head>
@@ -162,6 +166,22 @@ def smtp_server():
     server = start_smtp()
     yield server
     server.controller.stop()
+
+
+@pytest.fixture
+def sessions(settings):
+    """A session factory of its own on the test database (senders commit per batch)."""
+    engine = make_engine(settings.database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def sending(settings, smtp_server):
+    """The email channel, sending to the loopback SMTP server."""
+    transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
+    yield Sending(settings, transport, TokenSigner.from_settings(settings))
+    transport.close()
 
 
 def login_checker(username: str, password: str) -> Any:

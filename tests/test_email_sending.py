@@ -30,21 +30,7 @@ from automation.email.sender import Sending, render_message
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.signing import TokenKind, TokenSigner
 
-smtp_server = emailkit.smtp_server
-
-
-@pytest.fixture
-def sessions(settings):
-    engine = make_engine(settings.database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def sending(settings, smtp_server):
-    transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
-    yield Sending(settings, transport, TokenSigner.from_settings(settings))
-    transport.close()
+smtp_server, sessions, sending = emailkit.smtp_server, emailkit.sessions, emailkit.sending
 
 
 def _status(sessions, message_id):

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import emailkit
-import pytest
 from emailkit import make_contact, make_template
 from sqlalchemy import case, func, literal, select
 
@@ -24,7 +23,6 @@ from automation.contacts.suppressions import (
     suppress,
     suppression_reasons,
 )
-from automation.db import make_engine, make_session_factory
 from automation.email.models import Message, MessageStatus
 from automation.email.outbox import (
     PARKED,
@@ -41,26 +39,10 @@ from automation.email.outbox import (
     withdraw,
 )
 from automation.email.render import VersionCache
-from automation.email.sender import Sending
-from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.signing import TokenSigner, message_id_header
 from automation.tracking.bounces import FeedbackIn, FeedbackType, record_feedback
 
-smtp_server = emailkit.smtp_server
-
-
-@pytest.fixture
-def sessions(settings):
-    engine = make_engine(settings.database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def sending(settings, smtp_server):
-    transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
-    yield Sending(settings, transport, TokenSigner.from_settings(settings))
-    transport.close()
+smtp_server, sessions, sending = emailkit.smtp_server, emailkit.sessions, emailkit.sending
 
 
 def _queue(session, version_id, contact_id, key):
