@@ -162,6 +162,12 @@ def test_mj_raw_is_accepted_under_mjml_and_inside_navbar_and_accordion(api):
             "<mj-social-element> icon-position: MJML puts the icon on that side of the text, "
             "but mjml-python",
         ),
+        (
+            '<mj-section><mj-column><mj-divider width="50%" align="left" /></mj-column>'
+            "</mj-section>",
+            "<mj-divider> align: MJML puts a divider narrower than its column on that side, "
+            "but mjml-python",
+        ),
     ],
 )
 def test_attributes_mjml_supports_are_named_as_ignored_by_mjml_python(api, body, says):
@@ -171,8 +177,34 @@ def test_attributes_mjml_supports_are_named_as_ignored_by_mjml_python(api, body,
     assert warning["line"] == 6 and warning["message"].startswith(says), warning
 
 
+def test_a_value_both_renderers_treat_alike_gets_no_warning(api):
+    body = (
+        '<mj-section><mj-column><mj-divider width="50%" align="center" />'
+        '<mj-table cellspacing="0"><tr><td>x</td></tr></mj-table></mj-column></mj-section>'
+    )
+    assert check(api, mjml(body))["warnings"] == []
+
+
 def test_an_attribute_no_renderer_knows_is_still_named(api):
     answer = check(api, mjml('<mj-section colour="red"><mj-column></mj-column></mj-section>'))
     [warning] = answer["warnings"]
     assert warning["message"] == "<mj-section> has no attribute 'colour'; MJML ignores it"
     assert warning["line"] == 6
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # mjml-python failed on each of these; MJML renders them (the reference comparison
+        # in tests/test_mjml_reference.py shows Nurture now renders them alike).
+        '<mj-hero background-color="#2f6f4f"><mj-text>Hi</mj-text><mj-spacer /></mj-hero>',
+        '<mj-wrapper><mj-hero mode="fluid-height"><mj-text>In a wrapper</mj-text></mj-hero>'
+        "</mj-wrapper>",
+        '<mj-section><mj-column padding="10px" inner-border="3px solid #c0392b">'
+        "<mj-text>Inner border</mj-text></mj-column></mj-section>",
+    ],
+)
+def test_valid_mjml_that_mjml_python_failed_on_is_saved(api, body):
+    answer = check(api, mjml(body))
+    assert answer["valid"] is True and answer["errors"] == [], answer
+    assert "<table" in saved_html(api, mjml(body))

@@ -234,11 +234,12 @@ class MjmlChecker(HTMLParser):
                     )
             if tag == "mj-raw" and name == "position":
                 continue  # only means something directly under <mjml>, warned about there
-            if allowed is not None and name not in allowed and tag.startswith("mj-"):
-                message = ignored_by_renderer(tag, name) or (
-                    f"<{tag}> has no attribute {name!r}; MJML ignores it"
+            if (gap := ignored_by_renderer(tag, name, value or "")) is not None:
+                self._problem(gap, offset, warning=True)
+            elif allowed is not None and name not in allowed and tag.startswith("mj-"):
+                self._problem(
+                    f"<{tag}> has no attribute {name!r}; MJML ignores it", offset, warning=True
                 )
-                self._problem(message, offset, warning=True)
 
     def handle_endtag(self, tag: str) -> None:
         offset = self._here()

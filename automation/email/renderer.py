@@ -7,6 +7,9 @@ template renders as MJML (the reference implementation) renders it.
   Fonts for those defaults whenever a font-family names one, so every email (mj-text's
   default font is Ubuntu) sent its recipients' addresses to Google. An email links exactly
   the fonts its template declares with ``<mj-font>`` and uses in a font-family.
+- **Crashes.** Where mjml-python fails on valid MJML that MJML renders (an mj-spacer in a
+  hero, a hero in a wrapper, a column's inner-border), a subclass of its component renders
+  it as MJML does: the components Nurture passes in ``_COMPONENTS``.
 - **Gaps.** ``IGNORED`` lists what MJML supports and mjml-python ignores; the save check
   warns by that name, and ``tests/test_mjml_reference.py`` compares the two renderers in a
   browser to keep the list true.
@@ -18,32 +21,57 @@ import html as html_lib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mjml import mjml_to_html
 from mjml.core.registry import components, register_core_components
+from mjml.elements import MjColumn, MjHero, MjSpacer
 from mjml.elements.head import MjFont
 from mjml.helpers import buildFontsTags
+from mjml.helpers.shorthand_parser import borderParser
 
 RENDERER = "mjml-python (the MJML renderer Nurture uses)"
 
-# (element, attribute) → (what MJML does with it, what to do instead). Found by comparing
-# the attribute lists of mjml 4 (the npm package in web/frontend) and mjml-python.
-IGNORED: dict[tuple[str, str], tuple[str, str]] = {
-    ("mj-wrapper", "gap"): (
+
+@dataclass(frozen=True)
+class Gap:
+    """An attribute MJML supports and mjml-python ignores."""
+
+    does: str  # what MJML does with it
+    instead: str  # what mjml-python does, or what to use instead
+    same_for: frozenset[str] = frozenset()  # values both render alike (MJML's default)
+
+
+# Found by comparing the attribute lists of mjml 4 (the npm package in web/frontend) and
+# mjml-python, and their renderings (tests/test_mjml_reference.py).
+IGNORED: dict[tuple[str, str], Gap] = {
+    ("mj-wrapper", "gap"): Gap(
         "spaces the wrapper's sections by it",
         "give the sections padding instead",
+        frozenset({"0", "0px"}),
     ),
-    ("mj-social-element", "icon-position"): (
+    ("mj-social-element", "icon-position"): Gap(
         "puts the icon on that side of the text",
         "the icon stays left of the text",
+        frozenset({"left"}),
     ),
-    ("mj-accordion-title", "font-weight"): (
+    ("mj-accordion-title", "font-weight"): Gap(
         "sets the title's weight",
         "use <b> in the title or a css-class",
     ),
-    ("mj-button", "title"): ("gives the link a title", "the button has no tooltip"),
-    ("mj-image", "sizes"): ("passes it on with srcset", "the image has no sizes"),
-    ("mj-table", "role"): ("sets the table's role", "the table keeps role-less markup"),
+    ("mj-button", "title"): Gap("gives the link a title", "the button has no tooltip"),
+    ("mj-image", "sizes"): Gap("passes it on with srcset", "the image has no sizes"),
+    ("mj-table", "role"): Gap("sets the table's role", "the table keeps role-less markup"),
+    ("mj-table", "cellspacing"): Gap(
+        "spaces the cells by it",
+        "its tables collapse their borders, so give the cells padding instead",
+        frozenset({"0", "0px"}),
+    ),
+    ("mj-divider", "align"): Gap(
+        "puts a divider narrower than its column on that side",
+        "it is centred",
+        frozenset({"center"}),
+    ),
 }
 ALWAYS_ALLOWED = {"mj-class", "css-class"}
 
@@ -59,13 +87,12 @@ def supported_attributes(tag: str) -> set[str] | None:
     return set(component.allowed_attrs()) | set(component.default_attrs()) | ALWAYS_ALLOWED
 
 
-def ignored_by_renderer(tag: str, attribute: str) -> str | None:
+def ignored_by_renderer(tag: str, attribute: str, value: str) -> str | None:
     """The warning for an attribute MJML supports and mjml-python ignores, else None."""
     gap = IGNORED.get((tag, attribute))
-    if gap is None:
+    if gap is None or value.strip().lower() in gap.same_for:
         return None
-    does, instead = gap
-    return f"<{tag}> {attribute}: MJML {does}, but {RENDERER} ignores it; {instead}"
+    return f"<{tag}> {attribute}: MJML {gap.does}, but {RENDERER} ignores it; {gap.instead}"
 
 
 @dataclass(frozen=True)
@@ -83,6 +110,53 @@ class _FontLinkedByNurture(MjFont):
         return None
 
 
+class _Spacer(MjSpacer):
+    """A hero asks its children for css-class, which mjml-python's spacer never declared."""
+
+    @classmethod
+    def default_attrs(cls) -> dict[str, str]:
+        return {**super().default_attrs(), "css-class": ""}
+
+
+class _Hero(MjHero):
+    """A wrapper asks its children for css-class, which mjml-python's hero never declared;
+    and a hero without a background size failed on its ratio, which MJML computes as NaN:
+    the browser drops that padding, so here it is left out."""
+
+    @classmethod
+    def default_attrs(cls) -> dict[str, str]:
+        return {**super().default_attrs(), "css-class": ""}
+
+    def get_styles(self) -> dict[str, Any]:
+        sizes = ("background-height", "background-width")
+        given: dict[str, Any] = vars(self)["attrs"]  # untyped in mjml-python
+        if all(re.match(r"\s*[1-9]", given.get(name) or "") for name in sizes):
+            return dict(super().get_styles())
+        self.attrs = {**given, **dict.fromkeys(sizes, "1px")}
+        try:
+            styles = dict(super().get_styles())
+        finally:
+            self.attrs = given
+        styles["td-fluid"] = {k: v for k, v in styles["td-fluid"].items() if k != "padding-bottom"}
+        return styles
+
+
+class _Column(MjColumn):
+    """MJML reads inner-border as a border ("2px solid #000"); mjml-python parsed it as a
+    padding and failed on "solid"."""
+
+    def getShorthandAttrValue(  # mjml-python names it so
+        self, attribute: str, direction: str, attr_with_direction: bool = True
+    ) -> int:
+        if attribute != "inner-border":
+            return int(super().getShorthandAttrValue(attribute, direction, attr_with_direction))
+        side = self.getAttribute(f"inner-border-{direction}") if attr_with_direction else None
+        return int(borderParser(side or self.getAttribute("inner-border") or "0"))
+
+
+_COMPONENTS = [_FontLinkedByNurture, _Spacer, _Hero, _Column]
+
+
 # The block mjml-python writes for the default fonts a font-family names (helpers/fonts.py).
 _DEFAULT_FONT_BLOCK = re.compile(
     r"\s*<!--\[if !mso\]><!-->\s*(?:<link href=\"[^\"]*\" rel=\"stylesheet\" "
@@ -95,7 +169,7 @@ _FONTS_GO_AFTER = re.compile(r"\.mj-outlook-group-fix \{[^}]*\}\s*</style>\s*<!\
 
 def render_mjml(text: str, fonts: Sequence[Font]) -> str:
     """Compile checked MJML to HTML, linking only the declared fonts a font-family uses."""
-    compiled = mjml_to_html(text, keep_comments=True, custom_components=[_FontLinkedByNurture])
+    compiled = mjml_to_html(text, keep_comments=True, custom_components=_COMPONENTS)
     return _link_fonts(compiled.html, fonts)
 
 
