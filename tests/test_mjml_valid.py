@@ -208,3 +208,40 @@ def test_valid_mjml_that_mjml_python_failed_on_is_saved(api, body):
     answer = check(api, mjml(body))
     assert answer["valid"] is True and answer["errors"] == [], answer
     assert "<table" in saved_html(api, mjml(body))
+
+
+def test_defaults_given_twice_are_merged_as_mjml_merges_them(api):
+    """mjml-python answered these with "Not yet implemented"; MJML lets the later win."""
+    head = (
+        '<mj-attributes><mj-all font-family="Verdana" /><mj-all padding="4px" />'
+        '<mj-class name="big" font-size="24px" /></mj-attributes>\n'
+        '<mj-attributes><mj-text color="#2f6f4f" /><mj-text color="#c0392b" />'
+        '<mj-class name="big" font-weight="700" /></mj-attributes>\n'
+        '<mj-html-attributes><mj-selector path=".m div"><mj-html-attribute name="data-a">1'
+        '</mj-html-attribute></mj-selector><mj-selector path=".m div"><mj-html-attribute '
+        'name="data-b">2</mj-html-attribute></mj-selector></mj-html-attributes>'
+    )
+    body = (
+        '<mj-section><mj-column><mj-text mj-class="big">Big</mj-text>'
+        '<mj-text css-class="m">Marked</mj-text></mj-column></mj-section>'
+    )
+    answer = check(api, mjml(body, head=head))
+    assert answer["valid"] is True and answer["warnings"] == [], answer
+    html = saved_html(api, mjml(body, head=head))
+    big = re.search(r'<div style="([^"]*)"[^>]*>Big</div>', html)
+    assert big, html
+    for needle in ("font-family:Verdana", "font-size:24px", "font-weight:700", "color:#c0392b"):
+        assert needle in big[1]
+    assert re.search(r'data-a="1"[^>]*data-b="2"|data-b="2"[^>]*data-a="1"', html)
+
+
+def test_defaults_inside_an_mj_class_are_named_as_ignored_by_mjml_python(api):
+    head = (
+        '<mj-attributes>\n<mj-class name="card" background-color="#eeeeee">\n'
+        '<mj-text color="#c0392b" />\n</mj-class>\n</mj-attributes>'
+    )
+    body = '<mj-section mj-class="card"><mj-column><mj-text>x</mj-text></mj-column></mj-section>'
+    answer = check(api, mjml(body, head=head))
+    assert answer["valid"] is True, answer
+    [warning] = answer["warnings"]
+    assert warning["line"] == 5 and "mjml-python" in warning["message"], warning

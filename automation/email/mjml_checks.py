@@ -40,6 +40,7 @@ CHILDREN: dict[str, set[str] | None] = {
         "mj-raw",
     },
     "mj-attributes": None,  # defaults for any element
+    "mj-class": None,  # defaults for the children of elements of that class
     "mj-html-attributes": {"mj-selector"},
     "mj-selector": {"mj-html-attribute"},
     "mj-body": {"mj-section", "mj-wrapper", "mj-hero", "mj-raw"},
@@ -184,6 +185,14 @@ class MjmlChecker(HTMLParser):
                 pass
             elif allowed is not None and tag not in allowed:
                 self._problem(f"<{tag}> cannot be inside <{parent.tag}>", offset)
+            elif parent.tag == "mj-class":
+                self._problem(
+                    f"<{tag}> inside <mj-class>: MJML gives the {tag} elements inside an "
+                    f"element of that class these defaults, but {RENDERER} ignores them; "
+                    f"set them on the {tag} elements or with their own mj-class",
+                    offset,
+                    warning=True,
+                )
         if tag == "mj-body":
             self.body_offset = offset
         if tag == "mj-font":

@@ -7,9 +7,10 @@ template renders as MJML (the reference implementation) renders it.
   Fonts for those defaults whenever a font-family names one, so every email (mj-text's
   default font is Ubuntu) sent its recipients' addresses to Google. An email links exactly
   the fonts its template declares with ``<mj-font>`` and uses in a font-family.
-- **Crashes.** Where mjml-python fails on valid MJML that MJML renders (an mj-spacer in a
-  hero, a hero in a wrapper, a column's inner-border), a subclass of its component renders
-  it as MJML does: the components Nurture passes in ``_COMPONENTS``.
+- **Crashes.** Where mjml-python fails on valid MJML that MJML renders (defaults given
+  twice, an mj-spacer in a hero, a hero in a wrapper or without a background size, a
+  column's inner-border), a subclass of its component renders it as MJML does: the
+  components Nurture passes in ``_COMPONENTS``.
 - **Gaps.** ``IGNORED`` lists what MJML supports and mjml-python ignores; the save check
   warns by that name, and ``tests/test_mjml_reference.py`` compares the two renderers in a
   browser to keep the list true.
@@ -19,14 +20,14 @@ from __future__ import annotations
 
 import html as html_lib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mjml import mjml_to_html
 from mjml.core.registry import components, register_core_components
 from mjml.elements import MjColumn, MjHero, MjSpacer
-from mjml.elements.head import MjFont
+from mjml.elements.head import MjFont, MjHead
 from mjml.helpers import buildFontsTags
 from mjml.helpers.shorthand_parser import borderParser
 
@@ -154,7 +155,68 @@ class _Column(MjColumn):
         return int(borderParser(side or self.getAttribute("inner-border") or "0"))
 
 
-_COMPONENTS = [_FontLinkedByNurture, _Spacer, _Hero, _Column]
+class _Head(MjHead):
+    """MJML merges defaults given twice (two <mj-all>, two <mj-class name="a">, two
+    <mj-attributes> blocks, a selector named twice), later values winning; mjml-python
+    asserted ("Not yet implemented"). It gets them merged, and no defaults inside an
+    <mj-class>, which it cannot apply (the save check warns)."""
+
+    def handler(self) -> Any:
+        children = self.props.get("children") or []
+        children = _merge_into_first(children, "mj-attributes", _default_key, _merge_default)
+        children = _merge_into_first(children, "mj-html-attributes", _selector_key, _merge_selector)
+        self.props["children"] = children
+        return super().handler()
+
+
+Entry = dict[str, Any]
+
+
+def _default_key(entry: Entry) -> tuple[str, str | None]:
+    name = entry["attributes"].get("name") if entry["tagName"] == "mj-class" else None
+    return entry["tagName"], name
+
+
+def _merge_default(into: Entry, entry: Entry) -> None:
+    into["attributes"] = {**into["attributes"], **entry["attributes"]}
+    into["children"] = []
+
+
+def _selector_key(entry: Entry) -> tuple[str, str | None]:
+    return entry["tagName"], entry["attributes"].get("path")
+
+
+def _merge_selector(into: Entry, entry: Entry) -> None:
+    into["children"] = [*into["children"], *entry["children"]]
+
+
+def _merge_into_first(
+    children: list[Entry],
+    container: str,
+    key: Callable[[Entry], tuple[str, str | None]],
+    merge: Callable[[Entry, Entry], None],
+) -> list[Entry]:
+    """Every ``container``'s entries in the first one, entries of the same key merged."""
+    merged: list[Entry] = []
+    first: Entry | None = None
+    entries: dict[tuple[str, str | None], Entry] = {}
+    for child in children:
+        if child["tagName"] != container:
+            merged.append(child)
+            continue
+        if first is None:
+            first = {**child, "children": []}
+            merged.append(first)
+        for entry in child.get("children") or []:
+            same = entries.get(key(entry))
+            if same is None:
+                entries[key(entry)] = same = {**entry, "children": []}
+                first["children"].append(same)
+            merge(same, entry)
+    return merged
+
+
+_COMPONENTS = [_FontLinkedByNurture, _Head, _Spacer, _Hero, _Column]
 
 
 # The block mjml-python writes for the default fonts a font-family names (helpers/fonts.py).
