@@ -245,3 +245,27 @@ def test_defaults_inside_an_mj_class_are_named_as_ignored_by_mjml_python(api):
     assert answer["valid"] is True, answer
     [warning] = answer["warnings"]
     assert warning["line"] == 5 and "mjml-python" in warning["message"], warning
+
+
+def test_jinja_around_rows_keeps_its_place_when_css_is_inlined(api):
+    """css-inline re-parses the HTML as a browser does: bare text between table rows would
+    move before the table, and a {% for %} or {% if %} there would no longer wrap them."""
+    source = mjml(
+        '<mj-section><mj-column>\n<mj-text css-class="x">Always</mj-text>\n'
+        '{% if "vip" in contact.tags %}\n<mj-text>VIP only</mj-text>\n{% endif %}\n'
+        "<mj-table>{% for t in contact.tags %}<tr><td>Row {{ t }}</td></tr>{% endfor %}"
+        "</mj-table>\n</mj-column></mj-section>",
+        head='<mj-style inline="inline">.x { color: #c0392b; }</mj-style>',
+    )
+    template = api.post("/templates", {"name": "T", "subject": "Hi", "mjml": source}).json
+    previews = {}
+    for email, tags in (("plain@example.com", []), ("vip@example.com", ["vip", "gold"])):
+        contact = api.post("/contacts", {"email": email, "tags": tags}).json
+        url = f"/templates/{template['id']}/preview?contact_id={contact['id']}"
+        previews[email] = api.get(url).json["html"]
+    assert "VIP only" not in previews["plain@example.com"]
+    assert "Row " not in previews["plain@example.com"]
+    vip = previews["vip@example.com"]
+    assert "VIP only" in vip and "color: #c0392b" in vip
+    tables = re.findall(r"<table\b(?:(?!</table>).)*</table>", vip, re.S)
+    assert any("Row vip" in t and "Row gold" in t for t in tables)  # the rows stay inside

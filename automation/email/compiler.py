@@ -157,10 +157,17 @@ def compile_template(
                 text,
                 count=1,
             )
-    for name in checker.structural:
-        text = text.replace(name, f"<mj-raw>{name}</mj-raw>")
+    # A placeholder in the body's text travels as a comment: css-inline (for mj-style
+    # inline) parses the HTML as a browser does and would move bare text out of a table,
+    # so a {% for %} around table rows would end up before the table. Comments stay put.
+    for name in checker.in_body_text:
+        comment = f"<!--{name}-->"
+        text = text.replace(
+            name, f"<mj-raw>{comment}</mj-raw>" if name in checker.structural else comment
+        )
     try:
         compiled_html = render_mjml(text, checker.fonts)
+        compiled_html = re.sub(f"<!--({ph.pattern.pattern})-->", r"\1", compiled_html)
     except Exception:  # mjml-python asserts on input its checks let through
         # Its messages ("Not yet implemented", how to install extras) are for developers.
         log.exception("mjml-python failed on a template that passed the checks")

@@ -111,6 +111,8 @@ class MjmlChecker(HTMLParser):
         self.has_preview = False
         self.root_seen = self.root_closed = False
         self.fonts: list[Font] = []
+        # Placeholders standing in the body's text (not in an attribute, not in the head).
+        self.in_body_text: set[str] = set()
 
     # positions
     def _here(self) -> int:
@@ -274,6 +276,8 @@ class MjmlChecker(HTMLParser):
         offset = self._here()
         names = self.ph.found(data)
         rest = self.ph.pattern.sub("", data)
+        if names and any(o.tag == "mj-body" for o in self.stack):
+            self.in_body_text.update(names)
         ending = self._ending
         if ending is not None:
             return
