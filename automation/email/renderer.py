@@ -28,7 +28,6 @@ from mjml import mjml_to_html
 from mjml.core.registry import components, register_core_components
 from mjml.elements import MjColumn, MjHero, MjSpacer
 from mjml.elements.head import MjFont, MjHead
-from mjml.helpers import buildFontsTags
 from mjml.helpers.shorthand_parser import borderParser
 
 RENDERER = "mjml-python (the MJML renderer Nurture uses)"
@@ -243,14 +242,20 @@ def _link_fonts(html: str, fonts: Sequence[Font]) -> str:
         html = html[: default.start()] + "\n" + html[default.end() :]
         head = html[: html.find("<body")]
     # MJML's rule: a font is linked when a font-family in the body or the CSS names it.
-    styles = re.findall(r"<style\b[^>]*>(.*?)</style>", head, re.S)
-    block = buildFontsTags(
-        html[len(head) :],
-        styles,
-        fonts={re.escape(f.name): html_lib.escape(f.href) for f in fonts},
-    )
-    if not block:
+    used = html[len(head) :] + "".join(re.findall(r"<style\b[^>]*>(.*?)</style>", head, re.S))
+    hrefs = [
+        f.href
+        for f in fonts
+        if re.search(r"font-family:[^;}\"]*" + re.escape(f.name), used, re.IGNORECASE)
+    ]
+    if not hrefs:
         return html
+    links = "".join(
+        f'\n<link href="{html_lib.escape(h)}" rel="stylesheet" type="text/css">' for h in hrefs
+    )
+    imports = "".join(f"\n@import url({h});" for h in hrefs)  # CSS: no entities here
+    block = f'\n<!--[if !mso]><!-->{links}\n<style type="text/css">{imports}\n</style>'
+    block += "\n<!--<![endif]-->"
     after = _FONTS_GO_AFTER.search(head)
     at = after.end() if after is not None else head.rfind("</head>")
-    return html[:at] + block.rstrip() + html[at:]
+    return html[:at] + block + html[at:]
