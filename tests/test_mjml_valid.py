@@ -187,6 +187,16 @@ def test_a_value_both_renderers_treat_alike_gets_no_warning(api):
     assert check(api, mjml(body))["warnings"] == []
 
 
+def test_attributes_mjml_python_reads_but_does_not_declare_get_no_warning(api):
+    """mjml-python's declared lists miss attributes its code reads (MJML's own too)."""
+    source = (
+        '<mjml>\n<mj-body width="500px">\n<mj-section><mj-group width="80%" direction="rtl" '
+        'vertical-align="middle" background-color="#eeeeee"><mj-column><mj-text>'
+        f"{UNSUBSCRIBE}</mj-text></mj-column></mj-group></mj-section>\n</mj-body>\n</mjml>"
+    )
+    assert check(api, source)["warnings"] == []
+
+
 def test_an_attribute_no_renderer_knows_is_still_named(api):
     answer = check(api, mjml('<mj-section colour="red"><mj-column></mj-column></mj-section>'))
     [warning] = answer["warnings"]
