@@ -204,14 +204,14 @@ def form_post(public_id: str) -> Any:
 @bp.route("/f/confirm/<token>", methods=["GET", "POST"], merge_slashes=False)
 @public
 def confirm(token: str) -> Any:
-    """GET shows a button and changes nothing (mail scanners follow every GET); the
-    POST from it confirms the subscription."""
+    """GET (and HEAD) shows a button and changes nothing (mail scanners follow every link,
+    with either); only the POST from it confirms the subscription."""
     claims = tracking().signer.verify(token, TokenKind.CONFIRM)
     if claims is None:
         abort(404)
     session = db()
     try:
-        if request.method == "GET":
+        if request.method != "POST":
             form, _ = forms.submission_of(session, claims)
             return page(
                 "Confirm your subscription",
