@@ -133,6 +133,16 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(proxied_app)
     https = app.test_client().get("/login", headers={"X-Forwarded-Proto": "https"})
     assert https.headers["Strict-Transport-Security"].startswith("max-age=31536000")
     assert "Strict-Transport-Security" not in app.test_client().get("/login").headers
+    # The tracking app trusts the same proxies.
+    from web import create_tracking_app
+
+    tracking = create_tracking_app(app.extensions["nurture"].settings)
+    try:
+        pixel = tracking.test_client().get("/t/o/x", headers={"X-Forwarded-Proto": "https"})
+        assert "Strict-Transport-Security" in pixel.headers
+        assert "Strict-Transport-Security" not in tracking.test_client().get("/t/o/x").headers
+    finally:
+        tracking.extensions["nurture"].engine.dispose()
 
 
 def test_without_a_trusted_proxy_a_forged_forwarded_for_changes_nothing(app, admin):

@@ -250,3 +250,19 @@ def test_the_collect_limits_are_shared_through_redis(limited_site):
     finally:
         other.extensions["nurture"].engine.dispose()
     assert statuses == [202] * 5 + [429]
+
+
+def test_collect_still_answers_when_the_rate_limit_store_is_unreachable(make_app, sqlite_url):
+    """The counters live in Redis; a Redis outage lets requests through (the hits still
+    spool on disk) instead of turning every one into a 500."""
+    from automation.tracking.sites import ORIGINS, add_site_origin
+
+    app = make_app(sqlite_url, NURTURE_HIT_QUEUE_URL="redis://127.0.0.1:1/0")  # nothing there
+    ORIGINS.invalidate()
+    with app.extensions["nurture"].sessions() as s:
+        add_site_origin(s, SHOP)
+        s.commit()
+    try:
+        assert _collect(app.test_client(), "e" * 24).status_code == 202
+    finally:
+        ORIGINS.invalidate()

@@ -11,17 +11,21 @@ ask for them themselves. Login failures are throttled apart, in the database
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
 
 from flask import Flask, current_app
 from limits import RateLimitItemPerMinute
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from automation.config import Settings
 from automation.tracking.hits import tracking_redis_url
+
+log = logging.getLogger(__name__)
 
 
 class RateLimits:
@@ -29,7 +33,17 @@ class RateLimits:
 
     def __init__(self, settings: Settings) -> None:
         url = tracking_redis_url(settings)
-        options: dict[str, Any] = {"key_prefix": "nurture:rate"} if url else {}
+        # A Redis that does not answer within a second costs a request one second.
+        options: dict[str, Any] = (
+            {
+                "key_prefix": "nurture:rate",
+                "wrap_exceptions": True,
+                "socket_connect_timeout": 1.0,
+                "socket_timeout": 1.0,
+            }
+            if url
+            else {}
+        )
         self._limiter = FixedWindowRateLimiter(storage_from_string(url or "memory://", **options))
 
     def hit(self, per_minute: int, *key: str) -> int | None:
@@ -38,9 +52,15 @@ class RateLimits:
         if per_minute <= 0:
             return None
         item = RateLimitItemPerMinute(per_minute)
-        if self._limiter.hit(item, *key):
+        try:
+            if self._limiter.hit(item, *key):
+                return None
+            reset = self._limiter.get_window_stats(item, *key).reset_time
+        except StorageError as exc:
+            # Redis unreachable: let the request through (the hit spool and the database
+            # still work) rather than turn every public request into a 500.
+            log.warning("rate limit not counted (%s): %s", key[0], exc)
             return None
-        reset = self._limiter.get_window_stats(item, *key).reset_time
         return max(1, math.ceil(reset - time.time()))
 
 
