@@ -196,6 +196,10 @@ def postgres_url() -> str:
     return PG_URL
 
 
+METRICS_TOKEN = "test-metrics-token"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
     return make_settings(tmp_path, db_url)
@@ -208,6 +212,8 @@ def make_settings(tmp_path: Path, db_url: str, **env: str) -> Settings:
         "NURTURE_SECRET_KEY": "test-secret-key-" + "x" * 32,
         "NURTURE_BASE_URL": "http://nurture.test",
         "NURTURE_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+        # /metrics needs a token outside the embedded default: the suite scrapes with one.
+        "NURTURE_METRICS_TOKEN": METRICS_TOKEN,
     }
     base.update(env)
     return load_settings(base)

@@ -18,13 +18,9 @@ from web import auth, database, ops, ui
 from web.api import register_api
 from web.api.errors import register_api_errors
 from web.public import site, tracking
+from web.security import private_headers, strict_transport, trust_proxies
 
 csrf = CSRFProtect()
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: https: http:; font-src 'self' data:; object-src 'none'; "
-    "base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
-)
 
 
 def create_app(
@@ -62,17 +58,8 @@ def create_app(
         nav_items=ui.nav_items, can=ui.can, paused_sender_count=ui.paused_sender_count
     )
     app.jinja_env.filters["readable_json"] = readable_json
-
-    @app.after_request
-    def security_headers(response: Any) -> Any:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-        # Scripts only from our own files; inline styles stay allowed because email previews
-        # (srcdoc iframes inherit this policy) are made of them.
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        return response
-
+    app.after_request(private_headers)
+    trust_proxies(app, settings)
     return app
 
 
@@ -86,6 +73,8 @@ def create_tracking_app(settings: Settings | None = None) -> Flask:
     app.teardown_appcontext(database.close_session)
     app.register_blueprint(tracking.bp)
     app.register_blueprint(site.bp)
+    app.after_request(strict_transport)
+    trust_proxies(app, settings)
     return app
 
 

@@ -39,9 +39,13 @@ def register_api_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
+        # The exception's own headers stay (a 405's Allow, a 401's WWW-Authenticate); the
+        # body and its type are ours.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
         if not is_api_request():
-            return render_template(
+            page = render_template(
                 "error.html", status=exc.code, message=exc.description or exc.name
-            ), exc.code or 500
+            )
+            return page, exc.code or 500, headers
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_body(code, exc.description or exc.name or "error"), exc.code or 500
+        return error_body(code, exc.description or exc.name or "error"), exc.code or 500, headers

@@ -178,7 +178,7 @@ def unsubscribe(token: str) -> Any:
     claims = _claims(token, TokenKind.UNSUBSCRIBE)
     session = db()
     try:
-        if request.method == "GET":  # scanners follow every GET: change nothing
+        if request.method != "POST":  # scanners follow every GET and HEAD: change nothing
             found = service.recipient(session, claims)
             return page(
                 "Unsubscribe",

@@ -237,7 +237,7 @@ def _form(campaign: Campaign | None, values: dict[str, Any], errors: dict[str, s
 @bp.route("/campaigns/new", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def campaign_new() -> Any:
-    if request.method == "GET":
+    if request.method != "POST":
         defaults = _values_of(Campaign(**_DEFAULTS))
         return _form(None, defaults, {})
     try:
@@ -274,7 +274,7 @@ def campaign_edit(campaign_id: int) -> Any:
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
         flash(f"A {campaign.status.value} campaign cannot be edited.", "error")
         return redirect(url_for("ui.campaign_detail", campaign_id=campaign_id))
-    if request.method == "GET":
+    if request.method != "POST":
         return _form(campaign, _values_of(campaign), {})
     try:
         campaign = _save(campaign_id)

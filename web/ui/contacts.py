@@ -195,7 +195,7 @@ def _values_of(contact: Contact) -> dict[str, Any]:
 @bp.route("/contacts/new", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def contact_new() -> Any:
-    if request.method == "GET":
+    if request.method != "POST":
         return _form_page(None, {"time_zone": "UTC", "status": "subscribed", "score": 0}, {})
     fields = contacts.list_fields(db())
     try:
@@ -213,7 +213,7 @@ def contact_new() -> Any:
 @login_required(Role.MARKETER)
 def contact_edit(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)
-    if request.method == "GET":
+    if request.method != "POST":
         return _form_page(contact, _values_of(contact), {})
     fields = contacts.list_fields(db())
     try:
@@ -279,7 +279,7 @@ def _merge_page(contact: Contact, errors: dict[str, str]) -> str:
 @login_required(Role.MARKETER)
 def contact_merge(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)
-    if request.method == "GET":
+    if request.method != "POST":
         return _merge_page(contact, {})
     duplicate_id = request.form.get("duplicate_id", type=int)
     try:
@@ -330,7 +330,7 @@ def contact_export(contact_id: int) -> Any:
 
 def _confirmed(contact: Contact, action: str) -> Any:
     """The confirmation page; on POST, whether the typed address matches."""
-    if request.method == "GET":
+    if request.method != "POST":
         return render_template("contacts/confirm.html", contact=contact, action=action, errors={})
     if request.form.get("confirm", "").strip().lower() != contact.email:
         error = InvalidInput(FieldError("confirm", "type the contact's email address to confirm"))

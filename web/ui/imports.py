@@ -83,7 +83,7 @@ def import_mapping(job_id: int) -> Any:
     if job.status is not ImportStatus.DRAFT:
         return redirect(url_for("ui.import_job", job_id=job.id))
     preview = jobs.job_preview(db(), job)
-    if request.method == "GET":
+    if request.method != "POST":
         fields = field_types(db())
         suggested = {column: suggest_target(column, fields) or "" for column in preview.header}
         return _mapping_page(job, preview, suggested, {})
