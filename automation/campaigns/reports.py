@@ -1,8 +1,9 @@
 """What a campaign did, from message rows and tracking events, machine hits kept apart:
 totals, per variant, per link, over time, the A/B test result, CSV rows and the click map.
 
-The contract with tracking (docs/campaigns.md): an open is an ``email.opened`` event and a
-click an ``email.clicked`` event of the message's contact with properties ``message_id``
+The contract with tracking (docs/campaigns.md): an open is an ``email.opened`` event (a
+person's click records one too: docs/tracking.md, "What counts as opened") and a click an
+``email.clicked`` event of the message's contact with properties ``message_id``
 (int), ``machine`` (bool: a scanner, a proxy prefetch) and, for clicks, ``link`` (the
 index into the template version's links). Bounces, unsubscribes and complaints are the
 ``bounced_at`` / ``unsubscribed_at`` / ``complained_at`` columns of the message."""
@@ -122,7 +123,7 @@ def _counts(session: Session, campaign_id: int) -> dict[tuple[int | None, bool],
     R = CampaignRecipient
     S = MessageStatus
     sent = pm.c.status == S.SENT.value
-    human_open = (pm.c.h_opens > 0) | (pm.c.h_clicks > 0)  # a click proves an open
+    human_open = pm.c.h_opens > 0  # a human click is recorded as an open too (tracking)
     rows = session.execute(
         select(
             pm.c.variant_id,
