@@ -34,6 +34,7 @@ from web.auth import login_required
 from web.database import db, nurture
 from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, parse
+from web.ui.zone import request_zone
 
 VARIANT_SLOTS = service.MAX_VARIANTS
 METRIC_LABELS = {
@@ -350,7 +351,7 @@ def _variant_rows(campaign: Campaign, report: dict[str, Any]) -> list[dict[str, 
 def campaign_detail(campaign_id: int) -> Any:
     campaign = service.get_campaign(db(), campaign_id)
     variants = service.variants_of(db(), campaign_id)
-    report = reports.campaign_report(db(), campaign_id)
+    report = reports.campaign_report(db(), campaign_id, request_zone())
     versions = {
         v.id: db().get(TemplateVersion, v.template_version_id) for v in variants
     }  # subject per variant
@@ -380,6 +381,7 @@ def campaign_detail(campaign_id: int) -> Any:
         method_label=METHOD_LABELS[campaign.winner_method.value],
         fallback_label=FALLBACK_LABELS[campaign.fallback.value],
         chart_data={
+            "time_zone": request_zone().key,
             "variants": [
                 {
                     "name": f"{r['name']} ({'test' if r['test'] else 'rest'})",
