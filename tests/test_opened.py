@@ -15,7 +15,7 @@ from typing import Any
 
 import emailkit
 from campaignkit import make_list
-from conftest import make_api_key
+from conftest import login, make_api_key
 from emailkit import make_contact, make_identity, make_template
 from sqlalchemy import select
 from workflows_support import doc
@@ -95,6 +95,23 @@ def test_a_human_click_without_the_pixel_is_an_open_everywhere_and_a_scanner_cli
             ]
         )
     )
+    # A workflow that starts for whoever opens the email, with a goal met by an open.
+    follow_up = harness.publish(
+        doc(
+            [
+                {
+                    "id": "g",
+                    "type": "goal",
+                    "condition": {"conditions": [{"email": "opened", "template_id": template}]},
+                    "otherwise": "end",
+                    "next": "done",
+                },
+                {"id": "done", "type": "exit"},
+            ],
+            trigger={"type": "email_opened", "template_id": template},
+            name="Opened follow-up",
+        )
+    )
     harness.events(*[{"name": "signed_up", "email": f"{n}@example.com"} for n in ids])
     harness.tick()
     assert send_due(sessions, sending).outcomes == {"sent": 3}
@@ -108,6 +125,8 @@ def test_a_human_click_without_the_pixel_is_an_open_everywhere_and_a_scanner_cli
     harness.tick()
     harness.clock.advance(days=1, minutes=1)
     harness.tick()
+    started = harness.enrollments(follow_up)
+    assert [(e.contact_id, e.converted_at is not None) for e in started] == [(ids["ana"], True)]
     exits = {e.contact_id: harness.path(e.id) for e in harness.enrollments(workflow)}
     assert exits[ids["ana"]][1:3] == [("w", "happened"), ("b", "yes")]
     assert exits[ids["ben"]][1:3] == [("w", "timed_out"), ("b", "no")]
@@ -143,7 +162,7 @@ def test_a_human_click_without_the_pixel_is_an_open_everywhere_and_a_scanner_cli
 
 
 def test_the_campaign_report_and_its_ab_numbers_count_a_human_click_as_the_open(
-    app, client, harness, sessions, sending, smtp_server
+    app, client, harness, sessions, sending, smtp_server, user_factory
 ):
     template, ids = _setup(app, harness)
     with transaction(harness.sessions) as s:
@@ -171,6 +190,30 @@ def test_the_campaign_report_and_its_ab_numbers_count_a_human_click_as_the_open(
     assert (totals["human_unique_opens"], totals["human_unique_clicks"]) == (1, 1)
     assert (totals["machine_unique_opens"], totals["machine_unique_clicks"]) == (0, 1)
     assert totals["open_rate"] == 1 / 3
+    # The A/B numbers are the report's: each variant's human unique opens.
+    [variant] = client.get(f"/api/v1/campaigns/{campaign_id}/report", headers=headers).json[
+        "variants"
+    ]
+    assert variant["human_unique_opens"] == 1
+
+    # The dashboard says the same, for the campaign and for the period's emails.
+    user_factory("viewer@example.com", "correct horse battery", "viewer")
+    viewer = app.test_client()
+    assert login(viewer, "viewer@example.com", "correct horse battery").status_code == 302
+    page = viewer.get("/?days=7").get_data(as_text=True)
+    row = re.search(r"Spring</a></td>.*?</tr>", page, re.S)
+    assert row is not None and 'data-rate="open">33.3 %<' in row.group(0)
+    assert re.search(r'id="tile-open-rate"><span class="num">33\.3 %<', page)
+    opens = _chart_data(page)["engagement"]["series"]
+    assert sum(next(s["values"] for s in opens if s["name"] == "email.opened")) == 1
+
+
+def _chart_data(page: str) -> dict[str, Any]:
+    import json
+
+    raw = re.search(r'<script type="application/json" id="chart-data">(.*?)</script>', page, re.S)
+    assert raw is not None
+    return json.loads(raw.group(1))
 
 
 def campaigns_version(session: Any, template_id: int) -> int:
