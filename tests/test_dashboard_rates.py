@@ -14,6 +14,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import emailkit
 import pytest
@@ -224,3 +225,31 @@ def test_the_workspace_page_saves_the_time_zone_for_admins_only(app, user_factor
     mine = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
     refused = marketer.post("/settings/workspace", data={"csrf_token": mine, "time_zone": "UTC"})
     assert refused.status_code == 403
+
+
+def test_the_campaign_forms_send_time_is_in_the_account_time_zone(app, client, user_factory):
+    from test_ui_campaigns import _good
+
+    from automation.campaigns.models import Campaign
+
+    admin = _admin(app, user_factory)
+    saved = client.put(
+        "/api/v1/settings/workspace", json={"time_zone": "Asia/Seoul"}, headers=_api(app)
+    )
+    assert saved.status_code == 200
+    with transaction(app.extensions["nurture"].sessions) as s:
+        version = make_template(s).version.id
+        everyone = make_list(s, "Everyone", [make_contact(s, "ji-woo@example.com")])
+    world = {"version": version, "everyone": everyone, "few": everyone}
+    form = admin.get("/campaigns/new").get_data(as_text=True)
+    assert "Send at (Asia/Seoul)" in form
+    token = re.search(r'name="csrf-token" content="([^"]+)"', form).group(1)
+    later = datetime.now(UTC) + timedelta(days=3)
+    local = later.astimezone(ZoneInfo("Asia/Seoul")).strftime("%Y-%m-%dT%H:%M")
+    data = _good(world, mode="at", send_at=local, exclude_segment_ids=[])
+    del data["variants[1].template_version_id"], data["variants[1].subject"]
+    answer = admin.post("/campaigns/new", data={"csrf_token": token, **data})
+    assert answer.status_code == 302, answer.get_data(as_text=True)[-2000:]
+    with app.extensions["nurture"].sessions() as s:
+        send_at = s.scalar(select(Campaign.send_at))
+    assert send_at.replace(tzinfo=UTC) == later.replace(second=0, microsecond=0)
