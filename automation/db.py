@@ -20,6 +20,8 @@ from sqlalchemy import (
     cast,
     create_engine,
     event,
+    extract,
+    func,
     literal,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -142,6 +144,25 @@ def postgres_only(index: Index) -> Index:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+# Counting "per day" or "per hour" in a time zone: rows are grouped per quarter hour of UTC
+# in SQL and the quarters placed in the zone in Python. Every zone's offset is a whole
+# number of quarter hours (India +5:30, Nepal +5:45), DST included, and SQLite knows no
+# time zones; 90 days are at most 8,640 groups per series, whatever the number of rows.
+QUARTER_SECONDS = 900
+
+
+def quarter_hour(session: Session, column: Any) -> Any:
+    """The UTC quarter hour of a stored (naive UTC) timestamp, as a number."""
+    if is_postgres(session):
+        return func.floor(extract("epoch", column) / QUARTER_SECONDS)
+    return cast(func.strftime("%s", column), Integer) / QUARTER_SECONDS
+
+
+def quarter_start(bucket: Any) -> datetime:
+    """The UTC instant a ``quarter_hour`` value begins."""
+    return datetime.fromtimestamp(int(bucket) * QUARTER_SECONDS, UTC)
 
 
 def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:

@@ -48,3 +48,16 @@ def make_site_app(tmp_path: Path, postgres_url: str, **env: str) -> Iterator[Any
 
 def admin_headers(app: Any, role: str = "admin") -> dict[str, str]:
     return {"Authorization": f"Bearer {make_api_key(app, role)}"}
+
+
+def verified(app: Any, email: str, origin: str = SHOP) -> dict[str, str]:
+    """``identify`` with the identity hash the site's server computes for ``email``."""
+    import hashlib
+    import hmac
+
+    from automation.signing import TokenSigner, site_identity_secret
+
+    signer = TokenSigner.from_settings(app.extensions["nurture"].settings)
+    secret = site_identity_secret(signer, origin)
+    digest = hmac.new(secret.encode(), email.lower().encode(), hashlib.sha256).hexdigest()
+    return {"email": email, "hash": digest}

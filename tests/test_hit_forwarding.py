@@ -384,7 +384,7 @@ def test_replayed_site_batches_store_each_event_once(site_app):
     drain(site_app)  # forwards the same batch again, then ingests both copies
     with site_app.extensions["nurture"].sessions() as s:
         assert s.scalar(select(func.count()).select_from(AnonymousEvent)) == 2
-    post(client, {"visitor_id": VISITOR, "identify": {"email": "ada@example.com"}})
+    post(client, {"visitor_id": VISITOR, "identify": sitekit.verified(site_app, "ada@example.com")})
     post(client, {"visitor_id": VISITOR, "events": [{"name": "b"}]})
     assert _replayed_batch(settings, 1) == 2
     drain(site_app)

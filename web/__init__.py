@@ -19,6 +19,7 @@ from web.api import register_api
 from web.api.errors import register_api_errors
 from web.public import site, tracking
 from web.security import private_headers, strict_transport, trust_proxies
+from web.ui import zone
 
 csrf = CSRFProtect()
 
@@ -55,9 +56,13 @@ def create_app(
     csrf.exempt(site.bp)  # cross-origin posts from sites: Origin check, honeypot, rate limit
     register_api(app, csrf)
     app.jinja_env.globals.update(
-        nav_items=ui.nav_items, can=ui.can, paused_sender_count=ui.paused_sender_count
+        nav_items=ui.nav_items,
+        can=ui.can,
+        paused_sender_count=ui.paused_sender_count,
+        account_zone=zone.zone_name,
     )
     app.jinja_env.filters["readable_json"] = readable_json
+    app.jinja_env.filters["local"] = zone.local_time
     app.after_request(private_headers)
     trust_proxies(app, settings)
     return app

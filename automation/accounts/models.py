@@ -62,3 +62,15 @@ class LoginFailure(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     key: Mapped[str] = mapped_column(String(300))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkspaceSettings(Base):
+    """The workspace's own settings (one row, id 1): the account time zone in which pages
+    and charts show dates and count per day. Absent row: UTC."""
+
+    __tablename__ = "workspace_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_by_id: Mapped[int | None] = mapped_column(Integer)

@@ -149,9 +149,12 @@ class CountsOut(BaseModel):
     machine_total_clicks: int
     unsubscribes: int
     complaints: int
-    open_rate: float
-    click_rate: float
-    click_to_open: float
+    open_rate: float = Field(..., description="human unique opens / delivered")
+    click_rate: float = Field(..., description="human unique clicks / delivered")
+    click_to_open: float = Field(..., description="human unique clicks / human unique opens")
+    bounce_rate: float = Field(..., description="bounced / sent")
+    unsubscribe_rate: float = Field(..., description="unsubscribes / delivered")
+    complaint_rate: float = Field(..., description="complaints / delivered")
 
 
 class VariantReportOut(CountsOut):

@@ -83,6 +83,15 @@ class SiteOriginOut(BaseModel):
     created_at: datetime
 
 
+class SiteIdentitySecretOut(BaseModel):
+    origin: str
+    identity_secret: str = Field(
+        ...,
+        description="HMAC-SHA256 key for identify hashes: hex(HMAC-SHA256(identity_secret, "
+        "lower-cased email)). Keep it on the site's server.",
+    )
+
+
 class TopicIn(Strict):
     tag: str = Field(..., min_length=1, max_length=100, description="the tag a choice adds")
     label: str = Field(..., min_length=1, max_length=200, description="shown to contacts")

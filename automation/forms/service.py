@@ -1,7 +1,8 @@
 """Lead-capture forms: definitions, the embeddable snippet, submissions and double opt-in.
 
 A submission creates or updates the contact, records consent with the form's wording and
-the visitor's IP, links the visitor's site events to the contact and stores a
+the visitor's IP, links the visitor's site events to the contact it creates (never to an
+existing one: anyone can type a known address) and stores a
 ``form.submitted`` event (workflows trigger on it). With double opt-in nothing about an
 existing contact changes and no event is stored until the confirmation link (a signed
 CONFIRM token of the confirmation message) is followed.
@@ -347,7 +348,9 @@ def submit_form(
     )
     session.add(submission)
     session.flush()
-    if visitor_id:
+    if visitor_id and created:
+        # Only the contact this post created: anyone can type a known address into a
+        # form, and that must not attach the typist's browsing to its contact.
         changed = link_visitors(session, {visitor_id: (contact.id, "form")})
         relink_anonymous(session, changed, SiteReport())
     if form.double_opt_in:

@@ -11,6 +11,7 @@ from flask import Response, g
 from pydantic import BaseModel
 
 from automation.accounts.models import Role
+from automation.accounts.workspace import account_zone
 from automation.campaigns import reports, service
 from automation.campaigns.models import Campaign
 from automation.campaigns.schema import (
@@ -175,7 +176,8 @@ def pick_winner(campaign_id: int, body: WinnerIn) -> CampaignOut:
 )
 def report(campaign_id: int) -> ReportOut:
     campaign = service.get_campaign(db(), campaign_id)
-    return ReportOut(campaign=_out(campaign), **reports.campaign_report(db(), campaign_id))
+    zone = account_zone(db())  # over_time: hours of the account time zone
+    return ReportOut(campaign=_out(campaign), **reports.campaign_report(db(), campaign_id, zone))
 
 
 @bp.operation(

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, redirect, re
 
 from automation.errors import FieldError, InvalidInput, NotFound
 from automation.forms import service as forms
-from automation.signing import TokenKind, verify_identity
+from automation.signing import TokenKind, verify_identity, verify_identity_hash
 from automation.tracking.hits import HitQueue, make_hit_writer
 from automation.tracking.site import MAX_BODY_BYTES, VISITOR_ID, parse_collect, records_of
 from automation.tracking.sites import origin_of
@@ -154,11 +154,23 @@ def collect() -> Any:
     contact_id = (
         verify_identity(tracking().signer, token, int(now // 3600)) if token else None
     )  # a stale or forged identifier is ignored: the visitor stays anonymous
+    # identify({email}) links to a contact only with the site's proof (its identity hash).
+    site_origin = origin_of(origin)
+    email, digest = payload.email, payload.identity_hash
+    verified = (
+        email is not None
+        and digest is not None
+        and site_origin is not None
+        and verify_identity_hash(tracking().signer, site_origin, email, digest)
+    )
     queue = site().queue
-    records = records_of(payload, contact_id=contact_id, at=now)
+    records = records_of(payload, contact_id=contact_id, email_verified=verified, at=now)
     for record in records:
         queue.push_line(record.encode())
-    response = jsonify({"accepted": len(records)})
+    answer: dict[str, Any] = {"accepted": len(records)}
+    if payload.email is not None:
+        answer["identify"] = "verified" if verified else "unverified"
+    response = jsonify(answer)
     response.status_code = 202
     response.headers["Cache-Control"] = NO_STORE
     return _cors(response, origin)
