@@ -87,13 +87,13 @@ def _detail(contact_id: int, errors: dict[str, str] | None = None, status: int =
     )
 
 
-@bp.route("/contacts/<int:contact_id>")
+@bp.route("/contacts/<bigid:contact_id>")
 @login_required()
 def contact_detail(contact_id: int) -> Any:
     return _detail(contact_id)
 
 
-@bp.route("/contacts/<int:contact_id>/emails/<int:message_id>")
+@bp.route("/contacts/<bigid:contact_id>/emails/<bigid:message_id>")
 @login_required()
 def contact_email(contact_id: int, message_id: int) -> Any:
     """One email as the contact got it (their data, their version), without tracking."""
@@ -209,7 +209,7 @@ def contact_new() -> Any:
     return redirect(url_for("ui.contact_detail", contact_id=contact.id))
 
 
-@bp.route("/contacts/<int:contact_id>/edit", methods=["GET", "POST"])
+@bp.route("/contacts/<bigid:contact_id>/edit", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def contact_edit(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)
@@ -244,13 +244,13 @@ def _change_tags(contact_id: int, *, add: list[str], remove: list[str]) -> Any:
     return redirect(url_for("ui.contact_detail", contact_id=contact_id) + "#tags")
 
 
-@bp.route("/contacts/<int:contact_id>/tags", methods=["POST"])
+@bp.route("/contacts/<bigid:contact_id>/tags", methods=["POST"])
 @login_required(Role.MARKETER)
 def contact_tag_add(contact_id: int) -> Any:
     return _change_tags(contact_id, add=[request.form.get("tag", "")], remove=[])
 
 
-@bp.route("/contacts/<int:contact_id>/tags/remove", methods=["POST"])
+@bp.route("/contacts/<bigid:contact_id>/tags/remove", methods=["POST"])
 @login_required(Role.MARKETER)
 def contact_tag_remove(contact_id: int) -> Any:
     return _change_tags(contact_id, add=[], remove=[request.form.get("tag", "")])
@@ -275,7 +275,7 @@ def _merge_page(contact: Contact, errors: dict[str, str]) -> str:
     )
 
 
-@bp.route("/contacts/<int:contact_id>/merge", methods=["GET", "POST"])
+@bp.route("/contacts/<bigid:contact_id>/merge", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def contact_merge(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)
@@ -314,7 +314,7 @@ def contact_duplicates() -> Any:
 # --- export, delete, erase -----------------------------------------------------------
 
 
-@bp.route("/contacts/<int:contact_id>/export")
+@bp.route("/contacts/<bigid:contact_id>/export")
 @login_required()
 def contact_export(contact_id: int) -> Any:
     data = gdpr.export_contact(db(), contact_id)
@@ -338,7 +338,7 @@ def _confirmed(contact: Contact, action: str) -> Any:
     return None
 
 
-@bp.route("/contacts/<int:contact_id>/delete", methods=["GET", "POST"])
+@bp.route("/contacts/<bigid:contact_id>/delete", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def contact_delete(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)
@@ -352,7 +352,7 @@ def contact_delete(contact_id: int) -> Any:
     return redirect(url_for("ui.contacts"))
 
 
-@bp.route("/contacts/<int:contact_id>/erase", methods=["GET", "POST"])
+@bp.route("/contacts/<bigid:contact_id>/erase", methods=["GET", "POST"])
 @login_required(Role.ADMIN)
 def contact_erase(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)

@@ -78,7 +78,7 @@ def outbox_resume_default_sender() -> Any:
     return redirect(url_for("ui.outbox"))
 
 
-@bp.route("/outbox/<int:message_id>/resend", methods=["POST"])
+@bp.route("/outbox/<bigid:message_id>/resend", methods=["POST"])
 @login_required(Role.MARKETER)
 def outbox_resend(message_id: int) -> Any:
     try:
