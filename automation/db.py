@@ -47,7 +47,8 @@ BIG_ID_MAX = 2**63 - 1  # a BigId key (contacts, messages, events, enrollments)
 RowId = Annotated[int, Field(ge=1, le=ID_MAX)]
 BigRowId = Annotated[int, Field(ge=1, le=BIG_ID_MAX)]
 # A page of a listing: page times per_page becomes an OFFSET, which must stay a BIGINT.
-PageNumber = Annotated[int, Field(ge=1, le=1_000_000)]
+PAGE_MAX = 1_000_000
+PageNumber = Annotated[int, Field(ge=1, le=PAGE_MAX)]
 # JSONB on PostgreSQL so attribute lookups can use GIN / expression indexes.
 JSONDoc = JSON().with_variant(postgresql.JSONB(), "postgresql")
 

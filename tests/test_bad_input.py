@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import login, make_settings
+from emailkit import MJML
 
 from automation.contacts.models import Event
 from automation.tracking.bounces import signature
@@ -240,3 +241,27 @@ def test_too_deep_properties_stored_earlier_do_not_break_the_events_api_or_expor
     export = api.get(f"/contacts/{contact['id']}/export")
     assert export.status_code == 200
     assert export.json["events"][0]["name"] == "legacy"
+
+
+def test_ids_and_pages_out_of_range_in_page_queries_and_forms_are_no_500(
+    api, app, client, user_factory
+):
+    email, password = user_factory(role="admin", email="admin@example.com")
+    login(client, email, password)
+    contact = api.post("/contacts", {"email": "ada@example.com"}).json
+    mjml = MJML.replace('{{ contact.attributes.plan | default("free") }}', "free")
+    template = api.post("/templates", {"name": "Hello", "subject": "Hi", "mjml": mjml}).json
+    assert "id" in template, template
+    huge = str(2**63)
+    assert client.get(f"/contacts/{contact['id']}?page={huge}").status_code == 200
+    assert client.get(f"/outbox?page={huge}").status_code == 200
+    assert client.get(f"/templates/{template['id']}?version={2**31}").status_code == 404
+
+    page = client.get(f"/contacts/{contact['id']}/merge").get_data(as_text=True)
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
+    response = client.post(
+        f"/contacts/{contact['id']}/merge", data={"duplicate_id": huge, "csrf_token": token}
+    )
+    assert response.status_code == 422
+    assert "no longer exists" in response.get_data(as_text=True)
+    assert api.get(f"/contacts/{contact['id']}").status_code == 200

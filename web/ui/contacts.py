@@ -29,6 +29,7 @@ from automation.errors import FieldError, InvalidInput, NotFound, field_errors
 from automation.overview import contact_enrollments, contact_messages
 from web.auth import login_required, safe_next
 from web.database import db, nurture
+from web.ids import big_row_id, page_number
 from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, rejected
 
@@ -69,7 +70,7 @@ def contacts_list() -> Any:
 def _detail(contact_id: int, errors: dict[str, str] | None = None, status: int = 200) -> Any:
     session = db()
     contact = contacts.get_contact(session, contact_id)
-    page = request.args.get("page", 1, type=int)
+    page = request.args.get("page", 1, type=page_number)
     fields = {f.name: f for f in contacts.list_fields(session)}
     return (
         render_template(
@@ -281,7 +282,7 @@ def contact_merge(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)
     if request.method == "GET":
         return _merge_page(contact, {})
-    duplicate_id = request.form.get("duplicate_id", type=int)
+    duplicate_id = request.form.get("duplicate_id", type=big_row_id)
     try:
         if duplicate_id is None:
             raise InvalidInput(FieldError("duplicate_id", "pick the contact to merge in"))
