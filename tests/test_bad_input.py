@@ -148,6 +148,13 @@ def test_nul_in_query_strings_form_fields_and_file_names_is_refused(api, client)
     response = client.post(f"/f/{form['public_id']}", data={"email": "x\x00@example.com"})
     assert response.status_code == 422
     assert "email" in response.get_data(as_text=True)
+    response = client.post(
+        f"/f/{form['public_id']}",
+        data={"email": "x@example.com", "first_name": "\x00"},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["path"] == "first_name"
     assert api.get("/contacts").json["total"] == 0
 
 

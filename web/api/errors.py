@@ -28,7 +28,7 @@ def register_api_errors(app: Flask) -> None:
     def domain_error(exc: DomainError) -> Any:
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
         details = [e.as_dict() for e in exc.errors]
-        if not is_api_request():
+        if not is_api_request() and request.accept_mimetypes.best != "application/json":
             return render_template("error.html", status=status, message=exc.message), status
         return error_body(exc.code, exc.message, details), status
 
