@@ -133,6 +133,10 @@ def test_nul_in_query_strings_form_fields_and_file_names_is_refused(api, client)
     assert response.status_code == 422
     assert response.json["error"]["details"][0]["path"] == "query.q"
 
+    response = api.delete("/fields/a%00b")
+    assert response.status_code == 422
+    assert response.json["error"]["details"][0]["path"] == "path.name"
+
     response = api.client.post(
         "/api/v1/imports",
         data={"file": (__import__("io").BytesIO(b"email\na@example.com\n"), "a\x00.csv")},

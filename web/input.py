@@ -80,9 +80,12 @@ def text_problems(value: Any, prefix: tuple[str | int, ...] = ()) -> list[FieldE
 
 
 def check_request_text() -> None:
-    """Refuse a request whose query string, form fields or upload file names hold a NUL
-    (a ``before_request`` hook of every app)."""
+    """Refuse a request whose path segments, query string, form fields or upload file names
+    hold a NUL (a ``before_request`` hook of every app)."""
     problems: list[FieldError] = []
+    for key, value in (request.view_args or {}).items():
+        if isinstance(value, str):
+            problems += text_problems({key: value}, ("path",))
     for key, value in request.args.items(multi=True):
         problems += text_problems({key or "": value}, ("query",))
     if request.mimetype in FORM_TYPES:
