@@ -118,7 +118,7 @@ def _routes(app):
         if rule.endpoint == "static":
             continue
         view = app.view_functions[rule.endpoint]
-        path = re.sub(r"<int:\w+>", "1", rule.rule)
+        path = re.sub(r"<(?:int|bigid):\w+>", "1", rule.rule)
         path = re.sub(r"<(?:\w+:)?\w+>", "x", path)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             yield path, method, view

@@ -16,7 +16,9 @@ from automation.config import Settings, load_settings
 from automation.runtime import build_runtime
 from web import auth, database, ops, ui
 from web.api import register_api
-from web.api.errors import register_api_errors
+from web.api.errors import register_api_errors, register_public_errors
+from web.ids import CONVERTERS
+from web.input import check_request_text
 from web.public import site, tracking
 from web.security import private_headers, strict_transport, trust_proxies
 from web.ui import zone
@@ -29,6 +31,7 @@ def create_app(
 ) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
+    app.url_map.converters.update(CONVERTERS)  # before any route is added
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_HTTPONLY=True,
@@ -44,6 +47,7 @@ def create_app(
     app.extensions["nurture"] = build_runtime(settings)
 
     csrf.init_app(app)
+    app.before_request(check_request_text)
     app.before_request(auth.load_user)
     app.teardown_appcontext(database.close_session)
     register_api_errors(app)
@@ -72,10 +76,13 @@ def create_tracking_app(settings: Settings | None = None) -> Flask:
     """A process that serves only the public tracking URLs (scaled apart from the UI)."""
     settings = settings or load_settings()
     app = Flask(__name__)
+    app.url_map.converters.update(CONVERTERS)
     # No SECRET_KEY: these pages use no cookie session (opening one costs ~0.3 ms a hit).
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
     app.extensions["nurture"] = build_runtime(settings)
+    app.before_request(check_request_text)
     app.teardown_appcontext(database.close_session)
+    register_public_errors(app)
     app.register_blueprint(tracking.bp)
     app.register_blueprint(site.bp)
     app.after_request(strict_transport)

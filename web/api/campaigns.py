@@ -25,6 +25,7 @@ from automation.campaigns.schema import (
     VariantOut,
     WinnerIn,
 )
+from automation.db import RowId
 from automation.workflows.splits import split_report
 from web.api.routing import ApiBlueprint
 from web.database import db
@@ -33,7 +34,7 @@ bp = ApiBlueprint("campaigns", __name__)
 
 
 class ClickMapQuery(BaseModel):
-    variant_id: int | None = None
+    variant_id: RowId | None = None
 
 
 def _out(campaign: Campaign) -> CampaignOut:

@@ -25,6 +25,7 @@ from automation.contacts.schema import (
     CustomFieldPatch,
     StatusChange,
 )
+from automation.db import BigRowId
 from automation.errors import FieldError, InvalidInput
 from web.api.routing import ApiBlueprint
 from web.database import db, nurture
@@ -61,13 +62,13 @@ def create_contact(body: ContactIn) -> ContactOut:
     return _out(contact)
 
 
-@bp.operation("/contacts/<int:contact_id>", "GET", summary="Get a contact", response=ContactOut)
+@bp.operation("/contacts/<bigid:contact_id>", "GET", summary="Get a contact", response=ContactOut)
 def get_contact(contact_id: int) -> ContactOut:
     return _out(contacts.get_contact(db(), contact_id))
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>",
+    "/contacts/<bigid:contact_id>",
     "PATCH",
     summary="Update a contact",
     role=Role.MARKETER,
@@ -81,7 +82,7 @@ def update_contact(contact_id: int, body: ContactPatch) -> ContactOut:
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>",
+    "/contacts/<bigid:contact_id>",
     "DELETE",
     summary="Delete a contact",
     role=Role.MARKETER,
@@ -93,7 +94,7 @@ def delete_contact(contact_id: int) -> None:
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>/status",
+    "/contacts/<bigid:contact_id>/status",
     "POST",
     role=Role.MARKETER,
     summary="Change subscription status (recorded with consent evidence)",
@@ -115,7 +116,7 @@ def set_status(contact_id: int, body: StatusChange) -> ContactOut:
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>/confirm",
+    "/contacts/<bigid:contact_id>/confirm",
     "POST",
     role=Role.MARKETER,
     summary="Confirm a double opt-in",
@@ -128,13 +129,13 @@ def confirm(contact_id: int) -> ContactOut:
     return _out(contact)
 
 
-@bp.operation("/contacts/<int:contact_id>/export", "GET", summary="GDPR export of one contact")
+@bp.operation("/contacts/<bigid:contact_id>/export", "GET", summary="GDPR export of one contact")
 def export(contact_id: int) -> dict[str, Any]:
     return gdpr.export_contact(db(), contact_id)
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>/erase",
+    "/contacts/<bigid:contact_id>/erase",
     "POST",
     role=Role.ADMIN,
     summary="GDPR erasure: delete everywhere, keep a hashed suppression",
@@ -146,11 +147,11 @@ def erase(contact_id: int) -> None:
 
 
 class MergeIn(BaseModel):
-    duplicate_id: int = Field(..., description="Contact folded into the survivor and deleted")
+    duplicate_id: BigRowId = Field(..., description="Contact folded into the survivor and deleted")
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>/merge",
+    "/contacts/<bigid:contact_id>/merge",
     "POST",
     role=Role.MARKETER,
     summary="Merge another contact into this one",
@@ -274,6 +275,12 @@ def job_out(job: ImportJob) -> ImportJobOut:
     )
 
 
+class ImportUpload(BaseModel):
+    file: bytes = Field(..., description="The CSV file")
+    mapping: str = Field("{}", description="JSON object of column → field")
+    encoding: str = Field("utf-8", max_length=40, description="The file's text encoding")
+
+
 @bp.operation(
     "/imports",
     "POST",
@@ -281,6 +288,7 @@ def job_out(job: ImportJob) -> ImportJobOut:
     status=202,
     response=ImportJobOut,
     summary="Upload a CSV (multipart field 'file'; optional 'mapping' JSON)",
+    upload=ImportUpload,
 )
 def upload_import() -> ImportJobOut:
     import json

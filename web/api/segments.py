@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, request
+from pydantic import BaseModel, Field
 
 from automation.accounts.models import Role
 from automation.contacts.schema import ContactOut
@@ -188,7 +189,7 @@ def sample_segment(segment_id: int, query: SizeQuery) -> list[ContactOut]:
 
 
 @bp.operation(
-    "/segments/<int:segment_id>/explain/<int:contact_id>",
+    "/segments/<int:segment_id>/explain/<bigid:contact_id>",
     "GET",
     summary="Why a contact is or is not in a segment",
     response=ExplainOut,
@@ -275,6 +276,11 @@ def edit_members(segment_id: int, body: MembersIn) -> MembersOut:
     return _members_out(edit)
 
 
+class MembersUpload(BaseModel):
+    file: bytes = Field(..., description="A CSV with an email or id column")
+    mode: MemberMode = MemberMode.ADD
+
+
 @bp.operation(
     "/segments/<int:segment_id>/members/csv",
     "POST",
@@ -282,6 +288,7 @@ def edit_members(segment_id: int, body: MembersIn) -> MembersOut:
     "replace) to a static list",
     role=Role.MARKETER,
     response=MembersOut,
+    upload=MembersUpload,
 )
 def upload_members(segment_id: int) -> MembersOut:
     upload = request.files.get("file")

@@ -8,7 +8,6 @@ post writes at once (a contact and its consent must exist when the visitor is to
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from automation.tracking.site import MAX_BODY_BYTES, VISITOR_ID, parse_collect, 
 from automation.tracking.sites import origin_of
 from web.auth import public
 from web.database import db
+from web.input import parse_json
 from web.public.pages import NO_STORE, client_ip, page
 from web.public.state import IDENTITY_COOKIE, app_state, site_origins, tracking
 from web.ratelimits import rate_limits
@@ -117,10 +117,7 @@ def _json_body() -> Any:
     raw = request.get_data(cache=False)
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidInput(FieldError("body", f"larger than {MAX_BODY_BYTES // 1024} KB"))
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidInput(FieldError("body", "not valid JSON")) from None
+    return parse_json(raw)
 
 
 @bp.route("/t/collect", methods=["POST", "OPTIONS"])

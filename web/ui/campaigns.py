@@ -34,6 +34,7 @@ from automation.workflows.service import get_workflow
 from automation.workflows.splits import split_report
 from web.auth import login_required
 from web.database import db, nurture
+from web.ids import row_id
 from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, parse
 from web.ui.zone import local_time, request_zone
@@ -362,7 +363,7 @@ def campaign_detail(campaign_id: int) -> Any:
     versions = {
         v.id: db().get(TemplateVersion, v.template_version_id) for v in variants
     }  # subject per variant
-    chosen = request.args.get("variant", type=int)
+    chosen = request.args.get("variant", type=row_id)
     if chosen not in versions:
         chosen = variants[0].id if variants else None
     click_map = reports.click_map_html(db(), campaign_id, chosen) if variants else ""
