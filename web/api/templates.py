@@ -268,6 +268,7 @@ def preview(template_id: int, query: PreviewIn) -> PreviewOut:
     role=Role.MARKETER,
     body=TestSendIn,
     response=TestSendOut,
+    errors=(429,),
 )
 def test_send(template_id: int, body: TestSendIn) -> TestSendOut | Response:
     settings = nurture().settings
