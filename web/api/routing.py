@@ -42,7 +42,10 @@ def _dump(value: Any) -> Any:
     return value
 
 
-def _parse_body(model: type[BaseModel]) -> BaseModel:
+BodyProblems = Callable[[dict[str, Any]], list[FieldError]]
+
+
+def _parse_body(model: type[BaseModel], more: BodyProblems | None = None) -> BaseModel:
     if request.mimetype != "application/json":
         raise InvalidInput(FieldError("body", "send JSON with Content-Type: application/json"))
     try:
@@ -56,7 +59,11 @@ def _parse_body(model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidInput(field_errors(exc)) from None
+        errors = field_errors(exc)
+        if more is not None:
+            seen = {e.path for e in errors}
+            errors += [e for e in more(payload) if e.path not in seen]
+        raise InvalidInput(errors) from None
 
 
 def _parse_query(model: type[BaseModel]) -> BaseModel:
@@ -84,9 +91,12 @@ class ApiBlueprint(Blueprint):
         status: int = 200,
         content_type: str = "application/json",
         read_only: bool = False,
+        body_problems: BodyProblems | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare an endpoint. ``read_only`` marks a POST that changes nothing (a count or
-        a preview whose input is too large for a query string), so viewers may call it."""
+        a preview whose input is too large for a query string), so viewers may call it.
+        ``body_problems`` finds the problems beyond the body's shape when its shape is
+        invalid, so one answer names them all (a filter tree's unknown fields)."""
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             op = Operation(
@@ -112,7 +122,7 @@ class ApiBlueprint(Blueprint):
                     )
                 g.principal = principal
                 if body is not None:
-                    kwargs["body"] = _parse_body(body)
+                    kwargs["body"] = _parse_body(body, body_problems)
                 if query is not None:
                     kwargs["query"] = _parse_query(query)
                 result = view(**kwargs)

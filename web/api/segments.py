@@ -15,7 +15,7 @@ from automation.contacts.schema import ContactOut
 from automation.errors import FieldError, InvalidInput
 from automation.segments import service
 from automation.segments.compiler import count_matching
-from automation.segments.context import validate_filter
+from automation.segments.context import problems_beyond_shape, validate_filter
 from automation.segments.membership import refresh_segment
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import (
@@ -56,6 +56,12 @@ def _out(segment: Segment) -> SegmentOut:
     )
 
 
+def _tree_problems(payload: dict[str, Any]) -> list[FieldError]:
+    """What is wrong beyond the shape of a posted tree (the shape errors come with it)."""
+    segment_id = (request.view_args or {}).get("segment_id")
+    return problems_beyond_shape(db(), payload.get("conditions"), segment_id=segment_id)
+
+
 @bp.operation("/segments", "GET", summary="List segments and lists", response=list[SegmentOut])
 def list_segments() -> list[SegmentOut]:
     return [_out(s) for s in service.list_segments(db())]
@@ -67,6 +73,7 @@ def list_segments() -> list[SegmentOut]:
     summary="Create a dynamic segment (conditions) or a static list (no conditions)",
     role=Role.MARKETER,
     body=SegmentIn,
+    body_problems=_tree_problems,
     response=SegmentOut,
     status=201,
 )
@@ -89,6 +96,7 @@ def get_segment(segment_id: int) -> SegmentOut:
     summary="Rename, describe or change the conditions of a segment",
     role=Role.MARKETER,
     body=SegmentPatch,
+    body_problems=_tree_problems,
     response=SegmentOut,
 )
 def update_segment(segment_id: int, body: SegmentPatch) -> SegmentOut:
@@ -116,6 +124,7 @@ def delete_segment(segment_id: int) -> None:
     "POST",
     summary="Check conditions without saving (422 names each bad path)",
     body=Filter,
+    body_problems=_tree_problems,
     response=ValidOut,
     read_only=True,
 )
@@ -129,6 +138,7 @@ def validate(body: Filter) -> ValidOut:
     "POST",
     summary="Count the contacts matching conditions, live",
     body=Filter,
+    body_problems=_tree_problems,
     response=CountOut,
     read_only=True,
 )
@@ -142,6 +152,7 @@ def count_conditions(body: Filter) -> CountOut:
     "POST",
     summary="The newest contacts matching conditions",
     body=SampleIn,
+    body_problems=_tree_problems,
     response=list[ContactOut],
     read_only=True,
 )
@@ -155,6 +166,7 @@ def sample_conditions(body: SampleIn) -> list[ContactOut]:
     "POST",
     summary="Why a contact does or does not match conditions",
     body=ExplainIn,
+    body_problems=_tree_problems,
     response=ExplainOut,
     read_only=True,
 )
