@@ -15,6 +15,7 @@ import click
 
 from automation.accounts.models import Role
 from automation.config import load_settings
+from automation.csvfiles import write_rows
 from automation.db import transaction
 from automation.errors import DomainError, InvalidInput
 from automation.runtime import runtime
@@ -104,7 +105,6 @@ def import_contacts_cmd(
     path: Path, mapping: str | None, encoding: str, errors_path: Path | None
 ) -> None:
     """Import contacts from a CSV file (upsert by email, streamed)."""
-    import csv
 
     from automation.contacts.importer import ImportReport, import_contacts, iter_csv_errors
 
@@ -148,7 +148,7 @@ def import_contacts_cmd(
         click.echo(f"... and {len(report.errors) - 20} more errors", err=True)
     if errors_path:
         with errors_path.open("w", newline="") as fh:
-            csv.writer(fh).writerows(iter_csv_errors(report))
+            write_rows(fh, iter_csv_errors(report))
         click.echo(f"error report written to {errors_path}")
 
 

@@ -414,3 +414,37 @@ def test_a_form_a_live_workflow_names_by_name_cannot_be_renamed(site_app):
         f"/api/v1/forms/{by_id['id']}", json={**FORM, "name": "Spring webinar"}, headers=marketer
     )
     assert renamed.status_code == 200 and renamed.json["name"] == "Spring webinar"
+
+
+FORMULAS = [
+    '=HYPERLINK("http://evil.example","Click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1)",
+    "\t=1",
+    "\r=1",
+]
+
+
+def test_names_from_anonymous_form_posts_come_back_from_the_members_export_as_text(site_app):
+    import csv
+    import io
+
+    client = site_app.test_client()
+    readers = make_segment(site_app, "Readers", "static")
+    form = setup_form(site_app, lists=[readers])
+    for i, name in enumerate(FORMULAS):
+        data = {"email": f"f{i}@example.com", "first_name": name, "consent": "on"}
+        assert submit(client, form, data, ip=f"203.0.113.{i + 10}").status_code == 200
+    response = client.get(
+        f"/api/v1/segments/{readers}/members.csv", headers=admin_headers(site_app)
+    )
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    names = {row["email"]: row["first_name"] for row in rows}
+    stored = {
+        f"f{i}@example.com": contact(site_app, f"f{i}@example.com").first_name
+        for i in range(len(FORMULAS))
+    }
+    assert names == {email: "'" + name for email, name in stored.items()}
+    assert all(name[0] not in "=+-@\t\r" for name in names.values())

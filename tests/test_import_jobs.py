@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from datetime import timedelta
 
@@ -23,6 +22,7 @@ from automation.contacts.jobs import (
 from automation.contacts.models import Contact, CustomField, FieldType, ImportJob, ImportStatus
 from automation.contacts.schema import ContactIn
 from automation.contacts.service import create_contact
+from automation.csvfiles import csv_text
 from automation.db import make_session_factory
 from automation.errors import InvalidInput
 
@@ -91,9 +91,8 @@ def test_a_confirmed_job_imports_and_its_error_report_is_safe_in_a_spreadsheet(s
     assert {(r[0], r[1]) for r in rows[1:]} == {("2", "Plan"), ("3", "Email")}
     # The CSV a user downloads never starts a cell with a formula character.
     job.report = {"errors": [{"row": 2, "column": '=HYPERLINK("x")', "reason": "+1"}]}
-    out = io.StringIO()
-    csv.writer(out).writerows(error_report_rows(job))
-    assert "'=HYPERLINK" in out.getvalue() and "'+1" in out.getvalue()
+    out = csv_text(error_report_rows(job))
+    assert "'=HYPERLINK" in out and "'+1" in out
 
 
 def test_status_moves_are_checked():

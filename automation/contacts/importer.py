@@ -97,6 +97,38 @@ class ImportReport:
         }
 
 
+# The text encodings a CSV may be declared in, by their canonical codecs name. Python's
+# codec registry also holds bytes-to-bytes codecs (bz2, zlib, base64, hex), rot13 and
+# "undefined": decompressors and traps, never a spreadsheet's encoding.
+TEXT_ENCODINGS = frozenset(
+    {"utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "ascii"}
+    | {f"iso8859-{n}" for n in (*range(1, 12), 13, 14, 15, 16)}
+    | {f"cp{n}" for n in range(1250, 1259)}
+    | {"cp437", "cp850", "cp866", "cp874", "cp932", "cp936", "cp949", "cp950"}
+    | {"koi8-r", "koi8-u", "mac-roman", "mac-cyrillic"}
+    | {"euc_kr", "euc_jp", "shift_jis", "iso2022_jp", "gb2312", "gbk", "gb18030", "big5"}
+)
+
+
+def text_encoding(name: str) -> str:
+    """The canonical name of the text encoding ``name`` (``latin-1`` → ``iso8859-1``), or
+    InvalidInput naming ``encoding`` for an unknown name or a codec that is not a text
+    encoding."""
+    try:
+        canonical = codecs.lookup(name).name if len(name) <= 32 else ""
+    except (LookupError, ValueError, TypeError):
+        canonical = ""
+    if canonical not in TEXT_ENCODINGS:
+        raise InvalidInput(
+            FieldError(
+                "encoding",
+                f"{name[:40]!r} is not a text encoding we read; use utf-8 (or e.g. utf-16, "
+                "latin-1, cp1252, euc-kr, shift_jis)",
+            )
+        )
+    return canonical
+
+
 def check_encoding(head: bytes, encoding: str = "utf-8") -> None:
     """Refuse a file whose first bytes are not in ``encoding`` before anything is written."""
     try:
@@ -254,6 +286,7 @@ def import_contacts(
 ) -> ImportReport:
     """Import contacts from a CSV byte stream. ``on_batch`` runs after each written batch
     (the CLI commits and moves its progress bar there)."""
+    encoding = text_encoding(encoding)
     head = stream.peek(65536) if hasattr(stream, "peek") else b""
     check_encoding(head[:65536], encoding)
     fields = field_types(session)

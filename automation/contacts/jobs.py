@@ -19,6 +19,7 @@ from automation.contacts.importer import (
     import_contacts,
     preview_csv,
     resolve_mapping,
+    text_encoding,
 )
 from automation.contacts.models import ImportJob, ImportStatus
 from automation.errors import DomainError, FieldError, InvalidInput, NotFound
@@ -58,6 +59,9 @@ def create_import_job(
 ) -> ImportJob:
     """A queued job (queue its task after commit), or with ``draft`` one that waits for
     ``confirm_import_job`` to fix the column mapping."""
+    encoding = text_encoding(encoding)
+    if any(ord(c) < 32 or ord(c) == 127 for c in filename):
+        raise InvalidInput(FieldError("file", "the file name holds a control character"))
     if not content.strip():
         raise InvalidInput(FieldError("file", "the file is empty"))
     if len(content) > MAX_UPLOAD_BYTES:
@@ -145,26 +149,14 @@ def list_import_jobs(session: Session, limit: int = 20) -> list[ImportJob]:
     )
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> str:
-    # Spreadsheets run a cell that starts like a formula; the column names come from the file.
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-def error_report_rows(job: ImportJob) -> Iterator[list[str]]:
-    """A job's per-row errors as CSV rows (row, column, reason), safe to open in a spreadsheet."""
+def error_report_rows(job: ImportJob) -> Iterator[list[Any]]:
+    """A job's per-row errors as CSV rows (row, column, reason), for ``automation.csvfiles``
+    (the column names come from the file: its writer escapes formula cells)."""
     yield ["row", "column", "reason"]
     for error in job.report.get("errors", []):
         # A job that failed as a whole holds field errors (path, message) instead of rows.
         column = error.get("column", error.get("path", ""))
-        yield [
-            _cell(error.get("row", "")),
-            _cell(column),
-            _cell(error.get("reason", error.get("message", ""))),
-        ]
+        yield [str(error.get("row", "")), column, error.get("reason", error.get("message", ""))]
 
 
 def get_import_job(session: Session, job_id: int) -> ImportJob:

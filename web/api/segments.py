@@ -3,15 +3,15 @@ member edits (JSON or CSV) and CSV export."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
+from itertools import chain
 from typing import Any
 
 from flask import Response, request
 
 from automation.accounts.models import Role
 from automation.contacts.schema import ContactOut
+from automation.csvfiles import csv_chunks
 from automation.errors import FieldError, InvalidInput
 from automation.segments import service
 from automation.segments.compiler import count_matching
@@ -225,17 +225,8 @@ def export_members(segment_id: int) -> Response:
         # Its own session, closed when the stream ends or the client goes away, so the
         # request's session is not held open for as long as the download lasts.
         with sessions() as session:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(service.EXPORT_COLUMNS)
             rows = service.export_rows(session, service.get_segment(session, segment_id))
-            for count, row in enumerate(rows, start=1):
-                writer.writerow(row)
-                if count % 1000 == 0:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
+            yield from csv_chunks(chain([service.EXPORT_COLUMNS], rows))
 
     return Response(
         lines(),

@@ -3,8 +3,6 @@ The request only stores the file and queues the job; a worker does the import.""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from flask import Response, flash, g, jsonify, redirect, render_template, request, url_for
@@ -14,6 +12,7 @@ from automation.contacts import jobs
 from automation.contacts.attributes import field_types
 from automation.contacts.importer import CsvPreview, mapping_targets, suggest_target
 from automation.contacts.models import ImportJob, ImportStatus
+from automation.csvfiles import csv_text
 from automation.errors import FieldError, InvalidInput
 from web.auth import login_required
 from web.database import db, nurture
@@ -135,10 +134,8 @@ def import_progress(job_id: int) -> Any:
 @login_required()
 def import_errors(job_id: int) -> Any:
     job = jobs.get_import_job(db(), job_id)
-    out = io.StringIO()
-    csv.writer(out).writerows(jobs.error_report_rows(job))
     return Response(
-        out.getvalue(),
+        csv_text(jobs.error_report_rows(job)),
         mimetype="text/csv",
         headers={"Content-Disposition": f"attachment; filename=import-{job.id}-errors.csv"},
     )
