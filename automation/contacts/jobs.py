@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
@@ -24,6 +25,7 @@ from automation.contacts.importer import (
 from automation.contacts.models import ImportJob, ImportStatus
 from automation.errors import DomainError, FieldError, InvalidInput, NotFound
 
+log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 DRAFTS_KEPT_FOR = timedelta(days=1)
 
@@ -166,20 +168,61 @@ def get_import_job(session: Session, job_id: int) -> ImportJob:
     return job
 
 
+def fail_stale_jobs(session: Session, stale_after: timedelta) -> int:
+    """Mark failed every running job that showed no progress for ``stale_after``: its worker
+    was killed or lost (a crash inside the task fails the job itself). How many failed."""
+    now = clock.now()
+    result = session.execute(
+        update(ImportJob)
+        .where(ImportJob.status == S.RUNNING, ImportJob.heartbeat_at < now - stale_after)
+        .values(
+            status=S.FAILED,
+            error=(
+                f"the worker running this import stopped: no progress for "
+                f"{int(stale_after.total_seconds() // 60)} minutes. Rows already imported "
+                "stay; upload the file again to import the rest (re-importing is safe)"
+            ),
+            finished_at=now,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has rowcount
+
+
+def _fail(
+    session: Session, job_id: int, error: str, report: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Roll back the batch in progress and mark the job failed; ``report`` replaces the
+    progress report when given (None keeps what the committed batches reported)."""
+    session.rollback()
+    job = get_import_job(session, job_id)
+    if job.status is not S.RUNNING:
+        return job.report  # the sweep got there first
+    move_job(job, S.FAILED)
+    job.error = error
+    if report is not None:
+        job.report = report
+    job.finished_at = clock.now()
+    session.commit()
+    return job.report
+
+
 def run_import_job(sessions: sessionmaker[Session], job_id: int) -> dict[str, Any]:
     """Import a queued job, committing each batch so progress shows and a crash loses
-    at most one batch (re-running is safe: the import is an idempotent upsert)."""
+    at most one batch (re-running is safe: the import is an idempotent upsert). Whatever
+    goes wrong inside leaves the job ``failed`` with its reason, never ``running``."""
     with sessions() as session:
         job = get_import_job(session, job_id)
         if job.status in (S.DONE, S.FAILED, S.DRAFT):
             return job.report
         move_job(job, S.RUNNING)
+        job.heartbeat_at = clock.now()
         content, mapping, encoding = job.content, dict(job.mapping), job.encoding
         session.commit()
 
         def progress(report: ImportReport) -> None:
             job.rows_done = report.rows
             job.report = report.as_dict()
+            job.heartbeat_at = clock.now()
             session.commit()
 
         try:
@@ -192,14 +235,14 @@ def run_import_job(sessions: sessionmaker[Session], job_id: int) -> dict[str, An
                 on_batch=progress,
             )
         except DomainError as exc:
-            session.rollback()
-            move_job(job, S.FAILED)
-            job.error = str(exc)
             errors = exc.errors if isinstance(exc, InvalidInput) else []
-            job.report = {"errors": [e.as_dict() for e in errors]}
-            job.finished_at = clock.now()
-            session.commit()
-            return job.report
+            return _fail(session, job_id, str(exc), {"errors": [e.as_dict() for e in errors]})
+        except Exception as exc:  # any crash: the job says so instead of staying running
+            log.exception("import job %s crashed", job_id)
+            reason = f"the import stopped on an internal error ({type(exc).__name__}); " + (
+                "rows already imported stay, and the operator log has the details"
+            )
+            return _fail(session, job_id, reason, None)
         move_job(job, S.DONE)
         job.rows_done = report.rows
         job.report = report.as_dict()

@@ -221,6 +221,9 @@ class ImportJob(Base):
     rows_done: Mapped[int] = mapped_column(Integer, default=0)
     report: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    # Set when the job starts running and at each committed batch: a running job whose
+    # heartbeat is older than the settings' import_stale_seconds has lost its worker.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
