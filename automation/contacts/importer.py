@@ -31,6 +31,7 @@ from automation.contacts.models import (
     Tag,
     new_contact_row,
 )
+from automation.contacts.suppressions import erased_addresses
 from automation.db import dialect_insert
 from automation.errors import FieldError, InvalidInput
 from automation.reactions import react_to_contact_changes
@@ -366,6 +367,20 @@ def _write_batch(
             ).where(Contact.email.in_(emails))
         )
     }
+    erased = erased_addresses(session, [e for e in emails if e not in existing])
+    if erased:
+        column = next((c for c, t in report.mapping.items() if t == "email"), "email")
+        for email in erased:
+            line, _ = by_email.pop(email)
+            report.failed += 1
+            report.add_error(
+                RowError(
+                    line,
+                    column,
+                    "this address belonged to an erased contact: an import does not re-create "
+                    "it (the person can sign up again through a form)",
+                )
+            )
     current_tags: dict[int, set[str]] = {}
     if existing:
         for contact_id, name in session.execute(

@@ -22,6 +22,7 @@ from automation.contacts.models import (
 )
 from automation.contacts.related import delete_related_rows
 from automation.contacts.schema import ContactIn, ContactPatch, ContactSearch, CustomFieldIn
+from automation.contacts.suppressions import erased_addresses, forget_erasure
 from automation.db import is_postgres, json_objects
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 from automation.reactions import react_to_contact_changes
@@ -65,6 +66,19 @@ def create_contact(
     if errors:
         raise InvalidInput(errors)
     _ensure_unique(session, email=data.email, external_id=data.external_id)
+    if erased_addresses(session, [data.email]):
+        if not data.consent_text:
+            raise Conflict(
+                "this address belonged to an erased contact",
+                [
+                    FieldError(
+                        "email",
+                        "this address belonged to an erased contact; create it again only "
+                        "with the person's new consent (consent_text)",
+                    )
+                ],
+            )
+        forget_erasure(session, data.email)
     now = clock.now()
     contact = Contact(
         email=data.email,
