@@ -103,7 +103,8 @@ def test_an_import_never_re_creates_an_erased_address_and_says_so(site_app, api,
         "/api/v1/imports",
         headers=api._headers(),
         data={
-            "file": (io.BytesIO(f"E-mail\n{ADDRESS}\nother@example.com\n".encode()), "old-crm.csv")
+            "file": (io.BytesIO(f"E-mail\n{ADDRESS}\nother@example.com\n".encode()), "old-crm.csv"),
+            "permission": "customers",
         },
         content_type="multipart/form-data",
     )

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import func, select
 
 from automation import clock
-from automation.contacts.importer import import_contacts
-from automation.contacts.models import Contact, CustomField, FieldType
+from automation.contacts.importer import ImportPermission, import_contacts
+from automation.contacts.models import Contact, CustomField, FieldType, ImportBasis
 from automation.errors import InvalidInput
 
 
@@ -30,6 +30,7 @@ def declared(session):
 
 def run(session, text: str | bytes, **kw):
     data = text.encode() if isinstance(text, str) else text
+    kw.setdefault("permission", ImportPermission(ImportBasis.CONSENT))
     report = import_contacts(session, io.BufferedReader(io.BytesIO(data)), **kw)
     session.commit()
     return report
@@ -144,7 +145,10 @@ def test_import_job_via_api_reports_progress_and_errors(api, app):
     response = api.client.post(
         "/api/v1/imports",
         headers=api._headers(),
-        data={"file": (io.BytesIO(b"Email,First Name\na@example.com,A\nbad,B\n"), "people.csv")},
+        data={
+            "file": (io.BytesIO(b"Email,First Name\na@example.com,A\nbad,B\n"), "people.csv"),
+            "permission": "consent",
+        },
         content_type="multipart/form-data",
     )
     assert response.status_code == 202, response.json
@@ -169,14 +173,21 @@ def test_import_upload_bad_input(api):
     latin = api.client.post(
         "/api/v1/imports",
         headers=api._headers(),
-        data={"file": (io.BytesIO("Email\nJos\xe9@example.com\n".encode("latin-1")), "x.csv")},
+        data={
+            "file": (io.BytesIO("Email\nJos\xe9@example.com\n".encode("latin-1")), "x.csv"),
+            "permission": "consent",
+        },
         content_type="multipart/form-data",
     )
     assert latin.status_code == 422
     bad_mapping = api.client.post(
         "/api/v1/imports",
         headers=api._headers(),
-        data={"file": (io.BytesIO(b"Email\na@example.com\n"), "x.csv"), "mapping": "[1]"},
+        data={
+            "file": (io.BytesIO(b"Email\na@example.com\n"), "x.csv"),
+            "mapping": "[1]",
+            "permission": "consent",
+        },
         content_type="multipart/form-data",
     )
     assert bad_mapping.status_code == 422
@@ -187,7 +198,7 @@ def _upload(api, content: bytes, filename: str = "x.csv", **form: str):
     return api.client.post(
         "/api/v1/imports",
         headers=api._headers(),
-        data={"file": (io.BytesIO(content), filename), **form},
+        data={"file": (io.BytesIO(content), filename), "permission": "consent", **form},
         content_type="multipart/form-data",
     )
 

@@ -32,7 +32,7 @@ def _upload(api: ApiClient, rows: int) -> int:
     response = api.client.post(
         "/api/v1/imports",
         headers=api._headers(),
-        data={"file": (io.BytesIO(body.encode()), "people.csv")},
+        data={"file": (io.BytesIO(body.encode()), "people.csv"), "permission": "consent"},
         content_type="multipart/form-data",
     )
     assert response.status_code == 202, response.json

@@ -12,17 +12,26 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
-from automation.contacts.attributes import field_types
+from automation.contacts.attributes import (
+    PLAIN,
+    TextFormat,
+    check_date_format,
+    field_types,
+)
 from automation.contacts.importer import (
     CsvPreview,
+    ImportPermission,
     ImportReport,
+    PreviewRow,
     check_encoding,
+    check_permission,
     import_contacts,
     preview_csv,
+    preview_import,
     resolve_mapping,
     text_encoding,
 )
-from automation.contacts.models import ImportJob, ImportStatus
+from automation.contacts.models import ImportBasis, ImportJob, ImportStatus
 from automation.errors import DomainError, FieldError, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -49,19 +58,89 @@ def move_job(job: ImportJob, status: ImportStatus) -> None:
     job.status = status
 
 
+BASIS_LABELS = {
+    ImportBasis.CONSENT: "They gave consent elsewhere (another signup form, on paper)",
+    ImportBasis.CUSTOMERS: "They are existing customers (similar products and services)",
+    ImportBasis.LEGITIMATE_INTEREST: "Legitimate interest (documented assessment)",
+    ImportBasis.NONE: "No permission to email: keep them, do not mail them",
+}
+
+
+def import_options(
+    basis: str | None,
+    consent_text: str | None = None,
+    date_format: str | None = None,
+    decimal_comma: bool = False,
+    *,
+    required: bool = True,
+) -> tuple[ImportPermission | None, TextFormat]:
+    """The permission and the text format an upload declares, from the plain values of
+    its form; InvalidInput naming each bad field. Without ``required`` (a draft that is
+    mapped later) the basis may be left out."""
+    errors: list[FieldError] = []
+    permission = None
+    if basis:
+        try:
+            permission = ImportPermission(
+                ImportBasis(basis.strip().lower()), (consent_text or "").strip()[:2000] or None
+            )
+        except ValueError:
+            errors.append(
+                FieldError("permission", f"one of {', '.join(b.value for b in ImportBasis)}")
+            )
+    elif required:
+        errors.append(
+            FieldError(
+                "permission",
+                "declare what permission to email these contacts rests on: "
+                + ", ".join(b.value for b in ImportBasis),
+            )
+        )
+    fmt = TextFormat(decimal_comma=decimal_comma)
+    if date_format and date_format.strip():
+        try:
+            fmt = TextFormat(check_date_format(date_format.strip()), decimal_comma)
+        except ValueError as exc:
+            errors.append(FieldError("date_format", str(exc)))
+    if errors:
+        raise InvalidInput(errors)
+    return permission, fmt
+
+
+def _declare(job: ImportJob, permission: ImportPermission | None, fmt: TextFormat) -> None:
+    job.permission_basis = permission.basis if permission else None
+    job.consent_text = permission.consent_text if permission else None
+    job.date_format = fmt.date_format
+    job.decimal_comma = fmt.decimal_comma
+
+
+def job_permission(job: ImportJob) -> ImportPermission | None:
+    if job.permission_basis is None:
+        return None
+    return ImportPermission(job.permission_basis, job.consent_text)
+
+
+def job_format(job: ImportJob) -> TextFormat:
+    return TextFormat(job.date_format, job.decimal_comma)
+
+
 def create_import_job(
     session: Session,
     filename: str,
     content: bytes,
     *,
+    permission: ImportPermission | None,
+    fmt: TextFormat = PLAIN,
     mapping: dict[str, str] | None = None,
     encoding: str = "utf-8",
     created_by_id: int | None = None,
     draft: bool = False,
 ) -> ImportJob:
     """A queued job (queue its task after commit), or with ``draft`` one that waits for
-    ``confirm_import_job`` to fix the column mapping."""
+    ``confirm_import_job`` to fix the column mapping and the permission."""
     encoding = text_encoding(encoding)
+    if permission is None and not draft:
+        import_options(None)  # raises, naming the permission field
     if any(ord(c) < 32 or ord(c) == 127 for c in filename):
         raise InvalidInput(FieldError("file", "the file name holds a control character"))
     if not content.strip():
@@ -79,6 +158,7 @@ def create_import_job(
         created_at=clock.now(),
         status=S.DRAFT if draft else S.QUEUED,
     )
+    _declare(job, permission, fmt)
     session.add(job)
     session.flush()
     return job
@@ -95,7 +175,13 @@ def draft_import_job(
     """Keep an upload as a draft job and return the header and first rows for the mapping
     step. A file that is not a readable CSV is refused here, before any mapping is asked."""
     job = create_import_job(
-        session, filename, content, encoding=encoding, created_by_id=created_by_id, draft=True
+        session,
+        filename,
+        content,
+        permission=None,
+        encoding=encoding,
+        created_by_id=created_by_id,
+        draft=True,
     )
     preview = preview_csv(content, encoding)
     # Drafts nobody confirmed would keep their files forever: drop yesterday's.
@@ -111,14 +197,9 @@ def job_preview(session: Session, job: ImportJob) -> CsvPreview:
     return preview_csv(job.content, job.encoding)
 
 
-def confirm_import_job(session: Session, job_id: int, mapping: dict[str, str]) -> ImportJob:
-    """Fix a draft's mapping (column → target, "" ignores it) and queue it; the mapping is
-    checked against the file's header now, so errors name the column before any row is read.
-    Queue its task after commit."""
-    job = get_import_job(session, job_id)
-    if job.status is not S.DRAFT:
-        raise InvalidInput(FieldError("status", f"this import is already {job.status}"))
-    header = job_preview(session, job).header
+def draft_mapping(header: list[str], mapping: dict[str, str]) -> dict[str, str]:
+    """A draft's complete mapping: a column left out is ignored, not guessed (the user saw
+    every column and chose); InvalidInput when two columns map to one field."""
     errors: list[FieldError] = []
     used: dict[str, str] = {}
     for column in header:
@@ -130,10 +211,63 @@ def confirm_import_job(session: Session, job_id: int, mapping: dict[str, str]) -
         used.setdefault(target, column)
     if errors:
         raise InvalidInput(errors)
-    # A column left out is ignored, not guessed: the user saw every column and chose.
-    explicit = {column: "" for column in header} | mapping
-    resolve_mapping(header, field_types(session), explicit)
-    job.mapping = {column: explicit[column] for column in header}
+    return {column: ({column: "" for column in header} | mapping)[column] for column in header}
+
+
+def preview_job(
+    session: Session,
+    job: ImportJob,
+    mapping: dict[str, str],
+    permission: ImportPermission | None,
+    fmt: TextFormat,
+    rows: int = 5,
+) -> list[PreviewRow]:
+    """A draft's first rows as they will be stored with this mapping and these options."""
+    header = job_preview(session, job).header
+    _, preview = preview_import(
+        session,
+        job.content,
+        permission=permission,
+        mapping=draft_mapping(header, mapping),
+        encoding=job.encoding,
+        fmt=fmt,
+        rows=rows,
+    )
+    return preview
+
+
+def confirm_import_job(
+    session: Session,
+    job_id: int,
+    mapping: dict[str, str],
+    permission: ImportPermission | None,
+    fmt: TextFormat = PLAIN,
+) -> ImportJob:
+    """Fix a draft's mapping (column → target, "" ignores it) and its permission, and queue
+    it; the mapping is checked against the file's header now, so errors name the column
+    before any row is read, all in one answer. Queue its task after commit."""
+    job = get_import_job(session, job_id)
+    if job.status is not S.DRAFT:
+        raise InvalidInput(FieldError("status", f"this import is already {job.status}"))
+    header = job_preview(session, job).header
+    errors: list[FieldError] = []
+    try:
+        explicit = draft_mapping(header, mapping)
+        resolved, _ = resolve_mapping(header, field_types(session), explicit)
+        if permission is not None:
+            check_permission(permission, resolved)
+    except InvalidInput as exc:
+        errors += exc.errors
+    if permission is None:
+        try:
+            import_options(None)
+        except InvalidInput as exc:
+            errors += exc.errors
+    if errors:
+        raise InvalidInput(errors)
+    assert permission is not None
+    job.mapping = explicit
+    _declare(job, permission, fmt)
     move_job(job, S.QUEUED)
     session.flush()
     return job
@@ -214,9 +348,17 @@ def run_import_job(sessions: sessionmaker[Session], job_id: int) -> dict[str, An
         job = get_import_job(session, job_id)
         if job.status in (S.DONE, S.FAILED, S.DRAFT):
             return job.report
+        permission = job_permission(job)
+        if permission is None:  # queued before imports declared their permission
+            move_job(job, S.FAILED)
+            job.error = "the import declares no permission basis: upload it again"
+            job.finished_at = clock.now()
+            session.commit()
+            return job.report
         move_job(job, S.RUNNING)
         job.heartbeat_at = clock.now()
         content, mapping, encoding = job.content, dict(job.mapping), job.encoding
+        fmt = job_format(job)
         session.commit()
 
         def progress(report: ImportReport) -> None:
@@ -229,9 +371,11 @@ def run_import_job(sessions: sessionmaker[Session], job_id: int) -> dict[str, An
             report = import_contacts(
                 session,
                 io.BufferedReader(io.BytesIO(content)),
+                permission=permission,
                 mapping=mapping or None,
                 encoding=encoding,
-                source="import",
+                fmt=fmt,
+                source=f"import:{job_id}",
                 on_batch=progress,
             )
         except DomainError as exc:
