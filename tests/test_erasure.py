@@ -151,3 +151,13 @@ def test_an_operator_re_creates_an_erased_address_only_with_the_new_consent(site
     assert _contact(site_app) is None
     again = api.post("/contacts", {"email": ADDRESS, "consent_text": "Signed up at our booth"})
     assert again.status_code == 201
+
+
+def test_an_other_contact_takes_an_erased_address_only_with_the_new_consent(site_app, api, erased):
+    other = api.post("/contacts", {"email": "other@example.com"}).json
+    refused = api.patch(f"/contacts/{other['id']}", {"email": ADDRESS})
+    assert refused.status_code == 409
+    assert refused.json["error"]["details"][0]["path"] == "email"
+    assert _contact(site_app) is None
+    moved = api.patch(f"/contacts/{other['id']}", {"email": ADDRESS, "consent_text": "Asked us"})
+    assert moved.status_code == 200
