@@ -340,6 +340,17 @@ def _fail(
     return job.report
 
 
+class _Swept(Exception):
+    """The sweep failed this job while its worker was still at it (stalled, not dead)."""
+
+
+def _still_running(session: Session, job: ImportJob) -> None:
+    """Raise _Swept if the job is no longer running in the database (read, not cached)."""
+    status = session.scalar(select(ImportJob.status).where(ImportJob.id == job.id))
+    if status is not S.RUNNING:
+        raise _Swept
+
+
 def run_import_job(sessions: sessionmaker[Session], job_id: int) -> dict[str, Any]:
     """Import a queued job, committing each batch so progress shows and a crash loses
     at most one batch (re-running is safe: the import is an idempotent upsert). Whatever
@@ -362,6 +373,7 @@ def run_import_job(sessions: sessionmaker[Session], job_id: int) -> dict[str, An
         session.commit()
 
         def progress(report: ImportReport) -> None:
+            _still_running(session, job)
             job.rows_done = report.rows
             job.report = report.as_dict()
             job.heartbeat_at = clock.now()
@@ -378,6 +390,9 @@ def run_import_job(sessions: sessionmaker[Session], job_id: int) -> dict[str, An
                 source=f"import:{job_id}",
                 on_batch=progress,
             )
+        except _Swept:
+            session.rollback()  # the batch in hand; the job stays failed, as the sweep said
+            return get_import_job(session, job_id).report
         except DomainError as exc:
             errors = exc.errors if isinstance(exc, InvalidInput) else []
             return _fail(session, job_id, str(exc), {"errors": [e.as_dict() for e in errors]})
