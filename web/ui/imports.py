@@ -53,7 +53,11 @@ def import_create() -> Any:
         if encoding not in dict(ENCODINGS):
             raise InvalidInput(FieldError("encoding", "choose one of the listed encodings"))
         job, _preview = jobs.draft_import_job(
-            db(), upload.filename, upload.read(), encoding=encoding, created_by_id=g.user.id
+            db(),
+            upload.filename,
+            upload.read(jobs.MAX_UPLOAD_BYTES + 1),
+            encoding=encoding,
+            created_by_id=g.user.id,
         )
     except FORM_ERRORS as exc:
         db().rollback()
