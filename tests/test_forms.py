@@ -489,6 +489,8 @@ def test_a_single_opt_in_post_never_re_subscribes_it_sends_the_confirmation(
     assert gone.status.value == status  # not re-subscribed by the post
     assert (gone.first_name, gone.attributes) == ("Grace", {"plan": "free"})
     assert events(site_app, "form.submitted") == [] and enrolled(site_app, welcome) == []
+    again = submit(client, form, data, ip="203.0.113.50")  # posted again: no second email
+    assert again.json["status"] == "pending"
     _send(site_app, smtp_server)
     received = [m for m in smtp_server.received if m.recipients == ["gone@example.com"]]
     if status != "unsubscribed":

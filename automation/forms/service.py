@@ -23,6 +23,7 @@ import html
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -357,6 +358,11 @@ def submit_form(
         record_consent(
             session, contact, None, source=f"form:{form.id}", ip=ip, consent_text=form.consent_text
         )
+    confirming = form.double_opt_in or contact.status in NEEDS_CONFIRMED_OPT_IN
+    if confirming and not created:
+        waiting = _waiting_confirmation(session, form, contact)
+        if waiting is not None:  # one confirmation a day: posts never flood an inbox
+            return SubmitResult("pending", contact.id, waiting.id, waiting.message_id)
     submission = FormSubmission(
         form_id=form.id,
         contact_id=contact.id,
@@ -371,7 +377,7 @@ def submit_form(
     if visitor_id:
         changed = link_visitors(session, {visitor_id: (contact.id, "form")})
         relink_anonymous(session, changed, SiteReport())
-    if form.double_opt_in or contact.status in NEEDS_CONFIRMED_OPT_IN:
+    if confirming:
         if created:  # a new, pending contact: no one's data
             _apply_values(session, contact, values, [], overwrite=True)
         version_id = _confirmation_version(session, form)
@@ -387,6 +393,26 @@ def submit_form(
         return SubmitResult("pending", contact.id, submission.id, message_id)
     _confirm(session, form, submission, contact, ip=ip, source=f"form:{form.id}", created=created)
     return SubmitResult("confirmed", contact.id, submission.id)
+
+
+CONFIRMATION_RESENT_AFTER = timedelta(days=1)
+
+
+def _waiting_confirmation(session: Session, form: Form, contact: Contact) -> FormSubmission | None:
+    """The unconfirmed submission of this form by this contact whose confirmation went out
+    less than a day ago, if any: another post then sends no second email."""
+    return session.scalar(
+        select(FormSubmission)
+        .where(
+            FormSubmission.form_id == form.id,
+            FormSubmission.contact_id == contact.id,
+            FormSubmission.status == SubmissionStatus.PENDING,
+            FormSubmission.message_id.is_not(None),
+            FormSubmission.created_at > clock.now() - CONFIRMATION_RESENT_AFTER,
+        )
+        .order_by(FormSubmission.id.desc())
+        .limit(1)
+    )
 
 
 def _apply_values(
