@@ -85,6 +85,9 @@ class Settings:
     hit_drain_seconds: float = 2.0  # tracking hits and site events
     sunset_scan_seconds: float = 3600.0
     anonymous_expiry_seconds: float = 86400.0
+    import_sweep_seconds: float = 60.0
+    # A running import that showed no progress for this long lost its worker: failed.
+    import_stale_seconds: float = 900.0
     # The longest a workflow worker may sit idle inside a batch's transaction (PostgreSQL).
     workflow_hold_seconds: float = 300.0
     # Test-only: a file holding the time every process started with it sees (automation.clock).
@@ -202,6 +205,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         hit_drain_seconds=float(env.get("NURTURE_HIT_DRAIN_SECONDS", "2")),
         sunset_scan_seconds=float(env.get("NURTURE_SUNSET_SCAN_SECONDS", "3600")),
         anonymous_expiry_seconds=float(env.get("NURTURE_ANONYMOUS_EXPIRY_SECONDS", "86400")),
+        import_sweep_seconds=float(env.get("NURTURE_IMPORT_SWEEP_SECONDS", "60")),
+        import_stale_seconds=float(env.get("NURTURE_IMPORT_STALE_SECONDS", "900")),
         workflow_hold_seconds=float(env.get("NURTURE_WORKFLOW_HOLD_SECONDS", "300")),
         clock_file=env.get("NURTURE_CLOCK_FILE", ""),
     )

@@ -256,7 +256,7 @@ def test_attacker_controlled_values_are_escaped_on_every_page(app, seeded):
     # Fix the draft's mapping and run it in-process, so the report holds the bad header name.
     client.post(
         f"/contacts/import/{seeded['job']}/mapping",
-        data={"csrf_token": token, "column-0": "email", "column-1": ""},
+        data={"csrf_token": token, "column-0": "email", "column-1": "", "permission": "consent"},
     )
     run_import_job(app.extensions["nurture"].sessions, seeded["job"])
     client.post(

@@ -218,7 +218,7 @@ Node = Annotated[
 ]
 
 
-def _limit_nesting(raw: Any) -> Any:
+def limit_nesting(raw: Any) -> Any:
     """A copy of the raw ``conditions`` list where nodes nested too deep are replaced by a
     marker, so validation never recurses far and the error names the offending path."""
     count = 0
@@ -252,7 +252,7 @@ class CarriesConditions(Strict):
     @field_validator("conditions", mode="before", check_fields=False)
     @classmethod
     def _nesting(cls, value: Any) -> Any:
-        return _limit_nesting(value)
+        return limit_nesting(value)
 
 
 CONDITIONS_DOC = "All of these must hold; see docs/segments.md for every node type"

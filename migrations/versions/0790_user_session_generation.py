@@ -1,7 +1,7 @@
 """users: a session generation; logging out bumps it, so earlier session cookies stop working
 
 Revision ID: 0790
-Revises: 0762
+Revises: 0781
 Create Date: 2026-12-08 03:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0790"
-down_revision: str | Sequence[str] | None = "0762"
+down_revision: str | Sequence[str] | None = "0781"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,8 +3,6 @@ cancel, a manual A/B winner, the report, its CSV export and the click map."""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from flask import Response, g
@@ -25,6 +23,7 @@ from automation.campaigns.schema import (
     VariantOut,
     WinnerIn,
 )
+from automation.csvfiles import csv_text
 from automation.db import RowId
 from automation.workflows.splits import split_report
 from web.api.routing import ApiBlueprint
@@ -189,10 +188,8 @@ def report(campaign_id: int) -> ReportOut:
 )
 def report_csv(campaign_id: int) -> Response:
     service.get_campaign(db(), campaign_id)
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(reports.csv_rows(db(), campaign_id))
     return Response(
-        buffer.getvalue(),
+        csv_text(reports.csv_rows(db(), campaign_id)),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="campaign-{campaign_id}.csv"'},
     )

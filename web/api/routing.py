@@ -46,7 +46,12 @@ def _dump(value: Any) -> Any:
     return value
 
 
-def _parse_body(model: type[BaseModel], max_body: int | None) -> BaseModel:
+BodyProblems = Callable[[dict[str, Any]], list[FieldError]]
+
+
+def _parse_body(
+    model: type[BaseModel], max_body: int | None, more: BodyProblems | None = None
+) -> BaseModel:
     if request.mimetype != "application/json":
         raise InvalidInput(FieldError("body", "send JSON with Content-Type: application/json"))
     if max_body is not None and (request.content_length or 0) > max_body:
@@ -60,7 +65,11 @@ def _parse_body(model: type[BaseModel], max_body: int | None) -> BaseModel:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidInput(field_errors(exc)) from None
+        errors = field_errors(exc)
+        if more is not None:
+            seen = {e.path for e in errors}
+            errors += [e for e in more(payload) if e.path not in seen]
+        raise InvalidInput(errors) from None
 
 
 def _parse_query(model: type[BaseModel]) -> BaseModel:
@@ -91,12 +100,15 @@ class ApiBlueprint(Blueprint):
         upload: type[BaseModel] | None = None,
         errors: tuple[int, ...] = (),
         max_body: int | None = None,
+        body_problems: BodyProblems | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare an endpoint. ``read_only`` marks a POST that changes nothing (a count or
         a preview whose input is too large for a query string), so viewers may call it.
         ``upload`` documents the multipart fields of a view that reads files itself;
         ``errors`` adds statuses the document cannot infer (a rate limit's 429);
-        ``max_body`` refuses a larger JSON body with 413 (the app's own bound is 64 MB)."""
+        ``max_body`` refuses a larger JSON body with 413 (the app's own bound is 64 MB);
+        ``body_problems`` finds the problems beyond the body's shape when its shape is
+        invalid, so one answer names them all (a filter tree's unknown fields)."""
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             op = Operation(
@@ -125,7 +137,7 @@ class ApiBlueprint(Blueprint):
                     )
                 g.principal = principal
                 if body is not None:
-                    kwargs["body"] = _parse_body(body, max_body)
+                    kwargs["body"] = _parse_body(body, max_body, body_problems)
                 if query is not None:
                     kwargs["query"] = _parse_query(query)
                 result = view(**kwargs)
