@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import emailkit
 import pytest
 from conftest import make_settings, screenshot, start_worker
 
 pytestmark = pytest.mark.browser
+smtp_server, sessions, sending = emailkit.smtp_server, emailkit.sessions, emailkit.sending
 
 PASSWORD = "correct horse battery"
 VENDOR = Path(__file__).resolve().parent.parent / "web" / "static" / "vendor" / "chart.umd.min.js"
@@ -233,7 +235,7 @@ def test_admin_creates_an_api_key_and_sees_it_only_once(page, app, user_factory,
 
 
 def test_dashboard_charts_count_people_and_show_empty_states(
-    page, app, api, user_factory, console_errors
+    page, app, api, user_factory, console_errors, smtp_server, sessions, sending
 ):
     if not VENDOR.exists():
         pytest.fail("web/static/vendor is missing: run `make vendor` (make test does)", False)
@@ -245,8 +247,19 @@ def test_dashboard_charts_count_people_and_show_empty_states(
     def email_event(name: str, i: int, **props):
         return {"name": name, "email": f"p{i}@example.com", "properties": props}
 
-    events = [email_event("email.sent", i) for i in range(6)]
-    events += [email_event("email.opened", i, machine=False) for i in range(3)]
+    from emailkit import make_contact, make_template
+
+    from automation.email.outbox import queue_message, send_due
+
+    with sessions() as s:  # six emails sent through the outbox to a real SMTP server
+        version = make_template(s, kind="transactional").version.id
+        for i in range(6):
+            contact = make_contact(s, f"p{i}@example.com")
+            queue_message(s, dedupe_key=f"d{i}", contact_id=contact, template_version_id=version)
+        s.commit()
+    assert send_due(sessions, sending).outcomes == {"sent": 6}
+    assert len(smtp_server.received) == 6
+    events = [email_event("email.opened", i, machine=False) for i in range(3)]
     events += [email_event("email.opened", i, machine=True) for i in range(4)]
     events += [email_event("email.clicked", 1), email_event("email.unsubscribed", 2)]
     assert api.post("/events", {"events": events}).json["created"] == len(events)

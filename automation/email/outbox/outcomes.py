@@ -1,6 +1,7 @@
-"""Recording what happened to a batch: one statement per kind of outcome, only for the
-lease holder's rows; then what follows from them (contacts' sent counts, hard bounces,
-slowing down a sender the relay pushed back on)."""
+"""Recording what happened to a group of messages: one statement per kind of outcome, only
+for the lease holder's rows; then what follows from them (an ``email.sent`` event per
+message sent, contacts' sent counts, hard bounces, slowing down a sender the relay pushed
+back on)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from automation.contacts.models import Contact
 from automation.contacts.suppressions import SuppressionReason, suppress
 from automation.db import one_of
 from automation.email.models import Message, MessageStatus, SenderIdentity
+from automation.email.outbox.events import record_sent_events
 from automation.email.outbox.states import move_each
 from automation.reactions import IngestedEvent, react_to_events
 
@@ -66,6 +68,7 @@ def record_outcomes(
     for outcome in outcomes:
         by_status[outcome.status].append(outcome)
     _record_sent(session, owner, by_status[MessageStatus.SENT], now)
+    record_sent_events(session, [o.message_id for o in by_status[MessageStatus.SENT]])
     exhausted = _record_deferred(session, owner, by_status[MessageStatus.DEFERRED], now)
     failed = by_status[MessageStatus.FAILED] + exhausted
     _record_failed(session, owner, failed, now)
