@@ -196,6 +196,9 @@ class MessageOut(BaseModel):
     lease_expires_at: datetime | None
     smtp_response: str | None
     provider_message_id: str | None
+    internet_message_id: str | None = Field(
+        description="The Message-ID header it went out with (angle brackets included)"
+    )
     campaign_id: int | None
     campaign_variant_id: int | None
     enrollment_id: int | None

@@ -313,10 +313,14 @@ class SmtpTransport:
         self._reset(smtp)
         if _temporary(code):
             return Delivery(DeliveryStatus.DEFERRED, reply, code, slow_down=True)
-        hard = recipient and (
-            code in _HARD_BOUNCE_CODES or bool(re.search(r"\b5\.1\.\d+\b", reply))
-        )
+        hard = recipient and is_hard_bounce(code, reply)
         return Delivery(DeliveryStatus.FAILED, reply, code, hard_bounce=hard)
+
+
+def is_hard_bounce(code: int | None, reply: str) -> bool:
+    """A refusal of the recipient for good (550/551/553, or a 5.1.x enhanced status: no
+    such mailbox or domain), as opposed to a refusal of this one message."""
+    return code in _HARD_BOUNCE_CODES or bool(re.search(r"\b5\.1\.\d+\b", reply))
 
 
 def _content(envelope: Envelope) -> bytes:
