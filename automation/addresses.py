@@ -53,11 +53,9 @@ def needs_smtputf8(address: str) -> bool:
     return not address.rpartition("@")[0].isascii()
 
 
-def smtputf8_warning(address: str | None) -> str | None:
-    """What to tell whoever saves such an address (a contact, a sender identity)."""
-    if address and needs_smtputf8(address):
-        return SMTPUTF8_WARNING.format(address=address)
-    return None
+def smtputf8_warnings(*addresses: str | None) -> list[str]:
+    """What to tell whoever saves such addresses (a contact, a sender identity)."""
+    return [SMTPUTF8_WARNING.format(address=a) for a in addresses if a and needs_smtputf8(a)]
 
 
 def ascii_domain(domain: str) -> str:

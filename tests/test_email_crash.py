@@ -124,7 +124,10 @@ def test_a_worker_killed_mid_send_never_sends_a_message_twice(tmp_path, postgres
         deadline = time.monotonic() + 120
         while len(server.received) < 2_500:
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()
-            assert time.monotonic() < deadline, "the worker sent too little"
+            assert time.monotonic() < deadline, (
+                f"the worker sent too little: {len(server.received)} received; "
+                + (tmp_path / "worker.log").read_text()[-3000:]
+            )
             time.sleep(0.05)
         # Every process of the worker at once, mid-batch: no cleanup of any kind.
         os.killpg(worker.pid, signal.SIGKILL)

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.addresses import ascii_domain
+from automation.addresses import ascii_domain, needs_smtputf8
 from automation.email.models import Message, SenderIdentity
 from automation.email.outbox import OUTSTANDING
 from automation.email.schema import SenderIdentityIn
@@ -34,6 +34,11 @@ class Sender:
     def header_domain(self) -> str:
         """The domain as it may stand in a Message-ID: ASCII (an IDN as punycode)."""
         return ascii_domain(self.domain)
+
+
+def needs_smtputf8_for(sender: Sender, to: str) -> bool:
+    """Whether a message from ``sender`` to ``to`` can go only with SMTPUTF8."""
+    return any(needs_smtputf8(a) for a in (sender.from_email, sender.reply_to, to) if a)
 
 
 def default_sender(value: str) -> Sender:

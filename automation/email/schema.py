@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
+from automation.addresses import smtputf8_warnings
 from automation.contacts.schema import Email, Strict
 from automation.email.models import MessageStatus, TemplateKind
 
@@ -30,6 +31,12 @@ class SenderIdentityOut(BaseModel):
     max_per_minute: int
     paused_at: datetime | None = None
     paused_reason: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
+    @property
+    def warnings(self) -> list[str]:
+        """Valid, but: an address that can be sent only through a relay with SMTPUTF8."""
+        return smtputf8_warnings(self.from_email, self.reply_to)
 
 
 class DefaultSenderOut(BaseModel):

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from automation.bulk import update_rows
 from automation.config import Settings
 from automation.email.context import load_contact_contexts
-from automation.email.identities import Sender, sender_of
-from automation.email.mime import AddressError, Mail, ascii_address, build_mime
+from automation.email.identities import Sender, needs_smtputf8_for, sender_of
+from automation.email.mime import AddressError, Mail, build_mime, wire_address
 from automation.email.models import Message, SenderIdentity
 from automation.email.outbox import Batch, Claimed, Delivery, Undeliverable, get_message
 from automation.email.render import (
@@ -132,6 +132,7 @@ def build_message(
         unsubscribe = (urls.unsubscribe, _mailto(sending.settings, sender, token))
     return build_mime(
         Mail(
+            utf8=needs_smtputf8_for(sender, message.email),
             from_name=sender.from_name,
             from_email=sender.from_email,
             to_name=message.contact["full_name"],
@@ -171,7 +172,13 @@ class EmailBatch:
                 now,
                 self.message_ids[message.id],
             )
-            return Envelope(ascii_address(sender.from_email), ascii_address(message.email), data)
+            utf8 = needs_smtputf8_for(sender, message.email)
+            return Envelope(
+                wire_address(sender.from_email, utf8=utf8),
+                wire_address(message.email, utf8=utf8),
+                data,
+                utf8=utf8,
+            )
         except RenderError as exc:
             where = f"line {exc.line}: " if exc.line else ""
             raise Undeliverable("render_error", where + exc.message) from None

@@ -21,6 +21,7 @@ from automation.contacts.models import Contact
 from automation.contacts.suppressions import SuppressionReason, suppress
 from automation.db import one_of
 from automation.email.models import Message, MessageStatus, SenderIdentity
+from automation.email.outbox.channel import NEEDS_SMTPUTF8
 from automation.email.outbox.events import record_sent_events
 from automation.email.outbox.states import move_each
 from automation.reactions import IngestedEvent, react_to_events
@@ -123,8 +124,9 @@ def _record_deferred(
     now: datetime,
     held: Sequence[MessageStatus],
 ) -> list[Outcome]:
-    """Schedule the retries with backoff; returns those out of attempts, as failures."""
-    retry = [o for o in deferred if o.attempts + 1 < MAX_ATTEMPTS]
+    """Schedule the retries with backoff; returns those out of attempts, as failures (a
+    message held for SMTPUTF8 never runs out: nothing was tried)."""
+    retry = [o for o in deferred if o.attempts + 1 < MAX_ATTEMPTS or o.reason == NEEDS_SMTPUTF8]
     move_each(
         session,
         [
@@ -153,7 +155,7 @@ def _record_deferred(
             slow_down=False,
         )
         for o in deferred
-        if o.attempts + 1 >= MAX_ATTEMPTS
+        if o.attempts + 1 >= MAX_ATTEMPTS and o.reason != NEEDS_SMTPUTF8
     ]
 
 

@@ -71,7 +71,8 @@ def _from_delivery(message: Claimed, delivery: Delivery) -> Outcome:
     return _outcome(
         message,
         _STATUS[delivery.status],
-        reason={
+        reason=delivery.reason
+        or {
             D.FAILED: "hard_bounce" if delivery.hard_bounce else "rejected",
             D.DEFERRED: "relay_unavailable" if delivery.unavailable else "temporary_failure",
             D.UNKNOWN: "outcome_unknown",
