@@ -145,6 +145,7 @@ def test_a_sender_identity_with_a_non_ascii_reply_to_saves_with_a_warning_and_ne
         assert _parsed(mail)["Reply-To"] == "지원@example.kr"
     else:
         assert (row.status, row.reason) == (MessageStatus.DEFERRED, "needs_smtputf8")
+        assert "지원@example.kr" in row.error and "SMTPUTF8" in row.error
         assert smtp_server.received == []
 
 

@@ -36,9 +36,10 @@ class Sender:
         return ascii_domain(self.domain)
 
 
-def needs_smtputf8_for(sender: Sender, to: str) -> bool:
-    """Whether a message from ``sender`` to ``to`` can go only with SMTPUTF8."""
-    return any(needs_smtputf8(a) for a in (sender.from_email, sender.reply_to, to) if a)
+def needs_smtputf8_for(sender: Sender, to: str) -> tuple[str, ...]:
+    """The addresses of a message from ``sender`` to ``to`` that can go only with
+    SMTPUTF8 (none: it goes without)."""
+    return tuple(a for a in (sender.from_email, sender.reply_to, to) if a and needs_smtputf8(a))
 
 
 def default_sender(value: str) -> Sender:

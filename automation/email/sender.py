@@ -132,7 +132,7 @@ def build_message(
         unsubscribe = (urls.unsubscribe, _mailto(sending.settings, sender, token))
     return build_mime(
         Mail(
-            utf8=needs_smtputf8_for(sender, message.email),
+            utf8=bool(needs_smtputf8_for(sender, message.email)),
             from_name=sender.from_name,
             from_email=sender.from_email,
             to_name=message.contact["full_name"],
@@ -172,12 +172,12 @@ class EmailBatch:
                 now,
                 self.message_ids[message.id],
             )
-            utf8 = needs_smtputf8_for(sender, message.email)
+            needing = needs_smtputf8_for(sender, message.email)
             return Envelope(
-                wire_address(sender.from_email, utf8=utf8),
-                wire_address(message.email, utf8=utf8),
+                wire_address(sender.from_email, utf8=bool(needing)),
+                wire_address(message.email, utf8=bool(needing)),
                 data,
-                utf8=utf8,
+                smtputf8_for=needing,
             )
         except RenderError as exc:
             where = f"line {exc.line}: " if exc.line else ""

@@ -338,7 +338,8 @@ def send_test(
     )
     sender = sender_of(identity, settings.default_sender)
     message_id = f"<test.{secrets.token_urlsafe(12)}@{sender.header_domain}>"
-    utf8 = needs_smtputf8_for(sender, to)
+    needing = needs_smtputf8_for(sender, to)
+    utf8 = bool(needing)
     try:
         envelope_from = wire_address(sender.from_email, utf8=utf8)
         envelope_to = wire_address(to, utf8=utf8)
@@ -359,10 +360,9 @@ def send_test(
             reply_to=sender.reply_to,
         )
     )
-    delivery = transport.send(Envelope(envelope_from, envelope_to, data, utf8=utf8))
+    delivery = transport.send(Envelope(envelope_from, envelope_to, data, smtputf8_for=needing))
     if delivery.reason == NEEDS_SMTPUTF8:
         # Held, as the outbox would hold it: said clearly, never a 500.
-        needing = [a for a in (sender.from_email, sender.reply_to, to) if a and needs_smtputf8(a)]
         problem = (
             f"{', '.join(needing)} has a non-ASCII local part: sending needs SMTPUTF8, "
             "which the SMTP relay does not offer"

@@ -40,7 +40,12 @@ class Envelope:
     sender: str
     recipient: str
     data: bytes  # the whole message, CRLF line endings, not yet dot-stuffed
-    utf8: bool = False  # an address has a non-ASCII local part: needs SMTPUTF8
+    # The addresses (envelope or headers) with a non-ASCII local part: sent with SMTPUTF8.
+    smtputf8_for: tuple[str, ...] = ()
+
+    @property
+    def utf8(self) -> bool:
+        return bool(self.smtputf8_for)
 
     def mail_options(self, smtp: smtplib.SMTP) -> list[str]:
         if not self.utf8:
@@ -363,11 +368,10 @@ def _lost(exc: object) -> Delivery:
 
 
 def _needs_smtputf8(envelope: Envelope) -> Delivery:
-    addresses = [a for a in (envelope.sender, envelope.recipient) if not a.isascii()]
     return Delivery(
         DeliveryStatus.DEFERRED,
-        f"held: {' and '.join(addresses) or 'an address'} needs SMTPUTF8 (a non-ASCII "
-        "local part), which the SMTP relay does not offer",
+        f"held: {', '.join(envelope.smtputf8_for)} has a non-ASCII local part, so the "
+        "message needs SMTPUTF8, which the SMTP relay does not offer"[:500],
         reason=NEEDS_SMTPUTF8,
     )
 
