@@ -1,4 +1,6 @@
-"""Email address and time zone validation shared by every input path."""
+"""Email address and time zone validation shared by every input path, and how an address
+goes on the wire: an internationalised domain as IDNA (punycode), a non-ASCII local part
+only with SMTPUTF8 (RFC 6531), which the relay must offer."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from functools import lru_cache
 from typing import Annotated
 from zoneinfo import available_timezones
 
+import idna
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import AfterValidator, WithJsonSchema
 
@@ -38,6 +41,34 @@ def normalize_email(value: str) -> str:
     except EmailNotValidError as exc:
         raise ValueError(f"not a valid email address: {exc}") from None
     return result.normalized.lower()
+
+
+SMTPUTF8_WARNING = (
+    "{address} has a non-ASCII local part: it can be sent only through a relay that "
+    "offers SMTPUTF8; until then its messages are held"
+)
+
+
+def needs_smtputf8(address: str) -> bool:
+    """Whether the address can travel only with SMTPUTF8 (its local part is not ASCII; a
+    non-ASCII domain is fine without it, encoded with IDNA)."""
+    return not address.rpartition("@")[0].isascii()
+
+
+def smtputf8_warnings(*addresses: str | None) -> list[str]:
+    """What to tell whoever saves such addresses (a contact, a sender identity)."""
+    return [SMTPUTF8_WARNING.format(address=a) for a in addresses if a and needs_smtputf8(a)]
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain as DNS and SMTP take it: an internationalised one encoded with IDNA
+    2008 (UTS 46 mapping); ValueError if it cannot be."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"{domain!r} is not a valid domain: {exc}") from None
 
 
 def email_hash(email: str) -> str:

@@ -330,6 +330,33 @@ def bounces_ingest(file: BinaryIO) -> None:
     click.echo(json.dumps(report.as_dict()))
 
 
+@main.group("messages")
+def messages_group() -> None:
+    """The outbox's messages."""
+
+
+@messages_group.command("reconcile")
+@click.option(
+    "--log", "log_file", type=click.File("rb"), required=True, help="The relay's mail log."
+)
+@click.option(
+    "--format",
+    "log_format",
+    type=click.Choice(["postfix", "exim"]),
+    default="postfix",
+    show_default=True,
+)
+def messages_reconcile(log_file: BinaryIO, log_format: str) -> None:
+    """Settle `unknown` messages from a relay's log, by Message-ID: sent where the relay
+    accepted them, failed where it says it gave up; the others stay unknown."""
+    from automation.email.reconcile import reconcile_unknown
+    from automation.email.relaylog import LogFormat
+
+    with transaction(runtime().sessions) as session:
+        report = reconcile_unknown(session, log_file, LogFormat(log_format))
+    click.echo(json.dumps(report.as_dict()))
+
+
 @main.command()
 @click.option("--contacts", "count", default=3000, show_default=True)
 @click.option("--force", is_flag=True, help="Load even if the database already has contacts")

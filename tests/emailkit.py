@@ -3,6 +3,7 @@ test process) whose answers depend on the recipient, and template / contact fact
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -84,6 +85,8 @@ class Behaviour:
     drop_at_rcpt: set[str] = field(default_factory=set)
     drop_after_data: set[str] = field(default_factory=set)
     pipelining: bool = False  # advertise RFC 2920 PIPELINING
+    # local part → an event the answer to its data waits for (a relay that stalls)
+    stall_data: dict[str, threading.Event] = field(default_factory=dict)
 
 
 class RecordingHandler:
@@ -114,6 +117,9 @@ class RecordingHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         local = envelope.rcpt_tos[0].split("@")[0]
+        stall = self.behaviour.stall_data.get(local)
+        if stall is not None:
+            await asyncio.get_running_loop().run_in_executor(None, stall.wait, 60)
         if local in self.behaviour.drop_after_data:
             with self.lock:  # it did arrive; the client just never hears so
                 self.received.append(

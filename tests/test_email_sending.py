@@ -4,6 +4,7 @@ structure, encodings, suppression, the SMTP outcomes, dedupe, rate limit and fre
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 
 import emailkit
@@ -696,3 +697,71 @@ def test_two_senders_at_once_send_each_message_once(session, settings, smtp_serv
         statuses = {s.get(Message, i).status for i in ids}
     engine.dispose()
     assert statuses == {MessageStatus.SENT}
+
+
+def test_each_outcome_is_recorded_while_the_rest_of_the_batch_is_still_being_sent(
+    session, sessions, sending, smtp_server
+):
+    """The relay stalls on the sixth message of a batch: the five before it are already
+    `sent` in the database (with their Message-ID) while the sender waits."""
+    import threading
+
+    saved = make_template(session)
+    ids = [
+        _queue(session, saved.version.id, make_contact(session, f"{name}@example.com"))
+        for name in ["a1", "a2", "a3", "a4", "a5", "stall", "b1", "b2"]
+    ]
+    session.commit()
+    release = threading.Event()
+    smtp_server.behaviour.stall_data["stall"] = release
+    sender = threading.Thread(target=send_due, args=(sessions, sending))
+    sender.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with sessions() as s:
+                statuses = [s.get(Message, i).status for i in ids]
+            if statuses[:5] == [MessageStatus.SENT] * 5 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert statuses[:5] == [MessageStatus.SENT] * 5
+        assert statuses[5:] == [MessageStatus.SENDING] * 3  # still in the sender's hands
+    finally:
+        release.set()
+        sender.join(30)
+    received = {
+        r.recipients[0].split("@")[0]: r.message["Message-ID"] for r in smtp_server.received
+    }
+    with sessions() as s:
+        rows = [s.get(Message, i) for i in ids]
+        assert {r.status for r in rows} == {MessageStatus.SENT}
+        emails = {r.id: s.get(Contact, r.contact_id).email.split("@")[0] for r in rows}
+    assert {emails[r.id]: r.internet_message_id for r in rows} == received
+
+
+def test_of_a_dead_senders_batch_only_the_messages_that_may_have_gone_out_become_unknown(
+    session, sessions, settings
+):
+    """A sender takes a message only while fewer than IN_FLIGHT lack a recorded outcome:
+    when its lease runs out, the first IN_FLIGHT rows it still holds may have reached the
+    relay (unknown); the rest were never handed over and go back to the queue."""
+    from automation.email.outbox import claim_batch
+    from automation.email.outbox.claiming import IN_FLIGHT
+    from automation.email.render import VersionCache
+
+    saved = make_template(session)
+    ids = [
+        _queue(session, saved.version.id, make_contact(session, f"c{i}@example.com"))
+        for i in range(IN_FLIGHT + 10)
+    ]
+    session.commit()
+    with sessions() as s:
+        batch = claim_batch(s, settings=settings, cache=VersionCache())
+        s.commit()
+    assert [m.id for m in batch.messages] == ids
+    # The sender dies before recording anything. Later, the lease runs out:
+    with sessions() as s:
+        assert expire_leases(s, now=batch.lease_expires_at + timedelta(seconds=1)) == IN_FLIGHT
+        s.commit()
+    statuses = [_status(sessions, i).status for i in ids]
+    assert statuses == [MessageStatus.UNKNOWN] * IN_FLIGHT + [MessageStatus.QUEUED] * 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -115,3 +116,69 @@ def test_journal_migration_on_sqlite(tmp_path):
 def test_journal_migration_on_postgres():
     with scratch_postgres_database("nurture_migr") as url:
         _journal_written_once(url)
+
+
+def _sent_events_backfilled(url: str) -> None:
+    """0750: each message sent before it gets its `email.sent` event (its origin in the
+    properties, when it was sent as the time); nothing for messages not sent; running it
+    again adds nothing."""
+    config = alembic_config(url)
+    command.upgrade(config, "0740")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        contact = _fill(conn, "contacts", {"email": "m@example.com"})
+        template = _fill(conn, "templates", {"name": "t"})
+        version = _fill(conn, "template_versions", {"template_id": template, "number": 1})
+        sent_at = datetime(2026, 3, 4, 5, 6, 7)
+        ids = {}
+        for name, status, origin in [
+            ("campaign", "sent", {"campaign_id": 3, "campaign_variant_id": 4}),
+            ("workflow", "sent", {"workflow_id": 5, "workflow_node_id": "send-1"}),
+            ("queued", "queued", {}),
+            ("failed", "failed", {}),
+        ]:
+            ids[name] = _fill(
+                conn,
+                "messages",
+                {
+                    "dedupe_key": name,
+                    "contact_id": contact,
+                    "template_version_id": version,
+                    "status": status,
+                    "sent_at": sent_at if status == "sent" else None,
+                    **origin,
+                },
+            )
+    command.upgrade(config, "0750")
+    command.downgrade(config, "0740")
+    command.upgrade(config, "0750")
+    from sqlalchemy import MetaData, Table, select
+
+    with engine.connect() as conn:
+        events = Table("events", MetaData(), autoload_with=conn)
+        rows = conn.execute(select(events).order_by(events.c.idempotency_key)).mappings().all()
+    engine.dispose()
+    assert [r["idempotency_key"] for r in rows] == [
+        f"sent:{ids['campaign']}",
+        f"sent:{ids['workflow']}",
+    ]
+    assert {r["name"] for r in rows} == {"email.sent"}
+    assert {r["contact_id"] for r in rows} == {contact}
+    assert [r["occurred_at"].replace(tzinfo=None) for r in rows] == [sent_at, sent_at]
+    properties = [r["properties"] for r in rows]
+    properties = [p if isinstance(p, dict) else json.loads(p) for p in properties]
+    base = {"template_id": template, "template_version_id": version}
+    assert properties == [
+        {**base, "message_id": ids["campaign"], "campaign_id": 3, "campaign_variant_id": 4},
+        {**base, "message_id": ids["workflow"], "workflow_id": 5, "workflow_node_id": "send-1"},
+    ]
+
+
+def test_sent_events_backfill_on_sqlite(tmp_path):
+    _sent_events_backfilled(f"sqlite:///{tmp_path / 'm.sqlite'}")
+
+
+@pytest.mark.postgres
+def test_sent_events_backfill_on_postgres():
+    with scratch_postgres_database("nurture_migr") as url:
+        _sent_events_backfilled(url)

@@ -19,10 +19,10 @@ from automation.email.mime import (
     AddressError,
     Mail,
     address_header,
-    ascii_address,
     build_mime,
     qp_encode,
     qp_url,
+    wire_address,
 )
 
 WHEN = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -32,7 +32,7 @@ def reference(mail: Mail, html: str, text: str) -> EmailMessage:
     """The slow, obviously right way."""
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = f"{mail.from_name} <{mail.from_email}>"
-    msg["To"] = f"{mail.to_name} <{ascii_address(mail.to_email)}>"
+    msg["To"] = f"{mail.to_name} <{wire_address(mail.to_email)}>"
     msg["Subject"] = mail.subject
     msg["Date"] = format_datetime(mail.date)
     msg["Message-ID"] = mail.message_id
@@ -182,4 +182,4 @@ def test_malformed_addresses_are_refused(address):
 
 
 def test_an_international_domain_goes_out_as_punycode():
-    assert ascii_address("ana@bücher.example") == "ana@xn--bcher-kva.example"
+    assert wire_address("ana@bücher.example") == "ana@xn--bcher-kva.example"

@@ -13,10 +13,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    computed_field,
     field_validator,
 )
 
-from automation.addresses import Email, validate_time_zone
+from automation.addresses import Email, smtputf8_warnings, validate_time_zone
 from automation.contacts.models import ContactStatus, FieldType, IndexStatus, LifecycleStage
 from automation.db import PageNumber, clip_json, json_depth
 
@@ -90,6 +91,12 @@ class ContactOut(BaseModel):
     @classmethod
     def _tag_names(cls, value: Any) -> list[str]:
         return [getattr(tag, "name", tag) for tag in value]
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
+    @property
+    def warnings(self) -> list[str]:
+        """Valid, but: an address that can be sent only through a relay with SMTPUTF8."""
+        return smtputf8_warnings(self.email)
 
 
 class ContactPage(BaseModel):

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.addresses import ascii_domain, needs_smtputf8
 from automation.email.models import Message, SenderIdentity
 from automation.email.outbox import OUTSTANDING
 from automation.email.schema import SenderIdentityIn
@@ -28,6 +29,17 @@ class Sender:
     @property
     def domain(self) -> str:
         return self.from_email.rsplit("@", 1)[-1]
+
+    @property
+    def header_domain(self) -> str:
+        """The domain as it may stand in a Message-ID: ASCII (an IDN as punycode)."""
+        return ascii_domain(self.domain)
+
+
+def needs_smtputf8_for(sender: Sender, to: str) -> tuple[str, ...]:
+    """The addresses of a message from ``sender`` to ``to`` that can go only with
+    SMTPUTF8 (none: it goes without)."""
+    return tuple(a for a in (sender.from_email, sender.reply_to, to) if a and needs_smtputf8(a))
 
 
 def default_sender(value: str) -> Sender:

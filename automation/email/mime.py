@@ -25,6 +25,8 @@ from datetime import datetime
 from email.utils import format_datetime
 from functools import lru_cache
 
+from automation.addresses import ascii_domain, needs_smtputf8
+
 CRLF = b"\r\n"
 _ATEXT_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]*$")
 _MAX_WORD_BYTES = 39  # 52 base64 characters: a word and its header name fit in 78
@@ -49,23 +51,25 @@ class Mail:
     list_unsubscribe: tuple[str, str] | None = None  # (https URL, mailto URL)
     feedback_id: str | None = None
     extra_headers: Sequence[tuple[str, str]] = ()
+    # Sent with SMTPUTF8 (RFC 6531/6532): addresses with a non-ASCII local part go into
+    # the headers as UTF-8. Everything else stays 7-bit (names and subject as RFC 2047).
+    utf8: bool = False
 
 
-def ascii_address(address: str) -> str:
-    """The address as it goes on the wire: an IDN domain as punycode. A non-ASCII local
-    part would need SMTPUTF8, which we do not use."""
+def wire_address(address: str, *, utf8: bool = False) -> str:
+    """The address as it goes on the wire: the domain encoded with IDNA where it is not
+    ASCII; a non-ASCII local part only in a message sent with SMTPUTF8 (``utf8``)."""
     if any(c in address for c in '\r\n<>"\\, \t') or address.count("@") != 1:
         raise AddressError(f"malformed address {address!r}")
     local, domain = address.split("@")
     if not local or not domain or "." not in domain.strip("."):
         raise AddressError(f"malformed address {address!r}")
-    if not local.isascii():
-        raise AddressError(f"{address!r} has a non-ASCII local part (needs SMTPUTF8)")
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise AddressError(f"{address!r} has an invalid domain") from None
+    if not utf8 and needs_smtputf8(address):
+        raise AddressError(f"{address!r} has a non-ASCII local part: it needs SMTPUTF8")
+    try:
+        domain = ascii_domain(domain)
+    except ValueError:
+        raise AddressError(f"{address!r} has an invalid domain") from None
     return f"{local}@{domain}"
 
 
@@ -115,12 +119,12 @@ def _fold(value: str, width: int = 76) -> str:
 
 
 @lru_cache(maxsize=64)
-def _sender_header(name: str, address: str) -> str:
-    return address_header(name, address)
+def _sender_header(name: str, address: str, utf8: bool) -> str:
+    return address_header(name, address, utf8=utf8)
 
 
-def address_header(name: str, address: str) -> str:
-    address = ascii_address(address)
+def address_header(name: str, address: str, *, utf8: bool = False) -> str:
+    address = wire_address(address, utf8=utf8)
     name = " ".join(name.split())
     if not name:
         return address
@@ -170,18 +174,19 @@ def _date(value: datetime) -> str:
 
 
 def build_mime(mail: Mail) -> bytes:
-    """The complete message, CRLF line endings, 7-bit clean."""
+    """The complete message, CRLF line endings, 7-bit clean (but for the UTF-8 addresses
+    of a message sent with SMTPUTF8)."""
     boundary = "=_nurture_alt"  # "=_" can never occur in quoted-printable output
     headers = [
-        ("From", _sender_header(mail.from_name, mail.from_email)),
-        ("To", address_header(mail.to_name, mail.to_email)),
+        ("From", _sender_header(mail.from_name, mail.from_email, mail.utf8)),
+        ("To", address_header(mail.to_name, mail.to_email, utf8=mail.utf8)),
         ("Subject", header_text(mail.subject)),
         ("Date", _date(mail.date)),
         ("Message-ID", mail.message_id),
         ("MIME-Version", "1.0"),
     ]
     if mail.reply_to:
-        headers.append(("Reply-To", ascii_address(mail.reply_to)))
+        headers.append(("Reply-To", wire_address(mail.reply_to, utf8=mail.utf8)))
     if mail.list_unsubscribe:
         https, mailto = mail.list_unsubscribe
         headers.append(("List-Unsubscribe", f"<{https}>,\r\n <{mailto}>"))
@@ -190,7 +195,9 @@ def build_mime(mail: Mail) -> bytes:
         headers.append(("Feedback-ID", mail.feedback_id))
     headers.extend(mail.extra_headers)
     headers.append(("Content-Type", f'multipart/alternative;\r\n boundary="{boundary}"'))
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode(
+        "utf-8" if mail.utf8 else "ascii"
+    )
     part_head = (
         '\r\nContent-Type: text/{}; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: quoted-printable\r\n\r\n"

@@ -138,6 +138,9 @@ class Message(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     smtp_response: Mapped[str | None] = mapped_column(String(500))
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    # The Message-ID header it went out with (written when it is claimed, before anything
+    # is handed to the relay): what `nurture messages reconcile` finds in a relay's log.
+    internet_message_id: Mapped[str | None] = mapped_column(String(255))
     # Random, in every tracking token: a token from another database (a restore, a reused
     # id) does not match the row.
     token_nonce: Mapped[int] = mapped_column(BigInteger)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
+from automation.addresses import smtputf8_warnings
 from automation.contacts.schema import Email, Strict
 from automation.db import BigRowId, PageNumber, RowId
 from automation.email.models import MessageStatus, TemplateKind
@@ -31,6 +32,12 @@ class SenderIdentityOut(BaseModel):
     max_per_minute: int
     paused_at: datetime | None = None
     paused_reason: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
+    @property
+    def warnings(self) -> list[str]:
+        """Valid, but: an address that can be sent only through a relay with SMTPUTF8."""
+        return smtputf8_warnings(self.from_email, self.reply_to)
 
 
 class DefaultSenderOut(BaseModel):
@@ -197,6 +204,9 @@ class MessageOut(BaseModel):
     lease_expires_at: datetime | None
     smtp_response: str | None
     provider_message_id: str | None
+    internet_message_id: str | None = Field(
+        description="The Message-ID header it went out with (angle brackets included)"
+    )
     campaign_id: int | None
     campaign_variant_id: int | None
     enrollment_id: int | None

@@ -13,11 +13,12 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from automation.bulk import update_rows
 from automation.config import Settings
 from automation.email.context import load_contact_contexts
-from automation.email.identities import Sender, sender_of
-from automation.email.mime import AddressError, Mail, ascii_address, build_mime
-from automation.email.models import SenderIdentity
+from automation.email.identities import Sender, needs_smtputf8_for, sender_of
+from automation.email.mime import AddressError, Mail, build_mime, wire_address
+from automation.email.models import Message, SenderIdentity
 from automation.email.outbox import Batch, Claimed, Delivery, Undeliverable, get_message
 from automation.email.render import (
     CompiledVersion,
@@ -54,13 +55,29 @@ class Sending:
         )
 
     def prepare(self, session: Session, batch: Batch) -> EmailBatch:
-        """The From of each sender identity in the batch (the default sender for none)."""
+        """The From of each sender identity in the batch (the default sender for none), and
+        each message's Message-ID, stored on its row in the claim's transaction: before
+        anything reaches the relay, so that even a message whose sender dies mid-send can
+        be found in the relay's log (``nurture messages reconcile``)."""
         ids = {m.sender_identity_id for m in batch.messages} - {None}
         identities = session.scalars(select(SenderIdentity).where(SenderIdentity.id.in_(ids)))
         default = self.settings.default_sender
         senders: dict[int | None, Sender] = {None: sender_of(None, default)}
         senders.update({i.id: sender_of(i, default) for i in identities})
-        return EmailBatch(self, batch, senders)
+        tokens = {
+            m.id: self.signer.for_message(m.id, m.nonce, batch.versions[m.version_id].id)
+            for m in batch.messages
+        }
+        headers = {
+            m.id: message_id_header(tokens[m.id], _sender(senders, m).header_domain)
+            for m in batch.messages
+        }
+        update_rows(
+            session,
+            Message,
+            [{"id": id_, "internet_message_id": header} for id_, header in headers.items()],
+        )
+        return EmailBatch(self, batch, senders, tokens, headers)
 
     def send_many(
         self, items: Iterable[tuple[Claimed, Envelope]]
@@ -86,6 +103,10 @@ def _feedback_id(message: Claimed, version: CompiledVersion) -> str:
     return f"{origin}:{version.template_id}:{kind}:nurture"
 
 
+def _sender(senders: dict[int | None, Sender], message: Claimed) -> Sender:
+    return senders.get(message.sender_identity_id) or senders[None]
+
+
 def build_message(
     sending: Sending,
     message: Claimed,
@@ -93,6 +114,7 @@ def build_message(
     sender: Sender,
     tokens: MessageTokens,
     now: datetime,
+    message_id: str,
 ) -> bytes:
     """The wire bytes of one message: render, then MIME. Raises RenderError, AddressError."""
     base = sending.settings.base_url
@@ -110,6 +132,7 @@ def build_message(
         unsubscribe = (urls.unsubscribe, _mailto(sending.settings, sender, token))
     return build_mime(
         Mail(
+            utf8=bool(needs_smtputf8_for(sender, message.email)),
             from_name=sender.from_name,
             from_email=sender.from_email,
             to_name=message.contact["full_name"],
@@ -117,7 +140,7 @@ def build_message(
             subject=email.subject,
             html_qp=email.html_qp,
             text_qp=email.text_qp,
-            message_id=message_id_header(tokens, sender.domain),
+            message_id=message_id,
             date=now,
             reply_to=sender.reply_to,
             list_unsubscribe=unsubscribe,
@@ -133,14 +156,29 @@ class EmailBatch:
     sending: Sending
     batch: Batch
     senders: dict[int | None, Sender]
+    tokens: dict[int, MessageTokens]
+    message_ids: dict[int, str]  # message id → its Message-ID header
 
     def render(self, message: Claimed, now: datetime) -> Envelope:
         version = self.batch.versions[message.version_id]
-        sender = self.senders.get(message.sender_identity_id) or self.senders[None]
-        tokens = self.sending.signer.for_message(message.id, message.nonce, version.id)
+        sender = _sender(self.senders, message)
         try:
-            data = build_message(self.sending, message, version, sender, tokens, now)
-            return Envelope(ascii_address(sender.from_email), ascii_address(message.email), data)
+            data = build_message(
+                self.sending,
+                message,
+                version,
+                sender,
+                self.tokens[message.id],
+                now,
+                self.message_ids[message.id],
+            )
+            needing = needs_smtputf8_for(sender, message.email)
+            return Envelope(
+                wire_address(sender.from_email, utf8=bool(needing)),
+                wire_address(message.email, utf8=bool(needing)),
+                data,
+                smtputf8_for=needing,
+            )
         except RenderError as exc:
             where = f"line {exc.line}: " if exc.line else ""
             raise Undeliverable("render_error", where + exc.message) from None

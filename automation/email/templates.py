@@ -12,13 +12,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from automation import clock
+from automation.addresses import needs_smtputf8
 from automation.config import Settings
 from automation.contacts.models import Contact, ContactStatus, CustomField
 from automation.contacts.suppressions import suppression_reasons
 from automation.email.compiler import CompileResult, Draft, Problem, compile_template
 from automation.email.context import load_contact_contexts, sample_contact, template_context
-from automation.email.identities import sender_of
-from automation.email.mime import Mail, build_mime, qp_encode
+from automation.email.identities import needs_smtputf8_for, sender_of
+from automation.email.mime import AddressError, Mail, build_mime, qp_encode, wire_address
 from automation.email.models import (
     Message,
     SenderIdentity,
@@ -26,7 +27,7 @@ from automation.email.models import (
     TemplateKind,
     TemplateVersion,
 )
-from automation.email.outbox import OUTSTANDING, Delivery
+from automation.email.outbox import NEEDS_SMTPUTF8, OUTSTANDING, Delivery
 from automation.email.render import (
     CompiledVersion,
     RenderedEmail,
@@ -357,9 +358,17 @@ def send_test(
         else None
     )
     sender = sender_of(identity, settings.default_sender)
-    message_id = f"<test.{secrets.token_urlsafe(12)}@{sender.domain}>"
+    message_id = f"<test.{secrets.token_urlsafe(12)}@{sender.header_domain}>"
+    needing = needs_smtputf8_for(sender, to)
+    utf8 = bool(needing)
+    try:
+        envelope_from = wire_address(sender.from_email, utf8=utf8)
+        envelope_to = wire_address(to, utf8=utf8)
+    except AddressError as exc:
+        raise InvalidInput(FieldError("to", str(exc))) from None
     data = build_mime(
         Mail(
+            utf8=utf8,
             from_name=sender.from_name,
             from_email=sender.from_email,
             to_name="",
@@ -372,4 +381,14 @@ def send_test(
             reply_to=sender.reply_to,
         )
     )
-    return transport.send(Envelope(sender.from_email, to, data)), message_id
+    delivery = transport.send(Envelope(envelope_from, envelope_to, data, smtputf8_for=needing))
+    if delivery.reason == NEEDS_SMTPUTF8:
+        # Held, as the outbox would hold it: said clearly, never a 500.
+        problem = (
+            f"{', '.join(needing)} has a non-ASCII local part: sending needs SMTPUTF8, "
+            "which the SMTP relay does not offer"
+        )
+        if needs_smtputf8(to):
+            raise InvalidInput(FieldError("to", problem))
+        raise Conflict(f"the template's sender: {problem}")
+    return delivery, message_id

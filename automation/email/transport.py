@@ -12,6 +12,11 @@ sent that was not:
 - the connection lost after the whole message was
   written but before the server answered              → unknown (it may have been
                                                         accepted: never resent by itself)
+- an address needs SMTPUTF8 (a non-ASCII local part)
+  and the relay does not offer it                     → deferred, held (nothing is tried)
+
+A message whose envelope needs SMTPUTF8 goes with ``MAIL FROM:<…> SMTPUTF8`` (RFC 6531),
+and ``BODY=8BITMIME`` when offered, since its headers hold UTF-8 addresses.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from automation.email.outbox.channel import Delivery, DeliveryStatus
+from automation.email.outbox.channel import NEEDS_SMTPUTF8, Delivery, DeliveryStatus
 
 CRLF = b"\r\n"
 
@@ -35,6 +40,17 @@ class Envelope:
     sender: str
     recipient: str
     data: bytes  # the whole message, CRLF line endings, not yet dot-stuffed
+    # The addresses (envelope or headers) with a non-ASCII local part: sent with SMTPUTF8.
+    smtputf8_for: tuple[str, ...] = ()
+
+    @property
+    def utf8(self) -> bool:
+        return bool(self.smtputf8_for)
+
+    def mail_options(self, smtp: smtplib.SMTP) -> list[str]:
+        if not self.utf8:
+            return []
+        return ["SMTPUTF8", *(["BODY=8BITMIME"] if smtp.has_extn("8bitmime") else [])]
 
 
 K = TypeVar("K")
@@ -192,8 +208,11 @@ class SmtpTransport:
         caller may render lazily."""
         source = iter(items)
         pending: tuple[K, Envelope] | None = None  # DATA accepted, its content not yet sent
+        # A message that needs SMTPUTF8 met while another's content is pending: it waits
+        # for the next turn (when nothing is pending), so the deliveries stay in order.
+        carried: tuple[K, Envelope] | None = None
         while True:
-            upcoming = next(source, None)
+            upcoming, carried = (carried, None) if carried else (next(source, None), None)
             if upcoming is None and pending is None:
                 return
             if pending is None:
@@ -204,17 +223,26 @@ class SmtpTransport:
                     # Nothing was tried: this and every later message wait for a retry.
                     yield from _all_deferred(upcoming, source, str(exc))
                     return
+                if upcoming[1].utf8 and not smtp.has_extn("smtputf8"):
+                    yield upcoming[0], _needs_smtputf8(upcoming[1])
+                    continue
                 if not smtp.has_extn("pipelining"):
                     yield upcoming[0], self._one_at_a_time(smtp, upcoming[1])
                     continue
             else:
                 assert self._smtp is not None  # the connection that accepted DATA
                 smtp = self._smtp
+                if upcoming is not None and upcoming[1].utf8 and not smtp.has_extn("smtputf8"):
+                    carried, upcoming = upcoming, None
             write = _content(pending[1]) if pending else b""
             if upcoming is not None:
-                # Envelope addresses are checked ASCII (mime.ascii_address): no quoting.
+                # Envelope addresses are checked (mime.wire_address): no quoting. UTF-8
+                # only in the envelope of a message sent with SMTPUTF8.
                 sender, recipient = upcoming[1].sender, upcoming[1].recipient
-                write += f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode()
+                options = "".join(f" {o}" for o in upcoming[1].mail_options(smtp))
+                write += (
+                    f"MAIL FROM:<{sender}>{options}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode()
+                )
             try:
                 smtp.send(write)
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
@@ -249,7 +277,7 @@ class SmtpTransport:
     def _one_at_a_time(self, smtp: smtplib.SMTP, envelope: Envelope) -> Delivery:
         """A server without PIPELINING: MAIL, RCPT, DATA, content, each awaited."""
         try:
-            code, message = smtp.mail(envelope.sender)
+            code, message = smtp.mail(envelope.sender, envelope.mail_options(smtp))
             if code != 250:
                 return self._refused(smtp, code, message, recipient=False)
             code, message = smtp.rcpt(envelope.recipient)
@@ -313,10 +341,14 @@ class SmtpTransport:
         self._reset(smtp)
         if _temporary(code):
             return Delivery(DeliveryStatus.DEFERRED, reply, code, slow_down=True)
-        hard = recipient and (
-            code in _HARD_BOUNCE_CODES or bool(re.search(r"\b5\.1\.\d+\b", reply))
-        )
+        hard = recipient and is_hard_bounce(code, reply)
         return Delivery(DeliveryStatus.FAILED, reply, code, hard_bounce=hard)
+
+
+def is_hard_bounce(code: int | None, reply: str) -> bool:
+    """A refusal of the recipient for good (550/551/553, or a 5.1.x enhanced status: no
+    such mailbox or domain), as opposed to a refusal of this one message."""
+    return code in _HARD_BOUNCE_CODES or bool(re.search(r"\b5\.1\.\d+\b", reply))
 
 
 def _content(envelope: Envelope) -> bytes:
@@ -333,6 +365,15 @@ def _content(envelope: Envelope) -> bytes:
 def _lost(exc: object) -> Delivery:
     # Lost before the end of the data went out: the server cannot have accepted it.
     return Delivery(DeliveryStatus.DEFERRED, f"connection lost: {exc}"[:500], slow_down=True)
+
+
+def _needs_smtputf8(envelope: Envelope) -> Delivery:
+    return Delivery(
+        DeliveryStatus.DEFERRED,
+        f"held: {', '.join(envelope.smtputf8_for)} has a non-ASCII local part, so the "
+        "message needs SMTPUTF8, which the SMTP relay does not offer"[:500],
+        reason=NEEDS_SMTPUTF8,
+    )
 
 
 def _all_deferred(

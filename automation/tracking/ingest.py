@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from automation.contacts.models import Contact, Event
 from automation.db import dialect_insert, is_postgres, one_of
 from automation.email.models import Message, TemplateVersion
+from automation.email.outbox.events import ORIGIN, message_properties
 from automation.reactions import IngestedEvent, react_to_events
 from automation.tracking.classify import burst_hits, classify
 from automation.tracking.hits import MAX_REFERER, Hit
@@ -73,10 +74,6 @@ class IngestReport:
             "machine": self.machine,
             "implied_opens": self.implied_opens,
         }
-
-
-# Where a message came from, copied onto its engagement events (for reports and branches).
-_ORIGIN = ("campaign_id", "campaign_variant_id", "enrollment_id", "workflow_id", "workflow_node_id")
 
 
 def decayed(score: float, since: datetime | None, now: datetime, half_life_days: float) -> float:
@@ -132,7 +129,7 @@ def _targets(session: Session, message_ids: set[int]) -> dict[int, _Target]:
             Message.contact_id,
             Message.sent_at,
             Message.first_open_at,
-            *(getattr(Message, key) for key in _ORIGIN),
+            *(getattr(Message, key) for key in ORIGIN),
         ).where(one_of(session, Message.id, message_ids))
     ).all()
     versions = {
@@ -146,14 +143,7 @@ def _targets(session: Session, message_ids: set[int]) -> dict[int, _Target]:
     targets = {}
     for message_id, nonce, version_id, contact_id, sent_at, first_open_at, *origin in rows:
         version = versions[version_id]
-        properties = {
-            "message_id": message_id,
-            "template_id": version.template_id,
-            "template_version_id": version_id,
-        }
-        for key, value in zip(_ORIGIN, origin, strict=True):
-            if value is not None:
-                properties[key] = value
+        properties = message_properties(message_id, version.template_id, version_id, origin)
         targets[message_id] = _Target(
             nonce & 0xFFFFFFFF,
             version_id,

@@ -9,7 +9,7 @@ click, ``first_open_at``/``last_open_at``/``opens`` on the message, ``opens`` an
 the messages to fix are those with a first click and no first open.
 
 Revision ID: 0760
-Revises: 0740
+Revises: 0751
 Create Date: 2026-12-08 03:30:00
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0760"
-down_revision: str | Sequence[str] | None = "0740"
+down_revision: str | Sequence[str] | None = "0751"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

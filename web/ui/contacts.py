@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from automation.accounts.models import Role
+from automation.addresses import smtputf8_warnings
 from automation.contacts import activity, gdpr, hygiene
 from automation.contacts import service as contacts
 from automation.contacts import tags as tag_ops
@@ -82,6 +83,7 @@ def _detail(contact_id: int, errors: dict[str, str] | None = None, status: int =
             enrollments=contact_enrollments(session, contact.id),
             messages=contact_messages(session, contact.id),
             all_tags=[name for name, _count in tag_ops.list_tags(session)[:500]],
+            warnings=smtputf8_warnings(contact.email),
             errors=errors or {},
         ),
         status,

@@ -9,6 +9,7 @@ from flask import flash, g, redirect, render_template, request, url_for
 
 from automation import policy
 from automation.accounts.models import Role
+from automation.addresses import smtputf8_warnings
 from automation.contacts import service as contacts
 from automation.contacts.models import FieldType, IndexStatus
 from automation.contacts.schema import CustomFieldIn
@@ -50,6 +51,11 @@ def _sender_form(sender: SenderIdentity | None, values: Any, errors: dict[str, s
     return render_template("settings/sender_form.html", sender=sender, values=values, errors=errors)
 
 
+def _warn_about(sender: Any) -> None:
+    for warning in smtputf8_warnings(sender.from_email, sender.reply_to):
+        flash(warning, "warning")
+
+
 @bp.route("/settings/senders/new", methods=["GET", "POST"])
 @login_required(Role.ADMIN)
 def sender_new() -> Any:
@@ -63,6 +69,7 @@ def sender_new() -> Any:
         return rejected("settings/sender_form.html", exc, sender=None, values=request.form)
     db().commit()
     flash(f"Sender identity {sender.name} added.", "success")
+    _warn_about(sender)
     return redirect(url_for("ui.senders"))
 
 
@@ -74,13 +81,14 @@ def sender_edit(sender_id: int) -> Any:
         values = {name: getattr(sender, name) or "" for name in SENDER_FIELDS}
         return _sender_form(sender, values, {})
     try:
-        identities.update_sender_identity(
+        saved = identities.update_sender_identity(
             db(), sender_id, identities.parse_sender_identity(_sender_input())
         )
     except FORM_ERRORS as exc:
         return rejected("settings/sender_form.html", exc, sender=sender, values=request.form)
     db().commit()
     flash("Sender identity saved.", "success")
+    _warn_about(saved)
     return redirect(url_for("ui.senders"))
 
 

@@ -3,6 +3,7 @@ diagram and the one transition check are in states.py). Callers use this API; no
 outside the package writes the table."""
 
 from automation.email.outbox.channel import (
+    NEEDS_SMTPUTF8,
     Channel,
     Delivery,
     DeliveryStatus,
@@ -38,6 +39,7 @@ from automation.email.outbox.states import (
 __all__ = [
     "ALLOWED",
     "MAX_ATTEMPTS",
+    "NEEDS_SMTPUTF8",
     "OUTSTANDING",
     "PARKED",
     "WAITING",

@@ -38,6 +38,13 @@ class Delivery:
     # The relay told us to slow down (4xx, 421, lost connection): throttle the identity.
     slow_down: bool = False
     unavailable: bool = False  # the relay could not be reached: nothing was tried
+    reason: str | None = None  # why, when the default for the status does not say it
+
+
+# Held, not failed: the message needs SMTPUTF8 (a non-ASCII local part in an address) and
+# the relay does not offer it. Nothing was tried; it waits, retried with backoff, and never
+# runs out of attempts (the relay may be configured to offer it).
+NEEDS_SMTPUTF8 = "needs_smtputf8"
 
 
 class Undeliverable(Exception):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from automation import clock
@@ -28,9 +28,14 @@ from automation.email.outbox.screening import (
     frequency_capped,
     hold_reason,
 )
-from automation.email.outbox.states import check_transition, move, move_each, move_matching
+from automation.email.outbox.states import check_transition, move, move_each
 from automation.email.render import CompiledVersion, VersionCache
 from automation.policy import default_sender_paused_at, effective_settings
+
+# A sender takes the next message of its batch only while fewer than this many taken ones
+# lack a committed outcome (sending.py): of a dead sender's rows, only this many can have
+# reached the relay.
+IN_FLIGHT = 16
 
 
 @dataclass(frozen=True)
@@ -310,17 +315,42 @@ def claim_batch(
 
 
 def expire_leases(session: Session, *, now: datetime | None = None) -> int:
-    """Rows still `sending` after their lease: the sender died or hung mid-batch. Whether
-    they went out is unknown, so they become `unknown` and are never resent by themselves."""
+    """Rows still `sending` after their lease: the sender died or hung mid-batch. A sender
+    records each outcome as it goes and takes a message only while fewer than
+    ``IN_FLIGHT`` lack one, so of each lease's rows left (in batch order, by id) the first
+    ``IN_FLIGHT`` may have gone out: they become `unknown` and are never resent by
+    themselves. The others were never handed to the relay: back to the queue. How many
+    became unknown."""
     now = now or clock.now()
-    expired = move_matching(
+    place = (
+        func.row_number().over(partition_by=Message.lease_owner, order_by=Message.id).label("place")
+    )
+    leased = (
+        select(Message.id, place)
+        .where(Message.status == MessageStatus.SENDING, Message.lease_expires_at < now)
+        .subquery()
+    )
+    rows = session.execute(select(leased.c.id, leased.c.place)).all()
+    maybe_sent = [id_ for id_, n in rows if n <= IN_FLIGHT]
+    never_tried = [id_ for id_, n in rows if n > IN_FLIGHT]
+    expired = move(
         session,
+        maybe_sent,
         MessageStatus.UNKNOWN,
         from_=[MessageStatus.SENDING],
         where=[Message.lease_expires_at < now],
         reason="lease_expired",
         error="the sender stopped before recording the outcome: it may or may not have been sent",
         lease_owner=None,
+    )
+    move(
+        session,
+        never_tried,
+        MessageStatus.QUEUED,
+        from_=[MessageStatus.SENDING],
+        where=[Message.lease_expires_at < now],
+        lease_owner=None,
+        lease_expires_at=None,
     )
     session.execute(delete(SendWindow).where(SendWindow.window_start < now - timedelta(hours=1)))
     return expired

@@ -1,6 +1,7 @@
-"""Recording what happened to a batch: one statement per kind of outcome, only for the
-lease holder's rows; then what follows from them (contacts' sent counts, hard bounces,
-slowing down a sender the relay pushed back on)."""
+"""Recording what happened to a group of messages: one statement per kind of outcome, only
+for the lease holder's rows; then what follows from them (an ``email.sent`` event per
+message sent, contacts' sent counts, hard bounces, slowing down a sender the relay pushed
+back on)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from automation.contacts.models import Contact
 from automation.contacts.suppressions import SuppressionReason, suppress
 from automation.db import one_of
 from automation.email.models import Message, MessageStatus, SenderIdentity
+from automation.email.outbox.channel import NEEDS_SMTPUTF8
+from automation.email.outbox.events import record_sent_events
 from automation.email.outbox.states import move_each
 from automation.reactions import IngestedEvent, react_to_events
 
@@ -57,18 +60,25 @@ def backoff(attempts: int) -> timedelta:
 
 
 def record_outcomes(
-    session: Session, owner: str, outcomes: Sequence[Outcome], *, now: datetime | None = None
+    session: Session,
+    owner: str | None,
+    outcomes: Sequence[Outcome],
+    *,
+    now: datetime | None = None,
+    held: Sequence[MessageStatus] = HELD_BY_SENDER,
 ) -> None:
-    """Write a batch's results: one statement per kind of outcome. Only the lease holder's
-    rows change (a row an operator already resent is not touched)."""
+    """Write a group's results: one statement per kind of outcome. Only the lease holder's
+    rows change (a row an operator already resent is not touched); ``owner=None`` with
+    ``held=(UNKNOWN,)`` settles `unknown` rows (automation/email/reconcile.py)."""
     now = now or clock.now()
     by_status: dict[MessageStatus, list[Outcome]] = defaultdict(list)
     for outcome in outcomes:
         by_status[outcome.status].append(outcome)
-    _record_sent(session, owner, by_status[MessageStatus.SENT], now)
-    exhausted = _record_deferred(session, owner, by_status[MessageStatus.DEFERRED], now)
+    _record_sent(session, owner, by_status[MessageStatus.SENT], now, held)
+    record_sent_events(session, [o.message_id for o in by_status[MessageStatus.SENT]])
+    exhausted = _record_deferred(session, owner, by_status[MessageStatus.DEFERRED], now, held)
     failed = by_status[MessageStatus.FAILED] + exhausted
-    _record_failed(session, owner, failed, now)
+    _record_failed(session, owner, failed, now, held)
     _record_unknown(session, owner, by_status[MessageStatus.UNKNOWN])
     _record_requeued(session, owner, by_status[MessageStatus.QUEUED])
     _count_sent(session, [o.contact_id for o in by_status[MessageStatus.SENT]])
@@ -76,7 +86,13 @@ def record_outcomes(
     _slow_down(session, {o.sender_identity_id for o in outcomes if o.slow_down}, now)
 
 
-def _record_sent(session: Session, owner: str, sent: list[Outcome], now: datetime) -> None:
+def _record_sent(
+    session: Session,
+    owner: str | None,
+    sent: list[Outcome],
+    now: datetime,
+    held: Sequence[MessageStatus],
+) -> None:
     move_each(
         session,
         [
@@ -88,7 +104,7 @@ def _record_sent(session: Session, owner: str, sent: list[Outcome], now: datetim
             for o in sent
         ],
         MessageStatus.SENT,
-        from_=HELD_BY_SENDER,
+        from_=held,
         owner=owner,
         columns=["smtp_response", "provider_message_id"],
         fixed={
@@ -102,10 +118,15 @@ def _record_sent(session: Session, owner: str, sent: list[Outcome], now: datetim
 
 
 def _record_deferred(
-    session: Session, owner: str, deferred: list[Outcome], now: datetime
+    session: Session,
+    owner: str | None,
+    deferred: list[Outcome],
+    now: datetime,
+    held: Sequence[MessageStatus],
 ) -> list[Outcome]:
-    """Schedule the retries with backoff; returns those out of attempts, as failures."""
-    retry = [o for o in deferred if o.attempts + 1 < MAX_ATTEMPTS]
+    """Schedule the retries with backoff; returns those out of attempts, as failures (a
+    message held for SMTPUTF8 never runs out: nothing was tried)."""
+    retry = [o for o in deferred if o.attempts + 1 < MAX_ATTEMPTS or o.reason == NEEDS_SMTPUTF8]
     move_each(
         session,
         [
@@ -119,7 +140,7 @@ def _record_deferred(
             for o in retry
         ],
         MessageStatus.DEFERRED,
-        from_=HELD_BY_SENDER,
+        from_=held,
         owner=owner,
         columns=["next_attempt_at", "reason", "error", "smtp_response"],
         fixed={**_END_LEASE, "attempts": _ONE_MORE_ATTEMPT},
@@ -134,11 +155,17 @@ def _record_deferred(
             slow_down=False,
         )
         for o in deferred
-        if o.attempts + 1 >= MAX_ATTEMPTS
+        if o.attempts + 1 >= MAX_ATTEMPTS and o.reason != NEEDS_SMTPUTF8
     ]
 
 
-def _record_failed(session: Session, owner: str, failed: list[Outcome], now: datetime) -> None:
+def _record_failed(
+    session: Session,
+    owner: str | None,
+    failed: list[Outcome],
+    now: datetime,
+    held: Sequence[MessageStatus],
+) -> None:
     move_each(
         session,
         [
@@ -152,14 +179,14 @@ def _record_failed(session: Session, owner: str, failed: list[Outcome], now: dat
             for o in failed
         ],
         MessageStatus.FAILED,
-        from_=HELD_BY_SENDER,
+        from_=held,
         owner=owner,
         columns=["reason", "error", "smtp_response", "bounced_at"],
         fixed={**_END_LEASE, "attempts": _ONE_MORE_ATTEMPT},
     )
 
 
-def _record_unknown(session: Session, owner: str, unknown: list[Outcome]) -> None:
+def _record_unknown(session: Session, owner: str | None, unknown: list[Outcome]) -> None:
     move_each(
         session,
         [{"b_id": o.message_id, "b_error": o.error} for o in unknown],
@@ -171,7 +198,7 @@ def _record_unknown(session: Session, owner: str, unknown: list[Outcome]) -> Non
     )
 
 
-def _record_requeued(session: Session, owner: str, never_tried: list[Outcome]) -> None:
+def _record_requeued(session: Session, owner: str | None, never_tried: list[Outcome]) -> None:
     """Rows never handed to the relay (the lease ran short) go back to the queue as they were."""
     move_each(
         session,

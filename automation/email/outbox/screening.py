@@ -17,7 +17,7 @@ from automation.config import Settings
 from automation.contacts.models import ContactStatus
 from automation.contacts.suppressions import SuppressionReason
 from automation.db import one_of
-from automation.email.mime import AddressError, ascii_address
+from automation.email.mime import AddressError, wire_address
 from automation.email.models import Message, MessageStatus, Template, TemplateVersion
 
 # Contact states that stop mail. Transactional mail (receipts, the opt-in confirmation
@@ -57,7 +57,7 @@ def hold_reason(
     if row.template_version_id in unusable_versions:
         return MessageStatus.FAILED, "template_deleted"
     try:
-        ascii_address(row.email)
+        wire_address(row.email, utf8=True)  # SMTPUTF8 is the transport's question
     except AddressError:
         return MessageStatus.FAILED, "invalid_address"
     blocking = BLOCKS_MARKETING if row.marketing else BLOCKS_ALL
