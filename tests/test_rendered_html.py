@@ -1,0 +1,197 @@
+"""What is sent is checked (issue 17, item 6): the rendered HTML, per recipient, at save (for
+the sample contact), at send and on the view-in-browser page; the source checks alone let
+``|safe``, ``{% raw %}``, CDATA, ``java{{''}}script:`` and contact data through."""
+
+from __future__ import annotations
+
+import re
+
+import emailkit
+import pytest
+from emailkit import MJML
+
+from automation.email.html_checks import html_problems
+from automation.email.models import Message, MessageStatus
+from automation.email.outbox import queue_message, send_due
+
+smtp_server = emailkit.smtp_server
+sessions = emailkit.sessions
+sending = emailkit.sending
+
+
+def with_text(html: str) -> str:
+    return MJML.replace("<mj-text>Your plan:", f"<mj-text>{html}</mj-text>\n<mj-text>Your plan:")
+
+
+def with_raw(html: str) -> str:
+    return MJML.replace(
+        "<mj-section>",
+        f"<mj-section><mj-column><mj-raw>{html}</mj-raw>"
+        "</mj-column></mj-section>\n    <mj-section>",
+        1,
+    )
+
+
+BYPASSES = {
+    "script through |safe": (with_text("{{ '<script>alert(1)</script>'|safe }}"), "<script>"),
+    "script through raw": (
+        with_text("{% raw %}<script>alert(1)</script>{% endraw %}"),
+        "<script>",
+    ),
+    "script after a CDATA": (with_text("<![CDATA[><script>alert(1)</script>]]>"), "<script>"),
+    "script in a conditional comment": (
+        with_raw("<!--[if mso]><script>alert(1)</script><![endif]-->"),
+        "<script>",
+    ),
+    "javascript: split by Jinja": (
+        with_text("<a href=\"java{{ '' }}script:alert(1)\">x</a>"),
+        "javascript: URL in href",
+    ),
+    "javascript: from an expression": (
+        with_text("<a href=\"{{ 'javascript:alert(1)' }}\">x</a>"),
+        "javascript: URL in href",
+    ),
+    "javascript: with entities": (
+        with_text('<a href="&#106;avascript&colon;alert(1)">x</a>'),
+        "javascript:",
+    ),
+    "url(javascript:) in style": (
+        with_text('<div style="background:url(javascript:alert(1))">x</div>'),
+        "in style= on <div>",
+    ),
+    "escaped url(javascript:) in style": (
+        with_text("<div style=\"background:url('\\6a avascript:alert(1)')\">x</div>"),
+        "javascript: URL in CSS",
+    ),
+    "style element through |safe": (
+        with_text("{{ '<style>p{background:url(\"javascript:x\")}</style>'|safe }}"),
+        "in <style>",
+    ),
+    "meta refresh": (
+        with_raw('<meta http-equiv="refresh" content="0;url=https://evil.example">'),
+        'http-equiv="refresh"',
+    ),
+    "base": (with_raw('<base href="https://evil.example/">'), "<base>"),
+    "object": (with_text('<object data="https://evil.example/x"></object>'), "<object>"),
+    "embed": (with_text('<embed src="https://evil.example/x">'), "<embed>"),
+    "iframe srcdoc": (
+        with_text('<iframe srcdoc="&lt;script&gt;alert(1)&lt;/script&gt;"></iframe>'),
+        "srcdoc=",
+    ),
+    "script in math": (
+        with_text("{{ '<math><mi><script>alert(1)</script></mi></math>'|safe }}"),
+        "<script>",
+    ),
+}
+
+
+@pytest.fixture
+def plan_field(api):
+    api.post("/fields", {"name": "plan", "label": "Plan", "type": "text"})
+    api.post("/fields", {"name": "site", "label": "Site", "type": "text"})
+
+
+@pytest.mark.parametrize("name", BYPASSES)
+def test_a_save_refuses_what_the_rendered_html_would_carry(api, plan_field, name):
+    mjml, needle = BYPASSES[name]
+    body = api.post("/templates/validate", {"subject": "Hi", "mjml": mjml}).json
+    assert body["valid"] is False
+    assert any(needle in e["message"] for e in body["errors"]), body["errors"]
+    saved = api.post("/templates", {"name": name, "subject": "Hi", "mjml": mjml})
+    assert saved.status_code == 422
+
+
+def test_every_mjml_component_passes_the_check(api, plan_field):
+    components = MJML.replace(
+        "<mj-section>",
+        """<mj-hero background-url="https://img.example/h.png" background-height="200px"
+        background-width="600px"><mj-text>Hero</mj-text></mj-hero>
+    <mj-section background-url="https://img.example/bg.png"><mj-column>
+      <mj-social><mj-social-element name="facebook" href="https://fb.example">F</mj-social-element>
+      </mj-social>
+      <mj-navbar><mj-navbar-link href="https://shop.example/a">A</mj-navbar-link></mj-navbar>
+      <mj-carousel><mj-carousel-image src="https://img.example/1.png" /></mj-carousel>
+      <mj-accordion><mj-accordion-element><mj-accordion-title>Q</mj-accordion-title>
+        <mj-accordion-text>A</mj-accordion-text></mj-accordion-element></mj-accordion>
+      <mj-image src="https://img.example/i.png" href="mailto:help@shop.example" />
+      <mj-text><a href="tel:+4412345" style="color:rgb(1,2,3);background:url('https://x.example/a.png')">Call</a></mj-text>
+    </mj-column></mj-section>
+    <mj-section>""",
+        1,
+    )
+    saved = api.post("/templates", {"name": "All", "subject": "Hi", "mjml": components})
+    assert saved.status_code == 201, saved.json  # (the shipped ones: tests/test_email_demo.py)
+    preview = api.get(f"/templates/{saved.json['id']}/preview")
+    assert preview.status_code == 200 and "<v:" in preview.json["html"]  # Outlook's VML
+    assert html_problems(preview.json["html"]) == []
+
+
+SITE = '<a href="{{ contact.attributes.site }}">My site</a> {{ contact.attributes.bio|safe }}'
+
+
+def _queue(app, template_version_id, email, attributes):
+    with app.extensions["nurture"].sessions() as s:
+        contact_id = emailkit.make_contact(s, email, attributes=attributes)
+        message_id = queue_message(
+            s, dedupe_key=email, contact_id=contact_id, template_version_id=template_version_id
+        )
+        s.commit()
+    return contact_id, message_id
+
+
+def test_each_recipients_html_is_checked_at_send(
+    api, app, plan_field, sessions, sending, smtp_server
+):
+    api.post("/fields", {"name": "bio", "label": "Bio", "type": "text"})
+    saved = api.post("/templates", {"name": "Site", "subject": "Hi", "mjml": with_text(SITE)})
+    assert saved.status_code == 201, saved.json
+    version = saved.json["version"]["id"]
+    ok = _queue(app, version, "ok@example.com", {"site": "https://ok.example", "bio": "<b>hi</b>"})
+    js = _queue(app, version, "js@example.com", {"site": " JavaScript:alert(1)", "bio": ""})
+    script = _queue(app, version, "bio@example.com", {"bio": "<script>alert(1)</script>"})
+    send_due(sessions, sending)
+    with sessions() as s:
+        assert s.get(Message, ok[1]).status is MessageStatus.SENT
+        for (_contact, message_id), needle in (
+            (js, "javascript: URL in href="),
+            (script, "<script>"),
+        ):
+            failed = s.get(Message, message_id)
+            assert failed.status is MessageStatus.FAILED and failed.reason == "render_error"
+            assert (
+                failed.error.startswith("the rendered HTML is refused") and needle in failed.error
+            )
+    assert [r.recipients for r in smtp_server.received] == [["ok@example.com"]]
+
+
+def test_view_in_browser_checks_the_html_it_renders_again(
+    api, app, client, plan_field, sessions, sending, smtp_server
+):
+    api.post("/fields", {"name": "bio", "label": "Bio", "type": "text"})
+    saved = api.post("/templates", {"name": "Site", "subject": "Hi", "mjml": with_text(SITE)})
+    contact_id, _ = _queue(
+        app, saved.json["version"]["id"], "zoe@example.com", {"site": "https://zoe.example"}
+    )
+    send_due(sessions, sending)
+    html = smtp_server.received[0].message.get_body(("html",)).get_content()
+    view = re.search(r'https?://[^"]+(/v/[^"]+)', html).group(1)
+    shown = client.get(view)
+    assert shown.status_code == 200 and "https://zoe.example" in shown.get_data(as_text=True)
+    assert "base-uri 'none'" in shown.headers["Content-Security-Policy"]
+    # The page renders again with today's data: a contact edited to carry script
+    edited = api.patch(f"/contacts/{contact_id}", {"attributes": {"site": "javascript:alert(1)"}})
+    assert edited.status_code == 200, edited.json
+    refused = client.get(view)
+    assert refused.status_code == 422
+    assert "javascript:" not in refused.get_data(as_text=True)
+    api.patch(
+        f"/contacts/{contact_id}",
+        {
+            "attributes": {
+                "bio": "<meta http-equiv=refresh content='0;url=https://x.example'>",
+                "site": "https://zoe.example",
+            }
+        },
+    )
+    again = client.get(view)
+    assert again.status_code == 422 and "x.example" not in again.get_data(as_text=True)
