@@ -10,7 +10,7 @@ import emailkit
 import pytest
 from emailkit import MJML
 
-from automation.email.html_checks import html_problems
+from automation.email.html_checks import html_problems, inert_skeleton
 from automation.email.models import Message, MessageStatus
 from automation.email.outbox import queue_message, send_due
 
@@ -127,6 +127,7 @@ def test_every_mjml_component_passes_the_check(api, plan_field):
 
 
 SITE = '<a href="{{ contact.attributes.site }}">My site</a> {{ contact.attributes.bio|safe }}'
+BIO = "About you: {{ contact.attributes.bio|safe }}"
 
 
 def _queue(app, template_version_id, email, attributes):
@@ -139,29 +140,57 @@ def _queue(app, template_version_id, email, attributes):
     return contact_id, message_id
 
 
+@pytest.mark.parametrize("mjml", [SITE, BIO], ids=["link from contact data", "safe bio"])
 def test_each_recipients_html_is_checked_at_send(
-    api, app, plan_field, sessions, sending, smtp_server
+    api, app, plan_field, sessions, sending, smtp_server, mjml
 ):
     api.post("/fields", {"name": "bio", "label": "Bio", "type": "text"})
-    saved = api.post("/templates", {"name": "Site", "subject": "Hi", "mjml": with_text(SITE)})
+    saved = api.post("/templates", {"name": "Site", "subject": "Hi", "mjml": with_text(mjml)})
     assert saved.status_code == 201, saved.json
     version = saved.json["version"]["id"]
     ok = _queue(app, version, "ok@example.com", {"site": "https://ok.example", "bio": "<b>hi</b>"})
     js = _queue(app, version, "js@example.com", {"site": " JavaScript:alert(1)", "bio": ""})
     script = _queue(app, version, "bio@example.com", {"bio": "<script>alert(1)</script>"})
     send_due(sessions, sending)
+    refused = [(script, "<script>")] + (
+        [(js, "javascript: URL in href=")] if "href" in mjml else []
+    )
     with sessions() as s:
         assert s.get(Message, ok[1]).status is MessageStatus.SENT
-        for (_contact, message_id), needle in (
-            (js, "javascript: URL in href="),
-            (script, "<script>"),
-        ):
+        for (_contact, message_id), needle in refused:
             failed = s.get(Message, message_id)
             assert failed.status is MessageStatus.FAILED and failed.reason == "render_error"
             assert (
                 failed.error.startswith("the rendered HTML is refused") and needle in failed.error
             )
-    assert [r.recipients for r in smtp_server.received] == [["ok@example.com"]]
+    sent = sorted(r.recipients[0] for r in smtp_server.received)
+    assert sent == (["ok@example.com"] if "href" in mjml else ["js@example.com", "ok@example.com"])
+
+
+@pytest.mark.parametrize(
+    ("html", "inert"),
+    [
+        ("<p>Hi {{ name }}</p>{% for t in tags %}<p>{{ t }}</p>{% endfor %}", True),
+        ('<a href="{{ unsubscribe_url }}">Unsubscribe</a>', True),
+        ("<title>{{ name }}</title>", True),
+        ('<p title="{{ name }}">x</p>', True),
+        ('<a href="{{ url }}">x</a>', False),
+        ('<a href="{{ unsubscribe_url }}x">x</a>', False),
+        ("<style>p { color: {{ colour }} }</style>", False),
+        ("<title>{% if a %}</title>{% endif %}", False),
+        (
+            "{% if a %}<textarea>{% endif %}<script>x</script>{% if a %}</textarea>{% endif %}",
+            False,
+        ),
+        ("<{{ x }}script>alert(1)</script>", False),
+        ("<!-{{ x }}- <textarea> --><script>alert(1)</script></textarea>", False),
+        ("<!--[if mso]>{{ x }}<![endif]-->", False),
+        ("<p title={{ x }}>x</p>", False),
+        ("<p>java{{ '' }}script:</p><script>x</script>", False),
+    ],
+)
+def test_a_skeleton_is_inert_only_when_escaped_outputs_cannot_change_it(html, inert):
+    assert inert_skeleton(f"<html><body>{html}</body></html>") is inert
 
 
 def test_view_in_browser_checks_the_html_it_renders_again(
@@ -195,3 +224,56 @@ def test_view_in_browser_checks_the_html_it_renders_again(
     )
     again = client.get(view)
     assert again.status_code == 422 and "x.example" not in again.get_data(as_text=True)
+
+
+CONDITIONALS = [
+    '<!--[if mso]><table><tr><td style="width:600px;"><![endif]-->',
+    "<!--[if mso]><script>alert(1)</script><![endif]-->",
+    "<!--[if mso]><td onmouseover=alert(1)><![endif]-->",
+    "<!--[if mso]><td\nonclick=alert(1)><![endif]-->",
+    '<!--[if mso]><v:fill src="java\tscript:alert(1)" /><![endif]-->',
+    '<!--[if mso]><a href="&#106;avascript:alert(1)">x</a><![endif]-->',
+    "<!--[if mso]><td style=\"background:url('javascript:x')\"><![endif]-->",
+    "<!--[if mso]><meta http-equiv=refresh content=0><![endif]-->",
+]
+
+
+@pytest.mark.parametrize("comment", CONDITIONALS)
+def test_conditional_comments_are_read_as_the_html_they_hold(comment):
+    html = f"<html><body><p>x</p>{CONDITIONALS[0]}{comment}</body></html>"
+    assert html_problems(html) == html_problems(html, walk=True)
+    assert bool(html_problems(html)) is (comment != CONDITIONALS[0])
+
+
+HANDLERS = [
+    "<p/onclick=alert(1)>x</p>",
+    "<p\nonclick=alert(1)>x</p>",
+    '<p title="1"onclick=alert(1)>x</p>',
+    "<P ONCLICK = alert(1)>x</P>",
+    "<img src=x onerror=alert(1)>",
+    "<p title='a' onmouseover='alert(1)'>say something on the day</p>",
+]
+
+
+@pytest.mark.parametrize("element", HANDLERS)
+def test_the_element_shortcut_finds_every_event_handler(element):
+    html = f'<html><body><p style="color:red">on time</p>{element}</body></html>'
+    found = html_problems(html)
+    assert found == html_problems(html, walk=True)
+    assert any("event handler on" in p for p in found), found
+
+
+def test_the_usual_template_needs_no_check_per_recipient_unless_an_output_is_markup():
+    from automation.email.compiler import Draft, compile_template
+
+    sample = {"contact": {"email": "ada@example.com", "first_name": "Ada", "tags": []}}
+    sample.update(
+        unsubscribe_url="https://n.example/u/x",
+        preferences_url="p",
+        view_in_browser_url="v",
+        confirm_url="",
+        workflow_name="",
+        campaign_name="",
+    )
+    result = compile_template(Draft("Hi", "", MJML, True), known_fields={"plan"}, sample=sample)
+    assert inert_skeleton(result.compiled.html)  # (the safe-bio send test: markup is checked)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation.email.context import template_context
-from automation.email.html_checks import check_html
+from automation.email.html_checks import check_html, inert_skeleton
 from automation.email.mime import qp_encode, qp_url
 from automation.email.models import Template as TemplateRow
 from automation.email.models import TemplateKind, TemplateVersion
@@ -118,6 +118,7 @@ class CompiledVersion:
     links: list[dict[str, Any]]
     html_codec: Codec
     text_codec: Codec
+    inert: bool = False  # html_checks.inert_skeleton: escaped-only renders need no check
     mjml: str = ""  # the source, for naming its line in a render error
     html_source: str = ""
     text_source: str = ""
@@ -191,6 +192,7 @@ def compile_version(version: TemplateVersion, *, deleted: bool = False) -> Compi
         links=list(version.links),
         html_codec=Codec(static_chunks(html)),
         text_codec=Codec(static_chunks(text)),
+        inert=inert_skeleton(version.html),
         mjml=version.mjml,
         html_source=version.html,
         text_source=version.text,
@@ -311,10 +313,12 @@ def render_email(
     all_urls = [*urls.links, urls.open]
     html: list[str] = []
     _render_part(version, True, context, budget, version.html_codec.text_sink(html, all_urls))
+    checked = not version.inert or budget.unescaped  # (the text part renders unescaped)
     text: list[str] = []
     _render_part(version, False, context, budget, version.text_codec.text_sink(text, all_urls))
     page = "".join(html)
-    check_html(page)
+    if checked:
+        check_html(page)
     if not urls.open:  # previews carry no pixel
         page = _drop_pixel(page)
     return RenderedEmail(subject, page, "".join(text))
@@ -345,7 +349,8 @@ def render_for_send(
         encode(batch)
 
     _render_part(version, True, context, budget, consume)
-    check_html("".join(raw))
+    if not version.inert or budget.unescaped:
+        check_html("".join(raw))
     text: list[bytes] = []
     _render_part(version, False, context, budget, version.text_codec.qp_sink(text, encoded_urls))
     return EncodedEmail(subject, b"".join(html), b"".join(text))

@@ -30,7 +30,7 @@ from markupsafe import Markup
 MAX_SECONDS = 1.0  # wall time for one message (subject, HTML and text together)
 MAX_WORK = 4_000_000  # units (characters and items built) for one message
 MAX_ITERATIONS = 100_000  # loop steps for one message
-MAX_OPERATIONS = 250_000  # operators, calls, filters, loop steps and outputs for one message
+MAX_OPERATIONS = 100_000  # operators, calls, filters, loop steps and outputs for one message
 CALL_OPERATIONS = 4  # a macro call costs as much as a few other operations
 MAX_VALUE = 1_000_000  # characters (or items) of any one value
 MAX_OUTPUT = 1_000_000  # characters of one part's output
@@ -67,6 +67,9 @@ class Budget:
     operations: int = 0
     iterations: int = 0
     output: int = 0  # characters of dynamic output of the part being rendered
+    # An output of that part went out unescaped (|safe, a macro, autoescape off): its HTML
+    # is checked even when the template's skeleton is inert (html_checks.inert_skeleton).
+    unescaped: bool = False
     max_output: int = MAX_OUTPUT
     undefined: list[tuple[str, int | None]] = field(default_factory=list)
     template: Template | None = None

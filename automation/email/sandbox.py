@@ -96,13 +96,20 @@ def _concat(eval_ctx: EvalContext, values: list[Any]) -> str:
 def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
     """Every ``{{ … }}`` output: its size (escaped, when it will be) spent before Jinja
     turns it into text."""
+    budget = current()
     if type(value) is str:
         size = escaped_size(value) if eval_ctx.autoescape else len(value)
+        if not eval_ctx.autoescape:
+            budget.unescaped = True
     else:
         size = str_size(value)
+        if not eval_ctx.autoescape or (
+            hasattr(value, "__html__") and not isinstance(value, Undefined)
+        ):
+            budget.unescaped = True
     if size > MAX_VALUE:
         raise too_large("an output")
-    current().emit(size)
+    budget.emit(size)
     return value
 
 
@@ -432,7 +439,7 @@ def render(
     budget = budget or new_budget(max_seconds)
     budget.template = template
     budget.undefined = []
-    budget.output, budget.max_output = 0, max_output
+    budget.output, budget.max_output, budget.unescaped = 0, max_output, False
     token = CURRENT.set(budget)
     try:
         try:
