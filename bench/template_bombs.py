@@ -1,7 +1,8 @@
 """How long each template bomb of the corpus (tests/template_bombs.py) runs before the
 render budget refuses it, beside a floor measured in the same run: rendering the ~33 KB
-newsletter of bench/send.py for one recipient. Also what checking the rendered HTML
-(automation/email/html_checks.py) costs per recipient, beside the render it follows.
+newsletter of bench/send.py for one recipient (its skeleton is inert: no check per
+recipient). Also what checking the rendered HTML
+(automation/email/html_checks.py) costs for a recipient who needs it.
 
     .venv/bin/python bench/template_bombs.py            # 5 runs each, the median
     .venv/bin/python bench/template_bombs.py --smoke    # one run each (CI)
@@ -73,9 +74,9 @@ def main() -> None:
     )
     print(
         f"floor: render of the {len(email.html) / 1024:.0f} KB newsletter for one recipient "
-        f"(subject, HTML, text, HTML check): {floor:8.2f} ms"
+        f"(subject, HTML, text): {floor:8.2f} ms"
     )
-    print(f"  of which check_html of its HTML:                          {check:8.2f} ms")
+    print(f"  check_html of that HTML, for a recipient who needs it: {check:8.2f} ms")
     print(f"{'bomb':30} {'kind':6} {'refused after':>13} {'vs floor':>8}  budget says")
     slowest = 0.0
     for name, (kind, source) in BOMBS.items():
