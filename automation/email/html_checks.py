@@ -309,6 +309,7 @@ _OWN_URL = re.compile(
 )
 _RAWTEXT = {"iframe", "noembed", "noframes", "noscript", "plaintext", "script", "style", "xmp"}
 _RCDATA = {"textarea", "title"}
+_SAFE_START = re.compile(r"[\x00-\x20]*(?:https?|mailto|tel):", re.IGNORECASE)
 # Attributes whose value means more than text (URLs, CSS, markup, how a tag behaves).
 _MEANINGFUL = URL_ATTRIBUTES | {"content", "http-equiv", "rel", "srcdoc", "srcset", "style", "type"}
 
@@ -348,20 +349,26 @@ def inert_skeleton(compiled_html: str) -> bool:
                 if parent not in _RAWTEXT and (parent not in _RCDATA or output):
                     counted += 1
         elif tag and tag[0] != "-":
-            for attribute, value in node.attributes.items():
-                names = placeholders.found(value or "")
+            for attribute, given in node.attributes.items():
+                value = given or ""
+                names = placeholders.found(value)
                 if not names:
                     continue
+                quoted = f'="{value}"' in hidden or f"='{value}'" in hidden
+                outputs = all(placeholders.jinja[n].startswith("{{") for n in names)
                 if attribute in URL_ATTRIBUTES:
                     own = value in placeholders.jinja and _OWN_URL.fullmatch(
                         placeholders.jinja[value]
                     )
-                    counted += 1 if own else 0
+                    # A static "https:" (or mailto:, tel:) before any Jinja fixes the scheme.
+                    fixed = _SAFE_START.match(value.split(names[0], 1)[0])
+                    if own or (fixed and quoted and outputs):
+                        counted += len(names)
                 elif (
                     attribute not in _MEANINGFUL
                     and not attribute.startswith("on")
-                    and all(placeholders.jinja[n].startswith("{{") for n in names)
-                    and (f'="{value}"' in hidden or f"='{value}'" in hidden)
+                    and outputs
+                    and quoted
                 ):
                     counted += len(names)  # escaped text in a quoted, inert value
     return counted == total
