@@ -31,7 +31,7 @@ HOSTILE = {
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
     ),
     "multiply": "{{ 'x' * 100000000 }}",
-    "power": "{{ 9 ** 9 ** 9 }}",
+    "power": "{{ (9 ** 9) ** (9 ** 9) }}",
     "doubling": (
         "{% set ns = namespace(s='ab') %}"
         "{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
@@ -116,6 +116,7 @@ def test_one_recipient_whose_data_blows_up_the_render_fails_alone(session, setti
         assert s.get(Message, ids[ok]).status is MessageStatus.SENT
         failed = s.get(Message, ids[huge])
         assert failed.status is MessageStatus.FAILED and failed.reason == "render_error"
-        assert "larger than" in failed.error or "grew beyond" in failed.error
+        assert failed.error.startswith("line ")
+        assert "larger than" in failed.error or "too much work" in failed.error
     engine.dispose()
     assert [r.recipients for r in smtp_server.received] == [["ok@example.com"]]

@@ -25,6 +25,7 @@ from typing import Any
 
 from jinja2.exceptions import TemplateSyntaxError
 
+from automation.email.html_checks import check_html
 from automation.email.jinja_source import Placeholders, check_jinja, map_offset
 from automation.email.links import LINK_MARKER, OPEN_MARKER, RESERVED, classify_links
 from automation.email.mjml_checks import MjmlChecker
@@ -35,6 +36,7 @@ from automation.email.sandbox import (
     CHECK_TEXT_ENV,
     HTML_ENV,
     TEXT_ENV,
+    RenderBudgetExceeded,
     RenderError,
     render,
 )
@@ -241,29 +243,60 @@ def compile_template(
 
 def _trial_render(draft: Draft, sample: dict[str, Any], result: CompileResult) -> None:
     """Render the sources themselves against the sample, so that runtime problems and
-    empty placeholders are reported with source lines."""
+    empty placeholders are reported with source lines; and against another contact, whose
+    render must stay within the budget too."""
+    other = _other_contact(sample)
     for path, source, env in (
         ("subject", draft.subject, CHECK_TEXT_ENV),
         ("preheader", draft.preheader, CHECK_HTML_ENV),
         ("mjml", draft.mjml, CHECK_HTML_ENV),
     ):
+        template = env.from_string(source)
         try:
-            rendered = render(env.from_string(source), sample)
+            rendered = render(template, sample)
         except RenderError as exc:
-            column = None
-            result.errors.append(Problem(path, exc.message, exc.line, column))
+            result.errors.append(Problem(path, exc.message, exc.line))
             continue
         for name, line in rendered.undefined:
             result.warnings.append(
                 Problem(path, f"{name!r} is empty for the sample contact; add | default(…)", line)
             )
+        try:
+            render(template, other)
+        except RenderBudgetExceeded as exc:
+            message = f"for a contact other than the sample, {exc.message}"
+            result.errors.append(Problem(path, message, exc.line))
+        except RenderError:
+            pass  # another contact may lack what the sample has: send time reports that
+
+
+def _other_contact(sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample context with a contact unlike the sample one (other address, no name,
+    tags or attributes): a template whose cost hides behind ``{% if contact.email !=
+    'ada@example.com' %}`` shows it at save for this one."""
+    contact = dict(sample.get("contact") or {})
+    contact.update(
+        email="someone.else@example.org",
+        first_name="",
+        last_name="",
+        full_name="",
+        external_id=None,
+        score=0,
+        tags=[],
+        attributes={},
+    )
+    return {**sample, "contact": contact}
 
 
 def _check_rendered_size(
     compiled: CompiledTemplate, sample: dict[str, Any], result: CompileResult
 ) -> None:
+    """The compiled HTML rendered for the sample as it will be sent: within Gmail's size,
+    and passing check_html."""
+    html = HTML_ENV.from_string(compiled.html)
     try:
-        rendered = render(HTML_ENV.from_string(compiled.html), sample)
+        rendered = render(html, sample)
+        check_html(rendered.output)
     except RenderError as exc:
         result.errors.append(Problem("mjml", exc.message))
         return

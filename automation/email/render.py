@@ -18,9 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation.email.context import template_context
+from automation.email.html_checks import check_html, inert_skeleton
 from automation.email.mime import qp_encode, qp_url
 from automation.email.models import Template as TemplateRow
 from automation.email.models import TemplateKind, TemplateVersion
+from automation.email.render_budget import Budget, new_budget
 from automation.email.sandbox import (
     HTML_ENV,
     TEXT_ENV,
@@ -116,6 +118,10 @@ class CompiledVersion:
     links: list[dict[str, Any]]
     html_codec: Codec
     text_codec: Codec
+    inert: bool = False  # html_checks.inert_skeleton: escaped-only renders need no check
+    mjml: str = ""  # the source, for naming its line in a render error
+    html_source: str = ""
+    text_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,45 @@ def compile_version(version: TemplateVersion, *, deleted: bool = False) -> Compi
         links=list(version.links),
         html_codec=Codec(static_chunks(html)),
         text_codec=Codec(static_chunks(text)),
+        inert=inert_skeleton(version.html),
+        mjml=version.mjml,
+        html_source=version.html,
+        text_source=version.text,
     )
+
+
+_JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}")
+
+
+def _source_line(compiled: str, mjml: str, line: int | None) -> int | None:
+    """The MJML line that line ``line`` of a compiled part came from: where the source
+    has the first Jinja tag of that line (MJML moves markup, never the Jinja in it)."""
+    lines = compiled.splitlines()
+    if line is None or not 0 < line <= len(lines):
+        return None
+    for tag in _JINJA_TAG.findall(lines[line - 1]):
+        at = mjml.find(tag)
+        if at >= 0:
+            return mjml.count("\n", 0, at) + 1
+    return None
+
+
+def _render_part(
+    version: CompiledVersion,
+    html: bool,
+    context: dict[str, Any],
+    budget: Budget,
+    consume: Any,
+) -> None:
+    """Render the HTML or text part; a RenderError names the line of the MJML source."""
+    template, compiled = (
+        (version.html, version.html_source) if html else (version.text, version.text_source)
+    )
+    try:
+        render(template, context, budget=budget, consume=consume)
+    except RenderError as exc:
+        exc.line = _source_line(compiled, version.mjml, exc.line)
+        raise
 
 
 @dataclass(frozen=True)
@@ -241,8 +285,13 @@ def _context(
     return with_globals(context)
 
 
-def _subject(version: CompiledVersion, context: dict[str, Any]) -> str:
-    subject = _SPACES.sub(" ", render(version.subject, context).output).strip()
+def _subject(version: CompiledVersion, context: dict[str, Any], budget: Budget) -> str:
+    try:
+        rendered = render(version.subject, context, budget=budget).output
+    except RenderError as exc:
+        exc.message, exc.line = f"the subject: {exc.message}", None
+        raise
+    subject = _SPACES.sub(" ", rendered).strip()
     if not subject:
         raise RenderError("the subject renders empty")
     return subject[:MAX_SUBJECT_CHARS]
@@ -256,15 +305,20 @@ def render_email(
     workflow_name: str | None = None,
     campaign_name: str | None = None,
 ) -> RenderedEmail:
-    """Subject, HTML and text for one recipient, as text (previews). Raises RenderError."""
+    """Subject, HTML and text for one recipient, as text (previews, the view-in-browser
+    page). Raises RenderError, and UnsafeHtml when the HTML fails check_html."""
     context = _context(contact, urls, workflow_name, campaign_name)
-    subject = _subject(version, context)
+    budget = new_budget()  # one for the message's three parts
+    subject = _subject(version, context, budget)
     all_urls = [*urls.links, urls.open]
     html: list[str] = []
-    render(version.html, context, consume=version.html_codec.text_sink(html, all_urls))
+    _render_part(version, True, context, budget, version.html_codec.text_sink(html, all_urls))
+    checked = not version.inert or budget.unescaped  # (the text part renders unescaped)
     text: list[str] = []
-    render(version.text, context, consume=version.text_codec.text_sink(text, all_urls))
+    _render_part(version, False, context, budget, version.text_codec.text_sink(text, all_urls))
     page = "".join(html)
+    if checked:
+        check_html(page)
     if not urls.open:  # previews carry no pixel
         page = _drop_pixel(page)
     return RenderedEmail(subject, page, "".join(text))
@@ -278,15 +332,27 @@ def render_for_send(
     workflow_name: str | None = None,
     campaign_name: str | None = None,
 ) -> EncodedEmail:
-    """The same render, each part quoted-printable as it is produced. Raises RenderError."""
+    """The same render, each part quoted-printable as it is produced, and the HTML checked
+    as it is sent (with its tracking markers, our own URLs, still in place). Raises
+    RenderError, and UnsafeHtml when the HTML fails check_html."""
     context = _context(contact, urls, workflow_name, campaign_name)
-    subject = _subject(version, context)
+    budget = new_budget()
+    subject = _subject(version, context, budget)
     encoded_urls = [qp_url(u) for u in urls.links]
     encoded_urls.append(qp_url(urls.open))
     html: list[bytes] = []
-    render(version.html, context, consume=version.html_codec.qp_sink(html, encoded_urls))
+    raw: list[str] = []
+    encode = version.html_codec.qp_sink(html, encoded_urls)
+
+    def consume(batch: list[str]) -> None:
+        raw.extend(batch)
+        encode(batch)
+
+    _render_part(version, True, context, budget, consume)
+    if not version.inert or budget.unescaped:
+        check_html("".join(raw))
     text: list[bytes] = []
-    render(version.text, context, consume=version.text_codec.qp_sink(text, encoded_urls))
+    _render_part(version, False, context, budget, version.text_codec.qp_sink(text, encoded_urls))
     return EncodedEmail(subject, b"".join(html), b"".join(text))
 
 

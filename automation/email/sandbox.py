@@ -1,76 +1,67 @@
 """The Jinja environment every template renders in: sandboxed, immutable, autoescaped, and
-bounded in time and size, so a hostile or careless template stops with an error instead of
-taking the worker down.
+within the render budget (automation/email/render_budget.py), so a hostile or careless
+template stops with an error naming its line instead of taking the worker down.
 
-Bounds (per render): at most ``MAX_ITERATIONS`` loop iterations, ``MAX_SECONDS`` of wall
-time (checked at every loop iteration and output chunk), ``MAX_OUTPUT`` characters of
-output, and no intermediate string or list beyond ``MAX_VALUE`` items. Operators and
-string methods that could build a huge value in one step (``*``, ``**``, ``%``, ``+``,
-``ljust``, ``center``, ``replace``, ``format`` widths …) are checked before they run.
+Every operation goes through the budget: all binary and unary operators
+(``intercepted_binops``), every call (methods, macros, ``range``), every filter (each is
+wrapped), every loop step, ``~`` concatenation and every ``{{ … }}`` output (``finalize``).
+Operators, string methods, filters and ``str.format`` fields that could build a huge value
+in one step are checked on their operands before they run.
 """
 
 from __future__ import annotations
 
-import re
-import time
+import functools
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from jinja2 import ChainableUndefined, Template, Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
-from jinja2.filters import (
-    do_batch,
-    do_center,
-    do_indent,
-    do_replace,
-    do_slice,
-    do_wordwrap,
+from jinja2.filters import make_attrgetter
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context, markup_join, str_join
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+    safe_range,
 )
-from jinja2.filters import do_format as _do_format
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
-from jinja2.utils import Namespace
-from markupsafe import Markup
+from jinja2.utils import Namespace, pass_environment, pass_eval_context
+from markupsafe import Markup, escape
 
-MAX_ITERATIONS = 100_000
-MAX_SECONDS = 2.0
-MAX_OUTPUT = 1_000_000
-MAX_VALUE = 1_000_000
-MAX_WIDTH = 1_000
-_CHECK_EVERY = 256
+from automation.email.render_budget import (
+    CALL_OPERATIONS,
+    CURRENT,
+    ITEM_UNITS,
+    MAX_OUTPUT,
+    MAX_SECONDS,
+    MAX_VALUE,
+    MAX_WIDTH,
+    REFUSED_METHODS,
+    BoundedFormatting,
+    Budget,
+    RenderBudgetExceeded,
+    RenderError,
+    check_binop,
+    check_join,
+    check_lines,
+    check_printf,
+    check_replace,
+    check_str_method,
+    checked,
+    current,
+    escaped_size,
+    new_budget,
+    scanned,
+    str_size,
+    too_large,
+)
+
+__all__ = ["RenderBudgetExceeded", "RenderError", "Rendered", "render"]
+
 _OUTPUT_BATCH = 16
-
-
-class RenderError(Exception):
-    """A template could not be rendered for a recipient (the message fails, nothing else)."""
-
-    def __init__(self, message: str, line: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = line
-
-
-class RenderLimitExceeded(RenderError):
-    """The render ran too long or produced too much."""
-
-
-@dataclass
-class _Budget:
-    deadline: float
-    iterations: int = 0
-    undefined: list[tuple[str, int | None]] = field(default_factory=list)
-    template: Template | None = None
-
-    def tick(self) -> None:
-        self.iterations += 1
-        if self.iterations > MAX_ITERATIONS:
-            raise RenderLimitExceeded(f"the template loops more than {MAX_ITERATIONS:,} times")
-        if not self.iterations % _CHECK_EVERY and time.monotonic() > self.deadline:
-            raise RenderLimitExceeded(f"rendering took longer than {MAX_SECONDS:g} s")
-
 
 GLOBALS: dict[str, Any] = {"range": safe_range, "dict": dict, "namespace": Namespace}
 
@@ -80,54 +71,46 @@ def with_globals(context: dict[str, Any]) -> dict[str, Any]:
     return {**GLOBALS, **context}
 
 
-_BUDGET: ContextVar[_Budget | None] = ContextVar("nurture_render_budget", default=None)
-
-
-def _budget() -> _Budget:
-    budget = _BUDGET.get()
-    if budget is None:  # a render outside render(): bound it anyway
-        budget = _Budget(deadline=time.monotonic() + MAX_SECONDS)
-        _BUDGET.set(budget)
-    return budget
-
-
-def _check_size(value: Any) -> Any:
-    if isinstance(value, str | list | tuple) and len(value) > MAX_VALUE:
-        raise RenderLimitExceeded(f"a value grew beyond {MAX_VALUE:,} characters or items")
-    return value
-
-
-def _bounded_iter(iterable: Any) -> Iterator[Any]:
-    """Wraps every ``for`` loop's iterable: counts iterations against the render budget."""
-    budget = _budget()
+def _bounded_iter(iterable: Any, weight: int = 0) -> Iterator[Any]:
+    """Wraps every ``for`` loop's iterable: each step spends from the budget, with the
+    static text of the loop's body (``weight``), which each step outputs."""
+    budget = current()
     if isinstance(iterable, Undefined):
         iterable = ()
     for item in iterable:
-        budget.tick()
+        budget.step(weight)
         yield item
 
 
-_WIDE_SPEC = re.compile(r"%[-#0 +]*(\*|\d{4,})|\.(\*|\d{4,})|\{[^{}]*:[^{}]*?\d{4,}")
+@pass_eval_context
+def _concat(eval_ctx: EvalContext, values: list[Any]) -> str:
+    """``a ~ b``: the parts' sizes checked before they are joined."""
+    total = sum(str_size(v) for v in values)
+    if total > MAX_VALUE:
+        raise too_large("a concatenation (~)")
+    current().spend(1 + total)
+    return markup_join(values) if eval_ctx.autoescape else str_join(values)
 
 
-def _check_format_string(fmt: Any) -> None:
-    if isinstance(fmt, str) and _WIDE_SPEC.search(fmt):
-        raise SecurityError(f"format widths above {MAX_WIDTH - 1} are not allowed")
-
-
-def _check_width(*numbers: Any) -> None:
-    for n in numbers:
-        if isinstance(n, int) and not isinstance(n, bool) and abs(n) > MAX_WIDTH:
-            raise SecurityError(f"a width or count above {MAX_WIDTH} is not allowed")
-
-
-def _check_replace(s: Any, old: Any, new: Any, count: Any = None) -> None:
-    if isinstance(s, str) and isinstance(old, str) and isinstance(new, str):
-        hits = s.count(old) if old else len(s) + 1
-        if isinstance(count, int) and count >= 0:
-            hits = min(hits, count)
-        if len(s) + hits * max(0, len(new) - len(old)) > MAX_VALUE:
-            raise RenderLimitExceeded(f"replace() would grow beyond {MAX_VALUE:,} characters")
+@pass_eval_context
+def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
+    """Every ``{{ … }}`` output: its size (escaped, when it will be) spent before Jinja
+    turns it into text."""
+    budget = current()
+    if type(value) is str:
+        size = escaped_size(value) if eval_ctx.autoescape else len(value)
+        if not eval_ctx.autoescape:
+            budget.unescaped = True
+    else:
+        size = str_size(value)
+        if not eval_ctx.autoescape or (
+            hasattr(value, "__html__") and not isinstance(value, Undefined)
+        ):
+            budget.unescaped = True
+    if size > MAX_VALUE:
+        raise too_large("an output")
+    budget.emit(size)
+    return value
 
 
 def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
@@ -138,55 +121,153 @@ def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
     return value
 
 
-def _format(value: str, *args: Any, **kwargs: Any) -> str:
-    _check_format_string(value)
-    return _do_format(value, *args, **kwargs)
+def _width(*numbers: Any) -> None:
+    for n in numbers:
+        if isinstance(n, int) and not isinstance(n, bool) and abs(n) > MAX_WIDTH:
+            raise RenderBudgetExceeded(f"a width or count above {MAX_WIDTH:,}")
 
 
-def _center(value: str, width: int = 80) -> str:
-    _check_width(width)
-    return do_center(value, width)
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
 
 
-def _indent(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
-    _check_width(width if isinstance(width, int) else len(width))
-    out = do_indent(s, width, first, blank)
-    _check_size(out)
-    return out
+# Checks run before a builtin filter: they get its arguments (without a passed context,
+# environment or eval context) and refuse what would build too large a value.
+def _before_format(value: Any, *args: Any, **kwargs: Any) -> None:
+    check_printf(_text(value), kwargs or args)
 
 
-def _wordwrap(env: Any, s: str, width: int = 79, *args: Any, **kwargs: Any) -> str:
-    _check_width(width)
-    return do_wordwrap(env, s, width, *args, **kwargs)
+def _before_center(value: Any, width: int = 80) -> None:
+    _width(width)
 
 
-def _replace(ctx: Any, s: str, old: str, new: str, count: int | None = None) -> str:
-    _check_replace(str(s), str(old), str(new), count)
-    return do_replace(ctx, s, old, new, count)
+def _before_indent(s: Any, width: int | str = 4, *_: Any, **__: Any) -> None:
+    per_line = width if isinstance(width, int) else len(width)
+    _width(per_line)
+    check_lines(_text(s), per_line, "indent")
 
 
-def _batch(value: Iterable[Any], linecount: int, fill_with: Any = None) -> Iterator[list[Any]]:
-    _check_width(linecount)
-    return do_batch(value, linecount, fill_with)
+def _before_wordwrap(
+    s: Any, width: int = 79, break_long_words: bool = True, wrapstring: str | None = None, *_: Any
+) -> None:
+    _width(width)
+    check_lines(_text(s), len(wrapstring or "\n"), "wordwrap", width)
 
 
-def _slice(value: Any, slices: int, fill_with: Any = None) -> Iterator[list[Any]]:
-    _check_width(slices)
-    return do_slice(value, slices, fill_with)
+def _before_replace(s: Any, old: Any, new: Any, count: Any = None) -> None:
+    check_replace(_text(s), _text(old), _text(new), count)
 
 
-# Jinja decides how to pass context/environment from these markers on the originals.
-_wordwrap.jinja_pass_arg = do_wordwrap.jinja_pass_arg  # type: ignore[attr-defined]
-_replace.jinja_pass_arg = do_replace.jinja_pass_arg  # type: ignore[attr-defined]
+def _before_batch(value: Any, linecount: int, fill_with: Any = None) -> None:
+    _width(linecount)
 
-_SIZED_STR_METHODS = {"ljust", "rjust", "center", "zfill", "expandtabs"}
+
+def _before_urlize(value: Any, *_: Any, **__: Any) -> None:
+    if 16 * len(_text(value)) > MAX_VALUE:  # each link becomes an <a> of its own
+        raise too_large("urlize")
+
+
+_BEFORE: dict[str, Callable[..., None]] = {
+    "format": _before_format,
+    "center": _before_center,
+    "indent": _before_indent,
+    "wordwrap": _before_wordwrap,
+    "replace": _before_replace,
+    "batch": _before_batch,
+    "slice": _before_batch,
+    "urlize": _before_urlize,
+}
+# Filters that never turn their input into text; every other one gets its container
+# arguments' text size checked first (``biglist|string``, ``|tojson``, ``|e``).
+_NOT_TEXT = {
+    "abs", "batch", "count", "d", "default", "dictsort", "first", "float", "groupby", "int",
+    "items", "last", "length", "list", "map", "max", "min", "random", "reject",
+    "rejectattr", "reverse", "round", "select", "selectattr", "slice", "sort", "sum",
+    "unique",
+}  # fmt: skip
+
+
+# Filters that do not read through their input.
+_CHEAP = {"count", "d", "default", "first", "length", "random"}
+
+
+def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A builtin filter within the budget: its checks before, its result's size after."""
+    before = _BEFORE.get(name)
+    text = name not in _NOT_TEXT
+    scans = name not in _CHEAP
+    passed = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0
+
+    @functools.wraps(func)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        own = args[passed:]
+        if own and scans:
+            scanned(own[0])
+        if text:
+            for arg in (*own, *kwargs.values()):
+                if isinstance(arg, list | tuple | dict | set | Namespace):
+                    str_size(arg)
+        if before is not None:
+            before(*own, **kwargs)
+        return checked(func(*args, **kwargs))
+
+    return bounded
+
+
+@pass_eval_context
+def _join(eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: Any = None) -> str:
+    items = list(value)
+    if len(items) > MAX_VALUE:
+        raise too_large("join")
+    if attribute is not None:
+        getter = make_attrgetter(eval_ctx.environment, attribute)
+        items = [getter(item) for item in items]
+    check_join(items, d, escape=eval_ctx.autoescape)
+    if not eval_ctx.autoescape:
+        return str(d).join(map(str, items))
+    if hasattr(d, "__html__") or any(hasattr(item, "__html__") for item in items):
+        return escape(d).join(items)
+    return str(d).join(map(str, items))
+
+
+@pass_environment
+def _sum(environment: Any, iterable: Iterable[Any], attribute: Any = None, start: Any = 0) -> Any:
+    """``sum`` in linear time for lists (Python's sum copies the total at every step) and
+    with each step's size checked."""
+    if attribute is not None:
+        iterable = map(make_attrgetter(environment, attribute), iterable)
+    budget = current()
+    if isinstance(start, list | tuple):
+        out = list(start)
+        for item in iterable:
+            if not isinstance(item, list | tuple):
+                raise TypeError(f"can only add lists to a list, not {type(item).__name__}")
+            if len(out) + len(item) > MAX_VALUE:
+                raise too_large("sum")
+            budget.spend(1 + ITEM_UNITS * len(item))
+            out.extend(item)
+        return type(start)(out) if isinstance(start, tuple) else out
+    total = start
+    for item in iterable:
+        check_binop("+", total, item)
+        total = checked(total + item)
+    return total
+
+
+class _Formatter(BoundedFormatting, SandboxedFormatter):
+    pass
+
+
+class _EscapeFormatter(BoundedFormatting, SandboxedEscapeFormatter):
+    pass
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
-    """ImmutableSandboxedEnvironment with render budgets and nothing in its globals but
-    ``range`` (bounded), ``dict`` and ``namespace``."""
+    """ImmutableSandboxedEnvironment within the render budget, with nothing in its globals
+    but ``range`` (bounded), ``dict`` and ``namespace``."""
 
-    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+    intercepted_unops = frozenset({"+", "-"})
 
     def __init__(self, *, autoescape: bool, undefined: type[Undefined]) -> None:
         # Text output (plain-text part, subject) drops the line a block tag stands on.
@@ -196,22 +277,16 @@ class Sandbox(ImmutableSandboxedEnvironment):
             auto_reload=False,
             trim_blocks=not autoescape,
             lstrip_blocks=not autoescape,
+            finalize=_finalize,
         )
         self.globals.clear()
         self.globals.update(GLOBALS)
         self.filters.pop("attr", None)
+        self.filters.update(default=_default, d=_default, join=_join, sum=_sum)
+        for name, func in list(self.filters.items()):
+            self.filters[name] = _bounded_filter(name, func)
         self.filters.update(
-            default=_default,
-            d=_default,
-            format=_format,
-            center=_center,
-            indent=_indent,
-            wordwrap=_wordwrap,
-            replace=_replace,
-            batch=_batch,
-            slice=_slice,
-            nurture_bounded=_bounded_iter,
-            nurture_sized=_check_size,
+            nurture_bounded=_bounded_iter, nurture_concat=_concat, nurture_scanned=scanned
         )
         self.tests.pop("callable", None)
 
@@ -228,38 +303,21 @@ class Sandbox(ImmutableSandboxedEnvironment):
         return super()._generate(source, name, filename, defer_init)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, int | float) and abs(right) > 100:
-                raise SecurityError("exponents above 100 are not allowed")
-            if isinstance(left, int | float) and abs(left) > 10**6 and abs(right) > 2:
-                raise SecurityError("this power would be too large")
-        elif operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(n, int)
-                if sized and len(seq) * n > MAX_VALUE:
-                    raise RenderLimitExceeded(
-                        f"a value grew beyond {MAX_VALUE:,} characters or items"
-                    )
-        elif operator == "%" and isinstance(left, str):
-            _check_format_string(left)
-        elif (
-            operator == "+"
-            and isinstance(left, str | list | tuple)
-            and hasattr(right, "__len__")
-            and len(left) + len(right) > MAX_VALUE
-        ):
-            raise RenderLimitExceeded(f"a value grew beyond {MAX_VALUE:,} characters")
-        return super().call_binop(context, operator, left, right)
+        check_binop(operator, left, right)
+        return checked(super().call_binop(context, operator, left, right))
+
+    def call_unop(self, context: Context, operator: str, arg: Any) -> Any:
+        current().spend(1)
+        return super().call_unop(context, operator, arg)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str):
-            name = getattr(__obj, "__name__", "")
-            if name in _SIZED_STR_METHODS:
-                _check_width(*args, *kwargs.values())
-            elif name == "replace":
-                _check_replace(owner, *args[:3])
-        return super().call(__context, __obj, *args, **kwargs)
+        if isinstance(owner, str | bytes):
+            check_str_method(getattr(__obj, "__name__", ""), owner, args, kwargs)
+        scanned(owner)  # a method may read all of its object (count, find, index, split)
+        if owner is None:
+            current().spend(1, CALL_OPERATIONS)  # a macro, caller() or a loop's recursion
+        return checked(super().call(__context, __obj, *args, **kwargs))
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # The context is plain dicts: look keys up first (the common case, and no
@@ -269,6 +327,8 @@ class Sandbox(ImmutableSandboxedEnvironment):
                 return obj[attribute]
             except KeyError:
                 pass
+        if attribute in REFUSED_METHODS and isinstance(obj, str | bytes):
+            raise SecurityError(f"{attribute}() is not available in templates")
         return super().getattr(obj, attribute)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
@@ -277,19 +337,42 @@ class Sandbox(ImmutableSandboxedEnvironment):
         raise SecurityError(f"access to {attribute!r} of a {type(obj).__name__} is not allowed")
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        wrapped = super().wrap_str_format(value)
-        if wrapped is not None:
-            _check_format_string(value.__self__)
-        return wrapped
+        """Jinja's own wrapper, with formatters whose fields are checked (BoundedFormatting)."""
+        if getattr(value, "__name__", None) != "format" or not isinstance(
+            getattr(value, "__self__", None), str
+        ):
+            return None
+        fmt: str = value.__self__
+        formatter: SandboxedFormatter = (
+            _EscapeFormatter(self, escape=fmt.escape)
+            if isinstance(fmt, Markup)
+            else _Formatter(self)
+        )
+        str_type = type(fmt)
+
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            return str_type(formatter.vformat(fmt, args, kwargs))
+
+        return functools.update_wrapper(wrapper, value)
 
 
 def _instrument(template: nodes.Template) -> None:
     for loop in template.find_all(nodes.For):
-        loop.iter = nodes.Filter(loop.iter, "nurture_bounded", [], [], None, None)
+        weight = sum(len(data.data) for data in loop.find_all(nodes.TemplateData))
+        loop.iter = nodes.Filter(
+            loop.iter, "nurture_bounded", [nodes.Const(weight)], [], None, None
+        )
+    for compare in template.find_all(nodes.Compare):
+        # `in` and `==` read through their operands.
+        compare.expr = nodes.Filter(compare.expr, "nurture_scanned", [], [], None, None)
+        for operand in compare.ops:
+            operand.expr = nodes.Filter(operand.expr, "nurture_scanned", [], [], None, None)
+    for item in list(template.find_all(nodes.Getitem)):
+        if isinstance(item.arg, nodes.Slice):  # a slice copies: `big[::-1]`
+            item.node = nodes.Filter(item.node, "nurture_scanned", [], [], None, None)
     for concat in list(template.find_all(nodes.Concat)):
-        concat.nodes = [
-            nodes.Filter(nodes.Concat(concat.nodes), "nurture_sized", [], [], None, None)
-        ]
+        parts = nodes.List(concat.nodes)
+        concat.nodes = [nodes.Filter(parts, "nurture_concat", [], [], None, None)]
 
 
 class RecordingUndefined(ChainableUndefined):
@@ -299,7 +382,7 @@ class RecordingUndefined(ChainableUndefined):
     __slots__ = ()
 
     def _note(self) -> None:
-        budget = _BUDGET.get()
+        budget = CURRENT.get()
         if budget is None:
             return
         budget.undefined.append((self._undefined_name or "?", _template_line(budget.template)))
@@ -343,16 +426,21 @@ def render(
     context: dict[str, Any],
     *,
     max_output: int = MAX_OUTPUT,
+    budget: Budget | None = None,
     max_seconds: float = MAX_SECONDS,
     consume: Callable[[list[str]], None] | None = None,
 ) -> Rendered:
     """Render within the budget; any failure becomes a RenderError naming the line.
 
-    With ``consume``, the output chunks are handed over a few at a time as they come (the
-    sender encodes them, substituting tracking URLs) instead of being joined into
-    ``output``."""
-    budget = _Budget(deadline=time.monotonic() + max_seconds, template=template)
-    token = _BUDGET.set(budget)
+    ``budget`` is the message's, when its parts share one; else the render gets its own
+    of ``max_seconds``. With ``consume``, the output chunks are handed over a few at a time
+    as they come (the sender encodes them, substituting tracking URLs) instead of being
+    joined into ``output``."""
+    budget = budget or new_budget(max_seconds)
+    budget.template = template
+    budget.undefined = []
+    budget.output, budget.max_output, budget.unescaped = 0, max_output, False
+    token = CURRENT.set(budget)
     try:
         try:
             # A shared context uses the dict as it is (no copy, a quarter of the cost);
@@ -368,14 +456,13 @@ def render(
             while batch := list(islice(chunks, _OUTPUT_BATCH)):
                 size += sum(map(len, batch))
                 if size > max_output:
-                    raise RenderLimitExceeded(
+                    raise RenderBudgetExceeded(
                         f"the output is larger than {max_output:,} characters"
                     )
                 take(batch)
         except Exception:
             template.environment.handle_exception()  # re-raises with template line numbers
-        if time.monotonic() > budget.deadline:
-            raise RenderLimitExceeded(f"rendering took longer than {max_seconds:g} s")
+        budget.spend(0)  # the deadline, once more, for a render made of static text
         return Rendered("".join(texts), budget.undefined)
     except RenderError as exc:
         if exc.line is None:
@@ -388,9 +475,9 @@ def render(
     except RecursionError:
         raise RenderError("the template recurses too deeply") from None
     except MemoryError:
-        raise RenderLimitExceeded("the template needs too much memory") from None
+        raise RenderBudgetExceeded("the template needs too much memory") from None
     finally:
-        _BUDGET.reset(token)
+        CURRENT.reset(token)
 
 
 def static_chunks(template: Template) -> set[str]:

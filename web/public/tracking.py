@@ -16,6 +16,7 @@ from flask import Blueprint, Response, abort, current_app, request
 from werkzeug.datastructures import Headers
 from werkzeug.urls import iri_to_uri
 
+from automation.email.sandbox import RenderError
 from automation.errors import InvalidInput, NotFound
 from automation.instruments import TRACKING_HITS
 from automation.signing import TokenClaims, TokenKind, make_identity
@@ -253,10 +254,20 @@ def view(token: str) -> Any:
         html = service.view_in_browser(db(), claims, tracking().signer, settings.base_url)
     except NotFound:
         abort(404)
+    except RenderError:
+        # Rendered again with today's contact data, the email fails the budget or the HTML
+        # checks (check_html): show nothing of it.
+        return page(
+            "This email cannot be shown",
+            "Its content could not be shown in the browser. The email itself is unchanged.",
+            status=422,
+        )
     response = Response(html, mimetype="text/html", headers={"Cache-Control": NO_STORE})
-    # The email's own inline styles; no scripts at all.
+    # The email's own inline styles; no scripts, forms, frames or <base> at all (the HTML
+    # was checked already: this is the second wall).
     response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'"
+        "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
     return response
 
