@@ -20,6 +20,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 import automation.models  # noqa: F401
+from automation import wiring
 from automation.config import Settings, load_settings
 from automation.db import Base, make_engine, make_session_factory
 from automation.runtime import build_runtime, use_runtime
@@ -104,6 +105,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def _needs_redis() -> None:
     require_service("redis")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _wired() -> None:
+    """Wire the test process as every Nurture process is wired before its first
+    transaction (``build_runtime`` does it; tests that open sessions of their own would
+    otherwise depend on an earlier test having built a runtime)."""
+    wiring.install()
 
 
 # --- databases -----------------------------------------------------------------------
