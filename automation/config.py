@@ -17,6 +17,9 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+DEFAULT_LANGUAGE = "en"
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
@@ -44,6 +47,8 @@ class Settings:
     send_lease_seconds: int = 300
     # Address for the List-Unsubscribe mailto; empty = unsubscribe@<sender's domain>.
     unsubscribe_mailto: str = ""
+    # The workspace's email language (<html lang>) for templates that name none (BCP 47).
+    email_language: str = DEFAULT_LANGUAGE
     # Tracking: the hit queue (a redis:// URL; empty = the broker if it is Redis, else a
     # local spool under var/hits), the engagement score's half-life, the bounce webhook key.
     hit_queue_url: str = ""
@@ -141,6 +146,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         send_batch_size=int(env.get("NURTURE_SEND_BATCH_SIZE", "200")),
         send_lease_seconds=int(env.get("NURTURE_SEND_LEASE_SECONDS", "300")),
         unsubscribe_mailto=env.get("NURTURE_UNSUBSCRIBE_MAILTO", ""),
+        email_language=env.get("NURTURE_EMAIL_LANGUAGE", DEFAULT_LANGUAGE).strip()
+        or DEFAULT_LANGUAGE,
         metrics_token=env.get("NURTURE_METRICS_TOKEN", ""),
         hit_queue_url=env.get("NURTURE_HIT_QUEUE_URL", ""),
         hit_queue_push=env.get("NURTURE_HIT_QUEUE_PUSH", "spool"),

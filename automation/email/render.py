@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jinja2 import Template
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from automation.config import DEFAULT_LANGUAGE
 from automation.email.context import template_context
+from automation.email.jinja_source import html_source
 from automation.email.mime import qp_encode, qp_url
 from automation.email.models import Template as TemplateRow
-from automation.email.models import TemplateKind, TemplateVersion
+from automation.email.models import TemplateKind, TemplateVersion, VersionOverride
 from automation.email.sandbox import (
     HTML_ENV,
     TEXT_ENV,
@@ -33,6 +36,12 @@ from automation.errors import NotFound
 from automation.signing import MessageTokens, TokenKind
 
 MAX_SUBJECT_CHARS = 300
+# The compiler's own names in a compiled HTML (no template source may use a name starting
+# with "_"), filled per message: the subject as the title where the template has none,
+# the preheader and the language. A campaign variant overrides the first two.
+SUBJECT_SLOT = "_subject"
+PREHEADER_SLOT = "_preheader"
+LANGUAGE_SLOT = "_language"
 _SPACES = re.compile(r"\s+")
 
 
@@ -111,11 +120,43 @@ class CompiledVersion:
     marketing: bool
     sender_identity_id: int | None
     subject: Template
+    preheader: Template | None  # None: no preheader
+    language: str | None  # None: the workspace's
     html: Template
     text: Template
     links: list[dict[str, Any]]
     html_codec: Codec
     text_codec: Codec
+
+
+@dataclass(frozen=True)
+class CompiledOverride:
+    """A campaign variant's subject and preheader, compiled once per process."""
+
+    id: int
+    subject: Template | None
+    preheader: Template | None
+    clears_preheader: bool  # the override is an empty preheader
+
+    def apply(self, version: CompiledVersion) -> CompiledVersion:
+        return replace(
+            version,
+            subject=self.subject or version.subject,
+            preheader=None if self.clears_preheader else self.preheader or version.preheader,
+        )
+
+
+def compile_override(row: VersionOverride) -> CompiledOverride:
+    return CompiledOverride(
+        id=row.id,
+        subject=TEXT_ENV.from_string(row.subject) if row.subject is not None else None,
+        preheader=_preheader(row.preheader or ""),
+        clears_preheader=row.preheader is not None and not row.preheader.strip(),
+    )
+
+
+def _preheader(source: str) -> Template | None:
+    return HTML_ENV.from_string(html_source(source)) if source.strip() else None
 
 
 @dataclass(frozen=True)
@@ -141,6 +182,7 @@ class VersionCache:
     def __init__(self, size: int = 64) -> None:
         self.size = size
         self._items: OrderedDict[int, CompiledVersion] = OrderedDict()
+        self._overrides: OrderedDict[int, CompiledOverride] = OrderedDict()
 
     def get_many(self, session: Session, ids: set[int]) -> dict[int, CompiledVersion]:
         missing = [i for i in ids if i not in self._items]
@@ -170,6 +212,30 @@ class VersionCache:
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 
+    def get_overrides(self, session: Session, ids: set[int]) -> dict[int, CompiledOverride]:
+        """Compiled overrides by id (they never change either)."""
+        missing = [i for i in ids if i not in self._overrides]
+        if missing:
+            for row in session.scalars(
+                select(VersionOverride).where(VersionOverride.id.in_(missing))
+            ):
+                self._overrides[row.id] = compile_override(row)
+                while len(self._overrides) > self.size:
+                    self._overrides.popitem(last=False)
+        return {i: self._overrides[i] for i in ids if i in self._overrides}
+
+    def for_message(
+        self, session: Session, version_id: int, override_id: int | None
+    ) -> CompiledVersion:
+        """What one message renders: its version, with its campaign variant's override."""
+        version = self.get(session, version_id)
+        if override_id is None:
+            return version
+        found = self.get_overrides(session, {override_id})
+        if override_id not in found:
+            raise NotFound(f"version override {override_id} not found")
+        return found[override_id].apply(version)
+
 
 def compile_version(version: TemplateVersion, *, deleted: bool = False) -> CompiledVersion:
     html = HTML_ENV.from_string(version.html)
@@ -181,6 +247,8 @@ def compile_version(version: TemplateVersion, *, deleted: bool = False) -> Compi
         marketing=version.kind is TemplateKind.MARKETING,
         sender_identity_id=version.sender_identity_id,
         subject=TEXT_ENV.from_string(version.subject),
+        preheader=_preheader(version.preheader),
+        language=version.language,
         html=html,
         text=text,
         links=list(version.links),
@@ -224,21 +292,34 @@ def preview_urls(version: CompiledVersion, base_url: str) -> TrackingUrls:
 
 
 def _context(
+    version: CompiledVersion,
     contact: dict[str, Any],
     urls: TrackingUrls,
     workflow_name: str | None,
     campaign_name: str | None,
-) -> dict[str, Any]:
-    context = template_context(
-        contact,
-        unsubscribe_url=urls.unsubscribe,
-        preferences_url=urls.preferences,
-        view_in_browser_url=urls.view,
-        confirm_url=urls.confirm,
-        workflow_name=workflow_name,
-        campaign_name=campaign_name,
+    default_language: str,
+) -> tuple[dict[str, Any], str]:
+    """The render context with the compiler's slots filled, and the subject."""
+    context = with_globals(
+        template_context(
+            contact,
+            unsubscribe_url=urls.unsubscribe,
+            preferences_url=urls.preferences,
+            view_in_browser_url=urls.view,
+            confirm_url=urls.confirm,
+            workflow_name=workflow_name,
+            campaign_name=campaign_name,
+        )
     )
-    return with_globals(context)
+    subject = _subject(version, context)
+    context[SUBJECT_SLOT] = subject
+    preheader = ""
+    if version.preheader is not None:
+        # HTML already: the autoescaping environment rendered it from an escaped source.
+        preheader = " ".join(render(version.preheader, context).output.split())
+    context[PREHEADER_SLOT] = Markup(preheader)  # noqa: S704  # escaped, see above
+    context[LANGUAGE_SLOT] = version.language or default_language
+    return context, subject
 
 
 def _subject(version: CompiledVersion, context: dict[str, Any]) -> str:
@@ -255,10 +336,12 @@ def render_email(
     *,
     workflow_name: str | None = None,
     campaign_name: str | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> RenderedEmail:
     """Subject, HTML and text for one recipient, as text (previews). Raises RenderError."""
-    context = _context(contact, urls, workflow_name, campaign_name)
-    subject = _subject(version, context)
+    context, subject = _context(
+        version, contact, urls, workflow_name, campaign_name, default_language
+    )
     all_urls = [*urls.links, urls.open]
     html: list[str] = []
     render(version.html, context, consume=version.html_codec.text_sink(html, all_urls))
@@ -277,10 +360,12 @@ def render_for_send(
     *,
     workflow_name: str | None = None,
     campaign_name: str | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> EncodedEmail:
     """The same render, each part quoted-printable as it is produced. Raises RenderError."""
-    context = _context(contact, urls, workflow_name, campaign_name)
-    subject = _subject(version, context)
+    context, subject = _context(
+        version, contact, urls, workflow_name, campaign_name, default_language
+    )
     encoded_urls = [qp_url(u) for u in urls.links]
     encoded_urls.append(qp_url(urls.open))
     html: list[bytes] = []

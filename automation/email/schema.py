@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from automation.contacts.schema import Email, Strict
 from automation.email.models import MessageStatus, TemplateKind
 
+LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
+
 
 class SenderIdentityIn(Strict):
     name: str = Field(..., min_length=1, max_length=100)
@@ -52,6 +54,13 @@ class TemplateContent(Strict):
     subject: str = Field(..., max_length=500)
     preheader: str = Field("", max_length=500)
     mjml: str = Field(..., max_length=500_000, description="MJML with Jinja placeholders")
+    language: str | None = Field(
+        None,
+        max_length=35,
+        pattern=LANGUAGE_TAG,
+        description="The emails' language (BCP 47, e.g. en, de-CH: <html lang>); "
+        "none uses the workspace's (NURTURE_EMAIL_LANGUAGE)",
+    )
 
 
 class DraftPreviewIn(TemplateContent):
@@ -113,6 +122,7 @@ class VersionSummary(BaseModel):
 
 class VersionOut(VersionSummary):
     preheader: str
+    language: str | None = None
     mjml: str
     html: str
     text: str

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from automation import clock
-from automation.config import Settings
+from automation.config import DEFAULT_LANGUAGE, Settings
 from automation.contacts.models import CustomField
 from automation.email.compiler import CompileResult, Draft, Problem, compile_template
 from automation.email.context import load_contact_contexts, sample_contact, template_context
@@ -24,9 +24,11 @@ from automation.email.models import (
     Template,
     TemplateKind,
     TemplateVersion,
+    VersionOverride,
 )
 from automation.email.outbox import OUTSTANDING, Delivery
 from automation.email.render import (
+    PREHEADER_SLOT,
     CompiledVersion,
     RenderedEmail,
     compile_version,
@@ -115,6 +117,7 @@ def _version_row(content: TemplateContent, result: CompileResult, **row: Any) ->
         subject=content.subject,
         preheader=content.preheader,
         mjml=content.mjml,
+        language=content.language,
         html=result.compiled.html,
         text=result.compiled.text,
         links=result.compiled.links,
@@ -162,6 +165,29 @@ def add_version(
     return Saved(
         template, _new_version(session, template, content, result, user_id), result.warnings
     )
+
+
+def add_override(
+    session: Session, version_id: int, *, subject: str | None, preheader: str | None
+) -> VersionOverride:
+    """A subject and/or preheader that replace the version's for the messages that name
+    the override (a campaign variant's). The caller has checked them (validate_template
+    on the content they make); no version is written, so nothing else sends them."""
+    override = VersionOverride(
+        template_version_id=version_id,
+        subject=subject,
+        preheader=preheader,
+        created_at=clock.now(),
+    )
+    session.add(override)
+    session.flush()
+    return override
+
+
+def preheader_overridable(version: TemplateVersion) -> bool:
+    """Whether the version renders its preheader per message (saved since it does), so an
+    override can replace it; an older version has its preheader compiled in."""
+    return "{{ " + PREHEADER_SLOT + " }}" in version.html
 
 
 def rename_template(session: Session, template_id: int, name: str) -> Template:
@@ -263,6 +289,7 @@ def preview_template(
     base_url: str,
     contact_id: int | None = None,
     version_id: int | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> Preview:
     """HTML, text and subject for a chosen contact or the sample; links go straight to
     their destinations (no tracking), unsubscribe and view links to placeholders."""
@@ -274,11 +301,16 @@ def preview_template(
         if contact_id not in found:
             raise InvalidInput(FieldError("contact_id", f"no contact {contact_id}"))
         contact, label = found[contact_id], found[contact_id]["email"]
-    return Preview(_render(version, contact, base_url), label)
+    return Preview(_render(version, contact, base_url, default_language), label)
 
 
 def preview_draft(
-    session: Session, content: TemplateContent, *, base_url: str, contact_id: int | None = None
+    session: Session,
+    content: TemplateContent,
+    *,
+    base_url: str,
+    contact_id: int | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> tuple[CompileResult, RenderedEmail | None]:
     """An unsaved draft checked (errors with line and column) and, when it compiles,
     rendered for a chosen contact or the sample, as the editor's live preview. Nothing is
@@ -294,10 +326,12 @@ def preview_draft(
         if contact_id not in found:
             raise InvalidInput(FieldError("contact_id", f"no contact {contact_id}"))
         contact = found[contact_id]
-    return result, _render(compile_version(draft), contact, base_url)
+    return result, _render(compile_version(draft), contact, base_url, default_language)
 
 
-def _render(version: CompiledVersion, contact: dict[str, Any], base_url: str) -> RenderedEmail:
+def _render(
+    version: CompiledVersion, contact: dict[str, Any], base_url: str, default_language: str
+) -> RenderedEmail:
     try:
         return render_email(
             version,
@@ -305,6 +339,7 @@ def _render(version: CompiledVersion, contact: dict[str, Any], base_url: str) ->
             preview_urls(version, base_url),
             workflow_name="Sample workflow",
             campaign_name="Sample campaign",
+            default_language=default_language,
         )
     except RenderError as exc:
         where = f"line {exc.line}: " if exc.line else ""
@@ -328,6 +363,7 @@ def send_test(
         base_url=settings.base_url,
         contact_id=contact_id,
         version_id=version_id,
+        default_language=settings.email_language,
     )
     version = get_version(session, template_id, version_id)
     identity = (
