@@ -48,6 +48,8 @@ _SPACES = re.compile(r"\s+")
 _MARKER = re.compile(r"<!--nurture:(?:link:(\d+)|open)-->")
 OPEN = -1  # the open pixel's place in a message's URL list: last
 Part = str | int  # static text, or the index of a tracking URL
+# A preheader: rendered per message (it holds Jinja), its HTML (it does not), or none.
+Preheader = Template | Markup | None
 
 
 def _split(chunk: str) -> tuple[Part, ...] | None:
@@ -120,7 +122,7 @@ class CompiledVersion:
     marketing: bool
     sender_identity_id: int | None
     subject: Template
-    preheader: Template | None  # None: no preheader
+    preheader: Preheader  # None: no preheader
     language: str | None  # None: the workspace's
     html: Template
     text: Template
@@ -135,7 +137,7 @@ class CompiledOverride:
 
     id: int
     subject: Template | None
-    preheader: Template | None
+    preheader: Preheader
     clears_preheader: bool  # the override is an empty preheader
 
     def apply(self, version: CompiledVersion) -> CompiledVersion:
@@ -155,8 +157,14 @@ def compile_override(row: VersionOverride) -> CompiledOverride:
     )
 
 
-def _preheader(source: str) -> Template | None:
-    return HTML_ENV.from_string(html_source(source)) if source.strip() else None
+def _preheader(source: str) -> Preheader:
+    """A preheader to render per message, or its HTML once when it holds no Jinja."""
+    if not source.strip():
+        return None
+    template = HTML_ENV.from_string(html_source(source))
+    if "{" in source:
+        return template
+    return Markup(" ".join(render(template, {}).output.split()))  # noqa: S704  # escaped
 
 
 @dataclass(frozen=True)
@@ -313,11 +321,12 @@ def _context(
     )
     subject = _subject(version, context)
     context[SUBJECT_SLOT] = subject
-    preheader = ""
-    if version.preheader is not None:
+    preheader = version.preheader
+    if isinstance(preheader, Template):
         # HTML already: the autoescaping environment rendered it from an escaped source.
-        preheader = " ".join(render(version.preheader, context).output.split())
-    context[PREHEADER_SLOT] = Markup(preheader)  # noqa: S704  # escaped, see above
+        output = " ".join(render(preheader, context).output.split())
+        preheader = Markup(output)  # noqa: S704  # escaped, see above
+    context[PREHEADER_SLOT] = preheader or ""
     context[LANGUAGE_SLOT] = version.language or default_language
     return context, subject
 
