@@ -130,6 +130,8 @@ def test_a_variant_subject_goes_to_its_campaign_only_and_the_workflow_keeps_the_
     preview = api.get(f"/messages/{b_message['id']}/preview").json
     assert preview["subject"] == VARIANT_SUBJECT
     assert "Only this week," in _preheader(preview["html"])
+    click_map = api.get(f"/campaigns/{campaign['id']}/click-map?variant_id={b['id']}").text
+    assert _preheader(click_map) == "Only this week, Ada"  # for the sample contact
     assert api.get(f"/templates/{template_id}/versions").json == versions_before
     # The campaign shows the variant's own subject and preheader on the version it picked.
     assert (b["subject"], b["preheader"]) == (VARIANT_SUBJECT, VARIANT_PREHEADER)
