@@ -7,6 +7,7 @@ With nothing set, Nurture runs on a SQLite file and an embedded broker under
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ def _bool(value: str) -> bool:
 
 
 DEFAULT_LANGUAGE = "en"
+LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"  # BCP 47, as <html lang> takes it
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ValueError("NURTURE_FREQUENCY_CAP_ACTION must be defer or skip")
     if env.get("NURTURE_HIT_QUEUE_PUSH", "spool") not in ("spool", "redis"):
         raise ValueError("NURTURE_HIT_QUEUE_PUSH must be spool or redis")
+    language = env.get("NURTURE_EMAIL_LANGUAGE", "").strip() or DEFAULT_LANGUAGE
+    if not re.fullmatch(LANGUAGE_TAG, language) or len(language) > 35:
+        raise ValueError("NURTURE_EMAIL_LANGUAGE must be a language tag such as en or pt-BR")
     return Settings(
         var_dir=var_dir,
         database_url=database_url,
@@ -146,8 +151,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         send_batch_size=int(env.get("NURTURE_SEND_BATCH_SIZE", "200")),
         send_lease_seconds=int(env.get("NURTURE_SEND_LEASE_SECONDS", "300")),
         unsubscribe_mailto=env.get("NURTURE_UNSUBSCRIBE_MAILTO", ""),
-        email_language=env.get("NURTURE_EMAIL_LANGUAGE", DEFAULT_LANGUAGE).strip()
-        or DEFAULT_LANGUAGE,
+        email_language=language,
         metrics_token=env.get("NURTURE_METRICS_TOKEN", ""),
         hit_queue_url=env.get("NURTURE_HIT_QUEUE_URL", ""),
         hit_queue_push=env.get("NURTURE_HIT_QUEUE_PUSH", "spool"),

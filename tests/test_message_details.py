@@ -71,7 +71,7 @@ def _text(received) -> str:
 
 
 def test_html_lang_is_the_templates_language_else_the_workspaces(
-    api, sessions, settings, smtp_server
+    api, sessions, settings, smtp_server, tmp_path
 ):
     german = _template(api, "German", _mjml("<mj-text>Hallo</mj-text>"), language="de-CH")
     plain = _template(api, "Plain", _mjml("<mj-text>Hello</mj-text>"))
@@ -99,8 +99,11 @@ def test_html_lang_is_the_templates_language_else_the_workspaces(
     assert re.search(r'<html lang="de-CH"', _html(got["g@example.com"]))
     assert re.search(r'<html lang="fr"', _html(got["p@example.com"]))
     assert 'lang="und"' not in _html(got["p@example.com"])
-    assert load_settings({"NURTURE_EMAIL_LANGUAGE": "pt-BR"}).email_language == "pt-BR"
-    assert load_settings({}).email_language == "en"
+    env = {"NURTURE_VAR_DIR": str(tmp_path), "NURTURE_SECRET_KEY": "k" * 40}
+    assert load_settings({**env, "NURTURE_EMAIL_LANGUAGE": "pt-BR"}).email_language == "pt-BR"
+    assert load_settings(env).email_language == "en"
+    with pytest.raises(ValueError, match="NURTURE_EMAIL_LANGUAGE"):
+        load_settings({**env, "NURTURE_EMAIL_LANGUAGE": "en_US<"})
 
 
 def test_the_title_is_the_subject_unless_the_template_has_one(api, sessions, sending, smtp_server):

@@ -7,10 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from automation.config import LANGUAGE_TAG
 from automation.contacts.schema import Email, Strict
 from automation.email.models import MessageStatus, TemplateKind
-
-LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 
 
 class SenderIdentityIn(Strict):
