@@ -8,9 +8,11 @@ import re
 
 import emailkit
 from emailkit import MJML
+from sqlalchemy import select
 from workflows_support import doc
 
 from automation.campaigns.service import run_due as run_campaigns
+from automation.email.models import VersionOverride
 from automation.email.outbox import send_due
 from automation.workflows.engine import run_due as run_workflows
 
@@ -159,7 +161,7 @@ def test_a_variant_override_that_does_not_compile_is_named_and_nothing_is_saved(
     assert len(api.get(f"/templates/{template['id']}/versions").json) == 1
 
 
-def test_editing_a_campaign_shows_and_keeps_the_variant_subject_without_a_version(api):
+def test_editing_a_campaign_shows_and_keeps_the_variant_subject_without_a_version(api, app):
     template = api.post("/templates", {"name": "Sale", "subject": "Sale!", "mjml": _plain()}).json
     version_id = template["version"]["id"]
     listed = api.post("/segments", {"name": "L", "kind": "static"}).json
@@ -176,12 +178,17 @@ def test_editing_a_campaign_shows_and_keeps_the_variant_subject_without_a_versio
     body["variants"][1]["subject"] = "Changed"
     updated = api.put(f"/campaigns/{campaign['id']}", body).json
     assert [v["subject"] for v in updated["variants"]] == [None, "Changed"]
+    with app.extensions["nurture"].sessions() as s:  # the replaced override went with its variant
+        assert s.scalars(select(VersionOverride.subject)).all() == ["Changed"]
     # The same subject as the version's is no override.
     body["variants"][1] = {"template_version_id": version_id, "subject": "Sale!"}
     response = api.put(f"/campaigns/{campaign['id']}", body)
     assert response.status_code == 422
     assert response.json["error"]["details"][0]["path"] == "variants[1]"
     assert len(api.get(f"/templates/{template['id']}/versions").json) == 1
+    assert api.delete(f"/campaigns/{campaign['id']}").status_code == 204
+    with app.extensions["nurture"].sessions() as s:
+        assert s.scalars(select(VersionOverride.id)).all() == []
 
 
 def _plain() -> str:

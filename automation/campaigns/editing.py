@@ -19,11 +19,16 @@ from automation.campaigns.models import (
     CampaignVariant,
     ScheduleMode,
 )
-from automation.campaigns.queries import check_segments, get_campaign
+from automation.campaigns.queries import check_segments, get_campaign, variants_of
 from automation.campaigns.schema import AbTestIn, CampaignIn, VariantIn
 from automation.email.models import Template, TemplateVersion
 from automation.email.schema import TemplateContent
-from automation.email.templates import add_override, preheader_overridable, validate_template
+from automation.email.templates import (
+    add_override,
+    delete_overrides,
+    preheader_overridable,
+    validate_template,
+)
 from automation.errors import Conflict, FieldError, InvalidInput
 
 MAX_VARIANTS = 5
@@ -214,7 +219,9 @@ def update_campaign(
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
         raise Conflict(f"a {campaign.status.value} campaign cannot be edited")
     variants = _checked_variants(session, data, campaign_id=campaign.id)
+    replaced = [v.override_id for v in variants_of(session, campaign.id)]
     session.execute(delete(CampaignVariant).where(CampaignVariant.campaign_id == campaign.id))
+    delete_overrides(session, replaced)
     _apply(session, campaign, data, variants)
     return campaign
 
@@ -223,4 +230,7 @@ def delete_campaign(session: Session, campaign_id: int) -> None:
     campaign = get_campaign(session, campaign_id, lock=True)
     if campaign.status is not CampaignStatus.DRAFT:
         raise Conflict("only a draft campaign can be deleted; cancel it instead")
+    replaced = [v.override_id for v in variants_of(session, campaign.id)]
     session.delete(campaign)
+    session.flush()
+    delete_overrides(session, replaced)

@@ -4,10 +4,11 @@ delete."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -182,6 +183,18 @@ def add_override(
     session.add(override)
     session.flush()
     return override
+
+
+def delete_overrides(session: Session, override_ids: Iterable[int | None]) -> None:
+    """Overrides of variants that were replaced or deleted before any message named them
+    (a draft's): gone with them. One a message names is kept (its foreign key)."""
+    ids = {i for i in override_ids if i is not None}
+    if ids:
+        named = set(
+            session.scalars(select(Message.override_id).where(Message.override_id.in_(ids)))
+        )
+        if ids - named:
+            session.execute(delete(VersionOverride).where(VersionOverride.id.in_(ids - named)))
 
 
 def preheader_overridable(version: TemplateVersion) -> bool:
