@@ -195,6 +195,7 @@ TEXT_MJML = _mjml(
     {% if "vip" in contact.tags %}
     <mj-text>Only for VIPs.</mj-text>
     {% endif %}
+    <mj-text>{% if "vip" in contact.tags %}A VIP line.{% endif %}</mj-text>
     <mj-button href="https://shop.example/sale">Shop the sale</mj-button>
     <mj-image src="https://shop.example/jacket.png" alt="Rain Jacket"
               href="https://shop.example/p/1" />
@@ -224,7 +225,7 @@ def test_the_text_part_is_paragraphs_with_conditions_and_images_shown_once(
         "First paragraph.",
         "Second paragraph.",
         "Lines of one block\nstay together.",
-        *(["Only for VIPs."] if vip else []),
+        *(["Only for VIPs.", "A VIP line."] if vip else []),
         shop,
     ]
     assert paragraphs[: len(expected)] == expected

@@ -81,6 +81,8 @@ class _TableText(HTMLParser):
 _SOFT = "\ue000"  # a line break from <br>: stays a single newline
 _IMG_OPEN, _IMG_CLOSE = "\ue001", "\ue002"  # an image's alt text
 _BR = re.compile(r"<br\b[^>]*>", re.IGNORECASE)
+# A tag that outputs nothing itself ({% raw %} outputs its content).
+_BLOCK_TAG = re.compile(r"\{#|\{%(?![-+]?\s*raw\b)")
 _LIST_ITEM = re.compile(r"(?:[*+-]|\d+\.)\s")
 _IMAGE_LINE = re.compile(
     "^(?:\\["
@@ -141,24 +143,35 @@ def _once(lines: list[str]) -> list[str]:
 
 
 def _paragraphs(lines: list[str], ph: Placeholders) -> str:
-    """One paragraph per block, a blank line between; tag-only lines lead the next one."""
+    """One paragraph per block, a blank line between. Block tags at the start or end of a
+    line are taken off it and, like tag-only lines, lead the next paragraph."""
 
-    def tags_only(line: str) -> bool:
-        names = ph.found(line)
-        rest = ph.pattern.sub("", line).strip()
-        blocks = all(ph.jinja.get(n, "")[:2] in ("{%", "{#") for n in names)
-        return bool(names) and not rest and blocks
+    def is_block(name: str) -> bool:
+        return bool(_BLOCK_TAG.match(ph.jinja.get(name, "")))
+
+    def peel(line: str) -> tuple[list[str], str, list[str]]:
+        leading: list[str] = []
+        trailing: list[str] = []
+        while (m := ph.pattern.match(line)) and is_block(m.group()):
+            leading.append(m.group())
+            line = line[m.end() :].lstrip()
+        while True:
+            last = list(ph.pattern.finditer(line))
+            if not last or last[-1].end() != len(line) or not is_block(last[-1].group()):
+                break
+            trailing.insert(0, last[-1].group())
+            line = line[: last[-1].start()].rstrip()
+        return leading, line, trailing
 
     out: list[str] = []
-    pending: list[str] = []  # tag lines waiting for the paragraph they lead
+    pending: list[str] = []  # tags waiting for the paragraph they lead
     soft = False  # the previous line ended in a <br>
     previous_item = False
     for raw in lines:
-        line = raw.replace(_SOFT, "").strip()
+        leading, line, trailing = peel(raw.replace(_SOFT, "").strip())
+        pending += leading
         if not line:
-            continue
-        if tags_only(line):
-            pending.append(line)
+            pending += trailing
             continue
         item = bool(_LIST_ITEM.match(line))
         if out and not pending and (soft or (item and previous_item)):
@@ -166,7 +179,7 @@ def _paragraphs(lines: list[str], ph: Placeholders) -> str:
         elif out:
             out.append("\n\n")
         out.extend(f"{tag}\n" for tag in pending)
-        pending = []
+        pending = trailing
         out.append(line)
         soft, previous_item = raw.endswith(_SOFT), item
     text = "".join(out)
