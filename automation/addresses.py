@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import lru_cache
+from typing import Annotated
 from zoneinfo import available_timezones
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from pydantic import AfterValidator, WithJsonSchema
 
 _ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -57,3 +59,11 @@ def validate_time_zone(value: str) -> str:
     if value not in _zones():
         raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/Paris'")
     return value
+
+
+# An address field of any input model: validated and lower-cased, documented as an email.
+Email = Annotated[
+    str,
+    AfterValidator(normalize_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]

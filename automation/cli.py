@@ -15,6 +15,7 @@ import click
 
 from automation.accounts.models import Role
 from automation.config import load_settings
+from automation.csvfiles import write_rows
 from automation.db import transaction
 from automation.errors import DomainError, InvalidInput
 from automation.runtime import runtime
@@ -95,18 +96,41 @@ def import_group() -> None:
 @click.option("--mapping", help='JSON object: {"CSV column": "field"}; "" ignores a column')
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option(
+    "--permission",
+    required=True,
+    type=click.Choice(["consent", "customers", "legitimate_interest", "none"]),
+    help="What permission to email these contacts rests on (none: kept, not mailed)",
+)
+@click.option("--consent-text", help="How and where the permission was obtained")
+@click.option("--date-format", help="How the file writes dates, e.g. %m/%d/%Y")
+@click.option("--decimal-comma", is_flag=True, help="Numbers are written 1.234,5")
+@click.option(
     "--errors",
     "errors_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the per-row error report to this CSV file",
 )
 def import_contacts_cmd(
-    path: Path, mapping: str | None, encoding: str, errors_path: Path | None
+    path: Path,
+    mapping: str | None,
+    encoding: str,
+    permission: str,
+    consent_text: str | None,
+    date_format: str | None,
+    decimal_comma: bool,
+    errors_path: Path | None,
 ) -> None:
     """Import contacts from a CSV file (upsert by email, streamed)."""
-    import csv
 
     from automation.contacts.importer import ImportReport, import_contacts, iter_csv_errors
+    from automation.contacts.jobs import import_options
+
+    try:
+        declared, fmt = import_options(permission, consent_text, date_format, decimal_comma)
+    except DomainError as exc:
+        _fail(exc)
+        return
+    assert declared is not None  # required above
 
     try:
         mapping_dict = json.loads(mapping) if mapping else None
@@ -129,7 +153,13 @@ def import_contacts_cmd(
 
         try:
             report = import_contacts(
-                session, stream, mapping=mapping_dict, encoding=encoding, on_batch=progress
+                session,
+                stream,
+                permission=declared,
+                mapping=mapping_dict,
+                encoding=encoding,
+                fmt=fmt,
+                on_batch=progress,
             )
         except DomainError as exc:
             session.rollback()
@@ -148,7 +178,7 @@ def import_contacts_cmd(
         click.echo(f"... and {len(report.errors) - 20} more errors", err=True)
     if errors_path:
         with errors_path.open("w", newline="") as fh:
-            csv.writer(fh).writerows(iter_csv_errors(report))
+            write_rows(fh, iter_csv_errors(report))
         click.echo(f"error report written to {errors_path}")
 
 

@@ -71,6 +71,17 @@ class Settings:
     complaint_window_days: int = 30
     # Lead-capture forms: posts per minute per IP address and form (0 = no limit).
     form_rate_limit: int = 10
+    # Site collect (/t/collect): requests per minute per visitor id and per IP address.
+    collect_rate_limit_visitor: int = 60
+    collect_rate_limit_address: int = 600
+    # Template test sends per minute per user or API key (0 = no limit).
+    test_send_rate_limit: int = 10
+    # Reverse proxies in front of Nurture whose X-Forwarded-* headers are trusted, by header
+    # ("for", "proto", "host", "port", "prefix" → how many proxies set it; werkzeug's
+    # ProxyFix). Empty: none, the client address is the TCP peer.
+    trusted_proxies: dict[str, int] = field(default_factory=dict)
+    # Strict-Transport-Security max-age on https responses (0 = never sent).
+    hsts_seconds: int = 31536000
     # Beat periods, in seconds (see automation.queueing.beat_schedule).
     send_tick_seconds: float = 5.0
     lease_expiry_seconds: float = 30.0  # expired send leases → `unknown`
@@ -81,6 +92,9 @@ class Settings:
     hit_drain_seconds: float = 2.0  # tracking hits and site events
     sunset_scan_seconds: float = 3600.0
     anonymous_expiry_seconds: float = 86400.0
+    import_sweep_seconds: float = 60.0
+    # A running import that showed no progress for this long lost its worker: failed.
+    import_stale_seconds: float = 900.0
     # The longest a workflow worker may sit idle inside a batch's transaction (PostgreSQL).
     workflow_hold_seconds: float = 300.0
     # Test-only: a file holding the time every process started with it sees (automation.clock).
@@ -111,6 +125,30 @@ def _secret_key(var_dir: Path, env: dict[str, str]) -> tuple[str, bool]:
     key_file.write_text(key)
     key_file.chmod(0o600)
     return key, True
+
+
+PROXY_HEADERS = ("for", "proto", "host", "port", "prefix")
+
+
+def parse_trusted_proxies(value: str) -> dict[str, int]:
+    """NURTURE_TRUSTED_PROXIES: a count (that many proxies set X-Forwarded-For and
+    X-Forwarded-Proto) or ``for=1,proto=1,host=1``; empty or 0 trusts none."""
+    value = value.strip()
+    if not value:
+        return {}
+    if value.isdigit():
+        count = int(value)
+        return {"for": count, "proto": count} if count else {}
+    counts: dict[str, int] = {}
+    for part in value.split(","):
+        name, _, number = part.strip().partition("=")
+        if name not in PROXY_HEADERS or not number.strip().isdigit():
+            raise ValueError(
+                "NURTURE_TRUSTED_PROXIES must be a count or name=count pairs with names "
+                f"from {', '.join(PROXY_HEADERS)} (got {part.strip()!r})"
+            )
+        counts[name] = int(number)
+    return {name: count for name, count in counts.items() if count}
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -164,6 +202,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         complaint_min_count=int(env.get("NURTURE_COMPLAINT_MIN_COUNT", "3")),
         complaint_window_days=int(env.get("NURTURE_COMPLAINT_WINDOW_DAYS", "30")),
         form_rate_limit=int(env.get("NURTURE_FORM_RATE_LIMIT", "10")),
+        collect_rate_limit_visitor=int(env.get("NURTURE_COLLECT_RATE_LIMIT_VISITOR", "60")),
+        collect_rate_limit_address=int(env.get("NURTURE_COLLECT_RATE_LIMIT_ADDRESS", "600")),
+        test_send_rate_limit=int(env.get("NURTURE_TEST_SEND_RATE_LIMIT", "10")),
+        trusted_proxies=parse_trusted_proxies(env.get("NURTURE_TRUSTED_PROXIES", "")),
+        hsts_seconds=int(env.get("NURTURE_HSTS_SECONDS", "31536000")),
         send_tick_seconds=float(env.get("NURTURE_SEND_TICK_SECONDS", "5")),
         lease_expiry_seconds=float(env.get("NURTURE_LEASE_EXPIRY_SECONDS", "30")),
         workflow_tick_seconds=float(env.get("NURTURE_WORKFLOW_TICK_SECONDS", "2")),
@@ -173,6 +216,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         hit_drain_seconds=float(env.get("NURTURE_HIT_DRAIN_SECONDS", "2")),
         sunset_scan_seconds=float(env.get("NURTURE_SUNSET_SCAN_SECONDS", "3600")),
         anonymous_expiry_seconds=float(env.get("NURTURE_ANONYMOUS_EXPIRY_SECONDS", "86400")),
+        import_sweep_seconds=float(env.get("NURTURE_IMPORT_SWEEP_SECONDS", "60")),
+        import_stale_seconds=float(env.get("NURTURE_IMPORT_STALE_SECONDS", "900")),
         workflow_hold_seconds=float(env.get("NURTURE_WORKFLOW_HOLD_SECONDS", "300")),
         clock_file=env.get("NURTURE_CLOCK_FILE", ""),
     )

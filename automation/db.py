@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -20,6 +22,8 @@ from sqlalchemy import (
     cast,
     create_engine,
     event,
+    extract,
+    func,
     literal,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,6 +41,16 @@ NAMING_CONVENTION = {
 
 # 64-bit ids on PostgreSQL; SQLite only autoincrements a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# The ids a request may name: a value outside its column's range can name no row, and
+# PostgreSQL refuses to compare it ("integer out of range"), so the schemas and the URL
+# converters (web/ids.py) bound every id to its column's type and the request gets a 4xx.
+ID_MAX = 2**31 - 1  # an Integer key
+BIG_ID_MAX = 2**63 - 1  # a BigId key (contacts, messages, events, enrollments)
+RowId = Annotated[int, Field(ge=1, le=ID_MAX)]
+BigRowId = Annotated[int, Field(ge=1, le=BIG_ID_MAX)]
+# A page of a listing: page times per_page becomes an OFFSET, which must stay a BIGINT.
+PAGE_MAX = 1_000_000
+PageNumber = Annotated[int, Field(ge=1, le=PAGE_MAX)]
 # JSONB on PostgreSQL so attribute lookups can use GIN / expression indexes.
 JSONDoc = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
@@ -52,6 +66,43 @@ def json_objects(document: Any) -> Iterator[dict[str, Any]]:
             pending.extend(value.values())
         elif isinstance(value, list):
             pending.extend(value)
+
+
+def json_depth(document: Any) -> int:
+    """How deep objects and arrays nest in a JSON value (a scalar is 0), found without
+    recursion, so a value nested thousands deep is measured, not a RecursionError."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+TOO_DEEP_TO_SHOW = "(nested too deeply to show)"
+
+
+def clip_json(document: Any, limit: int) -> Any:
+    """A copy of a stored JSON value whose parts nested deeper than ``limit`` are replaced
+    by their JSON text (or TOO_DEEP_TO_SHOW when even that cannot be made): data stored
+    before a bound existed can still be read and exported whole by every serializer."""
+
+    def clip(value: Any, depth: int) -> Any:
+        if not isinstance(value, dict | list):
+            return value
+        if depth >= limit:
+            try:
+                return json.dumps(value, ensure_ascii=False)
+            except (RecursionError, TypeError, ValueError):
+                return TOO_DEEP_TO_SHOW
+        if isinstance(value, dict):
+            return {k: clip(v, depth + 1) for k, v in value.items()}
+        return [clip(v, depth + 1) for v in value]
+
+    return clip(document, 0)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -142,6 +193,25 @@ def postgres_only(index: Index) -> Index:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+# Counting "per day" or "per hour" in a time zone: rows are grouped per quarter hour of UTC
+# in SQL and the quarters placed in the zone in Python. Every zone's offset is a whole
+# number of quarter hours (India +5:30, Nepal +5:45), DST included, and SQLite knows no
+# time zones; 90 days are at most 8,640 groups per series, whatever the number of rows.
+QUARTER_SECONDS = 900
+
+
+def quarter_hour(session: Session, column: Any) -> Any:
+    """The UTC quarter hour of a stored (naive UTC) timestamp, as a number."""
+    if is_postgres(session):
+        return func.floor(extract("epoch", column) / QUARTER_SECONDS)
+    return cast(func.strftime("%s", column), Integer) / QUARTER_SECONDS
+
+
+def quarter_start(bucket: Any) -> datetime:
+    """The UTC instant a ``quarter_hour`` value begins."""
+    return datetime.fromtimestamp(int(bucket) * QUARTER_SECONDS, UTC)
 
 
 def one_of(session: Session, column: Any, values: Iterable[Any]) -> Any:

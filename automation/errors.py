@@ -49,6 +49,12 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class TooLarge(InvalidInput):
+    """Input over a size bound; ``errors`` names the field (``body`` for a whole request)."""
+
+    code = "too_large"
+
+
 class Forbidden(DomainError):
     code = "forbidden"
 

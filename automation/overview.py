@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from automation.campaigns.models import Campaign
+from automation.campaigns.reports import campaign_email_counts
+from automation.contacts.activity import local_day_counts
 from automation.email.models import Message, MessageStatus, Template, TemplateVersion
+from automation.email.rates import EmailCounts, message_counts
 from automation.workflows.models import (
     OPEN_STATUSES,
     Enrollment,
@@ -82,41 +86,47 @@ class CampaignFigures:
     name: str
     status: str
     started_at: datetime | None
-    sent: int
-    opened: int
-    clicked: int
+    counts: EmailCounts  # what the campaign's report shows
+
+    @property
+    def sent(self) -> int:
+        return self.counts.sent
 
     @property
     def open_rate(self) -> float | None:
-        return self.opened / self.sent if self.sent else None
+        return self.counts.rates()["open_rate"]
 
     @property
     def click_rate(self) -> float | None:
-        return self.clicked / self.sent if self.sent else None
+        return self.counts.rates()["click_rate"]
 
 
 def recent_campaigns(session: Session, limit: int = 5) -> list[CampaignFigures]:
-    """The newest campaigns with sends and unique human opens and clicks."""
+    """The newest campaigns with the counts and rates of their reports."""
     campaigns = list(session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(limit)))
-    if not campaigns:
-        return []
-    figures = {
-        campaign_id: (sent, opened, clicked)
-        for campaign_id, sent, opened, clicked in session.execute(
-            select(
-                Message.campaign_id,
-                func.count().filter(Message.status == MessageStatus.SENT),
-                func.count(Message.first_open_at),
-                func.count(Message.first_click_at),
-            )
-            .where(Message.campaign_id.in_([c.id for c in campaigns]))
-            .group_by(Message.campaign_id)
-        )
-    }
+    counts = campaign_email_counts(session, [c.id for c in campaigns])
     return [
-        CampaignFigures(c.id, c.name, c.status.value, c.started_at, *figures.get(c.id, (0, 0, 0)))
+        CampaignFigures(c.id, c.name, c.status.value, c.started_at, counts.get(c.id, EmailCounts()))
         for c in campaigns
     ]
+
+
+def email_period(session: Session, *, since: datetime) -> EmailCounts:
+    """Every email sent since ``since`` (workflows, campaigns, transactional): the
+    dashboard's rate tiles, by the rates' one definition (automation/email/rates)."""
+    return message_counts(session, [Message.sent_at >= since])
+
+
+def daily_sends(session: Session, *, days: int, zone: ZoneInfo) -> list[int]:
+    """Emails sent per day of ``zone`` (from the messages, as the rate tiles count)."""
+    _, counted = local_day_counts(
+        session,
+        Message.sent_at,
+        [Message.status == MessageStatus.SENT],
+        days=days,
+        zone=zone,
+    )
+    return counted.get(None, [0] * days)
 
 
 @dataclass(frozen=True)

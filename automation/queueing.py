@@ -20,6 +20,7 @@ QUEUES = ("engine", "send", "tracking")
 # Every task by name, and the queue its work goes to (the worker registers these names).
 TASK_QUEUES: dict[str, str] = {
     "contacts.run_import_job": "engine",
+    "contacts.sweep_import_jobs": "engine",
     "segments.refresh": "engine",
     "segments.sync_field_indexes": "engine",
     "segments.reconcile": "engine",
@@ -78,6 +79,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "tracking.sunset": _every(settings.sunset_scan_seconds, "tracking.sunset"),
         "tracking.expire_anonymous": _every(
             settings.anonymous_expiry_seconds, "tracking.expire_anonymous"
+        ),
+        "contacts.sweep_import_jobs": _every(
+            settings.import_sweep_seconds, "contacts.sweep_import_jobs"
         ),
     }
 

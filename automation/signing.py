@@ -304,3 +304,40 @@ def message_id_header(tokens: MessageTokens, domain: str) -> str:
     """A stable, opaque Message-ID for a message row. It is the message's view token, so
     a bounce or reply that quotes it leads back to the message without a stored column."""
     return f"<{tokens.token(TokenKind.VIEW)}@{domain}>"
+
+
+# --- site identity verification -----------------------------------------------------------
+# A site that knows who its visitor is (a logged-in customer) proves it to the collect
+# endpoint the way Intercom's identity verification does: its server computes
+# HMAC-SHA256(site secret, email) and the page passes it to ``nurture.identify``. Each site
+# origin has its own secret, derived from the secret key (nothing stored; a key rotation
+# gives new secrets, and hashes made with an old key's secret verify until it is dropped).
+
+_SITE_SECRET_DOMAIN = b"nurture/site-identity-secret\x00"
+
+
+def _site_secret(key: _Key, origin: str) -> str:
+    return hmac.digest(key.mac, _SITE_SECRET_DOMAIN + origin.encode(), "sha256").hex()
+
+
+def site_identity_secret(signer: TokenSigner, origin: str) -> str:
+    """The identity secret of the site ``origin`` (normalised, ``https://shop.example``):
+    64 hex characters, for the site's server only."""
+    return _site_secret(signer._current, origin)
+
+
+def identity_hash(secret: str, email: str) -> str:
+    """What the site computes: hex HMAC-SHA256 keyed with the secret (its ASCII text) of
+    the address in lower case."""
+    return hmac.new(secret.encode(), email.strip().lower().encode(), "sha256").hexdigest()
+
+
+def verify_identity_hash(signer: TokenSigner, origin: str, email: str, digest: str) -> bool:
+    """True when ``digest`` is the identity hash of ``email`` for the site ``origin``."""
+    if not isinstance(digest, str) or len(digest) != 64 or not digest.isascii():
+        return False
+    offered = digest.lower()
+    return any(
+        hmac.compare_digest(identity_hash(_site_secret(key, origin), email), offered)
+        for key in signer._keys
+    )

@@ -23,6 +23,19 @@ def run_import_job(job_id: int) -> dict[str, Any]:
     return run(runtime().sessions, job_id)
 
 
+@celery_app.task(name="contacts.sweep_import_jobs")
+def sweep_import_jobs() -> int:
+    """Fail the running imports whose worker stopped showing progress (killed, lost)."""
+    from datetime import timedelta
+
+    from automation.contacts.jobs import fail_stale_jobs
+    from automation.db import transaction
+
+    stale = timedelta(seconds=runtime().settings.import_stale_seconds)
+    with transaction(runtime().sessions) as session:
+        return fail_stale_jobs(session, stale)
+
+
 @celery_app.task(name="segments.refresh")
 def refresh_segment(segment_id: int) -> dict[str, Any]:
     from automation.db import transaction

@@ -196,6 +196,10 @@ def postgres_url() -> str:
     return PG_URL
 
 
+METRICS_TOKEN = "test-metrics-token"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
     return make_settings(tmp_path, db_url)
@@ -208,6 +212,8 @@ def make_settings(tmp_path: Path, db_url: str, **env: str) -> Settings:
         "NURTURE_SECRET_KEY": "test-secret-key-" + "x" * 32,
         "NURTURE_BASE_URL": "http://nurture.test",
         "NURTURE_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+        # /metrics needs a token outside the embedded default: the suite scrapes with one.
+        "NURTURE_METRICS_TOKEN": METRICS_TOKEN,
     }
     base.update(env)
     return load_settings(base)
@@ -371,28 +377,33 @@ def live_server(app: Any) -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.fixture
-def page(live_server: str) -> Iterator[Any]:
-    """A Playwright page in Debian's Chromium (never a downloaded browser)."""
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def require_chromium() -> None:
+    """Skip a browser test where Chromium is missing; under CI=true, fail it."""
     if not Path(CHROMIUM).exists():
         if IN_CI:
             pytest.fail(f"{CHROMIUM} missing and CI=true: browser tests must run", False)
         _skipped_services.add("chromium")
         pytest.skip("chromium not installed: browser test skipped")
+
+
+@pytest.fixture
+def page(live_server: str) -> Iterator[Any]:
+    """A Playwright page in Debian's Chromium (never a downloaded browser)."""
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server)
         tab = context.new_page()
         tab.set_default_timeout(15000)

@@ -18,6 +18,11 @@ SHOP = "https://shop.example"
 
 @pytest.fixture
 def site_app(tmp_path: Path, postgres_url: str) -> Iterator[Any]:
+    yield from make_site_app(tmp_path, postgres_url)
+
+
+def make_site_app(tmp_path: Path, postgres_url: str, **env: str) -> Iterator[Any]:
+    """The site app with ``env`` on top of its settings (a fixture's body)."""
     import redis
 
     from web import create_app
@@ -25,7 +30,9 @@ def site_app(tmp_path: Path, postgres_url: str) -> Iterator[Any]:
     require_service("redis")
     redis.Redis.from_url(REDIS_URL).flushdb()
     settings = make_settings(
-        tmp_path, postgres_url, NURTURE_HIT_QUEUE_URL=REDIS_URL, NURTURE_FORM_RATE_LIMIT="3"
+        tmp_path,
+        postgres_url,
+        **{"NURTURE_HIT_QUEUE_URL": REDIS_URL, "NURTURE_FORM_RATE_LIMIT": "3", **env},
     )
     app = create_app(settings, {"TESTING": True})
     use_runtime(app.extensions["nurture"])
@@ -41,3 +48,16 @@ def site_app(tmp_path: Path, postgres_url: str) -> Iterator[Any]:
 
 def admin_headers(app: Any, role: str = "admin") -> dict[str, str]:
     return {"Authorization": f"Bearer {make_api_key(app, role)}"}
+
+
+def verified(app: Any, email: str, origin: str = SHOP) -> dict[str, str]:
+    """``identify`` with the identity hash the site's server computes for ``email``."""
+    import hashlib
+    import hmac
+
+    from automation.signing import TokenSigner, site_identity_secret
+
+    signer = TokenSigner.from_settings(app.extensions["nurture"].settings)
+    secret = site_identity_secret(signer, origin)
+    digest = hmac.new(secret.encode(), email.lower().encode(), hashlib.sha256).hexdigest()
+    return {"email": email, "hash": digest}

@@ -22,7 +22,9 @@ def test_import_contacts_command_reports_rows_and_errors(tmp_path, settings, ses
     path.write_text("Email,First Name\nana@example.com,Ana\nbroken,Bad\nben@example.com,Ben\n")
     errors = tmp_path / "errors.csv"
     result = CliRunner().invoke(
-        main, ["import", "contacts", str(path), "--errors", str(errors)], env=_env(settings)
+        main,
+        ["import", "contacts", str(path), "--permission", "consent", "--errors", str(errors)],
+        env=_env(settings),
     )
     assert result.exit_code == 0, result.output
     assert "created: 2" in result.output and "failed: 1" in result.output
@@ -34,7 +36,9 @@ def test_import_contacts_command_reports_rows_and_errors(tmp_path, settings, ses
 def test_import_command_refuses_a_file_without_email_column(tmp_path, settings):
     path = tmp_path / "x.csv"
     path.write_text("Name\nAna\n")
-    result = CliRunner().invoke(main, ["import", "contacts", str(path)], env=_env(settings))
+    result = CliRunner().invoke(
+        main, ["import", "contacts", str(path), "--permission", "consent"], env=_env(settings)
+    )
     assert result.exit_code != 0
     assert "columns: the file has no email column" in result.output
 

@@ -195,3 +195,35 @@ def test_sender_identities(api):
 def test_make_template_helper_and_api_agree(session):
     saved = make_template(session)
     assert saved.version.number == 1
+
+
+def test_test_send_refuses_suppressed_addresses_naming_the_reason(api, smtp_server, plan_field):
+    template = new_template(api).json
+    path = f"/templates/{template['id']}/test-send"
+    gone = api.post("/contacts", {"email": "gone@example.com"}).json
+    assert api.post(f"/contacts/{gone['id']}/erase").status_code == 204
+    left = api.post("/contacts", {"email": "left@example.com"}).json
+    api.post(f"/contacts/{left['id']}/status", {"status": "unsubscribed"})
+    erased = api.post(path, {"to": "Gone@Example.com"})
+    assert erased.status_code == 422
+    [detail] = erased.json["error"]["details"]
+    assert detail["path"] == "to"
+    assert "on the suppression list (erased)" in detail["message"]
+    unsubscribed = api.post(path, {"to": "left@example.com"})
+    assert unsubscribed.status_code == 422
+    assert "a contact who is unsubscribed" in unsubscribed.json["error"]["details"][0]["message"]
+    assert smtp_server.received == []
+    assert api.post(path, {"to": "boss@agency.example"}).status_code == 200
+
+
+def test_test_sends_are_rate_limited_per_user_or_key(api, smtp_server, plan_field):
+    template = new_template(api).json
+    path = f"/templates/{template['id']}/test-send"
+    statuses = [api.post(path, {"to": f"qa{n}@agency.example"}).status_code for n in range(11)]
+    assert statuses == [200] * 10 + [429]  # NURTURE_TEST_SEND_RATE_LIMIT: 10 a minute
+    limited = api.post(path, {"to": "qa@agency.example"})
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert limited.json["error"]["code"] == "rate_limited"
+    assert len(smtp_server.received) == 10
+    # Another key (another colleague) is not held up by this one.
+    assert api.as_role("marketer").post(path, {"to": "qa@agency.example"}).status_code == 200

@@ -230,10 +230,11 @@ def test_single_opt_in_creates_the_contact_with_consent_an_event_and_its_site_hi
     # form's does not.
     assert enrolled(site_app, by_id) == enrolled(site_app, by_name) == [ada.id]
     assert enrolled(site_app, elsewhere) == []
-    # posting again for the same address updates the contact and records consent again
+    # posting again for the same address records consent again, but an anonymous post
+    # never overwrites what the contact holds
     again = submit(client, form, {**data, "first_name": "Ada L."}, ip="203.0.113.8")
     assert again.status_code == 200
-    assert contact(site_app, "ada@example.com").first_name == "Ada L."
+    assert contact(site_app, "ada@example.com").first_name == "Ada"
     assert len(events(site_app, "form.submitted")) == 2
 
 
@@ -414,3 +415,117 @@ def test_a_form_a_live_workflow_names_by_name_cannot_be_renamed(site_app):
         f"/api/v1/forms/{by_id['id']}", json={**FORM, "name": "Spring webinar"}, headers=marketer
     )
     assert renamed.status_code == 200 and renamed.json["name"] == "Spring webinar"
+
+
+FORMULAS = [
+    '=HYPERLINK("http://evil.example","Click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1)",
+    "\t=1",
+    "\r=1",
+]
+
+
+def test_names_from_anonymous_form_posts_come_back_from_the_members_export_as_text(site_app):
+    import csv
+    import io
+
+    client = site_app.test_client()
+    readers = make_segment(site_app, "Readers", "static")
+    form = setup_form(site_app, lists=[readers])
+    for i, name in enumerate(FORMULAS):
+        data = {"email": f"f{i}@example.com", "first_name": name, "consent": "on"}
+        assert submit(client, form, data, ip=f"203.0.113.{i + 10}").status_code == 200
+    response = client.get(
+        f"/api/v1/segments/{readers}/members.csv", headers=admin_headers(site_app)
+    )
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    names = {row["email"]: row["first_name"] for row in rows}
+    stored = {
+        f"f{i}@example.com": contact(site_app, f"f{i}@example.com").first_name
+        for i in range(len(FORMULAS))
+    }
+    assert names == {email: "'" + name for email, name in stored.items()}
+    assert all(name[0] not in "=+-@\t\r" for name in names.values())
+
+
+def _send(app: Any, smtp_server: Any) -> None:
+    runtime = app.extensions["nurture"]
+    transport = SmtpTransport(SmtpSettings(smtp_server.host, smtp_server.port))
+    try:
+        send_due(
+            runtime.sessions,
+            Sending(runtime.settings, transport, TokenSigner.from_settings(runtime.settings)),
+        )
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("status", ["unsubscribed", "bounced", "complained"])
+def test_a_single_opt_in_post_never_re_subscribes_it_sends_the_confirmation(
+    site_app, smtp_server, status
+):
+    client = site_app.test_client()
+    admin = admin_headers(site_app)
+    form = setup_form(site_app)
+    welcome = form_workflow(site_app, "Welcome", form_id=form["id"])
+    created = client.post(
+        "/api/v1/contacts",
+        json={"email": "gone@example.com", "first_name": "Grace", "attributes": {"plan": "free"}},
+        headers=admin,
+    )
+    assert created.status_code == 201
+    patched = client.patch(
+        f"/api/v1/contacts/{created.json['id']}", json={"status": status}, headers=admin
+    )
+    assert patched.status_code == 200, patched.json
+    data = {"email": "gone@example.com", "first_name": "=cmd", "plan": "pro", "consent": "on"}
+    response = submit(client, form, data)
+    assert response.status_code == 200
+    assert response.json["status"] == "pending"
+    gone = contact(site_app, "gone@example.com")
+    assert gone.status.value == status  # not re-subscribed by the post
+    assert (gone.first_name, gone.attributes) == ("Grace", {"plan": "free"})
+    assert events(site_app, "form.submitted") == [] and enrolled(site_app, welcome) == []
+    again = submit(client, form, data, ip="203.0.113.50")  # posted again: no second email
+    assert again.json["status"] == "pending"
+    _send(site_app, smtp_server)
+    received = [m for m in smtp_server.received if m.recipients == ["gone@example.com"]]
+    if status != "unsubscribed":
+        # The outbox sends nothing to an address that bounced or complained, not even the
+        # confirmation: it stays as it was until an operator steps in.
+        assert received == []
+        assert contact(site_app, "gone@example.com").status.value == status
+        return
+    assert len(received) == 1, [m.recipients for m in smtp_server.received]
+    text = received[0].message.get_body(("plain",)).get_content()
+    path = re.search(r"http://nurture\.test(/f/confirm/[A-Za-z0-9_-]+)", text).group(1)
+    assert client.post(path).status_code == 200
+    confirmed = contact(site_app, "gone@example.com")
+    assert confirmed.status is ContactStatus.SUBSCRIBED  # the confirmed opt-in did it
+    assert (confirmed.first_name, confirmed.attributes) == ("=cmd", {"plan": "pro"})
+    assert enrolled(site_app, welcome) == [confirmed.id]
+
+
+def test_an_anonymous_post_fills_in_blanks_but_never_overwrites(site_app):
+    client = site_app.test_client()
+    form = setup_form(site_app, fields=[*FORM["fields"], {"name": "last_name", "label": "Last"}])
+    created = client.post(
+        "/api/v1/contacts",
+        json={"email": "kim@example.com", "first_name": "Kim", "attributes": {"plan": "pro"}},
+        headers=admin_headers(site_app),
+    )
+    assert created.status_code == 201
+    data = {
+        "email": "kim@example.com",
+        "first_name": "Mallory",
+        "last_name": "Lee",
+        "plan": "free",
+        "consent": "on",
+    }
+    assert submit(client, form, data).json["status"] == "confirmed"
+    kim = contact(site_app, "kim@example.com")
+    assert (kim.first_name, kim.last_name, kim.attributes) == ("Kim", "Lee", {"plan": "pro"})
+    assert kim.status is ContactStatus.SUBSCRIBED

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 import sitekit
-from conftest import REDIS_URL, login, make_settings
+from conftest import METRICS_AUTH, REDIS_URL, login, make_settings
 from emailkit import make_contact
 from sqlalchemy import func, select
 from test_tracking import HUMAN_UA, sent_message
@@ -315,7 +315,7 @@ def test_the_spool_backlog_shows_in_metrics_readyz_and_the_operations_page(track
     for _ in range(3):
         client.get(path, headers={"User-Agent": HUMAN_UA})
     assert own_redis.llen("nurture:hits") == 0  # the hot path did not touch Redis
-    metrics = client.get("/metrics").get_data(as_text=True)
+    metrics = client.get("/metrics", headers=METRICS_AUTH).get_data(as_text=True)
     assert 'nurture_spool_files{queue="hits"} 1.0' in metrics
     assert 'nurture_spool_bytes{queue="hits"} 0.0' not in metrics
     assert 'nurture_spool_files{queue="site"} 0.0' in metrics
@@ -329,7 +329,8 @@ def test_the_spool_backlog_shows_in_metrics_readyz_and_the_operations_page(track
     assert 'id="spool-hits"' in page and "hits spooled on this host" in page
     Forwarder.from_settings(app.extensions["nurture"].settings).forward_all()
     assert own_redis.llen("nurture:hits") == 3
-    assert 'nurture_spool_files{queue="hits"} 0.0' in client.get("/metrics").get_data(as_text=True)
+    scraped = client.get("/metrics", headers=METRICS_AUTH).get_data(as_text=True)
+    assert 'nurture_spool_files{queue="hits"} 0.0' in scraped
 
 
 @pytest.mark.postgres
@@ -383,7 +384,7 @@ def test_replayed_site_batches_store_each_event_once(site_app):
     drain(site_app)  # forwards the same batch again, then ingests both copies
     with site_app.extensions["nurture"].sessions() as s:
         assert s.scalar(select(func.count()).select_from(AnonymousEvent)) == 2
-    post(client, {"visitor_id": VISITOR, "identify": {"email": "ada@example.com"}})
+    post(client, {"visitor_id": VISITOR, "identify": sitekit.verified(site_app, "ada@example.com")})
     post(client, {"visitor_id": VISITOR, "events": [{"name": "b"}]})
     assert _replayed_batch(settings, 1) == 2
     drain(site_app)

@@ -4,8 +4,8 @@ import io
 
 from sqlalchemy import func, select
 
-from automation.contacts.importer import import_contacts
-from automation.contacts.models import Contact, Event
+from automation.contacts.importer import ImportPermission, import_contacts
+from automation.contacts.models import Contact, Event, ImportBasis
 from automation.contacts.suppressions import Suppression
 
 
@@ -108,7 +108,13 @@ def test_erase_removes_everything_and_blocks_reimport_mailing(api, app):
         from automation.addresses import email_hash
 
         assert suppression.email_hash == email_hash("erase.me@example.com")
-        # Re-importing the address creates a contact, but the hashed suppression stays.
-        import_contacts(s, io.BufferedReader(io.BytesIO(b"Email\nErase.Me@example.com\n")))
+        # Re-importing the address creates no contact, and the hashed suppression stays.
+        report = import_contacts(
+            s,
+            io.BufferedReader(io.BytesIO(b"Email\nErase.Me@example.com\n")),
+            permission=ImportPermission(ImportBasis.CONSENT),
+        )
         s.commit()
+        assert (report.created, report.failed) == (0, 1)
+        assert s.scalar(select(func.count()).select_from(Contact)) == 0
         assert s.scalar(select(func.count()).select_from(Suppression)) == 1

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import func, select
 
 from automation import clock
-from automation.contacts.importer import import_contacts
-from automation.contacts.models import Contact, CustomField, FieldType
+from automation.contacts.importer import ImportPermission, import_contacts
+from automation.contacts.models import Contact, CustomField, FieldType, ImportBasis
 from automation.errors import InvalidInput
 
 
@@ -30,6 +30,7 @@ def declared(session):
 
 def run(session, text: str | bytes, **kw):
     data = text.encode() if isinstance(text, str) else text
+    kw.setdefault("permission", ImportPermission(ImportBasis.CONSENT))
     report = import_contacts(session, io.BufferedReader(io.BytesIO(data)), **kw)
     session.commit()
     return report
@@ -144,7 +145,10 @@ def test_import_job_via_api_reports_progress_and_errors(api, app):
     response = api.client.post(
         "/api/v1/imports",
         headers=api._headers(),
-        data={"file": (io.BytesIO(b"Email,First Name\na@example.com,A\nbad,B\n"), "people.csv")},
+        data={
+            "file": (io.BytesIO(b"Email,First Name\na@example.com,A\nbad,B\n"), "people.csv"),
+            "permission": "consent",
+        },
         content_type="multipart/form-data",
     )
     assert response.status_code == 202, response.json
@@ -169,15 +173,81 @@ def test_import_upload_bad_input(api):
     latin = api.client.post(
         "/api/v1/imports",
         headers=api._headers(),
-        data={"file": (io.BytesIO("Email\nJos\xe9@example.com\n".encode("latin-1")), "x.csv")},
+        data={
+            "file": (io.BytesIO("Email\nJos\xe9@example.com\n".encode("latin-1")), "x.csv"),
+            "permission": "consent",
+        },
         content_type="multipart/form-data",
     )
     assert latin.status_code == 422
     bad_mapping = api.client.post(
         "/api/v1/imports",
         headers=api._headers(),
-        data={"file": (io.BytesIO(b"Email\na@example.com\n"), "x.csv"), "mapping": "[1]"},
+        data={
+            "file": (io.BytesIO(b"Email\na@example.com\n"), "x.csv"),
+            "mapping": "[1]",
+            "permission": "consent",
+        },
         content_type="multipart/form-data",
     )
     assert bad_mapping.status_code == 422
     assert bad_mapping.json["error"]["details"][0]["path"] == "mapping"
+
+
+def _upload(api, content: bytes, filename: str = "x.csv", **form: str):
+    return api.client.post(
+        "/api/v1/imports",
+        headers=api._headers(),
+        data={"file": (io.BytesIO(content), filename), "permission": "consent", **form},
+        content_type="multipart/form-data",
+    )
+
+
+@pytest.mark.parametrize(
+    "encoding", ["bz2", "zlib", "base64", "hex", "rot13", "undefined", "uu", "no-such-codec", ""]
+)
+def test_an_import_in_anything_but_a_text_encoding_is_refused_naming_the_field(api, encoding):
+    import bz2
+
+    response = _upload(api, bz2.compress(b"Email\n" + b"a@example.com\n" * 100), encoding=encoding)
+    assert response.status_code == 422, response.json
+    assert [d["path"] for d in response.json["error"]["details"]] == ["encoding"]
+    assert api.get("/contacts").json["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "encoding,codec",
+    [
+        ("utf-16", "utf-16"),
+        ("latin-1", "latin-1"),
+        ("CP1252", "cp1252"),
+        ("euc-kr", "euc-kr"),
+        ("shift_jis", "shift_jis"),
+    ],
+)
+def test_an_import_in_a_declared_text_encoding_is_read_in_it(api, app, encoding, codec):
+    from automation.contacts.jobs import run_import_job
+
+    name = {"euc-kr": "민준", "shift_jis": "はると"}.get(codec, "José")
+    response = _upload(
+        api, f"Email,First Name\na@example.com,{name}\n".encode(codec), encoding=encoding
+    )
+    assert response.status_code == 202, response.json
+    run_import_job(app.extensions["nurture"].sessions, response.json["id"])
+    assert api.get(f"/imports/{response.json['id']}").json["status"] == "done"
+    assert api.get("/contacts").json["items"][0]["first_name"] == name
+
+
+def test_an_import_file_name_with_a_nul_is_refused(api):
+    response = _upload(api, b"Email\na@example.com\n", filename="a\x00.csv")
+    assert 400 <= response.status_code < 500
+    assert response.json["error"]["details"][0]["path"] == "file"
+    assert api.get("/contacts").json["total"] == 0
+
+
+def test_an_import_upload_larger_than_the_bound_is_refused(api):
+    from automation.contacts.jobs import MAX_UPLOAD_BYTES
+
+    response = _upload(api, b"Email\n" + b"a" * MAX_UPLOAD_BYTES)
+    assert response.status_code in (413, 422)
+    assert response.is_json and "error" in response.json

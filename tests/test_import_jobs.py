@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from datetime import timedelta
 
@@ -11,7 +10,7 @@ from sqlalchemy import select
 
 from automation import clock
 from automation.contacts import hygiene
-from automation.contacts.importer import import_contacts, preview_csv
+from automation.contacts.importer import ImportPermission, import_contacts, preview_csv
 from automation.contacts.jobs import (
     confirm_import_job,
     draft_import_job,
@@ -20,12 +19,21 @@ from automation.contacts.jobs import (
     move_job,
     run_import_job,
 )
-from automation.contacts.models import Contact, CustomField, FieldType, ImportJob, ImportStatus
+from automation.contacts.models import (
+    Contact,
+    CustomField,
+    FieldType,
+    ImportBasis,
+    ImportJob,
+    ImportStatus,
+)
 from automation.contacts.schema import ContactIn
 from automation.contacts.service import create_contact
+from automation.csvfiles import csv_text
 from automation.db import make_session_factory
 from automation.errors import InvalidInput
 
+CONSENT = ImportPermission(ImportBasis.CONSENT)
 CSV = b'Email,Name,Plan,=HYPERLINK("http://evil")\nana@example.com,Ana,pro,x\nbad,Bo,free,y\n'
 
 
@@ -65,22 +73,28 @@ def test_confirming_checks_the_mapping_against_the_header(session, plan):
         ({"Email": "email", "Name": "email"}, "mapping.Name"),
     ):
         with pytest.raises(InvalidInput) as exc:
-            confirm_import_job(session, job.id, mapping)
+            confirm_import_job(session, job.id, mapping, CONSENT)
         assert exc.value.errors[0].path == path
     assert job.status is ImportStatus.DRAFT
     confirm_import_job(
-        session, job.id, {"Email": "email", "Name": "first_name", "Plan": "attributes.plan"}
+        session,
+        job.id,
+        {"Email": "email", "Name": "first_name", "Plan": "attributes.plan"},
+        CONSENT,
     )
     assert job.status is ImportStatus.QUEUED
     assert job.mapping['=HYPERLINK("http://evil")'] == ""
     with pytest.raises(InvalidInput):
-        confirm_import_job(session, job.id, {"Email": "email"})
+        confirm_import_job(session, job.id, {"Email": "email"}, CONSENT)
 
 
 def test_a_confirmed_job_imports_and_its_error_report_is_safe_in_a_spreadsheet(session, plan):
     job, _ = draft_import_job(session, "c.csv", CSV)
     confirm_import_job(
-        session, job.id, {"Email": "email", "Name": "first_name", "Plan": "attributes.plan"}
+        session,
+        job.id,
+        {"Email": "email", "Name": "first_name", "Plan": "attributes.plan"},
+        CONSENT,
     )
     session.commit()
     report = run_import_job(make_session_factory(session.get_bind()), job.id)
@@ -91,9 +105,8 @@ def test_a_confirmed_job_imports_and_its_error_report_is_safe_in_a_spreadsheet(s
     assert {(r[0], r[1]) for r in rows[1:]} == {("2", "Plan"), ("3", "Email")}
     # The CSV a user downloads never starts a cell with a formula character.
     job.report = {"errors": [{"row": 2, "column": '=HYPERLINK("x")', "reason": "+1"}]}
-    out = io.StringIO()
-    csv.writer(out).writerows(error_report_rows(job))
-    assert "'=HYPERLINK" in out.getvalue() and "'+1" in out.getvalue()
+    out = csv_text(error_report_rows(job))
+    assert "'=HYPERLINK" in out and "'+1" in out
 
 
 def test_status_moves_are_checked():
@@ -117,7 +130,7 @@ def test_stale_drafts_are_dropped_when_a_new_one_arrives(session):
 def test_header_names_with_spaces_around_them_still_map(session):
     data = b"Email , First Name\nana@example.com, Ana\n"
     assert preview_csv(data).header == ["Email", "First Name"]
-    report = import_contacts(session, io.BufferedReader(io.BytesIO(data)))
+    report = import_contacts(session, io.BufferedReader(io.BytesIO(data)), permission=CONSENT)
     assert report.created == 1
     assert session.scalar(select(Contact.first_name)) == "Ana"
 

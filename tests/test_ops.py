@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import emailkit
 import pytest
+from conftest import METRICS_AUTH
 from prometheus_client.parser import text_string_to_metric_families
 
 from automation import clock
@@ -93,7 +94,7 @@ def test_health_endpoints(client, settings):
 
 def test_metrics_exposes_database_gauges(client, api):
     api.post("/contacts", {"email": "m@example.com"})
-    body = client.get("/metrics").get_data(as_text=True)
+    body = client.get("/metrics", headers=METRICS_AUTH).get_data(as_text=True)
     assert 'nurture_contacts{status="subscribed"} 1.0' in body
     assert "nurture_messages_total" in body
 
@@ -102,7 +103,7 @@ smtp_server = emailkit.smtp_server
 
 
 def _scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    body = client.get("/metrics").get_data(as_text=True)
+    body = client.get("/metrics", headers=METRICS_AUTH).get_data(as_text=True)
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(body)

@@ -95,6 +95,7 @@ def test_beat_schedule_defaults_are_the_periods_beat_always_had(tmp_path):
         "tracking.drain_site": 2.0,
         "tracking.sunset": 3600.0,
         "tracking.expire_anonymous": 86400.0,
+        "contacts.sweep_import_jobs": 60.0,
     }
     expires = {
         name: entry["options"].get("expires") for name, entry in beat_schedule(settings).items()

@@ -255,3 +255,49 @@ def test_reference_cycles_are_refused_with_the_chain(api):
     assert found == {"conditions[0].any[1].segment": "a segment cannot refer to itself"}
     # the stored definition is unchanged
     assert api.get(f"/segments/{a['id']}").get_json()["conditions"] == [OK]
+
+
+def _docs_example(kind: str) -> dict[str, Any]:
+    """The JSON block of docs/segments.md's "Bad input" section: the tree, or its answer."""
+    import json
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "segments.md").read_text()
+    section = text.split("## Bad input", 1)[1]
+    tree, answer = re.findall(r"```json\n(.*?)```", section, re.S)[:2]
+    return json.loads(tree if kind == "tree" else answer.replace("…", ""))
+
+
+def test_the_mixed_example_of_the_docs_gets_every_error_in_one_answer(api):
+    assert (
+        api.post(
+            "/fields",
+            {"name": "plan", "label": "Plan", "type": "choice", "options": ["free", "pro"]},
+        ).status_code
+        == 201
+    )
+    promised = {d["path"]: d["message"] for d in _docs_example("answer")["error"]["details"]}
+    for url, extra in (("/segments/validate", {}), ("/segments", {"name": "mixed"})):
+        found = paths(api.post(url, {**_docs_example("tree"), **extra}))
+        assert set(found) == set(promised), url
+        for path, message in promised.items():
+            assert found[path].startswith(message.rstrip(", ")), (path, found[path])
+    assert api.get("/segments").get_json() == []
+
+
+def test_a_patch_with_a_bad_shape_also_names_the_unknown_fields(api):
+    created = api.post("/segments", {"name": "s", "conditions": [OK]})
+    assert created.status_code == 201
+    found = paths(
+        api.patch(
+            f"/segments/{created.get_json()['id']}",
+            {
+                "conditions": [
+                    {"not": {"field": "nope", "operator": "equals", "value": 1}},
+                    {"tags": "vip-not-a-list"},
+                ]
+            },
+        )
+    )
+    assert set(found) == {"conditions[0].not.field", "conditions[1].tags"}

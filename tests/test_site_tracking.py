@@ -12,7 +12,7 @@ import sitekit
 from emailkit import make_contact
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sitekit import SHOP, admin_headers
+from sitekit import SHOP, admin_headers, verified
 from sqlalchemy import select
 from test_tracking import HUMAN_UA, sent_message
 
@@ -190,7 +190,9 @@ def test_anonymous_events_attach_to_the_contact_when_the_visitor_identifies(site
     assert events_of(site_app, "ada@example.com") == []
     # identify: the waiting events move onto the contact, then new ones go straight there
     assert (
-        post(client, {"visitor_id": VISITOR, "identify": {"email": "Ada@Example.com"}}).status_code
+        post(
+            client, {"visitor_id": VISITOR, "identify": verified(site_app, "Ada@Example.com")}
+        ).status_code
         == 202
     )
     report = drain(site_app)
@@ -203,12 +205,12 @@ def test_anonymous_events_attach_to_the_contact_when_the_visitor_identifies(site
     assert props["value"] == 42.5 and props["skus"] == ["a", "b"] and props["visitor_id"] == VISITOR
     with site_app.extensions["nurture"].sessions() as s:
         assert s.scalar(select(AnonymousEvent.id)) is None
-        assert s.scalar(select(SiteVisitor.source)) == "identify"
+        assert s.scalar(select(SiteVisitor.source)) == "identity_hash"
     # a replayed batch (crash before ack) stores nothing twice
     assert drain(site_app).received == 0
 
     # identify with an unknown email creates no contact
-    post(client, {"visitor_id": VISITOR, "identify": {"email": "nobody@example.com"}})
+    post(client, {"visitor_id": VISITOR, "identify": verified(site_app, "nobody@example.com")})
     report = drain(site_app)
     assert report.unknown_emails == 1
     with site_app.extensions["nurture"].sessions() as s:

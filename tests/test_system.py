@@ -52,6 +52,7 @@ from automation.workflows.models import Enrollment, EnrollmentStatus
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 CONTACTS = int(os.environ.get("NURTURE_SYSTEM_CONTACTS", "2000"))
+METRICS_TOKEN = "system-metrics-token"  # /metrics needs one outside the embedded default
 PORTS = {"smtp": 18410, "web-1": 18411, "web-2": 18412}
 SECRET = "system-test-secret-" + "s" * 40
 LEASE_SECONDS = 8
@@ -165,7 +166,10 @@ def _settle(stack: Stack, sessions: Any, campaign_id: int, timeout: float) -> No
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310
+    request = urllib.request.Request(  # noqa: S310  # our own http:// URL
+        url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
         body = response.read().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -244,6 +248,7 @@ def test_kills_and_a_flushed_broker_mid_run_send_every_email_exactly_once(
         "NURTURE_BROKER_URL": REDIS_URL,
         "NURTURE_VAR_DIR": str(tmp_path / "var"),
         "NURTURE_SECRET_KEY": SECRET,
+        "NURTURE_METRICS_TOKEN": METRICS_TOKEN,
         "NURTURE_BASE_URL": web[0],
         "NURTURE_SMTP_HOST": "127.0.0.1",
         "NURTURE_SMTP_PORT": str(PORTS["smtp"]),

@@ -626,7 +626,14 @@ def test_postgresql_and_sqlite_write_back_the_same_engagement(sqlite_url, postgr
     must agree on every counter, time and score."""
     on_sqlite = _engagement_on(sqlite_url, tmp_path / "sqlite")
     on_postgres = _engagement_on(postgres_url, tmp_path / "postgres")
-    assert on_postgres["events"] == on_sqlite["events"] and len(on_sqlite["events"]) == 12
+    # 12 hits, and the opens that three human clicks on unopened messages prove (h4, h8,
+    # h11; Ana's h5 clicks a message she had opened).
+    assert on_postgres["events"] == on_sqlite["events"] and len(on_sqlite["events"]) == 15
+    assert [key for key, _ in on_sqlite["events"] if key.endswith(":open")] == [
+        "hit:h11:open",
+        "hit:h4:open",
+        "hit:h8:open",
+    ]
     assert on_postgres["messages"] == on_sqlite["messages"]
     scores = {}
     for email, (*counts, score) in on_sqlite["contacts"].items():
@@ -634,12 +641,14 @@ def test_postgresql_and_sqlite_write_back_the_same_engagement(sqlite_url, postgr
         assert pg_counts == counts, email
         assert pg_score == pytest.approx(score, abs=1e-6), email
         scores[email] = score
-    # Ben: a machine open, then (batch 2, at 49 h and 50 h) a click on message 2 and an
-    # open of message 1: 3 + 1; the proxy's open later moves nothing.
-    assert scores["ben@example.com"] == pytest.approx(4.0)
-    # Cy: a click at 3 h (3); in the last batch an open of message 1 stamped 2 h and a
-    # click on message 2 at 250 h: decayed from 3 h to 250 h, then + 1 + 3.
-    assert scores["cy@example.com"] == pytest.approx(3 * 0.5 ** (247 / 48) + 4)
+    # Ben: a machine open, then (batch 2, at 49 h and 50 h) a click on message 2 (which
+    # proves its open) and an open of message 1: 3 + 1 + 1; the proxy's open later moves
+    # nothing.
+    assert scores["ben@example.com"] == pytest.approx(5.0)
+    # Cy: a click at 3 h (3 + the open it proves); in the last batch an open of message 1
+    # (already opened: nothing) and a click on message 2 at 250 h: decayed from 3 h to
+    # 250 h, then + 1 + 3.
+    assert scores["cy@example.com"] == pytest.approx(4 * 0.5 ** (247 / 48) + 4)
 
 
 def test_sunset_after_n_days_marks_only_contacts_without_human_engagement_since(app):

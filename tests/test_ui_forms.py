@@ -335,7 +335,9 @@ def test_mapping_step_suggests_fields_and_refuses_bad_mappings(app, admin):
         assert message in shown
     with app.extensions["nurture"].sessions() as s:
         assert s.scalar(select(ImportJob.status)).value == "draft"
-    queued = form.post(mapping_url, {"column-0": "email", "column-1": "first_name"})
+    queued = form.post(
+        mapping_url, {"column-0": "email", "column-1": "first_name", "permission": "consent"}
+    )
     assert queued.status_code == 302
     with app.extensions["nurture"].sessions() as s:
         job = s.scalar(select(ImportJob))
@@ -597,3 +599,31 @@ def test_custom_fields_page_indexes_a_field_and_shows_its_status(app, admin, db_
     page = admin.get("/settings/fields").get_data(as_text=True)
     row = re.search(r"<tr><td>Plan</td>.*?</tr>", page, re.S).group(0)
     assert "—" in row and ">Index<" in row
+
+
+def test_mapping_page_previews_rows_as_stored_and_asks_for_the_permission(app, admin):
+    form = Form(admin)
+    response = upload(form, b"E-mail,Plan,Renewal\nana@example.com,PRO,11/25/2026\n")
+    mapping_url = response.headers["Location"]
+    page = admin.get(mapping_url).get_data(as_text=True)
+    assert 'id="stored-preview"' in page and "choose the permission" in page
+    chosen = {"column-0": "email", "column-1": "attributes.plan", "column-2": "attributes.renewal"}
+    shown = form.post(
+        mapping_url,
+        {**chosen, "permission": "consent", "date_format": "%m/%d/%Y", "action": "preview"},
+    )
+    assert shown.status_code == 200
+    html = shown.get_data(as_text=True)
+    assert "plan=pro" in html and "renewal=2026-11-25" in html and "subscribed" in html
+    with app.extensions["nurture"].sessions() as s:
+        assert s.scalar(select(ImportJob.status)).value == "draft"  # a preview queues nothing
+    refused = form.post(mapping_url, {"column-1": "attributes.plan", "action": "import"})
+    assert refused.status_code == 422
+    html = refused.get_data(as_text=True)
+    assert "declare what permission" in field_error(html, "permission")
+    assert "no email column" in field_error(html, "columns")  # both in one answer
+    queued = form.post(mapping_url, {**chosen, "permission": "none", "action": "import"})
+    assert queued.status_code == 302
+    with app.extensions["nurture"].sessions() as s:
+        job = s.scalar(select(ImportJob))
+        assert (job.status.value, job.permission_basis.value) == ("queued", "none")

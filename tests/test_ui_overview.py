@@ -7,12 +7,14 @@ from __future__ import annotations
 from campaignkit import make_list
 from conftest import login
 from sqlalchemy import select, update
+from test_tracking import HUMAN_UA, drain
 from workflows_support import doc, make_templates
 
 from automation.campaigns.schema import CampaignIn, VariantIn
 from automation.campaigns.service import create_campaign
 from automation.email.models import Message, MessageStatus, TemplateVersion
 from automation.email.outbox import queue_message
+from automation.signing import TokenKind, TokenSigner
 
 PASSWORD = "correct horse battery"
 
@@ -63,21 +65,23 @@ def test_dashboard_and_contact_page_show_workflows_campaigns_and_emails(app, har
             campaign_id=campaign.id,
             campaign_name="Spring sale",
         )
-        # What the sender and the tracking worker leave behind: both sent, Ana opened.
+        # What the sender leaves behind: both sent.
         s.execute(
             update(Message)
             .where(Message.campaign_id == campaign.id)
             .values(status=MessageStatus.SENT, sent_at=harness.clock.now)
         )
-        s.execute(
-            update(Message)
-            .where(Message.id == sale)
-            .values(first_open_at=harness.clock.now, opens=1)
-        )
+        nonce = s.scalar(select(Message.token_nonce).where(Message.id == sale))
         bo_mail = s.scalar(
             select(Message.id).where(Message.contact_id == bo, Message.workflow_id == workflow)
         )
         s.commit()
+
+    # Ana opens it: the pixel, then the tracking worker.
+    signer = TokenSigner.from_settings(app.extensions["nurture"].settings)
+    pixel = signer.for_message(sale, nonce, version).token(TokenKind.OPEN)
+    app.test_client().get(f"/t/o/{pixel}", headers={"User-Agent": HUMAN_UA})
+    assert drain(app).human == 1
 
     user_factory("viewer@example.com", PASSWORD, "viewer")
     client = app.test_client()

@@ -24,7 +24,10 @@ def _upload_and_wait(tmp_path, db_url: str, broker_url: str) -> dict:
         response = api.client.post(
             "/api/v1/imports",
             headers=api._headers(),
-            data={"file": (io.BytesIO(("Email,First Name\n" + rows).encode()), "w.csv")},
+            data={
+                "file": (io.BytesIO(("Email,First Name\n" + rows).encode()), "w.csv"),
+                "permission": "consent",
+            },
             content_type="multipart/form-data",
         )
         assert response.status_code == 202

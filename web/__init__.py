@@ -16,15 +16,14 @@ from automation.config import Settings, load_settings
 from automation.runtime import build_runtime
 from web import auth, database, ops, ui
 from web.api import register_api
-from web.api.errors import register_api_errors
+from web.api.errors import register_api_errors, register_public_errors
+from web.ids import CONVERTERS
+from web.input import check_request_text
 from web.public import site, tracking
+from web.security import private_headers, strict_transport, trust_proxies
+from web.ui import zone
 
 csrf = CSRFProtect()
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: https: http:; font-src 'self' data:; object-src 'none'; "
-    "base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
-)
 
 
 def create_app(
@@ -32,6 +31,7 @@ def create_app(
 ) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
+    app.url_map.converters.update(CONVERTERS)  # before any route is added
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_HTTPONLY=True,
@@ -47,6 +47,7 @@ def create_app(
     app.extensions["nurture"] = build_runtime(settings)
 
     csrf.init_app(app)
+    app.before_request(check_request_text)
     app.before_request(auth.load_user)
     app.teardown_appcontext(database.close_session)
     register_api_errors(app)
@@ -59,20 +60,15 @@ def create_app(
     csrf.exempt(site.bp)  # cross-origin posts from sites: Origin check, honeypot, rate limit
     register_api(app, csrf)
     app.jinja_env.globals.update(
-        nav_items=ui.nav_items, can=ui.can, paused_sender_count=ui.paused_sender_count
+        nav_items=ui.nav_items,
+        can=ui.can,
+        paused_sender_count=ui.paused_sender_count,
+        account_zone=zone.zone_name,
     )
     app.jinja_env.filters["readable_json"] = readable_json
-
-    @app.after_request
-    def security_headers(response: Any) -> Any:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-        # Scripts only from our own files; inline styles stay allowed because email previews
-        # (srcdoc iframes inherit this policy) are made of them.
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        return response
-
+    app.jinja_env.filters["local"] = zone.local_time
+    app.after_request(private_headers)
+    trust_proxies(app, settings)
     return app
 
 
@@ -80,12 +76,17 @@ def create_tracking_app(settings: Settings | None = None) -> Flask:
     """A process that serves only the public tracking URLs (scaled apart from the UI)."""
     settings = settings or load_settings()
     app = Flask(__name__)
+    app.url_map.converters.update(CONVERTERS)
     # No SECRET_KEY: these pages use no cookie session (opening one costs ~0.3 ms a hit).
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
     app.extensions["nurture"] = build_runtime(settings)
+    app.before_request(check_request_text)
     app.teardown_appcontext(database.close_session)
+    register_public_errors(app)
     app.register_blueprint(tracking.bp)
     app.register_blueprint(site.bp)
+    app.after_request(strict_transport)
+    trust_proxies(app, settings)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -12,8 +13,9 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
-from automation.accounts.models import Role, User
-from automation.accounts.service import LoginThrottled, authenticate
+from automation.accounts.models import Role
+from automation.accounts.service import authenticate, revoke_sessions, session_user
+from automation.accounts.throttle import LoginThrottled
 from web.database import db
 
 bp = Blueprint("auth", __name__)
@@ -26,13 +28,12 @@ class LoginForm(FlaskForm):
 
 
 def load_user() -> None:
-    """Before each request: the logged-in user (or None) on ``g.user``."""
+    """Before each request: the logged-in user (or None) on ``g.user``. A cookie of an
+    earlier session generation (the user logged out since) names nobody."""
     g.user = None
     user_id = session.get("user_id")
-    if user_id is not None:
-        user = db().get(User, user_id)
-        if user is not None and user.is_active:
-            g.user = user
+    if isinstance(user_id, int):
+        g.user = session_user(db(), user_id, session.get("generation"))
 
 
 def login_required(role: Role = Role.VIEWER) -> Callable[[F], F]:
@@ -83,9 +84,10 @@ def login() -> Any:
                 request.remote_addr or "unknown",
             )
         except LoginThrottled as exc:
-            minutes = int(exc.retry_after.total_seconds() // 60)
-            flash(f"Too many failed attempts. Try again in {minutes} minutes.", "error")
-            return render_template("login.html", form=form), 429
+            seconds = max(1, math.ceil(exc.retry_after.total_seconds()))
+            wait = f"{seconds} seconds" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
+            flash(f"Too many failed attempts. Try again in {wait}.", "error")
+            return render_template("login.html", form=form), 429, {"Retry-After": str(seconds)}
         db().commit()
         if user is None:
             flash("Wrong email or password.", "error")
@@ -93,6 +95,7 @@ def login() -> Any:
         else:
             session.clear()  # a fresh session on login: no fixation
             session["user_id"] = user.id
+            session["generation"] = user.session_generation
             session.permanent = True
             return redirect(safe_next(request.args.get("next")))
     elif request.method == "POST":
@@ -103,5 +106,9 @@ def login() -> Any:
 @bp.route("/logout", methods=["POST"])
 @public
 def logout() -> Any:
+    """Ends the session here and on the server: a copy of the cookie no longer works."""
+    if g.user is not None:
+        revoke_sessions(db(), g.user.id)
+        db().commit()
     session.clear()
     return redirect(url_for("auth.login"))

@@ -25,19 +25,29 @@ def healthz() -> Any:
 @bp.get("/readyz")
 @public
 def readyz() -> Any:
+    """Each check's name, verdict, time and a detail that names no host (anyone can ask)."""
     checks = readiness(nurture())
     ready = all(c.ok for c in checks)
-    body = {"status": "ready" if ready else "not ready", "checks": [c.__dict__ for c in checks]}
+    body = {"status": "ready" if ready else "not ready", "checks": [c.public() for c in checks]}
     return jsonify(body), 200 if ready else 503
 
 
 @bp.get("/metrics")
 @public
 def metrics() -> Any:
-    token = nurture().settings.metrics_token
+    """Prometheus text, for the bearer of NURTURE_METRICS_TOKEN; without one only in the
+    embedded default (a single machine where only its owner reaches the port)."""
+    settings = nurture().settings
+    token = settings.metrics_token
+    if not token and not settings.embedded:
+        return Response(
+            "/metrics needs NURTURE_METRICS_TOKEN outside the embedded default\n",
+            status=403,
+            mimetype="text/plain",
+        )
     if token:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, token):
+        if not hmac.compare_digest(given.encode(), token.encode()):
             abort(401)
     payload, content_type = render_metrics(nurture().sessions, nurture().settings)
     return Response(payload, content_type=content_type)

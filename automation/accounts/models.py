@@ -31,6 +31,9 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A session cookie names the generation it was issued in; logout, a new password or a
+    # deactivation bumps it, so every earlier cookie of the user stops working at once.
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class ApiKey(Base):
@@ -50,7 +53,8 @@ class ApiKey(Base):
 
 
 class LoginFailure(Base):
-    """Failed logins by account and by client address; counted over a sliding window."""
+    """Failed logins by client address, by account, and by account from one address; the
+    throttle (``automation.accounts.throttle``) counts them over a sliding window."""
 
     __tablename__ = "login_failures"
     __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)
@@ -58,3 +62,15 @@ class LoginFailure(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     key: Mapped[str] = mapped_column(String(300))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkspaceSettings(Base):
+    """The workspace's own settings (one row, id 1): the account time zone in which pages
+    and charts show dates and count per day. Absent row: UTC."""
+
+    __tablename__ = "workspace_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_by_id: Mapped[int | None] = mapped_column(Integer)

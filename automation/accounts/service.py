@@ -1,4 +1,4 @@
-"""Users, passwords, API keys and login throttling."""
+"""Users, passwords, logins (throttled by ``throttle``), sessions and API keys."""
 
 from __future__ import annotations
 
@@ -8,20 +8,18 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from automation import clock
-from automation.accounts.models import ApiKey, LoginFailure, Role, User
+from automation.accounts import throttle
+from automation.accounts.models import ApiKey, Role, User
 from automation.addresses import normalize_email
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 
 MIN_PASSWORD = 10
 KEY_PREFIX = "nrt"
-FAILURE_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_ACCOUNT = 5
-MAX_FAILURES_PER_ADDRESS = 20
 # Compared against when the account does not exist, so timing does not reveal it.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
@@ -61,42 +59,37 @@ def set_password(session: Session, user_id: int, password: str) -> None:
     if user is None:
         raise NotFound(f"user {user_id} not found")
     user.password_hash = generate_password_hash(password)
-
-
-class LoginThrottled(Exception):
-    def __init__(self, retry_after: timedelta) -> None:
-        super().__init__("too many failed logins")
-        self.retry_after = retry_after
-
-
-def _recent_failures(session: Session, key: str) -> int:
-    since = clock.now() - FAILURE_WINDOW
-    return (
-        session.scalar(
-            select(func.count()).where(LoginFailure.key == key, LoginFailure.at >= since)
-        )
-        or 0
-    )
+    revoke_sessions(session, user_id)
 
 
 def authenticate(session: Session, email: str, password: str, client_ip: str) -> User | None:
-    """The active user with these credentials, None otherwise; LoginThrottled when the
-    account or the client address has failed too often within the window."""
+    """The active user with these credentials, None otherwise; LoginThrottled while a
+    failure counter of this client or account imposes a delay (see ``throttle``)."""
     address = email.strip().lower()
-    account_key, ip_key = f"email:{address}", f"ip:{client_ip}"
-    if (
-        _recent_failures(session, account_key) >= MAX_FAILURES_PER_ACCOUNT
-        or _recent_failures(session, ip_key) >= MAX_FAILURES_PER_ADDRESS
-    ):
-        raise LoginThrottled(FAILURE_WINDOW)
+    throttle.check(session, address, client_ip)
     user = session.scalar(select(User).where(User.email == address))
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     if not (user and ok and user.is_active):
-        now = clock.now()
-        session.add_all([LoginFailure(key=account_key, at=now), LoginFailure(key=ip_key, at=now)])
+        throttle.record_failure(session, address, client_ip)
         return None
-    session.execute(delete(LoginFailure).where(LoginFailure.key == account_key))
+    throttle.record_success(session, address, client_ip)
     user.last_login_at = clock.now()
+    return user
+
+
+def revoke_sessions(session: Session, user_id: int) -> None:
+    """Every session cookie issued to the user so far stops working (logout, a new
+    password, a deactivation): the cookie's generation no longer matches."""
+    user = session.get(User, user_id)
+    if user is not None:
+        user.session_generation += 1
+
+
+def session_user(session: Session, user_id: int, generation: object) -> User | None:
+    """The active user a session cookie names, if the cookie is of its current generation."""
+    user = session.get(User, user_id)
+    if user is None or not user.is_active or user.session_generation != generation:
+        return None
     return user
 
 
@@ -207,6 +200,7 @@ def set_active(session: Session, user_id: int, active: bool) -> User:
     user = get_user(session, user_id)
     if not active:
         _refuse_losing_last_admin(session, user)
+        user.session_generation += 1
     user.is_active = active
     session.flush()
     return user

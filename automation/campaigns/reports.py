@@ -1,8 +1,9 @@
 """What a campaign did, from message rows and tracking events, machine hits kept apart:
 totals, per variant, per link, over time, the A/B test result, CSV rows and the click map.
 
-The contract with tracking (docs/campaigns.md): an open is an ``email.opened`` event and a
-click an ``email.clicked`` event of the message's contact with properties ``message_id``
+The contract with tracking (docs/campaigns.md): an open is an ``email.opened`` event (a
+person's click records one too: docs/tracking.md, "What counts as opened") and a click an
+``email.clicked`` event of the message's contact with properties ``message_id``
 (int), ``machine`` (bool: a scanner, a proxy prefetch) and, for clicks, ``link`` (the
 index into the template version's links). Bounces, unsubscribes and complaints are the
 ``bounced_at`` / ``unsubscribed_at`` / ``complained_at`` columns of the message."""
@@ -13,8 +14,9 @@ import html as html_lib
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Integer, and_, case, cast, func, select, true
 from sqlalchemy.orm import Session
@@ -27,12 +29,14 @@ from automation.campaigns.models import (
 )
 from automation.campaigns.stats import Arm, decide
 from automation.contacts.models import Event
-from automation.db import is_postgres
+from automation.db import quarter_hour, quarter_start
 from automation.email.context import sample_contact
 from automation.email.models import Message, MessageStatus, TemplateVersion
+from automation.email.rates import EmailCounts
 from automation.email.render import TrackingUrls, VersionCache, render_email
 from automation.errors import NotFound
 
+UTC_ZONE = ZoneInfo("UTC")
 OPENED = "email.opened"
 CLICKED = "email.clicked"
 COUNTS = [
@@ -65,8 +69,8 @@ def _is_machine() -> Any:
     return Event.properties["machine"].as_boolean() == true()
 
 
-def _per_message(campaign_id: int) -> Any:
-    """One row per message of the campaign with its human and machine hit counts. The
+def _per_message(campaign_ids: list[int]) -> Any:
+    """One row per message of the campaigns with its human and machine hit counts. The
     join uses ix_events_name_contact_occurred (name, contact) then matches the message."""
     m, e = Message, Event
     machine = _is_machine()
@@ -78,6 +82,7 @@ def _per_message(campaign_id: int) -> Any:
     return (
         select(
             m.id.label("id"),
+            m.campaign_id.label("campaign_id"),
             m.contact_id.label("contact_id"),
             m.campaign_variant_id.label("variant_id"),
             m.status.label("status"),
@@ -98,9 +103,10 @@ def _per_message(campaign_id: int) -> Any:
                 _event_message_id() == m.id,
             ),
         )
-        .where(m.campaign_id == campaign_id)
+        .where(m.campaign_id.in_(campaign_ids))
         .group_by(
             m.id,
+            m.campaign_id,
             m.contact_id,
             m.campaign_variant_id,
             m.status,
@@ -118,11 +124,11 @@ def _flag(cond: Any) -> Any:
 
 def _counts(session: Session, campaign_id: int) -> dict[tuple[int | None, bool], dict[str, int]]:
     """Counts per (variant, in the test group)."""
-    pm = _per_message(campaign_id)
+    pm = _per_message([campaign_id])
     R = CampaignRecipient
     S = MessageStatus
     sent = pm.c.status == S.SENT.value
-    human_open = (pm.c.h_opens > 0) | (pm.c.h_clicks > 0)  # a click proves an open
+    human_open = pm.c.h_opens > 0  # a human click is recorded as an open too (tracking)
     rows = session.execute(
         select(
             pm.c.variant_id,
@@ -165,15 +171,44 @@ def _counts(session: Session, campaign_id: int) -> dict[tuple[int | None, bool],
     return out
 
 
+def email_counts(counts: dict[str, int]) -> EmailCounts:
+    """The report's counts as the ones every rate is defined on (automation/email/rates)."""
+    return EmailCounts(
+        sent=counts["sent"],
+        delivered=counts["delivered"],
+        bounced=counts["bounced"],
+        opened=counts["human_unique_opens"],
+        clicked=counts["human_unique_clicks"],
+        unsubscribed=counts["unsubscribes"],
+        complained=counts["complaints"],
+    )
+
+
 def _with_rates(counts: dict[str, int]) -> dict[str, Any]:
-    delivered = counts["delivered"]
-    opens = counts["human_unique_opens"]
-    return {
-        **counts,
-        "open_rate": opens / delivered if delivered else 0.0,
-        "click_rate": counts["human_unique_clicks"] / delivered if delivered else 0.0,
-        "click_to_open": counts["human_unique_clicks"] / opens if opens else 0.0,
-    }
+    rates = email_counts(counts).rates()
+    return {**counts, **{name: value or 0.0 for name, value in rates.items()}}
+
+
+def campaign_email_counts(session: Session, campaign_ids: list[int]) -> dict[int, EmailCounts]:
+    """Per campaign, the counts its report's totals show (for lists of campaigns, such as
+    the dashboard's): one grouped query."""
+    if not campaign_ids:
+        return {}
+    pm = _per_message(campaign_ids)
+    sent = pm.c.status == MessageStatus.SENT.value
+    rows = session.execute(
+        select(
+            pm.c.campaign_id,
+            _flag(sent),
+            _flag(and_(sent, pm.c.bounced_at.is_(None))),
+            _flag(pm.c.bounced_at.is_not(None)),
+            _flag(pm.c.h_opens > 0),
+            _flag(pm.c.h_clicks > 0),
+            _flag(pm.c.unsubscribed_at.is_not(None)),
+            _flag(pm.c.complained_at.is_not(None)),
+        ).group_by(pm.c.campaign_id)
+    )
+    return {cid: EmailCounts(*(int(v or 0) for v in values)) for cid, *values in rows}
 
 
 def _sum(parts: list[dict[str, int]]) -> dict[str, int]:
@@ -274,16 +309,14 @@ def _links(session: Session, campaign_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def _over_time(session: Session, campaign_id: int) -> list[dict[str, Any]]:
+def _over_time(session: Session, campaign_id: int, zone: ZoneInfo) -> list[dict[str, Any]]:
+    """Human opens and clicks per hour of ``zone`` (the account time zone; an hour of
+    India's +5:30 starts at :30 UTC), each hour given as its start in the zone."""
     m, e = Message, Event
-    hour: Any = (
-        func.date_trunc("hour", e.occurred_at)
-        if is_postgres(session)
-        else func.strftime("%Y-%m-%d %H:00:00", e.occurred_at)
-    )
+    quarter = quarter_hour(session, e.occurred_at)
     rows = session.execute(
         select(
-            hour,
+            quarter,
             _flag(e.name == OPENED),
             _flag(e.name == CLICKED),
         )
@@ -298,23 +331,22 @@ def _over_time(session: Session, campaign_id: int) -> list[dict[str, Any]]:
             ),
         )
         .where(m.campaign_id == campaign_id)
-        .group_by(hour)
-        .order_by(hour)
+        .group_by(quarter)
     ).all()
-    out = []
-    for when, opens, clicks in rows:
-        at = when if isinstance(when, datetime) else datetime.fromisoformat(str(when))
-        out.append(
-            {
-                "hour": at.replace(tzinfo=UTC),
-                "human_opens": int(opens),
-                "human_clicks": int(clicks),
-            }
-        )
-    return out
+    hours: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
+    for bucket, opens, clicks in rows:
+        start = quarter_start(bucket).astimezone(zone).replace(minute=0, second=0)
+        hours[start][0] += int(opens)
+        hours[start][1] += int(clicks)
+    return [
+        {"hour": start, "human_opens": opens, "human_clicks": clicks}
+        for start, (opens, clicks) in sorted(hours.items())
+    ]
 
 
-def campaign_report(session: Session, campaign_id: int) -> dict[str, Any]:
+def campaign_report(
+    session: Session, campaign_id: int, zone: ZoneInfo = UTC_ZONE
+) -> dict[str, Any]:
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         raise NotFound(f"no campaign {campaign_id}")
@@ -338,7 +370,7 @@ def campaign_report(session: Session, campaign_id: int) -> dict[str, Any]:
         "totals": _with_rates(totals),
         "variants": variants,
         "links": _links(session, campaign_id),
-        "over_time": _over_time(session, campaign_id),
+        "over_time": _over_time(session, campaign_id, zone),
     }
 
 
@@ -424,4 +456,11 @@ def click_map_html(session: Session, campaign_id: int, variant_id: int | None = 
     return re.sub(r"(<span class=\"nurture-click\"[^>]*>.*?</a>)", r"\1</span>", out, flags=re.S)
 
 
-__all__ = ["campaign_report", "click_map_html", "csv_rows", "test_result"]
+__all__ = [
+    "campaign_email_counts",
+    "campaign_report",
+    "click_map_html",
+    "csv_rows",
+    "email_counts",
+    "test_result",
+]

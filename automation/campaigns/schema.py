@@ -14,6 +14,7 @@ from automation.campaigns.models import (
     WinnerMethod,
     WinnerMetric,
 )
+from automation.db import RowId
 
 
 class Strict(BaseModel):
@@ -27,10 +28,10 @@ class VariantIn(Strict):
     """A template version, optionally with a different subject, preheader or sender: kept
     with the variant and applied to its messages only (never a version of the template)."""
 
-    template_version_id: int
+    template_version_id: RowId
     subject: str | None = Field(None, max_length=500)
     preheader: str | None = Field(None, max_length=500)
-    sender_identity_id: int | None = None
+    sender_identity_id: RowId | None = None
 
 
 class ScheduleIn(Strict):
@@ -58,8 +59,8 @@ class AbTestIn(Strict):
 
 class CampaignIn(Strict):
     name: str = Field(..., min_length=1, max_length=200)
-    include_segment_ids: list[int] = Field(..., description="segments or static lists")
-    exclude_segment_ids: list[int] = Field(default_factory=list)
+    include_segment_ids: list[RowId] = Field(..., description="segments or static lists")
+    exclude_segment_ids: list[RowId] = Field(default_factory=list)
     variants: list[VariantIn] = Field(..., description="one, or 2-5 for an A/B test")
     ab_test: AbTestIn | None = None
     utm: dict[str, str] = Field(
@@ -121,8 +122,8 @@ class CampaignOut(BaseModel):
 
 
 class AudienceIn(Strict):
-    include_segment_ids: list[int]
-    exclude_segment_ids: list[int] = Field(default_factory=list)
+    include_segment_ids: list[RowId]
+    exclude_segment_ids: list[RowId] = Field(default_factory=list)
 
 
 class AudienceOut(BaseModel):
@@ -130,7 +131,7 @@ class AudienceOut(BaseModel):
 
 
 class WinnerIn(Strict):
-    variant_id: int
+    variant_id: RowId
 
 
 class CountsOut(BaseModel):
@@ -152,9 +153,12 @@ class CountsOut(BaseModel):
     machine_total_clicks: int
     unsubscribes: int
     complaints: int
-    open_rate: float
-    click_rate: float
-    click_to_open: float
+    open_rate: float = Field(..., description="human unique opens / delivered")
+    click_rate: float = Field(..., description="human unique clicks / delivered")
+    click_to_open: float = Field(..., description="human unique clicks / human unique opens")
+    bounce_rate: float = Field(..., description="bounced / sent")
+    unsubscribe_rate: float = Field(..., description="unsubscribes / delivered")
+    complaint_rate: float = Field(..., description="complaints / delivered")
 
 
 class VariantReportOut(CountsOut):

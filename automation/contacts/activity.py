@@ -7,14 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, cast, func, select, type_coerce
+from sqlalchemy import func, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.contacts.models import ConsentRecord, Contact, ContactStatus, Event
-from automation.db import is_postgres
+from automation.db import is_postgres, quarter_hour, quarter_start
 
 # The engagement events the tracking worker writes; ``machine: true`` marks a hit from a
 # mail scanner or privacy proxy rather than a person.
@@ -23,7 +24,8 @@ ENGAGEMENT_EVENTS = ("email.sent", "email.opened", "email.clicked", "email.unsub
 
 @dataclass(frozen=True)
 class DailySeries:
-    """Counts per UTC day, oldest first; every day of the range is present, zeros included."""
+    """Counts per day of the account time zone, oldest first; every day of the range is
+    present, zeros included."""
 
     days: list[date]
     series: dict[str, list[int]]
@@ -43,17 +45,39 @@ class DailySeries:
         }
 
 
-def _day(session: Session, column: Any) -> Any:
-    # Timestamps are stored as naive UTC, so the day is the UTC day on both databases.
-    return cast(column, Date) if is_postgres(session) else func.date(column)
+UTC_ZONE = ZoneInfo("UTC")
 
 
-def _as_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
+def local_day_counts(
+    session: Session,
+    column: Any,
+    where: Sequence[Any],
+    *,
+    days: int,
+    zone: ZoneInfo = UTC_ZONE,
+    today: date | None = None,
+    key: Any = None,
+) -> tuple[list[date], dict[Any, list[int]]]:
+    """Rows per day of ``zone`` over the last ``days`` days (today included), by ``column``
+    (a timestamp), one series per value of ``key`` (or one, keyed None). The one way
+    pages and charts count per day: the account time zone's midnights."""
+    day_list, since = day_range(days, zone, today)
+    quarter = quarter_hour(session, column)
+    keys = [key] if key is not None else []
+    query = (
+        select(*keys, quarter, func.count()).where(*where, column >= since).group_by(*keys, quarter)
+    )
+    index = {d: i for i, d in enumerate(day_list)}
+    series: dict[Any, list[int]] = {}
+    for row in session.execute(query):
+        name, bucket, count = (
+            (row[0], row[1], row[2]) if key is not None else (None, row[0], row[1])
+        )
+        local = quarter_start(bucket).astimezone(zone)
+        position = index.get(local.date())
+        if position is not None:
+            series.setdefault(name, [0] * len(day_list))[position] += count
+    return day_list, series
 
 
 def human_events(session: Session) -> Any:
@@ -65,10 +89,14 @@ def human_events(session: Session) -> Any:
     return func.coalesce(func.json_type(Event.properties, "$.machine"), "") != "true"
 
 
-def _range(days: int, today: date | None) -> tuple[list[date], datetime]:
-    last = today or clock.now().date()
+def day_range(
+    days: int, zone: ZoneInfo = UTC_ZONE, today: date | None = None
+) -> tuple[list[date], datetime]:
+    """The last ``days`` days of ``zone`` (today included) and the UTC instant the first
+    begins: the period every dashboard figure counts."""
+    last = today or clock.now().astimezone(zone).date()
     first = last - timedelta(days=days - 1)
-    since = datetime.combine(first, time.min, tzinfo=UTC)
+    since = datetime.combine(first, time.min, tzinfo=zone).astimezone(UTC)
     return [first + timedelta(days=i) for i in range(days)], since
 
 
@@ -77,43 +105,27 @@ def daily_event_counts(
     names: Sequence[str],
     *,
     days: int = 30,
+    zone: ZoneInfo = UTC_ZONE,
     today: date | None = None,
     humans_only: bool = True,
 ) -> DailySeries:
-    """Events of each name per day over the last ``days`` days (today included)."""
-    day_list, since = _range(days, today)
-    day = _day(session, Event.occurred_at)
-    query = (
-        select(Event.name, day, func.count())
-        .where(Event.name.in_(list(names)), Event.occurred_at >= since)
-        .group_by(Event.name, day)
-    )
+    """Events of each name per day of ``zone`` over the last ``days`` days (today included)."""
+    where = [Event.name.in_(list(names))]
     if humans_only:
-        query = query.where(human_events(session))
-    index = {d: i for i, d in enumerate(day_list)}
-    series = {name: [0] * len(day_list) for name in names}
-    for name, bucket, count in session.execute(query):
-        position = index.get(_as_date(bucket))
-        if position is not None:
-            series[name][position] = count
-    return DailySeries(day_list, series)
+        where.append(human_events(session))
+    day_list, counted = local_day_counts(
+        session, Event.occurred_at, where, days=days, zone=zone, today=today, key=Event.name
+    )
+    return DailySeries(day_list, {n: counted.get(n, [0] * len(day_list)) for n in names})
 
 
 def daily_new_contacts(
-    session: Session, *, days: int = 30, today: date | None = None
+    session: Session, *, days: int = 30, zone: ZoneInfo = UTC_ZONE, today: date | None = None
 ) -> DailySeries:
-    day_list, since = _range(days, today)
-    day = _day(session, Contact.created_at)
-    rows = session.execute(
-        select(day, func.count()).where(Contact.created_at >= since).group_by(day)
+    day_list, counted = local_day_counts(
+        session, Contact.created_at, [], days=days, zone=zone, today=today
     )
-    index = {d: i for i, d in enumerate(day_list)}
-    counts = [0] * len(day_list)
-    for bucket, count in rows:
-        position = index.get(_as_date(bucket))
-        if position is not None:
-            counts[position] = count
-    return DailySeries(day_list, {"contacts.created": counts})
+    return DailySeries(day_list, {"contacts.created": counted.get(None, [0] * len(day_list))})
 
 
 @dataclass(frozen=True)
@@ -125,9 +137,8 @@ class Overview:
     by_status: dict[str, int]
 
 
-def overview(session: Session, *, days: int = 7) -> Overview:
-    """Headline numbers: contacts by status, and what arrived in the last ``days`` days."""
-    since = clock.now() - timedelta(days=days)
+def overview(session: Session, *, since: datetime) -> Overview:
+    """Headline numbers: contacts by status, and what arrived since ``since``."""
     by_status = {
         str(status): count
         for status, count in session.execute(
@@ -149,8 +160,7 @@ def overview(session: Session, *, days: int = 7) -> Overview:
     )
 
 
-def top_event_names(session: Session, *, days: int = 7, limit: int = 8) -> list[tuple[str, int]]:
-    since = clock.now() - timedelta(days=days)
+def top_event_names(session: Session, *, since: datetime, limit: int = 8) -> list[tuple[str, int]]:
     rows = session.execute(
         select(Event.name, func.count())
         .where(Event.occurred_at >= since)

@@ -14,6 +14,7 @@ from automation import clock
 from automation.bulk import insert_rows
 from automation.contacts.models import Contact, Event, new_contact_row
 from automation.contacts.schema import EventIn
+from automation.contacts.suppressions import erased_addresses
 from automation.db import dialect_insert, one_of
 from automation.errors import FieldError, field_errors
 from automation.reactions import IngestedEvent, react_to_events
@@ -48,11 +49,15 @@ def _contact_ids_by_email(session: Session, emails: set[str]) -> dict[str, int]:
 def _resolve_contacts(
     session: Session, items: list[tuple[int, EventIn]], source: str
 ) -> tuple[dict[int, int], dict[int, FieldError]]:
-    """Contact id per item index; contacts identified by email are created when unknown."""
+    """Contact id per item index; contacts identified by email are created when unknown,
+    except an erased contact's address: events never bring it back."""
     emails = {item.email for _, item in items if item.email}
     externals = {item.external_id for _, item in items if item.external_id and not item.email}
     by_email = _contact_ids_by_email(session, emails)
-    unknown = sorted(emails - set(by_email))
+    erased = (
+        erased_addresses(session, emails - set(by_email)) if len(by_email) < len(emails) else set()
+    )
+    unknown = sorted(emails - set(by_email) - erased)
     if unknown:
         # Usually every sender is known: create only the missing contacts. executemany
         # keeps one cached statement (a 1,000-row VALUES list would be compiled afresh
@@ -75,7 +80,12 @@ def _resolve_contacts(
     resolved: dict[int, int] = {}
     missing: dict[int, FieldError] = {}
     for index, item in items:
-        if item.email:
+        if item.email in erased:
+            missing[index] = FieldError(
+                f"events[{index}].email",
+                "this address belonged to an erased contact: events do not re-create it",
+            )
+        elif item.email:
             resolved[index] = by_email[item.email]
         elif item.external_id in by_external:
             resolved[index] = by_external[item.external_id]

@@ -12,8 +12,12 @@ from automation import clock
 from automation.addresses import email_hash
 from automation.contacts.models import Contact
 from automation.contacts.related import delete_related_rows, export_related_rows
+from automation.contacts.schema import MAX_PROPERTY_DEPTH
 from automation.contacts.service import get_contact
 from automation.contacts.suppressions import SuppressionReason, suppress
+from automation.db import clip_json
+
+EXPORT_DEPTH = 3 + MAX_PROPERTY_DEPTH  # table → row → column → the properties
 
 
 def _jsonable(value: Any) -> Any:
@@ -32,14 +36,15 @@ def export_contact(session: Session, contact_id: int) -> dict[str, Any]:
     row = session.execute(select(Contact.__table__).where(Contact.id == contact.id)).mappings()
     profile = dict(row.one())
     related = export_related_rows(session, contact.id)
-    return _jsonable(
-        {
-            "exported_at": clock.now(),
-            "profile": profile,
-            "tags": [t.name for t in contact.tags],
-            **related,
-        }
-    )
+    document = {
+        "exported_at": clock.now(),
+        "profile": profile,
+        "tags": [t.name for t in contact.tags],
+        **related,
+    }
+    # Rows, then their JSON columns: event properties stored before they were bounded
+    # can nest hundreds deep, past what the response's serializer takes.
+    return _jsonable(clip_json(document, EXPORT_DEPTH))
 
 
 def erase_contact(session: Session, contact_id: int) -> str:

@@ -180,6 +180,8 @@ class ConsentRecord(Base):
     source: Mapped[str] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(45))
     consent_text: Mapped[str | None] = mapped_column(Text)
+    # The lawful basis the permission rests on, where one was declared (an import's).
+    basis: Mapped[str | None] = mapped_column(String(32))
 
 
 __all__ = [
@@ -203,6 +205,15 @@ class ImportStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class ImportBasis(enum.StrEnum):
+    """What permission to email an imported list rests on: every import declares one."""
+
+    CONSENT = "consent"  # consent given elsewhere (another tool's signup form, on paper)
+    CUSTOMERS = "customers"  # existing customers (the soft opt-in for similar products)
+    LEGITIMATE_INTEREST = "legitimate_interest"
+    NONE = "none"  # no permission to email: the contacts are kept, not mailed
+
+
 class ImportJob(Base):
     """An uploaded CSV waiting for or going through import. The file lives in the database
     so that any worker on any machine can run the job."""
@@ -221,6 +232,14 @@ class ImportJob(Base):
     rows_done: Mapped[int] = mapped_column(Integer, default=0)
     report: Mapped[dict[str, Any]] = mapped_column(JSONDoc, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    # Set when the job starts running and at each committed batch: a running job whose
+    # heartbeat is older than the settings' import_stale_seconds has lost its worker.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Declared with the upload (API) or at the mapping step (UI); None only on a draft.
+    permission_basis: Mapped[ImportBasis | None] = mapped_column(str_enum(ImportBasis))
+    consent_text: Mapped[str | None] = mapped_column(Text)  # how the permission was obtained
+    date_format: Mapped[str | None] = mapped_column(String(32))  # strptime, e.g. %m/%d/%Y
+    decimal_comma: Mapped[bool] = mapped_column(default=False)  # 1.234,5
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

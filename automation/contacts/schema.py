@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     field_validator,
 )
 
-from automation.addresses import normalize_email, validate_time_zone
+from automation.addresses import Email, validate_time_zone
 from automation.contacts.models import ContactStatus, FieldType, IndexStatus, LifecycleStage
+from automation.db import PageNumber, clip_json, json_depth
 
-Email = Annotated[str, AfterValidator(normalize_email)]
 TimeZone = Annotated[str, AfterValidator(validate_time_zone)]
 TagName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 FieldName = Annotated[
@@ -102,7 +104,7 @@ class ContactSearch(Strict):
     status: ContactStatus | None = None
     lifecycle_stage: LifecycleStage | None = None
     tag: str | None = None
-    page: int = Field(1, ge=1)
+    page: PageNumber = Field(1, ge=1)
     per_page: int = Field(50, ge=1, le=500)
 
 
@@ -146,11 +148,38 @@ class StatusChange(Strict):
     consent_text: str | None = Field(None, max_length=2000)
 
 
+# Event properties are bounded when written, so every later read (the contact's events,
+# the GDPR export, workflow conditions) can take them whole: Segment's limits per event
+# and per batch call.
+MAX_PROPERTY_DEPTH = 32
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+
+
+def bounded_properties(value: dict[str, Any]) -> dict[str, Any]:
+    """Event properties no deeper than MAX_PROPERTY_DEPTH and no larger than
+    MAX_EVENT_BYTES as JSON, with only finite numbers."""
+    if json_depth(value) > MAX_PROPERTY_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_PROPERTY_DEPTH} levels")
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise ValueError("numbers must be finite (no NaN or Infinity)") from None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_EVENT_BYTES:
+        raise ValueError(f"{size} bytes as JSON; at most {MAX_EVENT_BYTES // 1024} KB per event")
+    return value
+
+
 class EventIn(Strict):
     name: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:\-]+$")
     email: Email | None = None
     external_id: str | None = Field(None, max_length=128)
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: Annotated[dict[str, Any], AfterValidator(bounded_properties)] = Field(
+        default_factory=dict,
+        description=f"At most {MAX_PROPERTY_DEPTH} levels deep and "
+        f"{MAX_EVENT_BYTES // 1024} KB as JSON",
+    )
     occurred_at: datetime | None = None
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
 
@@ -179,13 +208,19 @@ class EventBatchOut(BaseModel):
     results: list[EventItemResult]
 
 
+def readable_properties(value: Any) -> Any:
+    """Stored properties as they can be shown: ones stored before MAX_PROPERTY_DEPTH was
+    enforced are clipped there (the deeper part as its JSON text)."""
+    return clip_json(value, MAX_PROPERTY_DEPTH)
+
+
 class EventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
     contact_id: int
     name: str
-    properties: dict[str, Any]
+    properties: Annotated[dict[str, Any], BeforeValidator(readable_properties)]
     occurred_at: datetime
     received_at: datetime
     source: str

@@ -22,6 +22,7 @@ from automation.contacts.models import (
 )
 from automation.contacts.related import delete_related_rows
 from automation.contacts.schema import ContactIn, ContactPatch, ContactSearch, CustomFieldIn
+from automation.contacts.suppressions import erased_addresses, forget_erasure
 from automation.db import is_postgres, json_objects
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
 from automation.reactions import react_to_contact_changes
@@ -58,6 +59,25 @@ def _ensure_unique(
         raise Conflict("; ".join(f"{e.path}: {e.message}" for e in errors), errors)
 
 
+def _refuse_erased(session: Session, email: str, consent_text: str | None) -> None:
+    """An erased contact's address comes back only with the person's new consent; then its
+    tombstone goes, so the new contact can be mailed (docs/contacts.md, "Erasure")."""
+    if not erased_addresses(session, [email]):
+        return
+    if not consent_text:
+        raise Conflict(
+            "this address belonged to an erased contact",
+            [
+                FieldError(
+                    "email",
+                    "this address belonged to an erased contact; use it again only with the "
+                    "person's new consent (consent_text)",
+                )
+            ],
+        )
+    forget_erasure(session, email)
+
+
 def create_contact(
     session: Session, data: ContactIn, *, source: str, ip: str | None = None
 ) -> Contact:
@@ -65,6 +85,7 @@ def create_contact(
     if errors:
         raise InvalidInput(errors)
     _ensure_unique(session, email=data.email, external_id=data.external_id)
+    _refuse_erased(session, data.email, data.consent_text)
     now = clock.now()
     contact = Contact(
         email=data.email,
@@ -111,6 +132,7 @@ def update_contact(
         contact.attributes = merged
     if "email" in fields and patch.email is not None and patch.email != contact.email:
         _ensure_unique(session, email=patch.email, external_id=None, exclude_id=contact.id)
+        _refuse_erased(session, patch.email, patch.consent_text)
         contact.email = patch.email
     if "external_id" in fields and patch.external_id != contact.external_id:
         _ensure_unique(session, email=None, external_id=patch.external_id, exclude_id=contact.id)

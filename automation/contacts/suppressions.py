@@ -9,7 +9,7 @@ import enum
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import String, select
+from sqlalchemy import String, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from automation import clock
@@ -71,6 +71,26 @@ def suppress(
     else:
         stmt = insert.on_conflict_do_nothing(index_elements=["email_hash"])
     session.execute(stmt)
+
+
+def erased_addresses(session: Session, addresses: Iterable[str]) -> set[str]:
+    """Those of ``addresses`` that belonged to an erased contact (found by hash: the list
+    keeps no erased address). Such an address is never re-created by events, imports or
+    forms without a new explicit consent (docs/contacts.md, "Erasure")."""
+    by_hash = {email_hash(address): address for address in addresses}
+    reasons = suppression_reasons(session, by_hash.values())
+    return {by_hash[h] for h, reason in reasons.items() if reason is SuppressionReason.ERASED}
+
+
+def forget_erasure(session: Session, address: str) -> None:
+    """A new explicit consent arrived for an erased address: its tombstone goes, so the new
+    contact (with that consent recorded) can be mailed."""
+    session.execute(
+        delete(Suppression).where(
+            Suppression.email_hash == email_hash(address),
+            Suppression.reason == SuppressionReason.ERASED,
+        )
+    )
 
 
 def suppression_reasons(session: Session, addresses: Iterable[str]) -> dict[str, SuppressionReason]:

@@ -9,25 +9,27 @@ sections, say) is wrapped in ``<mj-raw>`` so MJML keeps it in place.
 Every problem carries the line and column of the MJML source it was found in.
 
 This module runs the steps in order; each lives in a module of its own: ``jinja_source``
-(placeholders and the Jinja checks), ``mjml_checks``, ``links`` (click tracking) and
-``text_part``, over ``problems`` (what a check found, and where).
+(placeholders and the Jinja checks), ``mjml_checks``, ``renderer`` (mjml-python and the
+fonts), ``links`` (click tracking) and ``text_part``, over ``problems`` (what a check found,
+and where).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2.exceptions import TemplateSyntaxError
-from mjml import mjml_to_html
 
 from automation.email.jinja_source import Placeholders, check_jinja, map_offset
 from automation.email.links import LINK_MARKER, OPEN_MARKER, RESERVED, classify_links
 from automation.email.mjml_checks import MjmlChecker
 from automation.email.problems import Problem
 from automation.email.render import LANGUAGE_SLOT, PREHEADER_SLOT, SUBJECT_SLOT
+from automation.email.renderer import RENDERER, render_mjml
 from automation.email.sandbox import (
     CHECK_HTML_ENV,
     CHECK_TEXT_ENV,
@@ -46,6 +48,8 @@ __all__ = [
     "Problem",
     "compile_template",
 ]
+
+log = logging.getLogger(__name__)
 
 MAX_HTML_BYTES = 100 * 1024  # Gmail clips messages above ~102 KB
 MAX_SOURCE = 500_000
@@ -139,13 +143,24 @@ def compile_template(
         return result
 
     text = _with_slots(text, ph, checker)
-    for name in checker.structural:
-        text = text.replace(name, f"<mj-raw>{name}</mj-raw>")
+    # A placeholder in the body's text travels as a comment: css-inline (for mj-style
+    # inline) parses the HTML as a browser does and would move bare text out of a table,
+    # so a {% for %} around table rows would end up before the table. Comments stay put.
+    for name in checker.in_body_text:
+        comment = f"<!--{name}-->"
+        text = text.replace(
+            name, f"<mj-raw>{comment}</mj-raw>" if name in checker.structural else comment
+        )
     try:
-        compiled_html = mjml_to_html(text, keep_comments=True).html
-    except Exception as exc:  # mjml-python raises plain errors on input its checks let through
+        compiled_html = render_mjml(text, checker.fonts)
+        compiled_html = re.sub(f"<!--({ph.pattern.pattern})-->", r"\1", compiled_html)
+    except Exception:  # mjml-python asserts on input its checks let through
+        # Its messages ("Not yet implemented", how to install extras) are for developers.
+        log.exception("mjml-python failed on a template that passed the checks")
         line, col = checker.slines.position(map_offset(mapping, checker.body_offset or 0))
-        result.errors.append(Problem("mjml", f"MJML could not compile this: {exc}", line, col))
+        result.errors.append(
+            Problem("mjml", f"{RENDERER} cannot compile this template's MJML", line, col)
+        )
         return result
 
     tracked_html, links, has_unsubscribe, dynamic = classify_links(compiled_html, ph)

@@ -9,10 +9,9 @@ import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-from mjml.core.registry import components, register_core_components
-
 from automation.email.jinja_source import Placeholders, map_offset
 from automation.email.problems import Problem, SourceLines
+from automation.email.renderer import RENDERER, Font, ignored_by_renderer, supported_attributes
 
 _CONTENT = {
     "mj-text",
@@ -27,8 +26,9 @@ _CONTENT = {
     "mj-carousel",
     "mj-raw",
 }
+# Which element may stand in which: MJML 4's own table (mjml-validator's dependencies).
 CHILDREN: dict[str, set[str] | None] = {
-    "mjml": {"mj-head", "mj-body"},
+    "mjml": {"mj-head", "mj-body", "mj-raw"},
     "mj-head": {
         "mj-attributes",
         "mj-breakpoint",
@@ -40,6 +40,7 @@ CHILDREN: dict[str, set[str] | None] = {
         "mj-raw",
     },
     "mj-attributes": None,  # defaults for any element
+    "mj-class": None,  # defaults for the children of elements of that class
     "mj-html-attributes": {"mj-selector"},
     "mj-selector": {"mj-html-attribute"},
     "mj-body": {"mj-section", "mj-wrapper", "mj-hero", "mj-raw"},
@@ -49,9 +50,9 @@ CHILDREN: dict[str, set[str] | None] = {
     "mj-column": _CONTENT,
     "mj-hero": _CONTENT,
     "mj-social": {"mj-social-element", "mj-raw"},
-    "mj-navbar": {"mj-navbar-link"},
-    "mj-accordion": {"mj-accordion-element"},
-    "mj-accordion-element": {"mj-accordion-title", "mj-accordion-text"},
+    "mj-navbar": {"mj-navbar-link", "mj-raw"},
+    "mj-accordion": {"mj-accordion-element", "mj-raw"},
+    "mj-accordion-element": {"mj-accordion-title", "mj-accordion-text", "mj-raw"},
     "mj-carousel": {"mj-carousel-image"},
 }
 # Elements whose content is HTML or text, passed through by MJML.
@@ -73,15 +74,7 @@ ENDING = {
 STRUCTURAL = {"mj-body", "mj-wrapper", "mj-section", "mj-group", "mj-column", "mj-hero"}
 URL_ATTRIBUTES = {"href", "src", "background", "action", "formaction", "poster", "xlink:href"}
 BAD_SCHEMES = ("javascript:", "data:", "vbscript:")
-_ALWAYS_ALLOWED = {"mj-class", "css-class"}
-
-
-def _allowed_attributes(tag: str) -> set[str] | None:
-    register_core_components()
-    component = components.get(tag)
-    if component is None:
-        return None
-    return set(component.allowed_attrs()) | _ALWAYS_ALLOWED
+FONT_URL = re.compile(r"https?://[^\s\"'()<>\\]+\Z")
 
 
 def _scheme(value: str) -> str:
@@ -118,6 +111,9 @@ class MjmlChecker(HTMLParser):
         self.has_preview = False
         self.has_title = False
         self.root_seen = self.root_closed = False
+        self.fonts: list[Font] = []
+        # Placeholders standing in the body's text (not in an attribute, not in the head).
+        self.in_body_text: set[str] = set()
 
     # positions
     def _here(self) -> int:
@@ -178,7 +174,7 @@ class MjmlChecker(HTMLParser):
         else:
             parent = self.stack[-1]
             allowed = CHILDREN.get(parent.tag, set())
-            if tag not in components and tag not in {
+            if supported_attributes(tag) is None and tag not in {
                 "mj-all",
                 "mj-class",
                 "mj-selector",
@@ -192,8 +188,26 @@ class MjmlChecker(HTMLParser):
                 pass
             elif allowed is not None and tag not in allowed:
                 self._problem(f"<{tag}> cannot be inside <{parent.tag}>", offset)
+            elif parent.tag == "mj-class":
+                self._problem(
+                    f"<{tag}> inside <mj-class>: MJML gives the {tag} elements inside an "
+                    f"element of that class these defaults, but {RENDERER} ignores them; "
+                    f"set them on the {tag} elements or with their own mj-class",
+                    offset,
+                    warning=True,
+                )
         if tag == "mj-body":
             self.body_offset = offset
+        if tag == "mj-font":
+            self._declare_font(dict(attrs), offset)
+        if tag == "mj-raw" and self.stack and self.stack[-1].tag == "mjml":
+            self._problem(
+                "<mj-raw> directly under <mjml> is left out of the email: MJML keeps it only "
+                f'with position="file-start", which {RENDERER} ignores; put it in <mj-body> '
+                "or <mj-head>",
+                offset,
+                warning=True,
+            )
         if tag == "mj-preview":
             self.has_preview = True
         if tag == "mj-title":
@@ -203,9 +217,21 @@ class MjmlChecker(HTMLParser):
         if not closed:
             self.stack.append(_Open(tag, offset))
 
+    def _declare_font(self, attrs: dict[str, str | None], offset: int) -> None:
+        name, href = (attrs.get("name") or "").strip(), (attrs.get("href") or "").strip()
+        if not name:
+            self._problem("<mj-font> needs a name (the font-family it provides)", offset)
+        elif not FONT_URL.match(href) or self.ph.found(href):
+            self._problem(
+                f"<mj-font name={name!r}> needs an href: the https:// address of its stylesheet",
+                offset,
+            )
+        else:
+            self.fonts.append(Font(name, href))
+
     def _check_attributes(self, tag: str, attrs: list[tuple[str, str | None]], offset: int) -> None:
         in_defaults = bool(self.stack) and self.stack[-1].tag in {"mj-attributes"}
-        allowed = None if in_defaults else _allowed_attributes(tag)
+        allowed = None if in_defaults else supported_attributes(tag)
         for name, value in attrs:
             if self.ph.found(name):
                 self._problem(
@@ -220,7 +246,11 @@ class MjmlChecker(HTMLParser):
                     self._problem(
                         f"{cleaned.split(':')[0]}: links are not allowed ({name})", offset
                     )
-            if allowed is not None and name not in allowed and tag.startswith("mj-"):
+            if tag == "mj-raw" and name == "position":
+                continue  # only means something directly under <mjml>, warned about there
+            if (gap := ignored_by_renderer(tag, name, value or "")) is not None:
+                self._problem(gap, offset, warning=True)
+            elif allowed is not None and name not in allowed and tag.startswith("mj-"):
                 self._problem(
                     f"<{tag}> has no attribute {name!r}; MJML ignores it", offset, warning=True
                 )
@@ -249,6 +279,8 @@ class MjmlChecker(HTMLParser):
         offset = self._here()
         names = self.ph.found(data)
         rest = self.ph.pattern.sub("", data)
+        if names and any(o.tag == "mj-body" for o in self.stack):
+            self.in_body_text.update(names)
         ending = self._ending
         if ending is not None:
             return
@@ -266,9 +298,14 @@ class MjmlChecker(HTMLParser):
                     "sections or columns, or inside <mj-text>",
                 )
         if rest.strip():
+            # MJML drops such text (with a validation warning), and so does mjml-python.
             where = f"directly inside <{parent}>" if parent else "outside <mjml>"
             leading = len(data) - len(data.lstrip())
-            self._problem(f"text {where} is dropped by MJML; put it in <mj-text>", offset + leading)
+            self._problem(
+                f"text {where} is left out of the email, as MJML does; put it in <mj-text>",
+                offset + leading,
+                warning=True,
+            )
 
     def finish(self) -> None:
         self.close()

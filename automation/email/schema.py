@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from automation.config import LANGUAGE_TAG
 from automation.contacts.schema import Email, Strict
+from automation.db import BigRowId, PageNumber, RowId
 from automation.email.models import MessageStatus, TemplateKind
 
 
@@ -47,7 +48,7 @@ class TemplateContent(Strict):
     """The fields of a version: saving them makes a new version."""
 
     kind: TemplateKind = TemplateKind.MARKETING
-    sender_identity_id: int | None = Field(
+    sender_identity_id: RowId | None = Field(
         None, description="Sender identity; none uses NURTURE_DEFAULT_SENDER"
     )
     subject: str = Field(..., max_length=500)
@@ -63,7 +64,7 @@ class TemplateContent(Strict):
 
 
 class DraftPreviewIn(TemplateContent):
-    contact_id: int | None = Field(None, description="Render for this contact; else a sample")
+    contact_id: BigRowId | None = Field(None, description="Render for this contact; else a sample")
 
 
 class TemplateIn(TemplateContent):
@@ -154,8 +155,8 @@ class TemplateSummary(BaseModel):
 
 
 class PreviewIn(Strict):
-    contact_id: int | None = Field(None, description="Render for this contact; else a sample")
-    version_id: int | None = Field(None, description="A version of this template; else latest")
+    contact_id: BigRowId | None = Field(None, description="Render for this contact; else a sample")
+    version_id: RowId | None = Field(None, description="A version of this template; else latest")
 
 
 class PreviewOut(BaseModel):
@@ -180,11 +181,11 @@ class TestSendOut(BaseModel):
 
 class MessageSearch(Strict):
     status: MessageStatus | None = None
-    contact_id: int | None = None
-    template_id: int | None = None
-    campaign_id: int | None = None
-    enrollment_id: int | None = None
-    page: int = Field(1, ge=1)
+    contact_id: BigRowId | None = None
+    template_id: RowId | None = None
+    campaign_id: RowId | None = None
+    enrollment_id: BigRowId | None = None
+    page: PageNumber = Field(1, ge=1)
     per_page: int = Field(50, ge=1, le=500)
 
 

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.config import DEFAULT_LANGUAGE, Settings
-from automation.contacts.models import CustomField
+from automation.contacts.models import Contact, ContactStatus, CustomField
+from automation.contacts.suppressions import suppression_reasons
 from automation.email.compiler import CompileResult, Draft, Problem, compile_template
 from automation.email.context import load_contact_contexts, sample_contact, template_context
 from automation.email.identities import sender_of
@@ -359,6 +360,21 @@ def _render(
         raise InvalidInput(FieldError("mjml", where + exc.message)) from None
 
 
+_NOT_MAILED = (ContactStatus.UNSUBSCRIBED, ContactStatus.BOUNCED, ContactStatus.COMPLAINED)
+
+
+def _test_send_refusal(session: Session, to: str) -> str | None:
+    """Why ``to`` gets no test send: it is on the suppression list, or it is the address
+    of a contact who unsubscribed, bounced or complained."""
+    listed = suppression_reasons(session, [to])
+    if listed:
+        return f"is on the suppression list ({next(iter(listed.values())).value})"
+    status = session.scalar(select(Contact.status).where(Contact.email == to.strip().lower()))
+    if status in _NOT_MAILED:
+        return f"belongs to a contact who is {ContactStatus(status).value}"
+    return None
+
+
 def send_test(
     session: Session,
     template_id: int,
@@ -369,7 +385,12 @@ def send_test(
     contact_id: int | None = None,
     version_id: int | None = None,
 ) -> tuple[Delivery, str]:
-    """Send the preview to any address, now, outside the outbox (no suppression, no cap)."""
+    """Send the preview to an address, now, outside the outbox (no frequency cap), unless
+    it is suppressed: nobody who unsubscribed, bounced or complained gets mail from
+    Nurture, a test included."""
+    refusal = _test_send_refusal(session, to)
+    if refusal:
+        raise InvalidInput(FieldError("to", f"{to} {refusal}: test sends never go to it"))
     preview = preview_template(
         session,
         template_id,

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from automation.contacts.schema import FieldName, Strict, TagName
+from automation.db import RowId
 
 CONTACT_FIELDS = ("email", "first_name", "last_name")
 
@@ -27,12 +28,12 @@ class FormIn(Strict):
     )
     double_opt_in: bool = False
     tags: list[TagName] = Field(default_factory=list, max_length=20)
-    lists: list[int] = Field(
+    lists: list[RowId] = Field(
         default_factory=list, max_length=20, description="static lists a submission joins"
     )
     success_message: str = Field("Thank you!", max_length=500)
     redirect_url: str | None = Field(None, max_length=2000, description="http(s) page after a post")
-    confirmation_template_id: int | None = Field(
+    confirmation_template_id: RowId | None = Field(
         None, description="transactional template with {{ confirm_url }}; none = built-in"
     )
 
@@ -81,6 +82,15 @@ class SiteOriginOut(BaseModel):
     id: int
     origin: str
     created_at: datetime
+
+
+class SiteIdentitySecretOut(BaseModel):
+    origin: str
+    identity_secret: str = Field(
+        ...,
+        description="HMAC-SHA256 key for identify hashes: hex(HMAC-SHA256(identity_secret, "
+        "lower-cased email)). Keep it on the site's server.",
+    )
 
 
 class TopicIn(Strict):

@@ -1,10 +1,21 @@
 """Lead-capture forms: definitions, the embeddable snippet, submissions and double opt-in.
 
 A submission creates or updates the contact, records consent with the form's wording and
-the visitor's IP, links the visitor's site events to the contact and stores a
+the visitor's IP, links the visitor's site events to the contact it creates (never to an
+existing one: anyone can type a known address) and stores a
 ``form.submitted`` event (workflows trigger on it). With double opt-in nothing about an
 existing contact changes and no event is stored until the confirmation link (a signed
 CONFIRM token of the confirmation message) is followed.
+
+Anyone can post a form with anyone's address, so a post proves nothing about who sent it:
+
+- it never overwrites what an existing contact holds (names, attributes): it only fills
+  in what is empty. A followed confirmation link proves the address, and applies all.
+- an unsubscribed, bounced or complained address is never re-subscribed by a single opt-in
+  post: it gets the double opt-in confirmation instead, and only following it subscribes.
+- an erased contact's address comes back only with a new explicit consent: a form with
+  consent wording (its box ticked) or double opt-in. A single opt-in form without consent
+  wording creates nothing for it.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import html
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +39,7 @@ from automation.contacts.consent import change_status, record_consent
 from automation.contacts.events import ingest_events
 from automation.contacts.models import Contact, ContactStatus, CustomField
 from automation.contacts.service import find_contact_by_email
+from automation.contacts.suppressions import erased_addresses, forget_erasure
 from automation.email.models import Message, Template, TemplateKind, TemplateVersion
 from automation.email.outbox import queue_message
 from automation.email.schema import TemplateIn
@@ -253,6 +266,12 @@ def embed_html(specs: list[FormFieldOut], form: Form, action_url: str, script_ur
 # --- submissions ---------------------------------------------------------------------------
 
 
+# Statuses a single opt-in post may not undo: the address must confirm (double opt-in).
+NEEDS_CONFIRMED_OPT_IN = frozenset(
+    {ContactStatus.UNSUBSCRIBED, ContactStatus.BOUNCED, ContactStatus.COMPLAINED}
+)
+
+
 @dataclass(frozen=True)
 class SubmitResult:
     status: str  # confirmed | pending | ignored (honeypot)
@@ -321,6 +340,10 @@ def submit_form(
     contact = find_contact_by_email(session, values["email"])
     now = clock.now()
     created = contact is None
+    if created and erased_addresses(session, [values["email"]]):
+        if not (form.consent_text or form.double_opt_in):
+            return SubmitResult("ignored")  # no new explicit consent: it stays erased
+        forget_erasure(session, values["email"])
     if contact is None:
         contact = Contact(
             email=values["email"],
@@ -336,6 +359,11 @@ def submit_form(
         record_consent(
             session, contact, None, source=f"form:{form.id}", ip=ip, consent_text=form.consent_text
         )
+    confirming = form.double_opt_in or contact.status in NEEDS_CONFIRMED_OPT_IN
+    if confirming and not created:
+        waiting = _waiting_confirmation(session, form, contact)
+        if waiting is not None:  # one confirmation a day: posts never flood an inbox
+            return SubmitResult("pending", contact.id, waiting.id, waiting.message_id)
     submission = FormSubmission(
         form_id=form.id,
         contact_id=contact.id,
@@ -347,12 +375,14 @@ def submit_form(
     )
     session.add(submission)
     session.flush()
-    if visitor_id:
+    if visitor_id and created:
+        # Only the contact this post created: anyone can type a known address into a
+        # form, and that must not attach the typist's browsing to its contact.
         changed = link_visitors(session, {visitor_id: (contact.id, "form")})
         relink_anonymous(session, changed, SiteReport())
-    if form.double_opt_in:
-        if created:
-            _apply_values(session, contact, values, [])  # a new, pending contact: no one's data
+    if confirming:
+        if created:  # a new, pending contact: no one's data
+            _apply_values(session, contact, values, [], overwrite=True)
         version_id = _confirmation_version(session, form)
         message_id = queue_message(
             session,
@@ -368,13 +398,44 @@ def submit_form(
     return SubmitResult("confirmed", contact.id, submission.id)
 
 
+CONFIRMATION_RESENT_AFTER = timedelta(days=1)
+
+
+def _waiting_confirmation(session: Session, form: Form, contact: Contact) -> FormSubmission | None:
+    """The unconfirmed submission of this form by this contact whose confirmation went out
+    less than a day ago, if any: another post then sends no second email."""
+    return session.scalar(
+        select(FormSubmission)
+        .where(
+            FormSubmission.form_id == form.id,
+            FormSubmission.contact_id == contact.id,
+            FormSubmission.status == SubmissionStatus.PENDING,
+            FormSubmission.message_id.is_not(None),
+            FormSubmission.created_at > clock.now() - CONFIRMATION_RESENT_AFTER,
+        )
+        .order_by(FormSubmission.id.desc())
+        .limit(1)
+    )
+
+
 def _apply_values(
-    session: Session, contact: Contact, values: Mapping[str, Any], tags: list[str]
+    session: Session,
+    contact: Contact,
+    values: Mapping[str, Any],
+    tags: list[str],
+    *,
+    overwrite: bool,
 ) -> None:
+    """Write the submitted values onto the contact; without ``overwrite`` (an unproven
+    post about an existing contact) only where the contact holds nothing yet."""
     for name in ("first_name", "last_name"):
-        if name in values:
+        if name in values and (overwrite or not getattr(contact, name)):
             setattr(contact, name, values[name])
-    custom = {k: v for k, v in values.items() if k not in CONTACT_FIELDS}
+    custom = {
+        k: v
+        for k, v in values.items()
+        if k not in CONTACT_FIELDS and (overwrite or contact.attributes.get(k) in (None, ""))
+    }
     if custom:
         contact.attributes = {**contact.attributes, **custom}
     contact.updated_at = clock.now()
@@ -403,18 +464,33 @@ def _confirm(
     ip: str | None,
     source: str,
     created: bool = False,
+    proven: bool = False,
 ) -> None:
     """Apply a submission: fields, tags, lists, subscription with consent,
-    ``form.submitted``."""
-    _apply_values(session, contact, submission.data, list(form.tags))
+    ``form.submitted``. ``proven``: the address confirmed it (its values win)."""
+    _apply_values(session, contact, submission.data, list(form.tags), overwrite=created or proven)
     _join_lists(session, form, contact.id)
     status_changed = False
     if contact.status is not ContactStatus.SUBSCRIBED and not created:
-        target = ContactStatus.SUBSCRIBED
+        # Only a confirmed opt-in gets here for an unsubscribed, bounced or complained
+        # contact (submit_form); a complainer goes through pending, as the one transition
+        # function demands.
         if contact.status is ContactStatus.COMPLAINED:
-            target = ContactStatus.PENDING  # a complainer is never put back silently
+            change_status(
+                session,
+                contact,
+                ContactStatus.PENDING,
+                source=source,
+                ip=ip,
+                consent_text=form.consent_text,
+            )
         status_changed = change_status(
-            session, contact, target, source=source, ip=ip, consent_text=form.consent_text
+            session,
+            contact,
+            ContactStatus.SUBSCRIBED,
+            source=source,
+            ip=ip,
+            consent_text=form.consent_text,
         )
     if not status_changed and not created:
         # Already subscribed (or a new contact, recorded at creation): the form's wording
@@ -499,5 +575,5 @@ def confirm_submission(session: Session, claims: TokenClaims, *, ip: str | None)
     if contact is None:
         raise NotFound("no such contact")
     if submission.status is SubmissionStatus.PENDING:
-        _confirm(session, form, submission, contact, ip=ip, source="form_confirmation")
+        _confirm(session, form, submission, contact, ip=ip, source="form_confirmation", proven=True)
     return contact

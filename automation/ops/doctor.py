@@ -78,7 +78,11 @@ def check_smtp_settings(runtime: Runtime) -> Finding:
         return Finding("warn", "SMTP", "credentials would be sent without TLS")
     reach = check_smtp(runtime)
     if not reach.ok:
-        return Finding("error", "SMTP", f"cannot reach {s.smtp_host}:{s.smtp_port}: {reach.detail}")
+        return Finding(
+            "error",
+            "SMTP",
+            f"cannot reach {s.smtp_host}:{s.smtp_port}: {reach.cause or reach.detail}",
+        )
     return Finding("ok", "SMTP", f"{s.smtp_host}:{s.smtp_port} answers")
 
 
@@ -137,13 +141,13 @@ def check_hit_queue(runtime: Runtime) -> Finding:
 def diagnose(runtime: Runtime) -> list[Finding]:
     database = check_database(runtime)
     if not database.ok:
-        return [Finding("error", "database", f"unreachable: {database.detail}")]
+        return [Finding("error", "database", f"unreachable: {database.cause or database.detail}")]
     broker = check_broker(runtime)
     findings = [
         Finding("ok", "database", database.detail),
         Finding("ok", "broker", "reachable")
         if broker.ok
-        else Finding("error", "broker", f"unreachable: {broker.detail}"),
+        else Finding("error", "broker", f"unreachable: {broker.cause or broker.detail}"),
     ]
     for check in (
         check_secret_key,

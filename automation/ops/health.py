@@ -1,8 +1,14 @@
 """Health and readiness checks: database, broker, SMTP, plus domain probes (tick lag,
-outbox backlog) that other packages register."""
+outbox backlog) that other packages register.
+
+/readyz shows every check to anyone who asks, so a detail never names a host, a port or a
+user: a probe's own finding is a ``ProbeFailed`` with our words; any other exception shows
+as its type only, and the full text goes to the log (``nurture doctor`` diagnoses it).
+"""
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import time
 from collections.abc import Callable
@@ -18,23 +24,39 @@ from automation.ops.backlog import outbox_backlog, spool_backlogs, tick_lag
 from automation.runtime import Runtime
 from automation.tracking.hits import make_hit_queue, spool_forwarded
 
+log = logging.getLogger(__name__)
+
+
+class ProbeFailed(RuntimeError):
+    """A probe's own finding: its message is ours and safe to show anyone."""
+
 
 @dataclass(frozen=True)
 class Check:
     name: str
     ok: bool
-    detail: str
+    detail: str  # safe to show anyone
     millis: float
+    cause: str = ""  # the failure's full text, for operators only (doctor, the log)
+
+    def public(self) -> dict[str, object]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "millis": self.millis}
 
 
 def _timed(name: str, probe: Callable[[], str]) -> Check:
     started = time.perf_counter()
+    cause = ""
     try:
         detail = probe()
         ok = True
+    except ProbeFailed as exc:
+        detail, ok = str(exc), False
     except Exception as exc:  # a health check reports every failure, whatever it is
-        detail, ok = f"{type(exc).__name__}: {exc}", False
-    return Check(name, ok, detail, round((time.perf_counter() - started) * 1000, 1))
+        cause = f"{type(exc).__name__}: {exc}"
+        log.warning("readiness check %s failed: %s", name, cause)
+        detail, ok = f"{type(exc).__name__} (the server log has the detail)", False
+    millis = round((time.perf_counter() - started) * 1000, 1)
+    return Check(name, ok, detail, millis, cause)
 
 
 def check_database(runtime: Runtime) -> Check:
@@ -63,8 +85,8 @@ def check_smtp(runtime: Runtime) -> Check:
         with smtp_class(settings.smtp_host, settings.smtp_port, timeout=3) as smtp:
             code, _ = smtp.noop()
             if code != 250:
-                raise ConnectionError(f"NOOP answered {code}")
-        return f"{settings.smtp_host}:{settings.smtp_port}"
+                raise ProbeFailed(f"the relay answered NOOP with {code}")
+        return "the relay answered NOOP"
 
     return _timed("smtp", probe)
 
@@ -92,7 +114,7 @@ def check_hit_queue(_session: Session, settings: Settings) -> Check:
     def probe() -> str:
         depth = make_hit_queue(settings).depth()
         if depth > HIT_QUEUE_LIMIT:
-            raise RuntimeError(f"{depth} hits queued (is the tracking worker running?)")
+            raise ProbeFailed(f"{depth} hits queued (is the tracking worker running?)")
         return f"{depth} hits queued"
 
     return _timed("hit_queue", probe)
@@ -117,7 +139,7 @@ def check_hit_spool(_session: Session, settings: Settings) -> Check:
                 if spool_forwarded(settings)
                 else "is the tracking worker running?"
             )
-            raise RuntimeError(f"{detail} ({hint})")
+            raise ProbeFailed(f"{detail} ({hint})")
         return detail
 
     return _timed("hit_spool", probe)
@@ -141,7 +163,7 @@ def check_tick_lag(session: Session, _settings: Settings) -> Check:
         }
         detail = ", ".join(f"{name} {seconds:.0f} s behind" for name, seconds in lags.items())
         if max(lags.values()) > LAG_LIMIT_SECONDS:
-            raise RuntimeError(f"{detail} (are the workers and a scheduler running?)")
+            raise ProbeFailed(f"{detail} (are the workers and a scheduler running?)")
         return detail
 
     return _timed("tick_lag", probe)

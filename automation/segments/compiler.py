@@ -490,11 +490,11 @@ class Compiler:
 
     def email(self, node: schema.EmailCondition) -> Pred:
         if node.email is schema.EmailActivity.RECEIVED_NOT_OPENED:
-            # A click without a recorded open (images blocked) is engagement too.
+            # A human click is recorded as an open too (tracking/ingest.py): "opened" is
+            # the email.opened events alone.
             received = self._at_least(1, self.email_filters(node, schema.EmailActivity.RECEIVED))
             opened = self._at_least(1, self.email_filters(node, schema.EmailActivity.OPENED))
-            clicked = self._at_least(1, self.email_filters(node, schema.EmailActivity.CLICKED))
-            return both(received, negate(opened), negate(clicked))
+            return both(received, negate(opened))
         return self._counted(node.operator, node.times, self.email_filters(node, node.email))
 
     # segments

@@ -7,11 +7,12 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automation.contacts.models import CustomField, IndexStatus, Tag
-from automation.errors import FieldError, InvalidInput
+from automation.errors import FieldError, InvalidInput, join_path
 from automation.segments.catalog import (
     Catalog,
     SegmentRef,
@@ -24,6 +25,9 @@ from automation.segments.fields import (
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import (
     Filter,
+    Node,
+    Path,
+    limit_nesting,
     parse_filter,
     referenced_segments,
     tag_names,
@@ -109,6 +113,55 @@ def validate_filter(
     if errors:
         raise InvalidInput(errors)
     return tree, catalog
+
+
+_NODE: TypeAdapter[Node] = TypeAdapter(Node)
+
+
+def problems_beyond_shape(
+    session: Session, raw: Any, *, segment_id: int | None = None
+) -> list[FieldError]:
+    """The name, operator and value problems of every part of a tree whose shape is valid,
+    for a tree whose shape is not: with the shape errors pydantic reports, the caller
+    answers every problem of the tree at once (docs/segments.md, "Bad input").
+
+    A node that parses is checked whole; a group that does not is searched for children
+    that do. Nothing is reported when ``raw`` is not a list of conditions at all."""
+    try:
+        nodes = limit_nesting(raw)
+    except ValueError:
+        return []  # too many nodes: the shape error says so, nothing else is looked at
+    if not isinstance(nodes, list):
+        return []
+    parsed: list[tuple[Path, Node]] = []
+
+    def visit(path: Path, node: Any) -> None:
+        try:
+            parsed.append((path, _NODE.validate_python(node)))
+            return
+        except ValidationError:
+            pass
+        if not isinstance(node, dict):
+            return
+        for key in ("all", "any"):
+            if isinstance(node.get(key), list):
+                for i, child in enumerate(node[key]):
+                    visit((*path, key, i), child)
+        if "not" in node:
+            visit((*path, "not"), node["not"])
+
+    for i, node in enumerate(nodes):
+        visit(("conditions", i), node)
+    if not parsed:
+        return []
+    catalog = load_catalog(session, Filter(conditions=tuple(node for _, node in parsed)))
+    errors: list[FieldError] = []
+    for path, node in parsed:
+        # Checked as the only condition of a tree, then moved to the node's own path.
+        alone, here = join_path(("conditions", 0)), join_path(path)
+        for error in check_filter(Filter(conditions=(node,)), catalog, segment_id=segment_id):
+            errors.append(FieldError(here + error.path.removeprefix(alone), error.message))
+    return errors
 
 
 def require_usable(catalog: Catalog, tree: Filter) -> None:

@@ -363,9 +363,8 @@ class Evaluator:
         if node.email is schema.EmailActivity.RECEIVED_NOT_OPENED:
             received = self.email_events(node, schema.EmailActivity.RECEIVED)
             opened = self.email_events(node, schema.EmailActivity.OPENED)
-            clicked = self.email_events(node, schema.EmailActivity.CLICKED)
-            observed = {"received": len(received), "opened": len(opened), "clicked": len(clicked)}
-            return bool(received) and not opened and not clicked, observed
+            observed = {"received": len(received), "opened": len(opened)}
+            return bool(received) and not opened, observed
         found = self.email_events(node, node.email)
         return self.counted(node.operator, node.times, len(found)), self._summary(found)
 

@@ -33,6 +33,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from automation.db import RowId
 from automation.errors import FieldError, InvalidInput, field_errors
 from automation.segments.fields import Operator
 
@@ -131,9 +132,9 @@ class LastPerformedCondition(Strict):
 
 class EmailCondition(Window):
     email: EmailActivity
-    template_id: int | None = Field(None, ge=1)
-    campaign_id: int | None = Field(None, ge=1)
-    workflow_id: int | None = Field(None, ge=1)
+    template_id: RowId | None = Field(None, ge=1)
+    campaign_id: RowId | None = Field(None, ge=1)
+    workflow_id: RowId | None = Field(None, ge=1)
     operator: CountOperator = CountOperator.PERFORMED
     times: int | None = Field(None, ge=0, le=1_000_000)
     include_machine: bool = Field(False, description=INCLUDE_MACHINE_DOC)
@@ -145,7 +146,7 @@ class TagCondition(Strict):
 
 
 class SegmentCondition(Strict):
-    segment: int = Field(..., ge=1, description="Member of this segment or list (by id)")
+    segment: RowId = Field(..., ge=1, description="Member of this segment or list (by id)")
 
 
 class AllGroup(Strict):
@@ -217,7 +218,7 @@ Node = Annotated[
 ]
 
 
-def _limit_nesting(raw: Any) -> Any:
+def limit_nesting(raw: Any) -> Any:
     """A copy of the raw ``conditions`` list where nodes nested too deep are replaced by a
     marker, so validation never recurses far and the error names the offending path."""
     count = 0
@@ -251,7 +252,7 @@ class CarriesConditions(Strict):
     @field_validator("conditions", mode="before", check_fields=False)
     @classmethod
     def _nesting(cls, value: Any) -> Any:
-        return _limit_nesting(value)
+        return limit_nesting(value)
 
 
 CONDITIONS_DOC = "All of these must hold; see docs/segments.md for every node type"

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from automation.db import BigRowId
 from automation.segments.models import SegmentKind
 from automation.segments.schema import (
     CONDITIONS_DOC,
@@ -60,7 +61,7 @@ class SampleIn(Filter):
 
 
 class ExplainIn(Filter):
-    contact_id: int = Field(..., ge=1)
+    contact_id: BigRowId = Field(..., ge=1)
 
 
 class SizeQuery(Strict):
@@ -75,7 +76,7 @@ class MemberMode(enum.StrEnum):
 
 class MembersIn(Strict):
     mode: MemberMode = MemberMode.ADD
-    contact_ids: list[int] = Field(default_factory=list, max_length=10_000)
+    contact_ids: list[BigRowId] = Field(default_factory=list, max_length=10_000)
     emails: list[str] = Field(default_factory=list, max_length=10_000)
 
 

@@ -7,6 +7,13 @@ while the next 1,000 are classified; on SQLite an executemany INSERT, then the U
 A hit's random id is its event's idempotency key, so a replayed batch inserts nothing
 and counts nothing. Only hits that are new *and* human move counters and scores; machine
 hits are stored as events with ``machine: true`` so reports can show both.
+
+**What "opened" means** is decided here, once, for every reader: a human click proves an
+open. A human click on a message no human open was recorded for also records that open
+(an ``email.opened`` event with ``"proof": "click"`` at the click's time, stamping
+``first_open_at``), so branches, waits, triggers, goals, segments, reports, A/B tests and
+counters, which all read ``email.opened`` events or ``first_open_at``, agree without each
+learning the rule (docs/tracking.md, "What counts as opened").
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class IngestReport:
     dropped: int = 0  # tokens whose message no longer matches (deleted, restored database)
     human: int = 0
     machine: int = 0
+    implied_opens: int = 0  # opens a human click proved (stored beside the click's event)
     classes: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: IngestReport) -> None:
@@ -52,6 +60,7 @@ class IngestReport:
         self.dropped += other.dropped
         self.human += other.human
         self.machine += other.machine
+        self.implied_opens += other.implied_opens
         self.classes.update(other.classes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -62,6 +71,7 @@ class IngestReport:
             "dropped": self.dropped,
             "human": self.human,
             "machine": self.machine,
+            "implied_opens": self.implied_opens,
         }
 
 
@@ -89,6 +99,7 @@ class _Row(NamedTuple):
     message_id: int
     human: bool
     at: datetime
+    implied: bool = False  # an open a human click proved, not a hit of its own
 
 
 class _Version(NamedTuple):
@@ -106,6 +117,7 @@ class _Target(NamedTuple):
     sent_at: float | None
     version: _Version
     properties: dict[str, Any]  # the message's part of each of its events' properties
+    opened: bool  # a human open is already recorded (first_open_at)
 
 
 def _targets(session: Session, message_ids: set[int]) -> dict[int, _Target]:
@@ -119,6 +131,7 @@ def _targets(session: Session, message_ids: set[int]) -> dict[int, _Target]:
             Message.template_version_id,
             Message.contact_id,
             Message.sent_at,
+            Message.first_open_at,
             *(getattr(Message, key) for key in _ORIGIN),
         ).where(one_of(session, Message.id, message_ids))
     ).all()
@@ -131,7 +144,7 @@ def _targets(session: Session, message_ids: set[int]) -> dict[int, _Target]:
         )
     }
     targets = {}
-    for message_id, nonce, version_id, contact_id, sent_at, *origin in rows:
+    for message_id, nonce, version_id, contact_id, sent_at, first_open_at, *origin in rows:
         version = versions[version_id]
         properties = {
             "message_id": message_id,
@@ -148,6 +161,7 @@ def _targets(session: Session, message_ids: set[int]) -> dict[int, _Target]:
             sent_at.timestamp() if sent_at else None,
             version,
             properties,
+            first_open_at is not None,
         )
     return targets
 
@@ -162,8 +176,9 @@ def ingest_hits(
         return report
     targets = _targets(session, {h.message_id for h in unique})
     bursts = burst_hits(unique, {m: t.version.visible_links for m, t in targets.items()})
+    opened = _opened(unique, targets)
     parts = (
-        _events(unique[start:end], targets, bursts, report)
+        _events(unique[start:end], targets, bursts, opened, report)
         for start, end in _statement_bounds(len(unique))
     )
     stored: list[tuple[_Row, int]] = []
@@ -177,9 +192,11 @@ def ingest_hits(
         for rows in parts:
             stored += _insert_events(session, rows)
         _write_back(session, [row for row, _ in stored], half_life_days)
-    report.stored = len(stored)
+    hits_stored = [row for row, _ in stored if not row.implied]
+    report.stored = len(hits_stored)
+    report.implied_opens = len(stored) - report.stored
     report.duplicates += report.classes.total() - report.stored
-    report.human = sum(1 for row, _ in stored if row.human)
+    report.human = sum(1 for row in hits_stored if row.human)
     report.machine = report.stored - report.human
     react_to_events(
         session,
@@ -205,10 +222,32 @@ def _statement_bounds(count: int) -> Iterator[tuple[int, int]]:
         start, end = end, min(end + STATEMENT_ROWS, count)
 
 
+def _opened(hits: Sequence[Hit], targets: dict[int, _Target]) -> set[int]:
+    """The batch's messages a person is known to have opened: before the batch, or by a
+    human open hit in it (wherever it comes in the batch: a click read first must not
+    record a second open). Only open hits of messages clicked here and not yet opened are
+    classified ahead, so a batch of opens costs nothing more."""
+    opened = {message_id for message_id, t in targets.items() if t.opened}
+    clicked = {h.message_id for h in hits if h.kind == "click"} - opened
+    for hit in hits:
+        if hit.kind != "open" or hit.message_id not in clicked:
+            continue
+        m = targets.get(hit.message_id)
+        if m is not None and m.nonce == hit.nonce and not classify(hit, m.sent_at).machine:
+            opened.add(hit.message_id)
+    return opened
+
+
 def _events(
-    hits: Sequence[Hit], targets: dict[int, _Target], bursts: set[str], report: IngestReport
+    hits: Sequence[Hit],
+    targets: dict[int, _Target],
+    bursts: set[str],
+    opened: set[int],
+    report: IngestReport,
 ) -> list[_Row]:
-    """The events of hits whose token matches its message, classified."""
+    """The events of hits whose token matches its message, classified; before the first
+    human click of a message that no human open is known for (``opened``, kept up to date
+    here), the open it proves."""
     rows: list[_Row] = []
     for hit in hits:
         m = targets.get(hit.message_id)
@@ -240,6 +279,10 @@ def _events(
             properties["link_index"] = hit.link_index
         report.classes[cls] += 1
         at = datetime.fromtimestamp(hit.at, UTC)
+        if not verdict.machine and hit.message_id not in opened:
+            if hit.kind == "click":
+                rows.append(_implied_open(m, hit, properties, at))
+            opened.add(hit.message_id)
         rows.append(
             _Row(
                 m.contact_id,
@@ -253,6 +296,24 @@ def _events(
             )
         )
     return rows
+
+
+def _implied_open(m: _Target, hit: Hit, click: dict[str, Any], at: datetime) -> _Row:
+    """The open a human click proves: the click's event without its link, marked with its
+    proof, keyed from the hit (a replayed batch inserts it once)."""
+    properties = {k: v for k, v in click.items() if k not in ("url", "link_index")}
+    properties["proof"] = "click"
+    return _Row(
+        m.contact_id,
+        EVENT_NAMES["open"],
+        properties,
+        at.isoformat(),
+        f"hit:{hit.id}:open",
+        hit.message_id,
+        True,
+        at,
+        implied=True,
+    )
 
 
 class _Part(NamedTuple):

@@ -4,8 +4,12 @@ The collect endpoint validates a payload (``parse_collect``), turns it into queu
 (``SiteRecord``) and answers; nothing is written to the database on that path. The
 `tracking` worker drains the "site" queue (``drain_site_events``):
 
-1. identify records (an email, a form) and records carrying a verified contact identifier
-   link their visitor id to a contact (``site_visitors``);
+1. records carrying proof of who the visitor is link their visitor id to a contact
+   (``site_visitors``): a verified contact identifier (from a tracked email click), or an
+   identify call whose identity hash the site's server computed with the site's secret
+   (``signing.verify_identity_hash``, checked by the collect view). An identify call
+   without valid proof is never queued: anyone can post any address, and a known
+   contact's behaviour, workflows and emails must not follow from that;
 2. events of a known visitor go through the ordinary event ingestion
    (``contacts.events.ingest_events``: idempotent, triggers, segments, goals);
 3. events of an unknown visitor wait in ``anonymous_events``; when the visitor is
@@ -44,6 +48,7 @@ MAX_LIST = 20
 EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:\-]{0,99}$")
 PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 VISITOR_ID = re.compile(r"^[A-Za-z0-9_\-]{16,64}$")
+IDENTITY_HASH = re.compile(r"^[0-9A-Fa-f]{64}$")
 RESERVED_PREFIXES = ("email.", "form.", "site.")
 PAGE_VIEW = "page.viewed"  # the snippet's page views; the only reserved-looking name allowed
 IDENTIFIED = "site.identified"
@@ -62,6 +67,7 @@ class Collect:
     events: list[CollectEvent]
     identity: str | None = None  # the signed contact identifier, still to verify
     email: str | None = None  # identify({email})
+    identity_hash: str | None = None  # identify({email, hash}): the site's proof, to verify
 
 
 def _scalar_ok(value: Any) -> str | None:
@@ -125,14 +131,20 @@ def parse_collect(payload: Any) -> Collect:
         errors.append(FieldError("identity", "must be the identifier the snippet was given"))
     email: str | None = None
     identify = payload.get("identify")
+    digest: str | None = None
     if identify is not None:
-        if not isinstance(identify, dict) or set(identify) != {"email"}:
-            errors.append(FieldError("identify", 'must be {"email": "…"}'))
+        if not isinstance(identify, dict) or not {"email"} <= set(identify) <= {"email", "hash"}:
+            errors.append(FieldError("identify", 'must be {"email": "…", "hash": "…"}'))
         else:
             try:
                 email = normalize_email(identify["email"])
             except ValueError as exc:
                 errors.append(FieldError("identify.email", str(exc)))
+            digest = identify.get("hash")
+            if digest is not None and not (isinstance(digest, str) and IDENTITY_HASH.match(digest)):
+                errors.append(
+                    FieldError("identify.hash", "64 hex digits: HMAC-SHA256 of the email")
+                )
     raw_events = payload.get("events", [])
     events: list[CollectEvent] = []
     if not isinstance(raw_events, list):
@@ -168,7 +180,7 @@ def parse_collect(payload: Any) -> Collect:
         errors.append(FieldError("events", "send at least one event, or identify"))
     if errors:
         raise InvalidInput(errors)
-    return Collect(str(visitor), events, identity, email)
+    return Collect(str(visitor), events, identity, email, digest)
 
 
 # --- the queued record -------------------------------------------------------------------
@@ -184,8 +196,8 @@ class SiteRecord:
     name: str | None = None
     properties: dict[str, Any] = field(default_factory=dict)
     contact_id: int | None = None  # from a verified identifier
-    email: str | None = None  # identify({email}) or a form
-    via: str = "identify"  # how an identification happened: identify | email_link | form
+    email: str | None = None  # identify({email, hash}) with a valid hash
+    via: str = "identity_hash"  # how the visitor was identified: identity_hash | email_link
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -220,8 +232,12 @@ class SiteRecord:
             return None
 
 
-def records_of(collect: Collect, *, contact_id: int | None, at: float) -> list[SiteRecord]:
-    """The lines one accepted collect request becomes (identification first)."""
+def records_of(
+    collect: Collect, *, contact_id: int | None, email_verified: bool, at: float
+) -> list[SiteRecord]:
+    """The lines one accepted collect request becomes (identification first):
+    ``contact_id`` from a verified identifier; the identify call's email only when its
+    identity hash was verified (``email_verified``), else the call identifies nobody."""
     out: list[SiteRecord] = []
     prefix = secrets.token_hex(8)
     if contact_id is not None:
@@ -230,7 +246,7 @@ def records_of(collect: Collect, *, contact_id: int | None, at: float) -> list[S
                 f"{prefix}i", collect.visitor_id, at, contact_id=contact_id, via="email_link"
             )
         )
-    if collect.email is not None:
+    if collect.email is not None and email_verified:
         out.append(SiteRecord(f"{prefix}e", collect.visitor_id, at, email=collect.email))
     for n, event in enumerate(collect.events):
         out.append(SiteRecord(f"{prefix}{n}", collect.visitor_id, at, event.name, event.properties))
@@ -368,14 +384,15 @@ def ingest_site_records(session: Session, records: Sequence[SiteRecord]) -> Site
     report = SiteReport(received=len(records))
     if not records:
         return report
-    # 1. identifications: a verified identifier, or an email of an existing contact (an
-    # identify call creates no contact: only a form, with its consent, does that)
+    # 1. identifications: a verified identifier, or the verified email of an existing
+    # contact (an identify call creates no contact: only a form, with its consent, does).
+    # Lines queued before identify calls needed proof (via "identify") link nobody.
     links: dict[str, tuple[int, str]] = {}
     when = {r.visitor_id: r.at for r in records if r.name is None}
     for r in records:
         if r.name is None and r.contact_id is not None:
             links[r.visitor_id] = (r.contact_id, r.via)
-    by_email = [r for r in records if r.name is None and r.email]
+    by_email = [r for r in records if r.name is None and r.email and r.via == "identity_hash"]
     if by_email:
         known_emails = dict(
             session.execute(

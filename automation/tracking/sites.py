@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.errors import Conflict, FieldError, InvalidInput, NotFound
+from automation.signing import TokenSigner, site_identity_secret
 from automation.tracking.models import SiteOrigin
 
 MAX_ORIGINS = 200
@@ -71,6 +72,14 @@ def remove_site_origin(session: Session, origin_id: int) -> None:
     if session.execute(delete(SiteOrigin).where(SiteOrigin.id == origin_id)).rowcount == 0:  # type: ignore[attr-defined]
         raise NotFound(f"site origin {origin_id} not found")
     ORIGINS.invalidate()
+
+
+def identity_secret(session: Session, signer: TokenSigner, origin_id: int) -> tuple[str, str]:
+    """(origin, its identity secret): what the site's server signs identify calls with."""
+    origin = session.scalar(select(SiteOrigin.origin).where(SiteOrigin.id == origin_id))
+    if origin is None:
+        raise NotFound(f"site origin {origin_id} not found")
+    return origin, site_identity_secret(signer, origin)
 
 
 def allowed_origins(session: Session) -> frozenset[str]:

@@ -29,6 +29,7 @@ from pydantic import (
 
 from automation.addresses import validate_time_zone
 from automation.contacts.models import LifecycleStage
+from automation.db import BigRowId, PageNumber, RowId
 from automation.forms.models import SUBMITTED_EVENT
 
 FORMAT = "nurture.workflow/1"
@@ -114,7 +115,7 @@ class EventTrigger(Strict):
 
 class SegmentTrigger(Strict):
     type: Literal["segment_entered", "segment_left"]
-    segment_id: int = Field(..., ge=1)
+    segment_id: RowId = Field(..., ge=1)
 
 
 class FieldChangedTrigger(Strict):
@@ -166,7 +167,7 @@ class EmailEngagementTrigger(Strict):
     """The contact opened / clicked an email made from the given template (any when null)."""
 
     type: Literal["email_opened", "email_clicked"]
-    template_id: int | None = Field(None, ge=1)
+    template_id: RowId | None = Field(None, ge=1)
 
 
 class FormTrigger(Strict):
@@ -176,7 +177,7 @@ class FormTrigger(Strict):
     ``form_id``, which survives a rename, or by its name ``form``, as older documents do."""
 
     type: Literal["form_submitted"]
-    form_id: int | None = Field(None, ge=1, description="The form (by id); or give its name")
+    form_id: RowId | None = Field(None, ge=1, description="The form (by id); or give its name")
     form: str | None = Field(
         None, min_length=1, max_length=200, description="The form's name (form_id is preferred)"
     )
@@ -259,8 +260,8 @@ class NodeBase(Strict):
 
 class SendEmailNode(NodeBase):
     type: Literal["send_email"]
-    template_id: int = Field(..., ge=1)
-    sender_identity_id: int | None = Field(None, ge=1)
+    template_id: RowId = Field(..., ge=1)
+    sender_identity_id: RowId | None = Field(None, ge=1)
     next: NodeId | None = None
 
     def exits(self) -> dict[str, str | None]:
@@ -372,8 +373,8 @@ class UpdateContactNode(NodeBase):
     )
     score_change: int = Field(0, ge=-100_000, le=100_000)
     lifecycle_stage: LifecycleStage | None = None
-    add_to_lists: list[int] = Field(default_factory=list, description="Static segment ids")
-    remove_from_lists: list[int] = Field(default_factory=list)
+    add_to_lists: list[RowId] = Field(default_factory=list, description="Static segment ids")
+    remove_from_lists: list[RowId] = Field(default_factory=list)
     next: NodeId | None = None
 
     def exits(self) -> dict[str, str | None]:
@@ -590,8 +591,8 @@ class WorkflowDocumentIn(BaseModel):
 
 
 class MigrationIn(Strict):
-    from_version: int = Field(..., ge=1)
-    to_version: int | None = Field(None, ge=1, description="Default: the active version")
+    from_version: RowId = Field(..., ge=1)
+    to_version: RowId | None = Field(None, ge=1, description="Default: the active version")
     node_map: dict[str, str] = Field(
         default_factory=dict, description="Old node id -> new node id; same ids map by default"
     )
@@ -616,11 +617,11 @@ class MigrationOut(BaseModel):
 
 
 class EnrollIn(Strict):
-    contact_ids: list[int] = Field(default_factory=list, max_length=10_000)
+    contact_ids: list[BigRowId] = Field(default_factory=list, max_length=10_000)
     emails: list[str] = Field(
         default_factory=list, max_length=10_000, description="Enrol contacts by email address"
     )
-    segment_id: int | None = Field(None, ge=1, description="Enrol every member of a segment")
+    segment_id: RowId | None = Field(None, ge=1, description="Enrol every member of a segment")
 
 
 class EnrollOut(BaseModel):
@@ -644,12 +645,12 @@ class EnrollmentOut(BaseModel):
 
 class EnrollmentQuery(Strict):
     status: str | None = None
-    page: int = Field(1, ge=1)
+    page: PageNumber = Field(1, ge=1)
     per_page: int = Field(50, ge=1, le=500)
 
 
 class VersionQuery(Strict):
-    version: int | None = Field(None, ge=1)
+    version: RowId | None = Field(None, ge=1)
 
 
 class ImportQuery(Strict):
@@ -669,10 +670,10 @@ class TimelineEventIn(Strict):
 
 
 class DryRunIn(Strict):
-    contact_id: int
+    contact_id: BigRowId
     timeline: list[TimelineEventIn] = Field(default_factory=list, max_length=500)
     start_at: datetime | None = Field(None, description="When the contact enters; default now")
-    version: int | None = Field(None, ge=1, description="A published version; default the draft")
+    version: RowId | None = Field(None, ge=1, description="A published version; default the draft")
     horizon_days: int = Field(120, ge=1, le=1000)
 
 

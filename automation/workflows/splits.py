@@ -23,7 +23,7 @@ OPENED, CLICKED = "email.opened", "email.clicked"
 
 
 def _human(names: tuple[str, ...]) -> Any:
-    """A human hit of the message (a click proves an open)."""
+    """A human hit of the message (tracking records a human click as an open too)."""
     return exists().where(
         Event.contact_id == Message.contact_id,
         Event.name.in_(names),
@@ -69,7 +69,7 @@ def split_report(
             step.exit,
             _flag(sent),
             _flag(delivered),
-            _flag(and_(delivered, _human((OPENED, CLICKED)))),
+            _flag(and_(delivered, _human((OPENED,)))),
             _flag(and_(delivered, _human((CLICKED,)))),
         )
         .select_from(step)

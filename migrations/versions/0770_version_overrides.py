@@ -2,7 +2,7 @@
 template version); template versions: a language
 
 Revision ID: 0770
-Revises: 0740
+Revises: 0790
 Create Date: 2026-12-08 03:30:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import automation.db
 
 revision: str = "0770"
-down_revision: str | Sequence[str] | None = "0740"
+down_revision: str | Sequence[str] | None = "0790"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from automation.accounts import service as accounts
 from automation.accounts.models import ApiKey, Role, User
+from automation.addresses import Email
 from web.api.routing import ApiBlueprint
 from web.database import db
 
@@ -18,7 +19,7 @@ bp = ApiBlueprint("accounts", __name__)
 
 class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str
+    email: Email
     password: str = Field(..., min_length=accounts.MIN_PASSWORD, max_length=200)
     name: str = Field("", max_length=100)
     role: Role = Role.MARKETER

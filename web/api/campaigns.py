@@ -3,14 +3,13 @@ cancel, a manual A/B winner, the report, its CSV export and the click map."""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from flask import Response, g
 from pydantic import BaseModel
 
 from automation.accounts.models import Role
+from automation.accounts.workspace import account_zone
 from automation.campaigns import reports, service
 from automation.campaigns.models import Campaign
 from automation.campaigns.schema import (
@@ -24,6 +23,8 @@ from automation.campaigns.schema import (
     VariantOut,
     WinnerIn,
 )
+from automation.csvfiles import csv_text
+from automation.db import RowId
 from automation.workflows.splits import split_report
 from web.api.routing import ApiBlueprint
 from web.database import db
@@ -32,7 +33,7 @@ bp = ApiBlueprint("campaigns", __name__)
 
 
 class ClickMapQuery(BaseModel):
-    variant_id: int | None = None
+    variant_id: RowId | None = None
 
 
 def _out(campaign: Campaign) -> CampaignOut:
@@ -182,7 +183,8 @@ def pick_winner(campaign_id: int, body: WinnerIn) -> CampaignOut:
 )
 def report(campaign_id: int) -> ReportOut:
     campaign = service.get_campaign(db(), campaign_id)
-    return ReportOut(campaign=_out(campaign), **reports.campaign_report(db(), campaign_id))
+    zone = account_zone(db())  # over_time: hours of the account time zone
+    return ReportOut(campaign=_out(campaign), **reports.campaign_report(db(), campaign_id, zone))
 
 
 @bp.operation(
@@ -193,10 +195,8 @@ def report(campaign_id: int) -> ReportOut:
 )
 def report_csv(campaign_id: int) -> Response:
     service.get_campaign(db(), campaign_id)
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(reports.csv_rows(db(), campaign_id))
     return Response(
-        buffer.getvalue(),
+        csv_text(reports.csv_rows(db(), campaign_id)),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="campaign-{campaign_id}.csv"'},
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from flask import g, request
 from pydantic import BaseModel, Field
@@ -12,7 +12,13 @@ from automation.contacts import gdpr, hygiene
 from automation.contacts import service as contacts
 from automation.contacts import tags as tag_ops
 from automation.contacts.consent import change_status, confirm_subscription
-from automation.contacts.jobs import create_import_job, get_import_job
+from automation.contacts.importer import preview_import
+from automation.contacts.jobs import (
+    MAX_UPLOAD_BYTES,
+    create_import_job,
+    get_import_job,
+    import_options,
+)
 from automation.contacts.models import ImportJob
 from automation.contacts.schema import (
     ContactIn,
@@ -25,6 +31,7 @@ from automation.contacts.schema import (
     CustomFieldPatch,
     StatusChange,
 )
+from automation.db import BigRowId
 from automation.errors import FieldError, InvalidInput
 from web.api.routing import ApiBlueprint
 from web.database import db, nurture
@@ -61,13 +68,13 @@ def create_contact(body: ContactIn) -> ContactOut:
     return _out(contact)
 
 
-@bp.operation("/contacts/<int:contact_id>", "GET", summary="Get a contact", response=ContactOut)
+@bp.operation("/contacts/<bigid:contact_id>", "GET", summary="Get a contact", response=ContactOut)
 def get_contact(contact_id: int) -> ContactOut:
     return _out(contacts.get_contact(db(), contact_id))
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>",
+    "/contacts/<bigid:contact_id>",
     "PATCH",
     summary="Update a contact",
     role=Role.MARKETER,
@@ -81,7 +88,7 @@ def update_contact(contact_id: int, body: ContactPatch) -> ContactOut:
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>",
+    "/contacts/<bigid:contact_id>",
     "DELETE",
     summary="Delete a contact",
     role=Role.MARKETER,
@@ -93,7 +100,7 @@ def delete_contact(contact_id: int) -> None:
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>/status",
+    "/contacts/<bigid:contact_id>/status",
     "POST",
     role=Role.MARKETER,
     summary="Change subscription status (recorded with consent evidence)",
@@ -115,7 +122,7 @@ def set_status(contact_id: int, body: StatusChange) -> ContactOut:
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>/confirm",
+    "/contacts/<bigid:contact_id>/confirm",
     "POST",
     role=Role.MARKETER,
     summary="Confirm a double opt-in",
@@ -128,13 +135,13 @@ def confirm(contact_id: int) -> ContactOut:
     return _out(contact)
 
 
-@bp.operation("/contacts/<int:contact_id>/export", "GET", summary="GDPR export of one contact")
+@bp.operation("/contacts/<bigid:contact_id>/export", "GET", summary="GDPR export of one contact")
 def export(contact_id: int) -> dict[str, Any]:
     return gdpr.export_contact(db(), contact_id)
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>/erase",
+    "/contacts/<bigid:contact_id>/erase",
     "POST",
     role=Role.ADMIN,
     summary="GDPR erasure: delete everywhere, keep a hashed suppression",
@@ -146,11 +153,11 @@ def erase(contact_id: int) -> None:
 
 
 class MergeIn(BaseModel):
-    duplicate_id: int = Field(..., description="Contact folded into the survivor and deleted")
+    duplicate_id: BigRowId = Field(..., description="Contact folded into the survivor and deleted")
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>/merge",
+    "/contacts/<bigid:contact_id>/merge",
     "POST",
     role=Role.MARKETER,
     summary="Merge another contact into this one",
@@ -274,39 +281,119 @@ def job_out(job: ImportJob) -> ImportJobOut:
     )
 
 
+class ImportUploadFields(BaseModel):
+    """The multipart fields of an upload and of its preview, as the document shows them."""
+
+    file: bytes = Field(..., description="The CSV file")
+    mapping: str = Field("{}", description="JSON object of column → field")
+    encoding: str = Field("utf-8", max_length=40, description="The file's text encoding")
+    permission: Literal["consent", "customers", "legitimate_interest", "none"] = Field(
+        ..., description="Why these contacts may be emailed (none: imported, never mailed)"
+    )
+    consent_text: str = Field("", description="The consent wording the contacts agreed to")
+    date_format: str = Field("", description="strftime format of date columns, e.g. %m/%d/%Y")
+    decimal_comma: bool = Field(False, description="Numbers use a decimal comma")
+
+
+class ImportUpload:
+    """The multipart fields of an upload and of its preview, parsed: the same for both."""
+
+    def __init__(self) -> None:
+        import json
+
+        upload = request.files.get("file")
+        if upload is None:
+            raise InvalidInput(FieldError("file", "attach the CSV as multipart field 'file'"))
+        try:
+            mapping = json.loads(request.form.get("mapping") or "{}")
+        except ValueError:
+            raise InvalidInput(FieldError("mapping", "not valid JSON")) from None
+        if not isinstance(mapping, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+        ):
+            raise InvalidInput(FieldError("mapping", "must be an object of column → field"))
+        form = request.form
+        self.permission, self.fmt = import_options(
+            form.get("permission"),
+            form.get("consent_text"),
+            form.get("date_format"),
+            form.get("decimal_comma", "").strip().lower() in ("1", "true", "yes", "on"),
+        )
+        self.filename = upload.filename or "upload.csv"
+        self.content = upload.read(MAX_UPLOAD_BYTES + 1)
+        self.mapping: dict[str, str] = mapping
+        self.encoding = form.get("encoding", "utf-8")
+
+
+IMPORT_FIELDS = (
+    "multipart fields: 'file'; 'permission' (consent, customers, legitimate_interest or "
+    "none); optional 'consent_text', 'mapping' (JSON), 'encoding', 'date_format' "
+    "(e.g. %m/%d/%Y), 'decimal_comma'"
+)
+
+
 @bp.operation(
     "/imports",
     "POST",
     role=Role.MARKETER,
     status=202,
     response=ImportJobOut,
-    summary="Upload a CSV (multipart field 'file'; optional 'mapping' JSON)",
+    summary="Upload a CSV to import (" + IMPORT_FIELDS + ")",
+    upload=ImportUploadFields,
 )
 def upload_import() -> ImportJobOut:
-    import json
-
-    upload = request.files.get("file")
-    if upload is None:
-        raise InvalidInput(FieldError("file", "attach the CSV as multipart field 'file'"))
-    try:
-        mapping = json.loads(request.form.get("mapping") or "{}")
-    except ValueError:
-        raise InvalidInput(FieldError("mapping", "not valid JSON")) from None
-    if not isinstance(mapping, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
-    ):
-        raise InvalidInput(FieldError("mapping", "must be an object of column → field"))
+    upload = ImportUpload()
     job = create_import_job(
         db(),
-        upload.filename or "upload.csv",
-        upload.read(),
-        mapping=mapping,
-        encoding=request.form.get("encoding", "utf-8"),
+        upload.filename,
+        upload.content,
+        permission=upload.permission,
+        fmt=upload.fmt,
+        mapping=upload.mapping,
+        encoding=upload.encoding,
         created_by_id=g.principal.user_id,
     )
     db().commit()
     nurture().enqueue("contacts.run_import_job", job.id)
     return job_out(job)
+
+
+class PreviewRowOut(BaseModel):
+    row: int
+    action: str = Field(description="create, update (the status stays) or skip (errors)")
+    contact: dict[str, Any] = Field(description="The fields the row sets, as stored")
+    status: str | None
+    basis: str | None
+    errors: list[dict[str, Any]]
+
+
+class ImportPreviewOut(BaseModel):
+    mapping: dict[str, str]
+    rows: list[PreviewRowOut]
+
+
+@bp.operation(
+    "/imports/preview",
+    "POST",
+    role=Role.MARKETER,
+    response=ImportPreviewOut,
+    read_only=True,
+    upload=ImportUploadFields,
+    summary="The first rows of a CSV as the import would store them; nothing is written ("
+    + IMPORT_FIELDS
+    + ")",
+)
+def preview_upload() -> ImportPreviewOut:
+    upload = ImportUpload()
+    mapping, rows = preview_import(
+        db(),
+        upload.content,
+        permission=upload.permission,
+        mapping=upload.mapping or None,
+        encoding=upload.encoding,
+        fmt=upload.fmt,
+    )
+    return ImportPreviewOut(mapping=mapping, rows=[PreviewRowOut(**row.as_dict()) for row in rows])
 
 
 @bp.operation(

@@ -8,10 +8,11 @@ from typing import Any
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from automation.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from automation.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, TooLarge
 from web.api.access import Unauthorized
 
-STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
+# Most specific first: a TooLarge is also an InvalidInput.
+STATUS = {TooLarge: 413, InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
 
 
 def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> Any:
@@ -27,7 +28,7 @@ def register_api_errors(app: Flask) -> None:
     def domain_error(exc: DomainError) -> Any:
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
         details = [e.as_dict() for e in exc.errors]
-        if not is_api_request():
+        if not is_api_request() and request.accept_mimetypes.best != "application/json":
             return render_template("error.html", status=status, message=exc.message), status
         return error_body(exc.code, exc.message, details), status
 
@@ -39,9 +40,22 @@ def register_api_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
+        # The exception's own headers stay (a 405's Allow, a 401's WWW-Authenticate); the
+        # body and its type are ours.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
         if not is_api_request():
-            return render_template(
+            page = render_template(
                 "error.html", status=exc.code, message=exc.description or exc.name
-            ), exc.code or 500
+            )
+            return page, exc.code or 500, headers
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_body(code, exc.description or exc.name or "error"), exc.code or 500
+        return error_body(code, exc.description or exc.name or "error"), exc.code or 500, headers
+
+
+def register_public_errors(app: Flask) -> None:
+    """The tracking app's errors (no pages there to render one in): JSON of the same shape."""
+
+    @app.errorhandler(DomainError)
+    def domain_error(exc: DomainError) -> Any:
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        return error_body(exc.code, exc.message, [e.as_dict() for e in exc.errors]), status

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from automation.accounts.models import Role
 from automation.contacts.events import ingest_events
 from automation.contacts.models import Event
-from automation.contacts.schema import EventBatchIn, EventBatchOut, EventOut
+from automation.contacts.schema import MAX_BATCH_BYTES, EventBatchIn, EventBatchOut, EventOut
 from automation.contacts.service import get_contact
 from web.api.routing import ApiBlueprint
 from web.database import db
@@ -22,7 +22,8 @@ bp = ApiBlueprint("events", __name__)
     role=Role.MARKETER,
     body=EventBatchIn,
     response=EventBatchOut,
-    summary="Record a batch of behaviour events (per-item results)",
+    summary="Record a batch of behaviour events (per-item results; at most 500 KB a call)",
+    max_body=MAX_BATCH_BYTES,
 )
 def post_events(body: EventBatchIn) -> Response:
     result = ingest_events(db(), body.events, source="api")
@@ -50,7 +51,7 @@ def post_events(body: EventBatchIn) -> Response:
 
 
 @bp.operation(
-    "/contacts/<int:contact_id>/events",
+    "/contacts/<bigid:contact_id>/events",
     "GET",
     response=list[EventOut],
     summary="A contact's most recent events",

@@ -39,13 +39,13 @@ def list_messages(query: MessageSearch) -> MessagePage:
     )
 
 
-@bp.operation("/messages/<int:message_id>", "GET", summary="One message", response=MessageOut)
+@bp.operation("/messages/<bigid:message_id>", "GET", summary="One message", response=MessageOut)
 def get_message(message_id: int) -> MessageOut:
     return MessageOut.model_validate(outbox.get_message(db(), message_id))
 
 
 @bp.operation(
-    "/messages/<int:message_id>/preview",
+    "/messages/<bigid:message_id>/preview",
     "GET",
     summary="Exactly what this message's recipient gets: its own links and contact data",
     response=PreviewOut,
@@ -63,7 +63,7 @@ def preview_message(message_id: int) -> PreviewOut:
 
 
 @bp.operation(
-    "/messages/<int:message_id>/resend",
+    "/messages/<bigid:message_id>/resend",
     "POST",
     summary="Queue an `unknown` message again (it may already have been delivered once)",
     role=Role.MARKETER,

@@ -13,8 +13,9 @@ from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 
 from automation.accounts.models import Role
-from automation.errors import FieldError, Forbidden, InvalidInput, field_errors
+from automation.errors import FieldError, Forbidden, InvalidInput, TooLarge, field_errors
 from web.api.access import authenticate_request
+from web.input import parse_json
 
 
 @dataclass
@@ -29,6 +30,9 @@ class Operation:
     query: type[BaseModel] | None = None
     response: Any = None
     content_type: str = "application/json"
+    upload: type[BaseModel] | None = None  # documents a multipart body the view reads
+    errors: tuple[int, ...] = ()  # statuses beyond those openapi.error_statuses infers
+    read_only: bool = False
 
 
 OPERATIONS: list[Operation] = []
@@ -42,21 +46,30 @@ def _dump(value: Any) -> Any:
     return value
 
 
-def _parse_body(model: type[BaseModel]) -> BaseModel:
+BodyProblems = Callable[[dict[str, Any]], list[FieldError]]
+
+
+def _parse_body(
+    model: type[BaseModel], max_body: int | None, more: BodyProblems | None = None
+) -> BaseModel:
     if request.mimetype != "application/json":
         raise InvalidInput(FieldError("body", "send JSON with Content-Type: application/json"))
-    try:
-        payload = request.get_json(silent=True)
-    except RecursionError:  # json.loads gives up on very deep nesting with this, not ValueError
-        raise InvalidInput(FieldError("body", "the JSON is nested too deeply")) from None
-    if payload is None:
-        raise InvalidInput(FieldError("body", "the body is not valid JSON"))
+    if max_body is not None and (request.content_length or 0) > max_body:
+        raise TooLarge(FieldError("body", f"larger than {max_body // 1024} KB"))
+    raw = request.get_data(cache=True)
+    if max_body is not None and len(raw) > max_body:
+        raise TooLarge(FieldError("body", f"larger than {max_body // 1024} KB"))
+    payload = parse_json(raw)
     if not isinstance(payload, dict):
         raise InvalidInput(FieldError("body", "the body must be a JSON object"))
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidInput(field_errors(exc)) from None
+        errors = field_errors(exc)
+        if more is not None:
+            seen = {e.path for e in errors}
+            errors += [e for e in more(payload) if e.path not in seen]
+        raise InvalidInput(errors) from None
 
 
 def _parse_query(model: type[BaseModel]) -> BaseModel:
@@ -84,9 +97,18 @@ class ApiBlueprint(Blueprint):
         status: int = 200,
         content_type: str = "application/json",
         read_only: bool = False,
+        upload: type[BaseModel] | None = None,
+        errors: tuple[int, ...] = (),
+        max_body: int | None = None,
+        body_problems: BodyProblems | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare an endpoint. ``read_only`` marks a POST that changes nothing (a count or
-        a preview whose input is too large for a query string), so viewers may call it."""
+        a preview whose input is too large for a query string), so viewers may call it.
+        ``upload`` documents the multipart fields of a view that reads files itself;
+        ``errors`` adds statuses the document cannot infer (a rate limit's 429);
+        ``max_body`` refuses a larger JSON body with 413 (the app's own bound is 64 MB);
+        ``body_problems`` finds the problems beyond the body's shape when its shape is
+        invalid, so one answer names them all (a filter tree's unknown fields)."""
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             op = Operation(
@@ -100,6 +122,9 @@ class ApiBlueprint(Blueprint):
                 query=query,
                 response=response,
                 content_type=content_type,
+                upload=upload,
+                errors=errors,
+                read_only=read_only or method == "GET",
             )
             OPERATIONS.append(op)
 
@@ -112,7 +137,7 @@ class ApiBlueprint(Blueprint):
                     )
                 g.principal = principal
                 if body is not None:
-                    kwargs["body"] = _parse_body(body)
+                    kwargs["body"] = _parse_body(body, max_body, body_problems)
                 if query is not None:
                     kwargs["query"] = _parse_query(query)
                 result = view(**kwargs)
@@ -123,7 +148,7 @@ class ApiBlueprint(Blueprint):
                 return jsonify(_dump(result)), status
 
             endpoint.required_role = role  # type: ignore[attr-defined]
-            endpoint.read_only = read_only or method == "GET"  # type: ignore[attr-defined]
+            endpoint.read_only = op.read_only  # type: ignore[attr-defined]
             self.add_url_rule(path, endpoint=view.__name__, view_func=endpoint, methods=[method])
             return endpoint
 

@@ -3,19 +3,20 @@ member edits (JSON or CSV) and CSV export."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
+from itertools import chain
 from typing import Any
 
 from flask import Response, request
+from pydantic import BaseModel, Field
 
 from automation.accounts.models import Role
 from automation.contacts.schema import ContactOut
+from automation.csvfiles import csv_chunks
 from automation.errors import FieldError, InvalidInput
 from automation.segments import service
 from automation.segments.compiler import count_matching
-from automation.segments.context import validate_filter
+from automation.segments.context import problems_beyond_shape, validate_filter
 from automation.segments.membership import refresh_segment
 from automation.segments.models import Segment, SegmentKind
 from automation.segments.schema import (
@@ -56,6 +57,12 @@ def _out(segment: Segment) -> SegmentOut:
     )
 
 
+def _tree_problems(payload: dict[str, Any]) -> list[FieldError]:
+    """What is wrong beyond the shape of a posted tree (the shape errors come with it)."""
+    segment_id = (request.view_args or {}).get("segment_id")
+    return problems_beyond_shape(db(), payload.get("conditions"), segment_id=segment_id)
+
+
 @bp.operation("/segments", "GET", summary="List segments and lists", response=list[SegmentOut])
 def list_segments() -> list[SegmentOut]:
     return [_out(s) for s in service.list_segments(db())]
@@ -67,6 +74,7 @@ def list_segments() -> list[SegmentOut]:
     summary="Create a dynamic segment (conditions) or a static list (no conditions)",
     role=Role.MARKETER,
     body=SegmentIn,
+    body_problems=_tree_problems,
     response=SegmentOut,
     status=201,
 )
@@ -89,6 +97,7 @@ def get_segment(segment_id: int) -> SegmentOut:
     summary="Rename, describe or change the conditions of a segment",
     role=Role.MARKETER,
     body=SegmentPatch,
+    body_problems=_tree_problems,
     response=SegmentOut,
 )
 def update_segment(segment_id: int, body: SegmentPatch) -> SegmentOut:
@@ -116,6 +125,7 @@ def delete_segment(segment_id: int) -> None:
     "POST",
     summary="Check conditions without saving (422 names each bad path)",
     body=Filter,
+    body_problems=_tree_problems,
     response=ValidOut,
     read_only=True,
 )
@@ -129,6 +139,7 @@ def validate(body: Filter) -> ValidOut:
     "POST",
     summary="Count the contacts matching conditions, live",
     body=Filter,
+    body_problems=_tree_problems,
     response=CountOut,
     read_only=True,
 )
@@ -142,6 +153,7 @@ def count_conditions(body: Filter) -> CountOut:
     "POST",
     summary="The newest contacts matching conditions",
     body=SampleIn,
+    body_problems=_tree_problems,
     response=list[ContactOut],
     read_only=True,
 )
@@ -155,6 +167,7 @@ def sample_conditions(body: SampleIn) -> list[ContactOut]:
     "POST",
     summary="Why a contact does or does not match conditions",
     body=ExplainIn,
+    body_problems=_tree_problems,
     response=ExplainOut,
     read_only=True,
 )
@@ -188,7 +201,7 @@ def sample_segment(segment_id: int, query: SizeQuery) -> list[ContactOut]:
 
 
 @bp.operation(
-    "/segments/<int:segment_id>/explain/<int:contact_id>",
+    "/segments/<int:segment_id>/explain/<bigid:contact_id>",
     "GET",
     summary="Why a contact is or is not in a segment",
     response=ExplainOut,
@@ -213,17 +226,8 @@ def export_members(segment_id: int) -> Response:
         # Its own session, closed when the stream ends or the client goes away, so the
         # request's session is not held open for as long as the download lasts.
         with sessions() as session:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(service.EXPORT_COLUMNS)
             rows = service.export_rows(session, service.get_segment(session, segment_id))
-            for count, row in enumerate(rows, start=1):
-                writer.writerow(row)
-                if count % 1000 == 0:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
+            yield from csv_chunks(chain([service.EXPORT_COLUMNS], rows))
 
     return Response(
         lines(),
@@ -275,6 +279,11 @@ def edit_members(segment_id: int, body: MembersIn) -> MembersOut:
     return _members_out(edit)
 
 
+class MembersUpload(BaseModel):
+    file: bytes = Field(..., description="A CSV with an email or id column")
+    mode: MemberMode = MemberMode.ADD
+
+
 @bp.operation(
     "/segments/<int:segment_id>/members/csv",
     "POST",
@@ -282,6 +291,7 @@ def edit_members(segment_id: int, body: MembersIn) -> MembersOut:
     "replace) to a static list",
     role=Role.MARKETER,
     response=MembersOut,
+    upload=MembersUpload,
 )
 def upload_members(segment_id: int) -> MembersOut:
     upload = request.files.get("file")

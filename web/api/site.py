@@ -11,11 +11,13 @@ from automation.forms.models import Form
 from automation.forms.schema import (
     FormIn,
     FormOut,
+    SiteIdentitySecretOut,
     SiteOriginIn,
     SiteOriginOut,
     TopicIn,
     TopicOut,
 )
+from automation.signing import TokenSigner
 from automation.tracking import sites, topics
 from web.api.routing import ApiBlueprint
 from web.database import db, nurture
@@ -58,6 +60,19 @@ def add_origin(body: SiteOriginIn) -> SiteOriginOut:
 def remove_origin(origin_id: int) -> None:
     sites.remove_site_origin(db(), origin_id)
     db().commit()
+
+
+@bp.operation(
+    "/site-origins/<int:origin_id>/identity-secret",
+    "GET",
+    summary="The site's secret for identity hashes (identify calls that link a contact)",
+    role=Role.ADMIN,
+    response=SiteIdentitySecretOut,
+)
+def origin_identity_secret(origin_id: int) -> SiteIdentitySecretOut:
+    signer = TokenSigner.from_settings(nurture().settings)
+    origin, secret = sites.identity_secret(db(), signer, origin_id)
+    return SiteIdentitySecretOut(origin=origin, identity_secret=secret)
 
 
 def form_out(form: Form) -> FormOut:

@@ -3,7 +3,7 @@ sender identities over the API."""
 
 from __future__ import annotations
 
-from flask import g
+from flask import Response, g
 
 from automation.accounts.models import Role
 from automation.email import identities
@@ -31,8 +31,10 @@ from automation.email.schema import (
 )
 from automation.email.transport import SmtpSettings, SmtpTransport
 from automation.errors import FieldError, InvalidInput
+from web.api.errors import error_body
 from web.api.routing import ApiBlueprint
 from web.database import db, nurture
+from web.ratelimits import rate_limits
 
 bp = ApiBlueprint("templates", __name__)
 
@@ -268,13 +270,23 @@ def preview(template_id: int, query: PreviewIn) -> PreviewOut:
 @bp.operation(
     "/templates/<int:template_id>/test-send",
     "POST",
-    summary="Send the preview to any address now (outside the outbox)",
+    summary="Send the preview to an address now (outside the outbox; never a suppressed one)",
     role=Role.MARKETER,
     body=TestSendIn,
     response=TestSendOut,
+    errors=(429,),
 )
-def test_send(template_id: int, body: TestSendIn) -> TestSendOut:
+def test_send(template_id: int, body: TestSendIn) -> TestSendOut | Response:
     settings = nurture().settings
+    principal = g.principal
+    wait = rate_limits().hit(
+        settings.test_send_rate_limit, "test-send", principal.kind, str(principal.id)
+    )
+    if wait is not None:
+        limited = error_body("rate_limited", f"too many test sends; try again in {wait} s")
+        limited.status_code = 429
+        limited.headers["Retry-After"] = str(wait)
+        return limited
     # A connection of its own: web threads must not share one.
     transport = SmtpTransport(SmtpSettings.from_settings(settings))
     try:

@@ -360,7 +360,7 @@ def list_enrollments(workflow_id: int, query: EnrollmentQuery) -> list[Enrollmen
 
 
 @bp.operation(
-    "/workflows/<int:workflow_id>/enrollments/<int:enrollment_id>",
+    "/workflows/<int:workflow_id>/enrollments/<bigid:enrollment_id>",
     "DELETE",
     summary="Remove a contact from the workflow (it exits where it stands)",
     role=Role.MARKETER,

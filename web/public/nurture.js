@@ -3,7 +3,11 @@
  * API (calls made before the script loads are queued by the stub in docs/tracking.md):
  *   nurture.track("cart_abandoned", {value: 42});   custom event
  *   nurture.page();                                   page view (sent once on load)
- *   nurture.identify({email: "ada@example.com"});    attach this visitor to a contact
+ *   nurture.identify({email: "ada@example.com", hash: "<from your server>"});
+ *                                                     attach this visitor to a contact: hash
+ *                                                     is hex HMAC-SHA256(identity secret,
+ *                                                     lower-cased email); without a valid
+ *                                                     one the visitor stays anonymous
  */
 (function () {
   "use strict";
@@ -69,7 +73,9 @@
     },
     identify: function (traits) {
       flush();
-      return send({visitor_id: visitor, identify: {email: String((traits || {}).email || "")}});
+      var who = {email: String((traits || {}).email || "")};
+      if ((traits || {}).hash) who.hash = String(traits.hash);
+      return send({visitor_id: visitor, identify: who});
     },
     visitorId: function () { return visitor; }
   };

@@ -8,7 +8,6 @@ post writes at once (a contact and its consent must exist when the visitor is to
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,16 @@ from flask import Blueprint, Response, abort, current_app, jsonify, redirect, re
 
 from automation.errors import FieldError, InvalidInput, NotFound
 from automation.forms import service as forms
-from automation.forms.ratelimit import RateLimiter
-from automation.signing import TokenKind, verify_identity
-from automation.tracking.hits import HitQueue, make_hit_writer, tracking_redis_url
+from automation.signing import TokenKind, verify_identity, verify_identity_hash
+from automation.tracking.hits import HitQueue, make_hit_writer
 from automation.tracking.site import MAX_BODY_BYTES, VISITOR_ID, parse_collect, records_of
 from automation.tracking.sites import origin_of
 from web.auth import public
 from web.database import db
+from web.input import parse_json
 from web.public.pages import NO_STORE, client_ip, page
 from web.public.state import IDENTITY_COOKIE, app_state, site_origins, tracking
+from web.ratelimits import rate_limits
 
 bp = Blueprint("site", __name__)
 
@@ -34,11 +34,10 @@ SCRIPT_ETAG = hashlib.sha256(SCRIPT).hexdigest()[:16]
 
 
 class _Site:
-    """Per-app pieces built once: the site queue and the form rate limiter."""
+    """Per-app pieces built once: the site queue."""
 
     def __init__(self, settings: Any) -> None:
         self.queue: HitQueue = make_hit_writer(settings, "site")
-        self.limiter = RateLimiter(tracking_redis_url(settings), limit=settings.form_rate_limit)
 
 
 def site() -> _Site:
@@ -74,6 +73,20 @@ def _error(status: int, code: str, message: str, details: list[FieldError] | Non
     return response
 
 
+def _rate_limited(origin: str | None, per_minute: int, *key: str) -> Any:
+    """A 429 with Retry-After when ``key`` is over ``per_minute``, else None."""
+    wait = rate_limits().hit(per_minute, *key)
+    if wait is None:
+        return None
+    response = _error(429, "rate_limited", f"too many requests; try again in {wait} s")
+    response.headers["Retry-After"] = str(wait)
+    return _cors(response, origin)
+
+
+def _settings() -> Any:
+    return current_app.extensions["nurture"].settings
+
+
 def _preflight(methods: str) -> Response:
     origin = _origin()
     if origin is None:
@@ -104,17 +117,14 @@ def _json_body() -> Any:
     raw = request.get_data(cache=False)
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidInput(FieldError("body", f"larger than {MAX_BODY_BYTES // 1024} KB"))
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidInput(FieldError("body", "not valid JSON")) from None
+    return parse_json(raw)
 
 
 @bp.route("/t/collect", methods=["POST", "OPTIONS"])
 @public
 def collect() -> Any:
     """Page views, custom events and identify calls from the snippet; queued, never
-    written here. 202 when accepted."""
+    written here. 202 when accepted; 429 past the rate of an address or a visitor."""
     if request.method == "OPTIONS":
         return _preflight("POST")
     origin = _origin()
@@ -123,20 +133,41 @@ def collect() -> Any:
             _error(403, "forbidden", "the Origin header is missing or not an allowed site origin"),
             None,
         )
+    settings = _settings()
+    limited = _rate_limited(origin, settings.collect_rate_limit_address, "collect-ip", client_ip())
+    if limited is not None:
+        return limited
     try:
         payload = parse_collect(_json_body())
     except InvalidInput as exc:
         return _cors(_error(422, exc.code, exc.message, exc.errors), origin)
+    limited = _rate_limited(
+        origin, settings.collect_rate_limit_visitor, "collect-visitor", payload.visitor_id
+    )
+    if limited is not None:
+        return limited
     token = payload.identity or request.cookies.get(IDENTITY_COOKIE)
     now = time.time()
     contact_id = (
         verify_identity(tracking().signer, token, int(now // 3600)) if token else None
     )  # a stale or forged identifier is ignored: the visitor stays anonymous
+    # identify({email}) links to a contact only with the site's proof (its identity hash).
+    site_origin = origin_of(origin)
+    email, digest = payload.email, payload.identity_hash
+    verified = (
+        email is not None
+        and digest is not None
+        and site_origin is not None
+        and verify_identity_hash(tracking().signer, site_origin, email, digest)
+    )
     queue = site().queue
-    records = records_of(payload, contact_id=contact_id, at=now)
+    records = records_of(payload, contact_id=contact_id, email_verified=verified, at=now)
     for record in records:
         queue.push_line(record.encode())
-    response = jsonify({"accepted": len(records)})
+    answer: dict[str, Any] = {"accepted": len(records)}
+    if payload.email is not None:
+        answer["identify"] = "verified" if verified else "unverified"
+    response = jsonify(answer)
     response.status_code = 202
     response.headers["Cache-Control"] = NO_STORE
     return _cors(response, origin)
@@ -168,11 +199,11 @@ def form_post(public_id: str) -> Any:
     origin = _origin()
     if request.headers.get("Origin") and origin is None:
         return _cors(_error(403, "forbidden", "this origin is not an allowed site origin"), None)
-    wait = site().limiter.hit(f"form:{public_id[:32]}:{client_ip()}")
-    if wait is not None:
-        response = _error(429, "rate_limited", f"too many posts; try again in {wait} s")
-        response.headers["Retry-After"] = str(wait)
-        return _cors(response, origin)
+    limited = _rate_limited(
+        origin, _settings().form_rate_limit, "form", public_id[:32], client_ip()
+    )
+    if limited is not None:
+        return limited
     session = db()
     try:
         form = forms.form_by_public_id(session, public_id)
@@ -204,14 +235,14 @@ def form_post(public_id: str) -> Any:
 @bp.route("/f/confirm/<token>", methods=["GET", "POST"], merge_slashes=False)
 @public
 def confirm(token: str) -> Any:
-    """GET shows a button and changes nothing (mail scanners follow every GET); the
-    POST from it confirms the subscription."""
+    """GET (and HEAD) shows a button and changes nothing (mail scanners follow every link,
+    with either); only the POST from it confirms the subscription."""
     claims = tracking().signer.verify(token, TokenKind.CONFIRM)
     if claims is None:
         abort(404)
     session = db()
     try:
-        if request.method == "GET":
+        if request.method != "POST":
             form, _ = forms.submission_of(session, claims)
             return page(
                 "Confirm your subscription",

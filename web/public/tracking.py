@@ -16,7 +16,7 @@ from flask import Blueprint, Response, abort, current_app, request
 from werkzeug.datastructures import Headers
 from werkzeug.urls import iri_to_uri
 
-from automation.errors import FieldError, InvalidInput, NotFound
+from automation.errors import InvalidInput, NotFound
 from automation.instruments import TRACKING_HITS
 from automation.signing import TokenClaims, TokenKind, make_identity
 from automation.tracking import service, topics
@@ -29,6 +29,7 @@ from automation.tracking.bounces import (
 from automation.tracking.hits import Hit, now_epoch
 from web.auth import public
 from web.database import db
+from web.input import parse_json
 from web.public.pages import NO_STORE, client_ip, page
 from web.public.state import IDENTITY_COOKIE, TrackingState, site_origins, tracking, with_utm
 
@@ -178,7 +179,7 @@ def unsubscribe(token: str) -> Any:
     claims = _claims(token, TokenKind.UNSUBSCRIBE)
     session = db()
     try:
-        if request.method == "GET":  # scanners follow every GET: change nothing
+        if request.method != "POST":  # scanners follow every GET and HEAD: change nothing
             found = service.recipient(session, claims)
             return page(
                 "Unsubscribe",
@@ -296,14 +297,9 @@ def _feedback(parse: Any) -> Any:
 @public
 def feedback_webhook() -> Any:
     """Bounces and complaints as JSON (shape in automation/tracking/bounces.py)."""
-    import json
 
     def parse(body: bytes) -> Any:
-        try:
-            raw = json.loads(body)
-        except ValueError:
-            raise InvalidInput(FieldError("body", "not valid JSON")) from None
-        return parse_feedback(raw)
+        return parse_feedback(parse_json(body))
 
     return _feedback(parse)
 

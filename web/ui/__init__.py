@@ -25,6 +25,7 @@ from web.ui import (  # noqa: F401
     settings,
     website,
     workflows,
+    workspace,
 )
 from web.ui.blueprint import bp
 

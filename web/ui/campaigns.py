@@ -5,7 +5,9 @@ automation.campaigns.service; a view only turns the form into its input models."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from flask import flash, g, jsonify, redirect, render_template, request, url_for
@@ -32,8 +34,10 @@ from automation.workflows.service import get_workflow
 from automation.workflows.splits import split_report
 from web.auth import login_required
 from web.database import db, nurture
+from web.ids import row_id
 from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, parse
+from web.ui.zone import local_time, request_zone
 
 VARIANT_SLOTS = service.MAX_VARIANTS
 METRIC_LABELS = {
@@ -110,7 +114,10 @@ def _campaign_input(form: Any) -> dict[str, Any]:
 def _schedule_input(form: Any) -> dict[str, Any]:
     send_at = _blank(form.get("send_at"))
     if send_at and len(send_at) <= 19 and "+" not in send_at and not send_at.endswith("Z"):
-        send_at += "+00:00"  # the form's time is UTC, as its label says
+        # The form's time is in the account time zone, as its label says (anything that
+        # is no date-time is left for the schema to name).
+        with contextlib.suppress(ValueError):
+            send_at = datetime.fromisoformat(send_at).replace(tzinfo=request_zone()).isoformat()
     data = {
         "mode": form.get("mode", "now"),
         "send_at": send_at,
@@ -186,7 +193,9 @@ def _values_of(campaign: Campaign) -> dict[str, Any]:
         "ab_test.confidence": campaign.confidence,
         "ab_test.fallback": campaign.fallback.value,
         "mode": campaign.schedule_mode.value,
-        "send_at": campaign.send_at.strftime("%Y-%m-%dT%H:%M") if campaign.send_at else "",
+        "send_at": local_time(campaign.send_at).strftime("%Y-%m-%dT%H:%M")
+        if campaign.send_at
+        else "",
         "local_date": campaign.local_date or "",
         "local_time": campaign.local_time or "",
         "fallback_time_zone": campaign.fallback_time_zone,
@@ -235,7 +244,7 @@ def _form(campaign: Campaign | None, values: dict[str, Any], errors: dict[str, s
 @bp.route("/campaigns/new", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def campaign_new() -> Any:
-    if request.method == "GET":
+    if request.method != "POST":
         defaults = _values_of(Campaign(**_DEFAULTS))
         return _form(None, defaults, {})
     try:
@@ -272,7 +281,7 @@ def campaign_edit(campaign_id: int) -> Any:
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
         flash(f"A {campaign.status.value} campaign cannot be edited.", "error")
         return redirect(url_for("ui.campaign_detail", campaign_id=campaign_id))
-    if request.method == "GET":
+    if request.method != "POST":
         return _form(campaign, _values_of(campaign), {})
     try:
         campaign = _save(campaign_id)
@@ -348,9 +357,9 @@ def _variant_rows(campaign: Campaign, report: dict[str, Any]) -> list[dict[str, 
 def campaign_detail(campaign_id: int) -> Any:
     campaign = service.get_campaign(db(), campaign_id)
     variants = service.variants_of(db(), campaign_id)
-    report = reports.campaign_report(db(), campaign_id)
+    report = reports.campaign_report(db(), campaign_id, request_zone())
     subjects = {c.variant.id: c.sent_subject for c in service.variant_contents(db(), campaign_id)}
-    chosen = request.args.get("variant", type=int)
+    chosen = request.args.get("variant", type=row_id)
     if chosen not in subjects:
         chosen = variants[0].id if variants else None
     click_map = reports.click_map_html(db(), campaign_id, chosen) if variants else ""
@@ -376,6 +385,7 @@ def campaign_detail(campaign_id: int) -> Any:
         method_label=METHOD_LABELS[campaign.winner_method.value],
         fallback_label=FALLBACK_LABELS[campaign.fallback.value],
         chart_data={
+            "time_zone": request_zone().key,
             "variants": [
                 {
                     "name": f"{r['name']} ({'test' if r['test'] else 'rest'})",

@@ -29,6 +29,7 @@ from automation.errors import FieldError, InvalidInput, NotFound, field_errors
 from automation.overview import contact_enrollments, contact_messages
 from web.auth import login_required, safe_next
 from web.database import db, nurture
+from web.ids import big_row_id, page_number
 from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, INVALID, errors_of, rejected
 
@@ -69,7 +70,7 @@ def contacts_list() -> Any:
 def _detail(contact_id: int, errors: dict[str, str] | None = None, status: int = 200) -> Any:
     session = db()
     contact = contacts.get_contact(session, contact_id)
-    page = request.args.get("page", 1, type=int)
+    page = request.args.get("page", 1, type=page_number)
     fields = {f.name: f for f in contacts.list_fields(session)}
     return (
         render_template(
@@ -87,13 +88,13 @@ def _detail(contact_id: int, errors: dict[str, str] | None = None, status: int =
     )
 
 
-@bp.route("/contacts/<int:contact_id>")
+@bp.route("/contacts/<bigid:contact_id>")
 @login_required()
 def contact_detail(contact_id: int) -> Any:
     return _detail(contact_id)
 
 
-@bp.route("/contacts/<int:contact_id>/emails/<int:message_id>")
+@bp.route("/contacts/<bigid:contact_id>/emails/<bigid:message_id>")
 @login_required()
 def contact_email(contact_id: int, message_id: int) -> Any:
     """One email as the contact got it (their data, their version), without tracking."""
@@ -195,7 +196,7 @@ def _values_of(contact: Contact) -> dict[str, Any]:
 @bp.route("/contacts/new", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def contact_new() -> Any:
-    if request.method == "GET":
+    if request.method != "POST":
         return _form_page(None, {"time_zone": "UTC", "status": "subscribed", "score": 0}, {})
     fields = contacts.list_fields(db())
     try:
@@ -209,11 +210,11 @@ def contact_new() -> Any:
     return redirect(url_for("ui.contact_detail", contact_id=contact.id))
 
 
-@bp.route("/contacts/<int:contact_id>/edit", methods=["GET", "POST"])
+@bp.route("/contacts/<bigid:contact_id>/edit", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def contact_edit(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)
-    if request.method == "GET":
+    if request.method != "POST":
         return _form_page(contact, _values_of(contact), {})
     fields = contacts.list_fields(db())
     try:
@@ -244,13 +245,13 @@ def _change_tags(contact_id: int, *, add: list[str], remove: list[str]) -> Any:
     return redirect(url_for("ui.contact_detail", contact_id=contact_id) + "#tags")
 
 
-@bp.route("/contacts/<int:contact_id>/tags", methods=["POST"])
+@bp.route("/contacts/<bigid:contact_id>/tags", methods=["POST"])
 @login_required(Role.MARKETER)
 def contact_tag_add(contact_id: int) -> Any:
     return _change_tags(contact_id, add=[request.form.get("tag", "")], remove=[])
 
 
-@bp.route("/contacts/<int:contact_id>/tags/remove", methods=["POST"])
+@bp.route("/contacts/<bigid:contact_id>/tags/remove", methods=["POST"])
 @login_required(Role.MARKETER)
 def contact_tag_remove(contact_id: int) -> Any:
     return _change_tags(contact_id, add=[], remove=[request.form.get("tag", "")])
@@ -275,13 +276,13 @@ def _merge_page(contact: Contact, errors: dict[str, str]) -> str:
     )
 
 
-@bp.route("/contacts/<int:contact_id>/merge", methods=["GET", "POST"])
+@bp.route("/contacts/<bigid:contact_id>/merge", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def contact_merge(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)
-    if request.method == "GET":
+    if request.method != "POST":
         return _merge_page(contact, {})
-    duplicate_id = request.form.get("duplicate_id", type=int)
+    duplicate_id = request.form.get("duplicate_id", type=big_row_id)
     try:
         if duplicate_id is None:
             raise InvalidInput(FieldError("duplicate_id", "pick the contact to merge in"))
@@ -314,7 +315,7 @@ def contact_duplicates() -> Any:
 # --- export, delete, erase -----------------------------------------------------------
 
 
-@bp.route("/contacts/<int:contact_id>/export")
+@bp.route("/contacts/<bigid:contact_id>/export")
 @login_required()
 def contact_export(contact_id: int) -> Any:
     data = gdpr.export_contact(db(), contact_id)
@@ -330,7 +331,7 @@ def contact_export(contact_id: int) -> Any:
 
 def _confirmed(contact: Contact, action: str) -> Any:
     """The confirmation page; on POST, whether the typed address matches."""
-    if request.method == "GET":
+    if request.method != "POST":
         return render_template("contacts/confirm.html", contact=contact, action=action, errors={})
     if request.form.get("confirm", "").strip().lower() != contact.email:
         error = InvalidInput(FieldError("confirm", "type the contact's email address to confirm"))
@@ -338,7 +339,7 @@ def _confirmed(contact: Contact, action: str) -> Any:
     return None
 
 
-@bp.route("/contacts/<int:contact_id>/delete", methods=["GET", "POST"])
+@bp.route("/contacts/<bigid:contact_id>/delete", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def contact_delete(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)
@@ -352,7 +353,7 @@ def contact_delete(contact_id: int) -> Any:
     return redirect(url_for("ui.contacts"))
 
 
-@bp.route("/contacts/<int:contact_id>/erase", methods=["GET", "POST"])
+@bp.route("/contacts/<bigid:contact_id>/erase", methods=["GET", "POST"])
 @login_required(Role.ADMIN)
 def contact_erase(contact_id: int) -> Any:
     contact = contacts.get_contact(db(), contact_id)

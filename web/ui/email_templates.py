@@ -15,6 +15,7 @@ from automation.email import templates as service
 from automation.email.models import Template, TemplateKind, TemplateVersion
 from web.auth import login_required
 from web.database import db, nurture
+from web.ids import row_id
 from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, errors_of
 
@@ -74,7 +75,7 @@ def template_new() -> Any:
 @login_required()
 def template_detail(template_id: int) -> Any:
     template = service.get_template(db(), template_id)
-    version_id = request.args.get("version", type=int)
+    version_id = request.args.get("version", type=row_id)
     return _editor(template, service.get_version(db(), template_id, version_id))
 
 

@@ -127,7 +127,7 @@ def lead_forms_list() -> Any:
 @bp.route("/forms/new", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def lead_form_new() -> Any:
-    if request.method == "GET":
+    if request.method != "POST":
         return _page(None, _values(None), {})
     try:
         form = forms.create_form(db(), _input())

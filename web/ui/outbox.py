@@ -20,6 +20,7 @@ from automation.ops.backlog import outbox_backlog, paused_senders, spool_backlog
 from automation.tracking.bounces import resume_default, resume_identity
 from web.auth import login_required
 from web.database import db, nurture
+from web.ids import page_number
 from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, errors_of
 
@@ -31,7 +32,7 @@ PER_PAGE = 50
 def outbox_list() -> Any:
     raw = request.args.get("status", "")
     status = MessageStatus(raw) if raw in set(MessageStatus) else None
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = request.args.get("page", 1, type=page_number)
     messages, total = outbox.search_messages(db(), status=status, page=page, per_page=PER_PAGE)
     ids = {m.contact_id for m in messages}
     emails = (
@@ -78,7 +79,7 @@ def outbox_resume_default_sender() -> Any:
     return redirect(url_for("ui.outbox"))
 
 
-@bp.route("/outbox/<int:message_id>/resend", methods=["POST"])
+@bp.route("/outbox/<bigid:message_id>/resend", methods=["POST"])
 @login_required(Role.MARKETER)
 def outbox_resend(message_id: int) -> Any:
     try:

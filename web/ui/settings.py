@@ -53,7 +53,7 @@ def _sender_form(sender: SenderIdentity | None, values: Any, errors: dict[str, s
 @bp.route("/settings/senders/new", methods=["GET", "POST"])
 @login_required(Role.ADMIN)
 def sender_new() -> Any:
-    if request.method == "GET":
+    if request.method != "POST":
         return _sender_form(None, {"max_per_minute": 600}, {})
     try:
         sender = identities.create_sender_identity(
@@ -70,7 +70,7 @@ def sender_new() -> Any:
 @login_required(Role.ADMIN)
 def sender_edit(sender_id: int) -> Any:
     sender = identities.get_sender_identity(db(), sender_id)
-    if request.method == "GET":
+    if request.method != "POST":
         values = {name: getattr(sender, name) or "" for name in SENDER_FIELDS}
         return _sender_form(sender, values, {})
     try:

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, g, redirect, render_template, request, url_for
 from sqlalchemy.orm import Session
 
 from automation.accounts.models import Role
 from automation.errors import NotFound
+from automation.signing import TokenSigner, site_identity_secret
 from automation.tracking import sites, topics
 from web.auth import login_required
 from web.database import db, nurture
@@ -27,10 +28,17 @@ def _website_page(
     status: int = 200,
 ) -> tuple[str, int]:
     base = nurture().settings.base_url
+    origins = sites.list_site_origins(db())
+    signer = TokenSigner.from_settings(nurture().settings)
+    # The identity secrets are an admin's to see (a site's server signs identify calls).
+    user = getattr(g, "user", None)
+    admin = user is not None and user.role.allows(Role.ADMIN)
+    secrets = {o.id: site_identity_secret(signer, o.origin) for o in origins} if admin else {}
     return (
         render_template(
             "settings/website.html",
-            origins=sites.list_site_origins(db()),
+            origins=origins,
+            identity_secrets=secrets,
             topics=topics.list_topics(db()),
             script_url=f"{base}/t/nurture.js",
             origin_values=origin_values or {},

@@ -65,7 +65,7 @@ def workflow_counts() -> Any:
 @bp.route("/workflows/new", methods=["GET", "POST"])
 @login_required(Role.MARKETER)
 def workflow_new() -> Any:
-    if request.method == "GET":
+    if request.method != "POST":
         return render_template("workflows/new.html", errors={}, form={})
     form = request.form
     name = (form.get("name") or "").strip()

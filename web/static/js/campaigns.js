@@ -138,7 +138,7 @@
           month: "short",
           day: "numeric",
           hour: "2-digit",
-          timeZone: "UTC",
+          timeZone: data.time_zone || "UTC", // the account time zone, as the page
         });
       time.chart = new window.Chart(time, {
         type: "line",
