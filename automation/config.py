@@ -7,6 +7,7 @@ With nothing set, Nurture runs on a SQLite file and an embedded broker under
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import Any
 
 def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+DEFAULT_LANGUAGE = "en"
+LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"  # BCP 47, as <html lang> takes it
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class Settings:
     send_lease_seconds: int = 300
     # Address for the List-Unsubscribe mailto; empty = unsubscribe@<sender's domain>.
     unsubscribe_mailto: str = ""
+    # The workspace's email language (<html lang>) for templates that name none (BCP 47).
+    email_language: str = DEFAULT_LANGUAGE
     # Tracking: the hit queue (a redis:// URL; empty = the broker if it is Redis, else a
     # local spool under var/hits), the engagement score's half-life, the bounce webhook key.
     hit_queue_url: str = ""
@@ -156,6 +163,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raise ValueError("NURTURE_FREQUENCY_CAP_ACTION must be defer or skip")
     if env.get("NURTURE_HIT_QUEUE_PUSH", "spool") not in ("spool", "redis"):
         raise ValueError("NURTURE_HIT_QUEUE_PUSH must be spool or redis")
+    language = env.get("NURTURE_EMAIL_LANGUAGE", "").strip() or DEFAULT_LANGUAGE
+    if not re.fullmatch(LANGUAGE_TAG, language) or len(language) > 35:
+        raise ValueError("NURTURE_EMAIL_LANGUAGE must be a language tag such as en or pt-BR")
     return Settings(
         var_dir=var_dir,
         database_url=database_url,
@@ -179,6 +189,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         send_batch_size=int(env.get("NURTURE_SEND_BATCH_SIZE", "200")),
         send_lease_seconds=int(env.get("NURTURE_SEND_LEASE_SECONDS", "300")),
         unsubscribe_mailto=env.get("NURTURE_UNSUBSCRIBE_MAILTO", ""),
+        email_language=language,
         metrics_token=env.get("NURTURE_METRICS_TOKEN", ""),
         hit_queue_url=env.get("NURTURE_HIT_QUEUE_URL", ""),
         hit_queue_push=env.get("NURTURE_HIT_QUEUE_PUSH", "spool"),

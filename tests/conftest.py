@@ -439,3 +439,20 @@ def harness(session: Session) -> Iterator[Any]:
     stepping = start_clock()
     yield Harness(runtime().sessions, stepping)
     clock.set_source(None)
+
+
+# --- spam scoring ----------------------------------------------------------------------
+
+SPAMASSASSIN = os.environ.get("NURTURE_SPAMASSASSIN", "/usr/bin/spamassassin")
+
+
+@pytest.fixture
+def spamassassin() -> str:
+    """Debian's SpamAssassin (local tests only), like Chromium: skipped where it is not
+    installed, a failure under CI=true."""
+    if not Path(SPAMASSASSIN).exists():
+        if IN_CI:
+            pytest.fail(f"{SPAMASSASSIN} missing and CI=true: spam scoring tests must run", False)
+        _skipped_services.add("spamassassin")
+        pytest.skip("spamassassin not installed: spam scoring test skipped")
+    return SPAMASSASSIN

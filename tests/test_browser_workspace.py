@@ -158,8 +158,14 @@ def test_marketer_writes_a_template_sees_the_preview_and_an_error_at_its_line(
     page.fill("#t-name", "Welcome")
     page.fill("#t-subject", "Hi {{ contact.first_name }}!")
     page.wait_for_selector("#preview-subject >> text=Hi Ada!")
+    assert page.get_attribute("#t-language", "placeholder").startswith("en ")
+    page.fill("#t-language", "de")
+    page.wait_for_function(
+        "() => document.querySelector('#preview-desktop').srcdoc.includes('<html lang=\"de\"')"
+    )
     page.click("#save-template")
     page.wait_for_url(re.compile(r".*/templates/\d+$"))
     assert "1" in page.inner_text("#versions")
     desktop.locator("text=Hello Ada").wait_for()
+    assert page.input_value("#t-language") == "de"  # saved with the version
     screenshot(page, "template-editor")

@@ -23,7 +23,7 @@ from automation.campaigns.models import (
 from automation.campaigns.schema import AbTestIn, CampaignIn, ScheduleIn, VariantIn
 from automation.campaigns.stats import probability_to_beat, two_proportion_p_value, wilson_interval
 from automation.contacts.models import Contact
-from automation.email.models import Message, MessageStatus
+from automation.email.models import Message, MessageStatus, Template
 from automation.email.outbox import PARKED
 from automation.errors import Conflict, InvalidInput
 
@@ -514,7 +514,12 @@ def test_the_demo_brings_a_scheduled_ab_campaign(session, frozen):
     assert "1 scheduled campaign" in load_demo(session, contacts=60)
     (campaign,) = service.list_campaigns(session)
     assert campaign.status is CampaignStatus.SCHEDULED
-    assert len(service.variants_of(session, campaign.id)) == 2
+    a, b = service.variant_contents(session, campaign.id)
+    assert a.version.id == b.version.id and b.sent_subject == "Spring is here: 20 % off"
+    # Its B subject is not a version of the template the demo's workflows send.
+    template = session.get(Template, a.version.template_id)
+    assert template.latest_version == 1 and a.version.number == 1
+    assert "Spring is here" not in a.version.subject
 
 
 def test_a_contact_erased_mid_send_does_not_keep_the_campaign_open(session, setup):

@@ -82,7 +82,8 @@ def test_a_queued_message_arrives_with_its_headers_and_both_parts(
     assert https and signer.verify(https.group(2), TokenKind.UNSUBSCRIBE).message_id == message_id
     assert "<mailto:unsubscribe@shop.example?subject=unsubscribe%20" in unsubscribe
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert msg["Feedback-ID"].endswith(":m:nurture")
+    assert msg["Feedback-ID"] == f"x:m{saved.template.id}:i{identity}:nurture"
+    assert str(msg["List-Id"]) == "Nurture Öutdoor <mail.shop.example>"
     html = msg.get_body(("html",)).get_content()
     text = msg.get_body(("plain",)).get_content()
     assert "Hello Zoë," in html and "Thank you for being a VIP." in html

@@ -1,8 +1,12 @@
 """Creating, changing and deleting a campaign that has not started: every check of its
-input, and each variant's template version."""
+input, and each variant's template version with the subject, preheader or sender it
+overrides. An override is never a version of the template (a workflow sending the
+template's latest would send it): it is kept beside the variant and applied when the
+campaign's messages are rendered."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -15,11 +19,16 @@ from automation.campaigns.models import (
     CampaignVariant,
     ScheduleMode,
 )
-from automation.campaigns.queries import check_segments, get_campaign
+from automation.campaigns.queries import check_segments, get_campaign, variants_of
 from automation.campaigns.schema import AbTestIn, CampaignIn, VariantIn
 from automation.email.models import Template, TemplateVersion
 from automation.email.schema import TemplateContent
-from automation.email.templates import add_version
+from automation.email.templates import (
+    add_override,
+    delete_overrides,
+    preheader_overridable,
+    validate_template,
+)
 from automation.errors import Conflict, FieldError, InvalidInput
 
 MAX_VARIANTS = 5
@@ -47,9 +56,31 @@ def _check_ab(ab: AbTestIn | None, variant_count: int) -> list[FieldError]:
     return errors
 
 
-def _variant_version(
-    session: Session, n: int, variant: VariantIn, user_id: int | None
-) -> TemplateVersion:
+@dataclass(frozen=True)
+class _Variant:
+    """A variant's input, checked: its version and what it overrides (None: the version's)."""
+
+    version: TemplateVersion
+    subject: str | None = None
+    preheader: str | None = None
+    sender_identity_id: int | None = None
+
+    @property
+    def content(self) -> tuple[Any, ...]:
+        """What recipients get: two variants the same in all of it are one."""
+        v = self.version
+        return (
+            v.subject if self.subject is None else self.subject,
+            v.preheader if self.preheader is None else self.preheader,
+            v.sender_identity_id if self.sender_identity_id is None else self.sender_identity_id,
+            v.mjml,
+        )
+
+
+def _checked_variant(session: Session, n: int, variant: VariantIn) -> _Variant:
+    """The variant's version, and its overrides checked as the template they make would
+    be (every save check, named under the variant). Nothing is saved as a version: the
+    overrides are applied when the campaign's messages are rendered."""
     version = session.get(TemplateVersion, variant.template_version_id)
     path = f"variants[{n}].template_version_id"
     if version is None:
@@ -57,38 +88,46 @@ def _variant_version(
     template = session.get(Template, version.template_id)
     if template is None or template.deleted_at is not None:
         raise InvalidInput(FieldError(path, "the template is deleted"))
-    changes = {
-        k: v
-        for k, v in (
-            ("subject", variant.subject),
-            ("preheader", variant.preheader),
-            ("sender_identity_id", variant.sender_identity_id),
+    checked = _Variant(
+        version,
+        subject=variant.subject if variant.subject not in (None, version.subject) else None,
+        preheader=variant.preheader if variant.preheader not in (None, version.preheader) else None,
+        sender_identity_id=variant.sender_identity_id
+        if variant.sender_identity_id not in (None, version.sender_identity_id)
+        else None,
+    )
+    if checked.preheader is not None and not preheader_overridable(version):
+        raise InvalidInput(
+            FieldError(
+                f"variants[{n}].preheader",
+                "this template version was saved before variants could have their own "
+                "preheader; save the template again, then pick its new version",
+            )
         )
-        if v is not None and v != getattr(version, k)
-    }
-    if not changes:
-        return version
+    if checked == _Variant(version):
+        return checked
+    subject, preheader, sender_identity_id, mjml = checked.content
     content = TemplateContent(
         kind=version.kind,
-        sender_identity_id=changes.get("sender_identity_id", version.sender_identity_id),
-        subject=changes.get("subject", version.subject),
-        preheader=changes.get("preheader", version.preheader),
-        mjml=version.mjml,
+        sender_identity_id=sender_identity_id,
+        subject=subject,
+        preheader=preheader,
+        mjml=mjml,
+        language=version.language,
     )
-    try:
-        return add_version(session, template.id, content, user_id=user_id).version
-    except InvalidInput as exc:  # the override does not compile: name it under the variant
+    result = validate_template(session, content)
+    if result.errors:  # the override does not compile: name it under the variant
         raise InvalidInput(
-            [FieldError(f"variants[{n}].{e.path}", e.message) for e in exc.errors],
-            message=exc.message,
-        ) from None
+            [FieldError(f"variants[{n}].{p.path}", p.message) for p in result.errors],
+            message=f"variant {VARIANT_NAMES[n]} has {len(result.errors)} problem(s)",
+        )
+    return checked
 
 
-def _checked_versions(
-    session: Session, data: CampaignIn, user_id: int | None, *, campaign_id: int | None = None
-) -> list[TemplateVersion]:
-    """Every check of a campaign's input, then each variant's template version (an override
-    of subject, preheader or sender is saved as a new version)."""
+def _checked_variants(
+    session: Session, data: CampaignIn, *, campaign_id: int | None = None
+) -> list[_Variant]:
+    """Every check of a campaign's input, then each variant's version and overrides."""
     errors = check_segments(session, "include_segment_ids", data.include_segment_ids)
     errors += check_segments(session, "exclude_segment_ids", data.exclude_segment_ids)
     if not data.include_segment_ids:
@@ -101,26 +140,25 @@ def _checked_versions(
         same_name = same_name.where(Campaign.id != campaign_id)
     if session.scalar(same_name) is not None:
         raise InvalidInput(FieldError("name", f"a campaign named {data.name!r} already exists"))
-    versions = [_variant_version(session, n, v, user_id) for n, v in enumerate(data.variants)]
+    variants = [_checked_variant(session, n, v) for n, v in enumerate(data.variants)]
     seen: dict[tuple[Any, ...], int] = {}
-    for n, version in enumerate(versions):
-        key = (version.subject, version.preheader, version.sender_identity_id, version.mjml)
-        if key in seen:
+    for n, variant in enumerate(variants):
+        if variant.content in seen:
             errors.append(
                 FieldError(
                     f"variants[{n}]",
-                    f"does not differ from variant {VARIANT_NAMES[seen[key]]} in subject, "
-                    "preheader, sender or content",
+                    f"does not differ from variant {VARIANT_NAMES[seen[variant.content]]} in "
+                    "subject, preheader, sender or content",
                 )
             )
-        seen.setdefault(key, n)
+        seen.setdefault(variant.content, n)
     if errors:
         raise InvalidInput(errors)
-    return versions
+    return variants
 
 
 def _apply(
-    session: Session, campaign: Campaign, data: CampaignIn, versions: list[TemplateVersion]
+    session: Session, campaign: Campaign, data: CampaignIn, variants: list[_Variant]
 ) -> None:
     ab = data.ab_test
     campaign.name = data.name
@@ -138,20 +176,29 @@ def _apply(
     campaign.updated_at = clock.now()
     session.add(campaign)
     session.flush()
-    for n, version in enumerate(versions):
+    for n, variant in enumerate(variants):
+        override = (
+            add_override(
+                session, variant.version.id, subject=variant.subject, preheader=variant.preheader
+            )
+            if variant.subject is not None or variant.preheader is not None
+            else None
+        )
         session.add(
             CampaignVariant(
                 campaign_id=campaign.id,
                 position=n,
                 name=VARIANT_NAMES[n],
-                template_version_id=version.id,
+                template_version_id=variant.version.id,
+                override_id=override.id if override else None,
+                sender_identity_id=variant.sender_identity_id,
             )
         )
     session.flush()
 
 
 def create_campaign(session: Session, data: CampaignIn, *, user_id: int | None = None) -> Campaign:
-    versions = _checked_versions(session, data, user_id)
+    variants = _checked_variants(session, data)
     now = clock.now()
     campaign = Campaign(
         status=CampaignStatus.DRAFT,
@@ -159,7 +206,7 @@ def create_campaign(session: Session, data: CampaignIn, *, user_id: int | None =
         fallback_time_zone="UTC",
         created_at=now,
     )
-    _apply(session, campaign, data, versions)
+    _apply(session, campaign, data, variants)
     return campaign
 
 
@@ -171,9 +218,11 @@ def update_campaign(
     campaign = get_campaign(session, campaign_id, lock=True)
     if campaign.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED):
         raise Conflict(f"a {campaign.status.value} campaign cannot be edited")
-    versions = _checked_versions(session, data, user_id, campaign_id=campaign.id)
+    variants = _checked_variants(session, data, campaign_id=campaign.id)
+    replaced = [v.override_id for v in variants_of(session, campaign.id)]
     session.execute(delete(CampaignVariant).where(CampaignVariant.campaign_id == campaign.id))
-    _apply(session, campaign, data, versions)
+    delete_overrides(session, replaced)
+    _apply(session, campaign, data, variants)
     return campaign
 
 
@@ -181,4 +230,7 @@ def delete_campaign(session: Session, campaign_id: int) -> None:
     campaign = get_campaign(session, campaign_id, lock=True)
     if campaign.status is not CampaignStatus.DRAFT:
         raise Conflict("only a draft campaign can be deleted; cancel it instead")
+    replaced = [v.override_id for v in variants_of(session, campaign.id)]
     session.delete(campaign)
+    session.flush()
+    delete_overrides(session, replaced)

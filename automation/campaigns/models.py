@@ -106,6 +106,14 @@ class CampaignVariant(Base):
     template_version_id: Mapped[int] = mapped_column(
         ForeignKey("template_versions.id", ondelete="RESTRICT")
     )
+    # The variant's own subject / preheader (rendered at send, never a template version)
+    # and sender; None: the version's.
+    override_id: Mapped[int | None] = mapped_column(
+        ForeignKey("version_overrides.id", ondelete="RESTRICT")
+    )
+    sender_identity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sender_identities.id", ondelete="RESTRICT")
+    )
 
 
 class CampaignRecipient(Base):

@@ -4,6 +4,7 @@ use a segment, and how large an audience would be."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,7 +16,7 @@ from automation.campaigns.models import (
     CampaignStatus,
     CampaignVariant,
 )
-from automation.email.models import Message, MessageStatus
+from automation.email.models import Message, MessageStatus, TemplateVersion, VersionOverride
 from automation.errors import FieldError, InvalidInput, NotFound
 from automation.segments.membership import audience_ids
 from automation.segments.models import Segment
@@ -66,6 +67,52 @@ def variants_of(session: Session, campaign_id: int) -> list[CampaignVariant]:
             .order_by(CampaignVariant.position)
         )
     )
+
+
+@dataclass(frozen=True)
+class VariantContent:
+    """What a variant sends: its template version, and its own subject, preheader and
+    sender where it overrides the version's (None: the version's)."""
+
+    variant: CampaignVariant
+    version: TemplateVersion
+    subject: str | None
+    preheader: str | None
+    sender_identity_id: int | None
+
+    @property
+    def sent_subject(self) -> str:
+        return self.version.subject if self.subject is None else self.subject
+
+    @property
+    def sent_preheader(self) -> str:
+        return self.version.preheader if self.preheader is None else self.preheader
+
+    @property
+    def sent_sender_identity_id(self) -> int | None:
+        if self.sender_identity_id is None:
+            return self.version.sender_identity_id
+        return self.sender_identity_id
+
+
+def variant_contents(session: Session, campaign_id: int) -> list[VariantContent]:
+    rows = session.execute(
+        select(CampaignVariant, TemplateVersion, VersionOverride)
+        .join(TemplateVersion, TemplateVersion.id == CampaignVariant.template_version_id)
+        .outerjoin(VersionOverride, VersionOverride.id == CampaignVariant.override_id)
+        .where(CampaignVariant.campaign_id == campaign_id)
+        .order_by(CampaignVariant.position)
+    ).all()
+    return [
+        VariantContent(
+            variant,
+            version,
+            override.subject if override else None,
+            override.preheader if override else None,
+            variant.sender_identity_id,
+        )
+        for variant, version, override in rows
+    ]
 
 
 def check_segments(session: Session, field: str, ids: Sequence[int]) -> list[FieldError]:

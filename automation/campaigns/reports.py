@@ -33,7 +33,7 @@ from automation.db import quarter_hour, quarter_start
 from automation.email.context import sample_contact
 from automation.email.models import Message, MessageStatus, TemplateVersion
 from automation.email.rates import EmailCounts
-from automation.email.render import TrackingUrls, compile_version, render_email
+from automation.email.render import TrackingUrls, VersionCache, render_email
 from automation.errors import NotFound
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -422,13 +422,11 @@ def click_map_html(session: Session, campaign_id: int, variant_id: int | None = 
     if variant_id is not None and chosen is None:
         raise NotFound(f"no variant {variant_id} in campaign {campaign_id}")
     variant = chosen or variants[0]
-    version_row = session.get(TemplateVersion, variant.template_version_id)
-    assert version_row is not None  # RESTRICT foreign key
-    version = compile_version(version_row)
+    version = VersionCache(1).for_message(session, variant.template_version_id, variant.override_id)
     links = {
         link["index"]: link
         for link in _links(session, campaign_id)
-        if link["template_version_id"] == version_row.id
+        if link["template_version_id"] == variant.template_version_id
     }
     urls = TrackingUrls(
         open="",

@@ -25,8 +25,8 @@ UTM_KEYS = frozenset({"utm_source", "utm_medium", "utm_campaign", "utm_term", "u
 
 
 class VariantIn(Strict):
-    """A template version, optionally with a different subject, preheader or sender (saved
-    as a new version of the same template)."""
+    """A template version, optionally with a different subject, preheader or sender: kept
+    with the variant and applied to its messages only (never a version of the template)."""
 
     template_version_id: RowId
     subject: str | None = Field(None, max_length=500)
@@ -84,6 +84,9 @@ class VariantOut(BaseModel):
     id: int
     name: str
     template_version_id: int
+    subject: str | None = Field(None, description="the variant's own subject; none: the version's")
+    preheader: str | None = Field(None, description="the variant's own preheader")
+    sender_identity_id: int | None = Field(None, description="the variant's own sender")
 
 
 class CampaignOut(BaseModel):

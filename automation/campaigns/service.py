@@ -23,6 +23,7 @@ from automation.campaigns.queries import (
     campaigns_using_segment,
     get_campaign,
     list_campaigns,
+    variant_contents,
     variants_of,
 )
 from automation.campaigns.schedule import schedule_campaign
@@ -53,5 +54,6 @@ __all__ = [
     "start_campaign",
     "test_ends_at",
     "update_campaign",
+    "variant_contents",
     "variants_of",
 ]

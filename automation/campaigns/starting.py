@@ -91,7 +91,7 @@ def queue_recipients(session: Session, campaign: Campaign, *, rest_only: bool) -
     scope = [R.campaign_id == campaign.id, R.variant_id.is_not(None)]
     if rest_only:
         scope.append(R.test.is_(False))
-    versions = {v.id: v.template_version_id for v in variants_of(session, campaign.id)}
+    variants = {v.id: v for v in variants_of(session, campaign.id)}
     queued = 0
     groups = session.execute(select(R.variant_id, R.send_at).where(*scope).distinct()).all()
     for variant_id, send_at in groups:
@@ -99,7 +99,9 @@ def queue_recipients(session: Session, campaign: Campaign, *, rest_only: bool) -
         queued += queue_for_contacts(
             session,
             select(R.contact_id).where(*scope, R.variant_id == variant_id, R.send_at == send_at),
-            template_version_id=versions[variant_id],
+            template_version_id=variants[variant_id].template_version_id,
+            override_id=variants[variant_id].override_id,
+            sender_identity_id=variants[variant_id].sender_identity_id,
             dedupe_prefix=f"campaign:{campaign.id}:",
             campaign_id=campaign.id,
             campaign_variant_id=variant_id,

@@ -16,7 +16,6 @@ and where).
 
 from __future__ import annotations
 
-import html as html_lib
 import logging
 import re
 from collections.abc import Iterable
@@ -30,6 +29,7 @@ from automation.email.jinja_source import Placeholders, check_jinja, map_offset
 from automation.email.links import LINK_MARKER, OPEN_MARKER, RESERVED, classify_links
 from automation.email.mjml_checks import MjmlChecker
 from automation.email.problems import Problem
+from automation.email.render import LANGUAGE_SLOT, PREHEADER_SLOT, SUBJECT_SLOT
 from automation.email.renderer import RENDERER, render_mjml
 from automation.email.sandbox import (
     CHECK_HTML_ENV,
@@ -144,21 +144,7 @@ def compile_template(
     if result.errors:
         return result
 
-    if draft.preheader.strip():
-        # Into the template's own <mj-head> when it has one: MJML reads only the first head,
-        # so a second one would drop the template's attributes, styles, fonts and title.
-        pre_text, _ = ph.hide(draft.preheader)
-        preview = f"<mj-preview>{html_lib.escape(pre_text, quote=False)}</mj-preview>"
-        at = checker.head_content_at
-        if at is not None:
-            text = text[:at] + preview + text[at:]
-        else:
-            text = re.sub(
-                r"<mjml\b[^>]*>",
-                lambda m: m.group() + f"<mj-head>{preview}</mj-head>",
-                text,
-                count=1,
-            )
+    text = _with_slots(text, ph, checker)
     # A placeholder in the body's text travels as a comment: css-inline (for mj-style
     # inline) parses the HTML as a browser does and would move bare text out of a table,
     # so a {% for %} around table rows would end up before the table. Comments stay put.
@@ -205,6 +191,7 @@ def compile_template(
         if "</body>" in tracked_html
         else tracked_html + trap + _PIXEL
     )
+    final_html = _with_preheader(final_html)
     size = len(final_html.encode())
     if size > MAX_HTML_BYTES:
         result.errors.append(
@@ -239,6 +226,64 @@ def compile_template(
     if result.errors:
         result.compiled = None
     return result
+
+
+# What differs from one message of a version to the next goes into the compiled HTML as
+# render.py's slots (the subject as the title when the template has none, the preheader,
+# the language), which it fills per message: a campaign variant's subject and preheader
+# are applied there, at send, and are never compiled into a version.
+# MJML's own <mj-preview> is coloured white, which spam filters score as hidden text
+# (SpamAssassin's HTML_FONT_LOW_CONTRAST): hidden without a colour, as ours is.
+_MJML_PREVIEW_STYLE = (
+    "display:none;font-size:1px;color:#ffffff;line-height:1px;max-height:0px;"
+    "max-width:0px;opacity:0;overflow:hidden;"
+)
+_PREVIEW_STYLE = (
+    "display:none;font-size:1px;line-height:1px;max-height:0px;max-width:0px;"
+    "opacity:0;overflow:hidden;mso-hide:all;"
+)
+_PREHEADER = (
+    f'{{% if {PREHEADER_SLOT} %}}<div style="{_PREVIEW_STYLE}">{{{{ {PREHEADER_SLOT} }}}}</div>'
+    "{% endif %}"
+)
+
+
+def _with_slots(text: str, ph: Placeholders, checker: MjmlChecker) -> str:
+    """The MJML (placeholders in) with the title and the language filled in by render.py,
+    where the template does not set them itself."""
+    head = (
+        "" if checker.has_title else f"<mj-title>{ph.new('{{ ' + SUBJECT_SLOT + ' }}')}</mj-title>"
+    )
+    if head:
+        at = checker.head_content_at
+        if at is not None:
+            # Into the template's own <mj-head>: MJML reads only the first head, so a
+            # second one would drop the template's attributes, styles, fonts and title.
+            text = text[:at] + head + text[at:]
+        else:
+            text = re.sub(
+                r"<mjml\b[^>]*>", lambda m: m.group() + f"<mj-head>{head}</mj-head>", text, count=1
+            )
+    language = ph.new("{{ " + LANGUAGE_SLOT + " }}")
+    return re.sub(
+        r"<mjml\b([^>]*)>",
+        lambda m: (
+            m.group()
+            if re.search(r"\slang\s*=", m.group(1))
+            else f'<mjml lang="{language}"{m.group(1)}>'
+        ),
+        text,
+        count=1,
+    )
+
+
+def _with_preheader(html: str) -> str:
+    """The preheader's hidden block first in the body, and MJML's own one uncoloured."""
+    html = html.replace(_MJML_PREVIEW_STYLE, _PREVIEW_STYLE)
+    match = re.search(r"<body\b[^>]*>", html)
+    if match is None:
+        return _PREHEADER + html
+    return html[: match.end()] + _PREHEADER + html[match.end() :]
 
 
 def _trial_render(draft: Draft, sample: dict[str, Any], result: CompileResult) -> None:

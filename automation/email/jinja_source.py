@@ -9,6 +9,7 @@ alphanumeric placeholder that survives MJML untouched and is put back afterwards
 from __future__ import annotations
 
 import bisect
+import html as html_lib
 import re
 import secrets
 
@@ -91,6 +92,14 @@ class Placeholders:
 
     def found(self, text: str) -> list[str]:
         return self.pattern.findall(text)
+
+
+def html_source(text: str) -> str:
+    """Plain text holding Jinja (a preheader) as a source for the HTML environment: the
+    text HTML-escaped (Jinja escapes only what its tags output), the tags kept."""
+    ph = Placeholders()
+    hidden, _ = ph.hide(text)
+    return ph.restore(html_lib.escape(hidden, quote=False))
 
 
 def map_offset(mapping: list[tuple[int, int]], offset: int) -> int:

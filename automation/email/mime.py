@@ -50,6 +50,7 @@ class Mail:
     reply_to: str | None = None
     list_unsubscribe: tuple[str, str] | None = None  # (https URL, mailto URL)
     feedback_id: str | None = None
+    list_id: str | None = None  # a List-Id header value (list_id_header)
     extra_headers: Sequence[tuple[str, str]] = ()
     # Sent with SMTPUTF8 (RFC 6531/6532): addresses with a non-ASCII local part go into
     # the headers as UTF-8. Everything else stays 7-bit (names and subject as RFC 2047).
@@ -126,14 +127,33 @@ def _sender_header(name: str, address: str, utf8: bool) -> str:
 def address_header(name: str, address: str, *, utf8: bool = False) -> str:
     address = wire_address(address, utf8=utf8)
     name = " ".join(name.split())
-    if not name:
-        return address
+    return f"{_phrase(name)} <{address}>" if name else address
+
+
+def _phrase(name: str) -> str:
+    """A display name as a header phrase: as is, quoted, or RFC 2047 encoded."""
     if name.isascii() and "=?" not in name:
         if _ATEXT_PHRASE.match(name):
-            return f"{name} <{address}>"
+            return name
         quoted = name.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{quoted}" <{address}>'
-    return f"{encoded_words(name)} <{address}>"
+        return f'"{quoted}"'
+    return encoded_words(name)
+
+
+_LABEL = re.compile(r"[^A-Za-z0-9-]+")
+
+
+def list_id_header(description: str, label: str, domain: str) -> str:
+    """RFC 2919: ``description <label.domain>``, the label made of letters, digits and
+    hyphens (dots separate its parts), the domain as punycode."""
+    parts = [_LABEL.sub("-", part).strip("-") for part in label.split(".")]
+    try:
+        host = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        host = "invalid"
+    list_id = ".".join([p for p in parts if p] + [host.lower()])
+    description = " ".join(description.split())[:100]
+    return f"{_phrase(description)} <{list_id}>" if description else f"<{list_id}>"
 
 
 def qp_url(url: str) -> bytes:
@@ -191,6 +211,8 @@ def build_mime(mail: Mail) -> bytes:
         https, mailto = mail.list_unsubscribe
         headers.append(("List-Unsubscribe", f"<{https}>,\r\n <{mailto}>"))
         headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    if mail.list_id:
+        headers.append(("List-Id", mail.list_id))
     if mail.feedback_id:
         headers.append(("Feedback-ID", mail.feedback_id))
     headers.extend(mail.extra_headers)

@@ -109,6 +109,7 @@ class MjmlChecker(HTMLParser):
         # Where the template's own <mj-head> content starts (a preheader goes in there).
         self.head_content_at: int | None = None
         self.has_preview = False
+        self.has_title = False
         self.root_seen = self.root_closed = False
         self.fonts: list[Font] = []
         # Placeholders standing in the body's text (not in an attribute, not in the head).
@@ -209,6 +210,8 @@ class MjmlChecker(HTMLParser):
             )
         if tag == "mj-preview":
             self.has_preview = True
+        if tag == "mj-title":
+            self.has_title = True
         if tag == "mj-head" and not closed and self.head_content_at is None:
             self.head_content_at = offset + len(self.get_starttag_text() or "")
         if not closed:

@@ -78,6 +78,8 @@ class TemplateVersion(Base):
     subject: Mapped[str] = mapped_column(Text)
     preheader: Mapped[str] = mapped_column(Text, default="")
     mjml: Mapped[str] = mapped_column(Text)
+    # The emails' language (BCP 47, <html lang>); None: the workspace's (NURTURE_EMAIL_LANGUAGE).
+    language: Mapped[str | None] = mapped_column(String(35))
     # Compiled once: HTML and text are Jinja sources with tracking placeholders in place.
     html: Mapped[str] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
@@ -85,6 +87,23 @@ class TemplateVersion(Base):
     html_bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class VersionOverride(Base):
+    """A subject or preheader that replaces a version's for the messages naming it (a
+    campaign variant's): applied when they are rendered, never saved as a version of the
+    template, so nothing else (a workflow sending the template's latest) ever sends it.
+    Never updated; a changed variant gets a new one."""
+
+    __tablename__ = "version_overrides"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    template_version_id: Mapped[int] = mapped_column(
+        ForeignKey("template_versions.id", ondelete="RESTRICT")
+    )
+    subject: Mapped[str | None] = mapped_column(Text)  # None: the version's
+    preheader: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class MessageStatus(enum.StrEnum):
@@ -125,6 +144,10 @@ class Message(Base):
     # Copied from the (immutable) version so that claiming needs no join.
     sender_identity_id: Mapped[int | None] = mapped_column(
         ForeignKey("sender_identities.id", ondelete="SET NULL")
+    )
+    # A campaign variant's subject or preheader, rendered instead of the version's.
+    override_id: Mapped[int | None] = mapped_column(
+        ForeignKey("version_overrides.id", ondelete="RESTRICT")
     )
     marketing: Mapped[bool] = mapped_column(Boolean, default=True)
     status: Mapped[MessageStatus] = mapped_column(

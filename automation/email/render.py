@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jinja2 import Template
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from automation.config import DEFAULT_LANGUAGE
 from automation.email.context import template_context
 from automation.email.html_checks import check_html, inert_skeleton
+from automation.email.jinja_source import html_source
 from automation.email.mime import qp_encode, qp_url
 from automation.email.models import Template as TemplateRow
-from automation.email.models import TemplateKind, TemplateVersion
+from automation.email.models import TemplateKind, TemplateVersion, VersionOverride
 from automation.email.render_budget import Budget, new_budget
 from automation.email.sandbox import (
     HTML_ENV,
@@ -35,12 +38,20 @@ from automation.errors import NotFound
 from automation.signing import MessageTokens, TokenKind
 
 MAX_SUBJECT_CHARS = 300
+# The compiler's own names in a compiled HTML (no template source may use a name starting
+# with "_"), filled per message: the subject as the title where the template has none,
+# the preheader and the language. A campaign variant overrides the first two.
+SUBJECT_SLOT = "_subject"
+PREHEADER_SLOT = "_preheader"
+LANGUAGE_SLOT = "_language"
 _SPACES = re.compile(r"\s+")
 
 
 _MARKER = re.compile(r"<!--nurture:(?:link:(\d+)|open)-->")
 OPEN = -1  # the open pixel's place in a message's URL list: last
 Part = str | int  # static text, or the index of a tracking URL
+# A preheader: rendered per message (it holds Jinja), its HTML (it does not), or none.
+Preheader = Template | Markup | None
 
 
 def _split(chunk: str) -> tuple[Part, ...] | None:
@@ -113,6 +124,8 @@ class CompiledVersion:
     marketing: bool
     sender_identity_id: int | None
     subject: Template
+    preheader: Preheader  # None: no preheader
+    language: str | None  # None: the workspace's
     html: Template
     text: Template
     links: list[dict[str, Any]]
@@ -122,6 +135,42 @@ class CompiledVersion:
     mjml: str = ""  # the source, for naming its line in a render error
     html_source: str = ""
     text_source: str = ""
+
+
+@dataclass(frozen=True)
+class CompiledOverride:
+    """A campaign variant's subject and preheader, compiled once per process."""
+
+    id: int
+    subject: Template | None
+    preheader: Preheader
+    clears_preheader: bool  # the override is an empty preheader
+
+    def apply(self, version: CompiledVersion) -> CompiledVersion:
+        return replace(
+            version,
+            subject=self.subject or version.subject,
+            preheader=None if self.clears_preheader else self.preheader or version.preheader,
+        )
+
+
+def compile_override(row: VersionOverride) -> CompiledOverride:
+    return CompiledOverride(
+        id=row.id,
+        subject=TEXT_ENV.from_string(row.subject) if row.subject is not None else None,
+        preheader=_preheader(row.preheader or ""),
+        clears_preheader=row.preheader is not None and not row.preheader.strip(),
+    )
+
+
+def _preheader(source: str) -> Preheader:
+    """A preheader to render per message, or its HTML once when it holds no Jinja."""
+    if not source.strip():
+        return None
+    template = HTML_ENV.from_string(html_source(source))
+    if "{" in source:
+        return template
+    return Markup(" ".join(render(template, {}).output.split()))  # noqa: S704  # escaped
 
 
 @dataclass(frozen=True)
@@ -147,6 +196,7 @@ class VersionCache:
     def __init__(self, size: int = 64) -> None:
         self.size = size
         self._items: OrderedDict[int, CompiledVersion] = OrderedDict()
+        self._overrides: OrderedDict[int, CompiledOverride] = OrderedDict()
 
     def get_many(self, session: Session, ids: set[int]) -> dict[int, CompiledVersion]:
         missing = [i for i in ids if i not in self._items]
@@ -176,6 +226,30 @@ class VersionCache:
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 
+    def get_overrides(self, session: Session, ids: set[int]) -> dict[int, CompiledOverride]:
+        """Compiled overrides by id (they never change either)."""
+        missing = [i for i in ids if i not in self._overrides]
+        if missing:
+            for row in session.scalars(
+                select(VersionOverride).where(VersionOverride.id.in_(missing))
+            ):
+                self._overrides[row.id] = compile_override(row)
+                while len(self._overrides) > self.size:
+                    self._overrides.popitem(last=False)
+        return {i: self._overrides[i] for i in ids if i in self._overrides}
+
+    def for_message(
+        self, session: Session, version_id: int, override_id: int | None
+    ) -> CompiledVersion:
+        """What one message renders: its version, with its campaign variant's override."""
+        version = self.get(session, version_id)
+        if override_id is None:
+            return version
+        found = self.get_overrides(session, {override_id})
+        if override_id not in found:
+            raise NotFound(f"version override {override_id} not found")
+        return found[override_id].apply(version)
+
 
 def compile_version(version: TemplateVersion, *, deleted: bool = False) -> CompiledVersion:
     html = HTML_ENV.from_string(version.html)
@@ -187,6 +261,8 @@ def compile_version(version: TemplateVersion, *, deleted: bool = False) -> Compi
         marketing=version.kind is TemplateKind.MARKETING,
         sender_identity_id=version.sender_identity_id,
         subject=TEXT_ENV.from_string(version.subject),
+        preheader=_preheader(version.preheader),
+        language=version.language,
         html=html,
         text=text,
         links=list(version.links),
@@ -268,21 +344,37 @@ def preview_urls(version: CompiledVersion, base_url: str) -> TrackingUrls:
 
 
 def _context(
+    version: CompiledVersion,
     contact: dict[str, Any],
     urls: TrackingUrls,
     workflow_name: str | None,
     campaign_name: str | None,
-) -> dict[str, Any]:
-    context = template_context(
-        contact,
-        unsubscribe_url=urls.unsubscribe,
-        preferences_url=urls.preferences,
-        view_in_browser_url=urls.view,
-        confirm_url=urls.confirm,
-        workflow_name=workflow_name,
-        campaign_name=campaign_name,
+    default_language: str,
+    budget: Budget,
+) -> tuple[dict[str, Any], str]:
+    """The render context with the compiler's slots filled, and the subject (both spend
+    from the message's budget)."""
+    context = with_globals(
+        template_context(
+            contact,
+            unsubscribe_url=urls.unsubscribe,
+            preferences_url=urls.preferences,
+            view_in_browser_url=urls.view,
+            confirm_url=urls.confirm,
+            workflow_name=workflow_name,
+            campaign_name=campaign_name,
+        )
     )
-    return with_globals(context)
+    subject = _subject(version, context, budget)
+    context[SUBJECT_SLOT] = subject
+    preheader = version.preheader
+    if isinstance(preheader, Template):
+        # HTML already: the autoescaping environment rendered it from an escaped source.
+        output = " ".join(render(preheader, context, budget=budget).output.split())
+        preheader = Markup(output)  # noqa: S704  # escaped, see above
+    context[PREHEADER_SLOT] = preheader or ""
+    context[LANGUAGE_SLOT] = version.language or default_language
+    return context, subject
 
 
 def _subject(version: CompiledVersion, context: dict[str, Any], budget: Budget) -> str:
@@ -304,12 +396,14 @@ def render_email(
     *,
     workflow_name: str | None = None,
     campaign_name: str | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> RenderedEmail:
     """Subject, HTML and text for one recipient, as text (previews, the view-in-browser
     page). Raises RenderError, and UnsafeHtml when the HTML fails check_html."""
-    context = _context(contact, urls, workflow_name, campaign_name)
-    budget = new_budget()  # one for the message's three parts
-    subject = _subject(version, context, budget)
+    budget = new_budget()  # one for the message's parts
+    context, subject = _context(
+        version, contact, urls, workflow_name, campaign_name, default_language, budget
+    )
     all_urls = [*urls.links, urls.open]
     html: list[str] = []
     _render_part(version, True, context, budget, version.html_codec.text_sink(html, all_urls))
@@ -331,13 +425,15 @@ def render_for_send(
     *,
     workflow_name: str | None = None,
     campaign_name: str | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> EncodedEmail:
     """The same render, each part quoted-printable as it is produced, and the HTML checked
     as it is sent (with its tracking markers, our own URLs, still in place). Raises
     RenderError, and UnsafeHtml when the HTML fails check_html."""
-    context = _context(contact, urls, workflow_name, campaign_name)
     budget = new_budget()
-    subject = _subject(version, context, budget)
+    context, subject = _context(
+        version, contact, urls, workflow_name, campaign_name, default_language, budget
+    )
     encoded_urls = [qp_url(u) for u in urls.links]
     encoded_urls.append(qp_url(urls.open))
     html: list[bytes] = []

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from automation.addresses import smtputf8_warnings
+from automation.config import LANGUAGE_TAG
 from automation.contacts.schema import Email, Strict
 from automation.db import BigRowId, PageNumber, RowId
 from automation.email.models import MessageStatus, TemplateKind
@@ -60,6 +61,13 @@ class TemplateContent(Strict):
     subject: str = Field(..., max_length=500)
     preheader: str = Field("", max_length=500)
     mjml: str = Field(..., max_length=500_000, description="MJML with Jinja placeholders")
+    language: str | None = Field(
+        None,
+        max_length=35,
+        pattern=LANGUAGE_TAG,
+        description="The emails' language (BCP 47, e.g. en, de-CH: <html lang>); "
+        "none uses the workspace's (NURTURE_EMAIL_LANGUAGE)",
+    )
 
 
 class DraftPreviewIn(TemplateContent):
@@ -121,6 +129,7 @@ class VersionSummary(BaseModel):
 
 class VersionOut(VersionSummary):
     preheader: str
+    language: str | None = None
     mjml: str
     html: str
     text: str

@@ -17,10 +17,11 @@ from automation.bulk import update_rows
 from automation.config import Settings
 from automation.email.context import load_contact_contexts
 from automation.email.identities import Sender, needs_smtputf8_for, sender_of
-from automation.email.mime import AddressError, Mail, build_mime, wire_address
+from automation.email.mime import AddressError, Mail, build_mime, list_id_header, wire_address
 from automation.email.models import Message, SenderIdentity
 from automation.email.outbox import Batch, Claimed, Delivery, Undeliverable, get_message
 from automation.email.render import (
+    CompiledOverride,
     CompiledVersion,
     RenderedEmail,
     VersionCache,
@@ -77,7 +78,10 @@ class Sending:
             Message,
             [{"id": id_, "internet_message_id": header} for id_, header in headers.items()],
         )
-        return EmailBatch(self, batch, senders, tokens, headers)
+        overrides = self.cache.get_overrides(
+            session, {m.override_id for m in batch.messages if m.override_id is not None}
+        )
+        return EmailBatch(self, batch, senders, tokens, headers, overrides)
 
     def send_many(
         self, items: Iterable[tuple[Claimed, Envelope]]
@@ -90,17 +94,37 @@ def _mailto(settings: Settings, sender: Sender, token: str) -> str:
     return f"mailto:{mailbox}?subject={quote('unsubscribe ' + token)}"
 
 
+def _origin(message: Claimed) -> str:
+    """Where a message comes from, unique in the workspace: a campaign, or a workflow's
+    send node (node ids repeat from one workflow to the next)."""
+    if message.campaign_id is not None:
+        return f"c{message.campaign_id}"
+    if message.workflow_node_id is not None:
+        return f"w{message.workflow_id or 0}.{message.workflow_node_id}"
+    return "x"
+
+
 def _feedback_id(message: Claimed, version: CompiledVersion) -> str:
-    origin = (
-        f"c{message.campaign_id}"
-        if message.campaign_id is not None
-        else f"w{message.workflow_node_id}"
-        if message.workflow_node_id is not None
-        else "x"
-    )
+    """Gmail's Feedback-ID, ``a:b:c:SenderId``: the origin (campaign, or workflow and
+    node), the template with its kind, the sender identity, and us. Complaint reports
+    are grouped by each field, so each names one thing."""
+    origin = re.sub(r"[^A-Za-z0-9_.-]", "-", _origin(message))[:60]  # ":" separates fields
     kind = "m" if version.marketing else "t"
-    origin = re.sub(r"[^A-Za-z0-9_.-]", "-", origin)[:40]  # ":" separates the fields
-    return f"{origin}:{version.template_id}:{kind}:nurture"
+    identity = f"i{message.sender_identity_id}" if message.sender_identity_id else "default"
+    return f"{origin}:{kind}{version.template_id}:{identity}:nurture"
+
+
+def _list_id(message: Claimed, sender: Sender) -> str | None:
+    """RFC 2919 List-Id of marketing mail, under the sender's domain: the workspace's
+    campaigns are one list, each workflow another (a transactional email is on none)."""
+    if not message.marketing:
+        return None
+    if message.campaign_id is not None:
+        return list_id_header(f"{sender.from_name} campaigns", "campaigns", sender.domain)
+    if message.workflow_id is not None:
+        name = message.workflow_name or f"{sender.from_name} workflow"
+        return list_id_header(name, f"w{message.workflow_id}.workflows", sender.domain)
+    return list_id_header(sender.from_name, "mail", sender.domain)
 
 
 def _sender(senders: dict[int | None, Sender], message: Claimed) -> Sender:
@@ -125,6 +149,7 @@ def build_message(
         urls,
         workflow_name=message.workflow_name,
         campaign_name=message.campaign_name,
+        default_language=sending.settings.email_language,
     )
     unsubscribe = None
     if version.marketing:
@@ -145,6 +170,7 @@ def build_message(
             reply_to=sender.reply_to,
             list_unsubscribe=unsubscribe,
             feedback_id=_feedback_id(message, version),
+            list_id=_list_id(message, sender),
         )
     )
 
@@ -158,9 +184,15 @@ class EmailBatch:
     senders: dict[int | None, Sender]
     tokens: dict[int, MessageTokens]
     message_ids: dict[int, str]  # message id → its Message-ID header
+    overrides: dict[int, CompiledOverride] = field(default_factory=dict)
 
     def render(self, message: Claimed, now: datetime) -> Envelope:
         version = self.batch.versions[message.version_id]
+        if message.override_id is not None:
+            override = self.overrides.get(message.override_id)
+            if override is None:
+                raise Undeliverable("render_error", f"no override {message.override_id}")
+            version = override.apply(version)
         sender = _sender(self.senders, message)
         try:
             data = build_message(
@@ -199,7 +231,9 @@ def render_message(
     staff looking at it in the UI: no open pixel and direct links, so that viewing the
     email is not counted as the contact's open or click."""
     message = get_message(session, message_id)
-    version = (cache or VersionCache(1)).get(session, message.template_version_id)
+    version = (cache or VersionCache(1)).for_message(
+        session, message.template_version_id, message.override_id
+    )
     contexts = load_contact_contexts(session, [message.contact_id])
     if tracked:
         signer = TokenSigner.from_settings(settings)
@@ -214,6 +248,7 @@ def render_message(
             urls,
             workflow_name=message.workflow_name,
             campaign_name=message.campaign_name,
+            default_language=settings.email_language,
         )
     except RenderError as exc:
         raise InvalidInput(FieldError("message", exc.message)) from None

@@ -4,16 +4,17 @@ delete."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from automation import clock
 from automation.addresses import needs_smtputf8
-from automation.config import Settings
+from automation.config import DEFAULT_LANGUAGE, Settings
 from automation.contacts.models import Contact, ContactStatus, CustomField
 from automation.contacts.suppressions import suppression_reasons
 from automation.email.compiler import CompileResult, Draft, Problem, compile_template
@@ -26,9 +27,11 @@ from automation.email.models import (
     Template,
     TemplateKind,
     TemplateVersion,
+    VersionOverride,
 )
 from automation.email.outbox import NEEDS_SMTPUTF8, OUTSTANDING, Delivery
 from automation.email.render import (
+    PREHEADER_SLOT,
     CompiledVersion,
     RenderedEmail,
     compile_version,
@@ -117,6 +120,7 @@ def _version_row(content: TemplateContent, result: CompileResult, **row: Any) ->
         subject=content.subject,
         preheader=content.preheader,
         mjml=content.mjml,
+        language=content.language,
         html=result.compiled.html,
         text=result.compiled.text,
         links=result.compiled.links,
@@ -164,6 +168,41 @@ def add_version(
     return Saved(
         template, _new_version(session, template, content, result, user_id), result.warnings
     )
+
+
+def add_override(
+    session: Session, version_id: int, *, subject: str | None, preheader: str | None
+) -> VersionOverride:
+    """A subject and/or preheader that replace the version's for the messages that name
+    the override (a campaign variant's). The caller has checked them (validate_template
+    on the content they make); no version is written, so nothing else sends them."""
+    override = VersionOverride(
+        template_version_id=version_id,
+        subject=subject,
+        preheader=preheader,
+        created_at=clock.now(),
+    )
+    session.add(override)
+    session.flush()
+    return override
+
+
+def delete_overrides(session: Session, override_ids: Iterable[int | None]) -> None:
+    """Overrides of variants that were replaced or deleted before any message named them
+    (a draft's): gone with them. One a message names is kept (its foreign key)."""
+    ids = {i for i in override_ids if i is not None}
+    if ids:
+        named = set(
+            session.scalars(select(Message.override_id).where(Message.override_id.in_(ids)))
+        )
+        if ids - named:
+            session.execute(delete(VersionOverride).where(VersionOverride.id.in_(ids - named)))
+
+
+def preheader_overridable(version: TemplateVersion) -> bool:
+    """Whether the version renders its preheader per message (saved since it does), so an
+    override can replace it; an older version has its preheader compiled in."""
+    return "{{ " + PREHEADER_SLOT + " }}" in version.html
 
 
 def rename_template(session: Session, template_id: int, name: str) -> Template:
@@ -265,6 +304,7 @@ def preview_template(
     base_url: str,
     contact_id: int | None = None,
     version_id: int | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> Preview:
     """HTML, text and subject for a chosen contact or the sample; links go straight to
     their destinations (no tracking), unsubscribe and view links to placeholders."""
@@ -276,11 +316,16 @@ def preview_template(
         if contact_id not in found:
             raise InvalidInput(FieldError("contact_id", f"no contact {contact_id}"))
         contact, label = found[contact_id], found[contact_id]["email"]
-    return Preview(_render(version, contact, base_url), label)
+    return Preview(_render(version, contact, base_url, default_language), label)
 
 
 def preview_draft(
-    session: Session, content: TemplateContent, *, base_url: str, contact_id: int | None = None
+    session: Session,
+    content: TemplateContent,
+    *,
+    base_url: str,
+    contact_id: int | None = None,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> tuple[CompileResult, RenderedEmail | None]:
     """An unsaved draft checked (errors with line and column) and, when it compiles,
     rendered for a chosen contact or the sample, as the editor's live preview. Nothing is
@@ -296,10 +341,12 @@ def preview_draft(
         if contact_id not in found:
             raise InvalidInput(FieldError("contact_id", f"no contact {contact_id}"))
         contact = found[contact_id]
-    return result, _render(compile_version(draft), contact, base_url)
+    return result, _render(compile_version(draft), contact, base_url, default_language)
 
 
-def _render(version: CompiledVersion, contact: dict[str, Any], base_url: str) -> RenderedEmail:
+def _render(
+    version: CompiledVersion, contact: dict[str, Any], base_url: str, default_language: str
+) -> RenderedEmail:
     try:
         return render_email(
             version,
@@ -307,6 +354,7 @@ def _render(version: CompiledVersion, contact: dict[str, Any], base_url: str) ->
             preview_urls(version, base_url),
             workflow_name="Sample workflow",
             campaign_name="Sample campaign",
+            default_language=default_language,
         )
     except RenderError as exc:
         where = f"line {exc.line}: " if exc.line else ""
@@ -350,6 +398,7 @@ def send_test(
         base_url=settings.base_url,
         contact_id=contact_id,
         version_id=version_id,
+        default_language=settings.email_language,
     )
     version = get_version(session, template_id, version_id)
     identity = (

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from automation import clock
+from automation.config import DEFAULT_LANGUAGE
 from automation.contacts.consent import change_status
 from automation.contacts.models import Contact, ContactStatus, Event
 from automation.db import dialect_insert
@@ -142,14 +143,19 @@ def resubscribe(session: Session, claims: TokenClaims, *, ip: str | None) -> Rec
 
 
 def view_in_browser(
-    session: Session, claims: TokenClaims, signer: TokenSigner, base_url: str
+    session: Session,
+    claims: TokenClaims,
+    signer: TokenSigner,
+    base_url: str,
+    *,
+    default_language: str = DEFAULT_LANGUAGE,
 ) -> str:
     """The message's HTML as its recipient got it (links tracked, no open pixel)."""
     from dataclasses import replace
 
     found = recipient(session, claims)
     message = found.message
-    version = VersionCache(1).get(session, message.template_version_id)
+    version = VersionCache(1).for_message(session, message.template_version_id, message.override_id)
     tokens = signer.for_message(message.id, message.token_nonce, message.template_version_id)
     urls = replace(tracking_urls(tokens, base_url, len(version.links)), open="")
     contact = load_contact_contexts(session, [found.contact.id])[found.contact.id]
@@ -159,4 +165,5 @@ def view_in_browser(
         urls,
         workflow_name=message.workflow_name,
         campaign_name=message.campaign_name,
+        default_language=default_language,
     ).html

@@ -38,8 +38,15 @@ class ClickMapQuery(BaseModel):
 
 def _out(campaign: Campaign) -> CampaignOut:
     variants = [
-        VariantOut(id=v.id, name=v.name, template_version_id=v.template_version_id)
-        for v in service.variants_of(db(), campaign.id)
+        VariantOut(
+            id=c.variant.id,
+            name=c.variant.name,
+            template_version_id=c.version.id,
+            subject=c.subject,
+            preheader=c.preheader,
+            sender_identity_id=c.sender_identity_id,
+        )
+        for c in service.variant_contents(db(), campaign.id)
     ]
     fields = {k: getattr(campaign, k) for k in CampaignOut.model_fields if k != "variants"}
     return CampaignOut(**fields, variants=variants)

@@ -149,8 +149,13 @@ def validate(body: TemplateContent) -> ValidationOut:
 )
 def preview_draft(body: DraftPreviewIn) -> DraftPreviewOut:
     content = TemplateContent.model_validate(body.model_dump(exclude={"contact_id"}))
+    settings = nurture().settings
     result, email = service.preview_draft(
-        db(), content, base_url=nurture().settings.base_url, contact_id=body.contact_id
+        db(),
+        content,
+        base_url=settings.base_url,
+        contact_id=body.contact_id,
+        default_language=settings.email_language,
     )
     return DraftPreviewOut(
         valid=not result.errors,
@@ -251,6 +256,7 @@ def preview(template_id: int, query: PreviewIn) -> PreviewOut:
         base_url=nurture().settings.base_url,
         contact_id=query.contact_id,
         version_id=query.version_id,
+        default_language=nurture().settings.email_language,
     )
     return PreviewOut(
         subject=result.email.subject,

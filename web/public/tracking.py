@@ -251,7 +251,13 @@ def view(token: str) -> Any:
     claims = _claims(token, TokenKind.VIEW)
     settings = current_app.extensions["nurture"].settings
     try:
-        html = service.view_in_browser(db(), claims, tracking().signer, settings.base_url)
+        html = service.view_in_browser(
+            db(),
+            claims,
+            tracking().signer,
+            settings.base_url,
+            default_language=settings.email_language,
+        )
     except NotFound:
         abort(404)
     except RenderError:

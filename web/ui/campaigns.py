@@ -202,13 +202,11 @@ def _values_of(campaign: Campaign) -> dict[str, Any]:
         "quiet_start": "" if campaign.quiet_start is None else campaign.quiet_start,
         "quiet_end": "" if campaign.quiet_end is None else campaign.quiet_end,
     }
-    for n, variant in enumerate(service.variants_of(db(), campaign.id)):
-        version = db().get(TemplateVersion, variant.template_version_id)
-        values[f"variants[{n}].template_version_id"] = variant.template_version_id
-        if version is not None:
-            values[f"variants[{n}].subject"] = version.subject
-            values[f"variants[{n}].preheader"] = version.preheader
-            values[f"variants[{n}].sender_identity_id"] = version.sender_identity_id or ""
+    for n, content in enumerate(service.variant_contents(db(), campaign.id)):
+        values[f"variants[{n}].template_version_id"] = content.version.id
+        values[f"variants[{n}].subject"] = content.sent_subject
+        values[f"variants[{n}].preheader"] = content.sent_preheader
+        values[f"variants[{n}].sender_identity_id"] = content.sent_sender_identity_id or ""
     return values
 
 
@@ -360,11 +358,9 @@ def campaign_detail(campaign_id: int) -> Any:
     campaign = service.get_campaign(db(), campaign_id)
     variants = service.variants_of(db(), campaign_id)
     report = reports.campaign_report(db(), campaign_id, request_zone())
-    versions = {
-        v.id: db().get(TemplateVersion, v.template_version_id) for v in variants
-    }  # subject per variant
+    subjects = {c.variant.id: c.sent_subject for c in service.variant_contents(db(), campaign_id)}
     chosen = request.args.get("variant", type=row_id)
-    if chosen not in versions:
+    if chosen not in subjects:
         chosen = variants[0].id if variants else None
     click_map = reports.click_map_html(db(), campaign_id, chosen) if variants else ""
     live_count = None
@@ -377,7 +373,7 @@ def campaign_detail(campaign_id: int) -> Any:
         "campaigns/detail.html",
         campaign=campaign,
         variants=variants,
-        versions=versions,
+        subjects=subjects,
         report=report,
         rows=_variant_rows(campaign, report),
         progress=progress_of(campaign),

@@ -14,7 +14,7 @@ from automation.email import identities
 from automation.email import templates as service
 from automation.email.models import Template, TemplateKind, TemplateVersion
 from web.auth import login_required
-from web.database import db
+from web.database import db, nurture
 from web.ids import row_id
 from web.ui.blueprint import bp
 from web.ui.forms import FORM_ERRORS, errors_of
@@ -61,6 +61,7 @@ def _editor(template: Template | None, version: TemplateVersion | None) -> str:
         variables=variables(),
         starter=STARTER,
         default_subject="Hello {{ contact.first_name }}",
+        default_language=nurture().settings.email_language,
     )
 
 

@@ -55,6 +55,8 @@ class Claimed:
     workflow_name: str | None
     campaign_name: str | None
     contact: dict[str, Any]
+    workflow_id: int | None = None
+    override_id: int | None = None  # a campaign variant's subject / preheader
 
 
 @dataclass
@@ -199,9 +201,11 @@ def _claimed_rows(session: Session, ids: list[int]) -> Sequence[Any]:
             Message.priority,
             Message.attempts,
             Message.campaign_id,
+            Message.workflow_id,
             Message.workflow_node_id,
             Message.workflow_name,
             Message.campaign_name,
+            Message.override_id,
             Contact.status,
             Contact.inactive_since,
             *CONTACT_COLUMNS,  # what rendering needs, in the same query
@@ -286,6 +290,8 @@ def _to_send(session: Session, rows: list[Row[Any]]) -> list[Claimed]:
             workflow_name=r.workflow_name,
             campaign_name=r.campaign_name,
             contact=contexts[r.contact_id],
+            workflow_id=r.workflow_id,
+            override_id=r.override_id,
         )
         for r in rows
     ]

@@ -156,15 +156,21 @@ def queue_for_contacts(
     campaign_variant_id: int | None = None,
     campaign_name: str | None = None,
     send_at: datetime | None = None,
+    override_id: int | None = None,
+    sender_identity_id: int | None = None,
 ) -> int:
     """INSERT … SELECT one message per contact id the query yields (a broadcast), with
-    dedupe key ``<prefix><contact id>``. Returns the number inserted."""
+    dedupe key ``<prefix><contact id>``. Returns the number inserted. ``override_id``: a
+    campaign variant's subject / preheader, rendered instead of the version's;
+    ``sender_identity_id``: a sender instead of the version's."""
     versions = _versions(session, {template_version_id})
     if template_version_id not in versions:
         raise InvalidInput(
             FieldError("template_version_id", f"no template version {template_version_id}")
         )
     kind, sender = versions[template_version_id]
+    if sender_identity_id is not None:
+        sender = sender_identity_id
     now = clock.now()
     ids = contact_ids.subquery()
     contact_id = ids.c[0]
@@ -177,6 +183,7 @@ def queue_for_contacts(
         "dedupe_key": literal(dedupe_prefix) + cast(contact_id, String),
         "contact_id": contact_id,
         "template_version_id": literal(template_version_id),
+        "override_id": literal(override_id, type_=BigInteger),
         "sender_identity_id": literal(sender, type_=BigInteger),
         "marketing": literal(kind is TemplateKind.MARKETING),
         "status": literal(MessageStatus.QUEUED.value),

@@ -34,6 +34,7 @@
       sender_identity_id: sender ? Number(sender) : null,
       subject: $("t-subject").value,
       preheader: $("t-preheader").value,
+      language: $("t-language").value.trim() || null,
       mjml: source(),
     };
   }
@@ -112,7 +113,7 @@
 
   editor?.on("change", schedule);
   textarea.addEventListener("input", schedule);
-  for (const id of ["t-subject", "t-preheader", "t-kind", "t-sender"]) $(id).addEventListener("input", schedule);
+  for (const id of ["t-subject", "t-preheader", "t-language", "t-kind", "t-sender"]) $(id).addEventListener("input", schedule);
   $("preview-for").addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
 
   $("insert-variable")?.addEventListener("click", () => {
