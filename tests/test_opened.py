@@ -147,6 +147,10 @@ def test_a_human_click_without_the_pixel_is_an_open_everywhere_and_a_scanner_cli
     assert count({"email": "clicked"}) == 1  # Ben's scanner click is a machine's
     assert count({"email": "clicked", "include_machine": True}) == 2
     assert count({"event": "email.opened"}) == 1
+    # The sends are events too (the outbox records email.sent): Ben and Cy received it and
+    # did not open it; Ana's click proved her open.
+    assert count({"email": "received"}) == 3
+    assert count({"email": "received_not_opened"}) == 2
 
     ana = client.get(f"/api/v1/contacts/{ids['ana']}", headers=headers).json
     ben = client.get(f"/api/v1/contacts/{ids['ben']}", headers=headers).json
