@@ -241,7 +241,7 @@ def test_an_import_in_a_declared_text_encoding_is_read_in_it(api, app, encoding,
 def test_an_import_file_name_with_a_nul_is_refused(api):
     response = _upload(api, b"Email\na@example.com\n", filename="a\x00.csv")
     assert 400 <= response.status_code < 500
-    assert response.json["error"]["details"][0]["path"] == "file"
+    assert response.json["error"]["details"][0]["path"] == "file.filename"
     assert api.get("/contacts").json["total"] == 0
 
 

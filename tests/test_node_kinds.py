@@ -74,7 +74,7 @@ def test_the_canvas_gets_the_node_kinds_from_the_api_and_its_page(api):
     assert served.json == node_kinds().model_dump(mode="json")
     assert served.json["kinds"]["wait:event"]["exits"] == ["happened", "timed_out"]
     assert served.json["kinds"]["wait:event"]["fields"] == ["event", "where", "timeout"]
-    assert "/api/v1/workflows/node-kinds" in api.get("/openapi.json").json["paths"]
+    assert "/workflows/node-kinds" in api.get("/openapi.json").json["paths"]
 
 
 def test_a_dry_run_walks_a_node_of_every_kind(api):

@@ -142,7 +142,7 @@ def create_import_job(
     if permission is None and not draft:
         import_options(None)  # raises, naming the permission field
     if any(ord(c) < 32 or ord(c) == 127 for c in filename):
-        raise InvalidInput(FieldError("file", "the file name holds a control character"))
+        raise InvalidInput(FieldError("file.filename", "the file name holds a control character"))
     if not content.strip():
         raise InvalidInput(FieldError("file", "the file is empty"))
     if len(content) > MAX_UPLOAD_BYTES:

@@ -58,6 +58,7 @@ def downgrade() -> None:
         batch.drop_column("override_id")
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("override_id")
-    with op.batch_alter_table("template_versions") as batch:
-        batch.drop_column("language")
+    # A plain DROP COLUMN (SQLite 3.35+ has it): rebuilding template_versions on SQLite
+    # would drop a table that messages and version_overrides point at.
+    op.drop_column("template_versions", "language")
     op.drop_table("version_overrides")
