@@ -75,3 +75,25 @@ def engage(
 def write_events(session: Any, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), 2000):
         session.execute(insert(Event), rows[start : start + 2000])
+
+
+def start_campaign(sessions: Any, version_id: int, audience_id: int, name: str = "Spring") -> int:
+    """A one-variant campaign to ``audience_id``, scheduled for now and started as beat's
+    tick starts it (its messages queued for the outbox); its id."""
+    from automation.campaigns import service as campaigns
+    from automation.campaigns.schema import CampaignIn, ScheduleIn, VariantIn
+    from automation.db import transaction
+
+    with transaction(sessions) as s:
+        campaign_id = campaigns.create_campaign(
+            s,
+            CampaignIn(
+                name=name,
+                include_segment_ids=[audience_id],
+                variants=[VariantIn(template_version_id=version_id)],
+            ),
+        ).id
+        campaigns.schedule_campaign(s, campaign_id, ScheduleIn())
+    with transaction(sessions) as s:
+        assert campaigns.run_due(s)["started"] == 1
+    return campaign_id

@@ -18,13 +18,11 @@ from zoneinfo import ZoneInfo
 
 import emailkit
 import pytest
-from campaignkit import make_list
+from campaignkit import make_list, start_campaign
 from conftest import login, make_api_key, make_settings
 from emailkit import make_contact, make_identity, make_template
 from sqlalchemy import select
 
-from automation.campaigns import service as campaigns
-from automation.campaigns.schema import CampaignIn, ScheduleIn, VariantIn
 from automation.db import transaction
 from automation.email.models import TemplateVersion
 from automation.email.outbox import queue_message, send_due
@@ -109,17 +107,7 @@ def test_the_dashboard_shows_the_campaign_reports_rates(
         version = make_template(s, sender_identity_id=identity).version.id
         ids = [make_contact(s, f"{n}@example.com") for n in ("ana", "ben", "cy", "dan", "eve")]
         audience = make_list(s, "Everyone", ids)
-        campaign_id = campaigns.create_campaign(
-            s,
-            CampaignIn(
-                name="Spring",
-                include_segment_ids=[audience],
-                variants=[VariantIn(template_version_id=version)],
-            ),
-        ).id
-        campaigns.schedule_campaign(s, campaign_id, ScheduleIn())
-    with transaction(harness.sessions) as s:
-        assert campaigns.run_due(s)["started"] == 1
+    campaign_id = start_campaign(harness.sessions, version, audience)
     assert send_due(sessions, sending).outcomes == {"sent": 5}
     mail = {r.recipients[0].split("@")[0]: r for r in smtp_server.received}
     pixel = re.search(r'src="http://nurture\.test(/t/o/[^"]+)"', _html(mail["ana"])).group(1)

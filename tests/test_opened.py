@@ -14,14 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import emailkit
-from campaignkit import make_list
+from campaignkit import make_list, start_campaign
 from conftest import login, make_api_key
 from emailkit import make_contact, make_identity, make_template
 from sqlalchemy import select
 from workflows_support import doc
 
-from automation.campaigns import service as campaigns
-from automation.campaigns.schema import CampaignIn, ScheduleIn, VariantIn
 from automation.contacts.models import Event
 from automation.db import transaction
 from automation.email.outbox import send_due
@@ -172,17 +170,7 @@ def test_the_campaign_report_and_its_ab_numbers_count_a_human_click_as_the_open(
     with transaction(harness.sessions) as s:
         version = campaigns_version(s, template)
         audience = make_list(s, "Everyone", list(ids.values()))
-        campaign_id = campaigns.create_campaign(
-            s,
-            CampaignIn(
-                name="Spring",
-                include_segment_ids=[audience],
-                variants=[VariantIn(template_version_id=version)],
-            ),
-        ).id
-        campaigns.schedule_campaign(s, campaign_id, ScheduleIn())
-    with transaction(harness.sessions) as s:
-        assert campaigns.run_due(s)["started"] == 1
+    campaign_id = start_campaign(harness.sessions, version, audience)
     assert send_due(sessions, sending).outcomes == {"sent": 3}
     mail = _by_recipient(smtp_server)
     _follow_first_link(client, mail["ana"], BROWSER)
