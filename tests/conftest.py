@@ -115,6 +115,17 @@ def _wired() -> None:
     wiring.install()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now (the OS picks it), for a test that
+    starts servers in other processes: fixed ports collide with a second suite or any
+    other program on the machine."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 # --- databases -----------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 import sitekit
-from conftest import METRICS_AUTH, REDIS_URL, login, make_settings
+from conftest import METRICS_AUTH, REDIS_URL, free_port, login, make_settings
 from emailkit import make_contact
 from sqlalchemy import func, select
 from test_tracking import HUMAN_UA, sent_message
@@ -36,7 +36,6 @@ from automation.tracking.hits import Hit, SpoolHitQueue, decode_all, make_hit_qu
 from automation.tracking.service import drain_hits
 
 ROOT = Path(__file__).resolve().parent.parent
-PRIVATE_REDIS_PORT = 8150 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
 
 
 def _hit(hit_id: str, user_agent: str = HUMAN_UA) -> Hit:
@@ -274,7 +273,7 @@ def _redis_server(port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
 
 @pytest.mark.redis
 def test_while_redis_is_down_hits_wait_in_the_spool_and_arrive_when_it_is_back(tmp_path):
-    port = PRIVATE_REDIS_PORT
+    port = free_port()
     assert _free(port), f"port {port} is taken"
     url = f"redis://127.0.0.1:{port}/0"
     var_dir = tmp_path / "var"

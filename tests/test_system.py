@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import redis
 from campaignkit import make_list
-from conftest import REDIS_URL
+from conftest import REDIS_URL, free_port
 from e2e_stack import Stack
 from emailkit import make_template
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,7 +53,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 CONTACTS = int(os.environ.get("NURTURE_SYSTEM_CONTACTS", "2000"))
 METRICS_TOKEN = "system-metrics-token"  # /metrics needs one outside the embedded default
-PORTS = {"smtp": 18410, "web-1": 18411, "web-2": 18412}
+PORTS = {"smtp": free_port(), "web-1": free_port(), "web-2": free_port()}
 SECRET = "system-test-secret-" + "s" * 40
 LEASE_SECONDS = 8
 OPENS = 50
