@@ -280,3 +280,61 @@ def test_the_usual_template_needs_no_check_per_recipient_unless_an_output_is_mar
     )
     result = compile_template(Draft("Hi", "", MJML, True), known_fields={"plan"}, sample=sample)
     assert inert_skeleton(result.compiled.html)  # (the safe-bio send test: markup is checked)
+
+
+@pytest.mark.parametrize(
+    ("preheader", "checked"),
+    [
+        ("Sunrise hikes & trail snacks", False),  # static: escaped once at compile
+        ("Hi {{ contact.first_name }}, <b>new</b> trails", False),  # escaped per message
+        ("{{ contact.first_name|safe }}", True),  # markup: this recipient's HTML is checked
+    ],
+)
+def test_a_preheader_keeps_an_inert_template_unchecked_per_recipient(
+    monkeypatch, preheader, checked
+):
+    """The preheader slot is escaped text, so it must not send every recipient of a
+    template with a preheader through the full HTML check (it made render + MIME 13x
+    slower); markup in the preheader's own render still does."""
+    from automation.email import render as render_module
+    from automation.email.compiler import Draft, compile_template
+    from automation.email.context import template_context
+    from automation.email.models import TemplateKind, TemplateVersion
+    from automation.signing import TokenSigner
+
+    ada = {"email": "ada@example.com", "first_name": "Ada", "tags": [], "attributes": {}}
+    sample = template_context(
+        ada, unsubscribe_url="u", preferences_url="p", view_in_browser_url="v"
+    )
+    result = compile_template(
+        Draft("Hi", preheader, MJML, True), known_fields={"plan"}, sample=sample
+    )
+    assert result.compiled is not None, result.errors
+    row = TemplateVersion(
+        id=1,
+        template_id=1,
+        number=1,
+        kind=TemplateKind.MARKETING,
+        subject="Hi",
+        preheader=preheader,
+        mjml=MJML,
+        html=result.compiled.html,
+        text=result.compiled.text,
+        links=result.compiled.links,
+        html_bytes=result.compiled.html_bytes,
+    )
+    version = render_module.compile_version(row)
+    assert version.inert
+    calls: list[str] = []
+    real_check = render_module.check_html
+
+    def counting_check(html: str) -> None:
+        calls.append(html)
+        real_check(html)
+
+    monkeypatch.setattr(render_module, "check_html", counting_check)
+    tokens = TokenSigner("t-" + "k" * 40).for_message(1, 7, version.id)
+    urls = render_module.tracking_urls(tokens, "https://n.example", len(version.links))
+    email = render_module.render_for_send(version, {**ada, "full_name": "Ada"}, urls)
+    assert b"Ada" in email.html_qp or b"trail" in email.html_qp
+    assert bool(calls) is checked

@@ -29,6 +29,7 @@ from automation.email.render_budget import Budget, new_budget
 from automation.email.sandbox import (
     HTML_ENV,
     TEXT_ENV,
+    EscapedText,
     RenderError,
     render,
     static_chunks,
@@ -170,7 +171,7 @@ def _preheader(source: str) -> Preheader:
     template = HTML_ENV.from_string(html_source(source))
     if "{" in source:
         return template
-    return Markup(" ".join(render(template, {}).output.split()))  # noqa: S704  # escaped
+    return EscapedText(" ".join(render(template, {}).output.split()))  # escaped
 
 
 @dataclass(frozen=True)
@@ -370,8 +371,11 @@ def _context(
     preheader = version.preheader
     if isinstance(preheader, Template):
         # HTML already: the autoescaping environment rendered it from an escaped source.
+        # Escaped text unless one of its outputs was markup (|safe): then it stays plain
+        # Markup, and putting it into the HTML marks this recipient's HTML for the check.
         output = " ".join(render(preheader, context, budget=budget).output.split())
-        preheader = Markup(output)  # noqa: S704  # escaped, see above
+        unescaped = budget.unescaped  # (each render starts its own count)
+        preheader = Markup(output) if unescaped else EscapedText(output)  # noqa: S704
     context[PREHEADER_SLOT] = preheader or ""
     context[LANGUAGE_SLOT] = version.language or default_language
     return context, subject

@@ -92,6 +92,15 @@ def _concat(eval_ctx: EvalContext, values: list[Any]) -> str:
     return markup_join(values) if eval_ctx.autoescape else str_join(values)
 
 
+class EscapedText(Markup):
+    """HTML that is escaped text: the output of an autoescaping render of an escaped
+    source (the preheader slot). Putting it in adds no markup, so, unlike other Markup,
+    it does not mark the render unescaped (which would re-check every recipient's HTML);
+    an unescaped output inside its own render, in the same budget, still does."""
+
+    __slots__ = ()
+
+
 @pass_eval_context
 def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
     """Every ``{{ … }}`` output: its size (escaped, when it will be) spent before Jinja
@@ -104,7 +113,7 @@ def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
     else:
         size = str_size(value)
         if not eval_ctx.autoescape or (
-            hasattr(value, "__html__") and not isinstance(value, Undefined)
+            hasattr(value, "__html__") and not isinstance(value, (Undefined, EscapedText))
         ):
             budget.unescaped = True
     if size > MAX_VALUE:
